@@ -1,0 +1,373 @@
+"""Loading and validating ``hub.yaml``.
+
+The file is parsed with PyYAML, ``${VAR}`` / ``${VAR:-default}`` references in string values are replaced
+from the environment (after parsing, so a secret's characters never change the YAML's meaning), and the
+result is validated by :class:`HubConfigSchema`. Every error names the key's path
+(``providers.stripe.api_key: Missing data for required field.``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from marshmallow import EXCLUDE, INCLUDE, RAISE, Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import ValidationError as MarshmallowValidationError
+
+from hub.errors import ConfigError
+
+CONFIG_ENV = "HUB_CONFIG"
+DEFAULT_CONFIG_FILE = "hub.yaml"
+
+
+@dataclass(frozen=True)
+class ServiceInfo:
+    """A service of the seed API (``email``, ``payment``...): which capability serves it."""
+
+    key: str
+    name: str
+    type: str
+    capability: str
+    channel: str | None = None
+
+
+#: The services the API exposes, by the names the seed API uses. The core knows capabilities and
+#: channels, never providers: which providers serve a service comes from hub.yaml.
+SERVICES: dict[str, ServiceInfo] = {
+    "email": ServiceInfo("email", "Email Service", "communication", "notify", "email"),
+    "sms": ServiceInfo("sms", "SMS Service", "communication", "notify", "sms"),
+    "chat": ServiceInfo("chat", "Chat Service", "communication", "notify", "chat"),
+    "payment": ServiceInfo("payment", "Payment Gateway", "payment", "pay"),
+    "kafka": ServiceInfo("kafka", "Event Streaming", "messaging", "publish"),
+    "fileStorage": ServiceInfo("fileStorage", "File Storage", "storage", "store"),
+    "externalAPI": ServiceInfo("externalAPI", "External API Integration", "integration", "sync"),
+}
+
+SERVICE_ALIASES = {
+    "payments": "payment",
+    "pay": "payment",
+    "events": "kafka",
+    "publish": "kafka",
+    "storage": "fileStorage",
+    "files": "fileStorage",
+    "store": "fileStorage",
+    "sync": "externalAPI",
+    "external": "externalAPI",
+    "slack": "chat",
+}
+
+CHANNEL_SERVICE = {info.channel: key for key, info in SERVICES.items() if info.channel}
+
+DEFAULT_RATE_LIMITS = {"email": "100/minute", "sms": "50/minute", "payment": "200/minute"}
+
+
+def service_key(name: str) -> str | None:
+    """The canonical service key for a name or alias, or None if there is no such service."""
+    if name in SERVICES:
+        return name
+    return SERVICE_ALIASES.get(name) or next((key for key in SERVICES if key.lower() == name.lower()), None)
+
+
+def _rate_limit_string(value: str) -> None:
+    from limits import parse_many
+
+    try:
+        parse_many(value)
+    except ValueError as error:
+        raise MarshmallowValidationError(f"not a rate limit ({error}); write e.g. '100/minute'") from None
+
+
+class ProviderEntrySchema(Schema):
+    """``providers.<name>``: ``type`` plus the provider's own settings (validated by its schema later)."""
+
+    class Meta:
+        unknown = INCLUDE
+
+    type = fields.String(required=True)
+    enabled = fields.Boolean(load_default=True)
+
+
+class ServiceSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    providers = fields.List(fields.String(), load_default=list)
+    enabled = fields.Boolean(load_default=True)
+    #: notify only: skip the rate-limit queue for ``priority: high`` messages.
+    high_priority_bypasses_rate_limit = fields.Boolean(load_default=False)
+
+
+class RateLimitsSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    storage = fields.String(load_default="memory://")
+    limits = fields.Dict(keys=fields.String(), values=fields.String(validate=_rate_limit_string), load_default=dict)
+
+    @validates_schema
+    def _known_services(self, data: dict[str, Any], **_: Any) -> None:
+        unknown = [name for name in data.get("limits", {}) if service_key(name) is None]
+        if unknown:
+            raise MarshmallowValidationError({"limits": {name: ["unknown service"] for name in unknown}})
+
+
+class RetrySchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    attempts = fields.Integer(load_default=3, validate=validate.Range(min=1, max=20))
+    initial_delay = fields.Float(load_default=0.2, validate=validate.Range(min=0))
+    max_delay = fields.Float(load_default=5.0, validate=validate.Range(min=0))
+    jitter = fields.Float(load_default=0.2, validate=validate.Range(min=0))
+    #: Background jobs: how many times a job is re-queued before it is marked dead.
+    job_attempts = fields.Integer(load_default=5, validate=validate.Range(min=1, max=100))
+    job_delay = fields.Float(load_default=5.0, validate=validate.Range(min=0))
+
+
+class BreakerSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    fail_max = fields.Integer(load_default=5, validate=validate.Range(min=1))
+    reset_timeout = fields.Float(load_default=30.0, validate=validate.Range(min=0.1))
+
+
+class StorageLimitsSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    max_file_size = fields.Integer(load_default=10 * 1024 * 1024, validate=validate.Range(min=1))
+    #: Content types (``image/png``) or families (``image/*``) accepted; empty means any.
+    allowed_content_types = fields.List(fields.String(), load_default=list)
+    url_expiry = fields.Integer(load_default=3600, validate=validate.Range(min=1))
+
+
+class QueueSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    #: ``sqlite`` (default, a file in the data dir), ``redis`` (scaled out) or ``memory`` (tests).
+    backend = fields.String(load_default="sqlite", validate=validate.OneOf(["sqlite", "redis", "memory"]))
+    url = fields.String(load_default=None, allow_none=True)
+    #: Worker threads started inside ``hub serve``; 0 runs no worker there (use ``hub worker``).
+    workers = fields.Integer(load_default=2, validate=validate.Range(min=0, max=64))
+    #: Notifications with more recipients than this are accepted with 202 and sent by workers.
+    bulk_threshold = fields.Integer(load_default=20, validate=validate.Range(min=1))
+    batch_size = fields.Integer(load_default=200, validate=validate.Range(min=1, max=10000))
+    #: Seconds a worker holds a claimed job before another worker may take it over.
+    lease_seconds = fields.Integer(load_default=300, validate=validate.Range(min=5))
+
+
+class TemplateSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    channel = fields.String(required=True, validate=validate.OneOf(["email", "sms", "chat"]))
+    subject = fields.String(load_default=None, allow_none=True)
+    text = fields.String(required=True)
+    html = fields.String(load_default=None, allow_none=True)
+    blocks = fields.String(load_default=None, allow_none=True)
+    required = fields.List(fields.String(), load_default=list)
+
+
+class ScheduleSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    data_type = fields.String(required=True)
+    cron = fields.String(required=True)
+    tenant = fields.String(load_default=None, allow_none=True)
+    provider = fields.String(load_default=None, allow_none=True)
+    options = fields.Dict(load_default=dict)
+
+    @validates_schema
+    def _cron(self, data: dict[str, Any], **_: Any) -> None:
+        if len(data["cron"].split()) != 5:
+            raise MarshmallowValidationError({"cron": ["five fields: minute hour day month weekday"]})
+
+
+class TenantSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    #: provider name -> settings that replace the shared ones for this tenant.
+    providers = fields.Dict(keys=fields.String(), values=fields.Dict(), load_default=dict)
+    services = fields.Dict(keys=fields.String(), values=fields.Nested(ServiceSchema), load_default=dict)
+    rate_limits = fields.Dict(keys=fields.String(), values=fields.String(validate=_rate_limit_string), load_default=dict)
+    templates = fields.Dict(keys=fields.String(), values=fields.List(fields.Nested(TemplateSchema)), load_default=dict)
+    default_region = fields.String(load_default=None, allow_none=True, validate=validate.Length(equal=2))
+
+
+class PluginsSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    allow = fields.List(fields.String(), load_default=None, allow_none=True)
+    block = fields.List(fields.String(), load_default=list)
+    strict = fields.Boolean(load_default=False)
+
+
+class ServerSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    host = fields.String(load_default="127.0.0.1")
+    port = fields.Integer(load_default=8000, validate=validate.Range(min=0, max=65535))
+    workers = fields.Integer(load_default=1, validate=validate.Range(min=1, max=64))
+
+
+class HubConfigSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    mode = fields.String(load_default="development", validate=validate.OneOf(["development", "production"]))
+    data_dir = fields.String(load_default="var")
+    database_url = fields.String(load_default=None, allow_none=True)
+    redis_url = fields.String(load_default=None, allow_none=True)
+    default_tenant = fields.String(load_default="default")
+    default_region = fields.String(load_default="US", validate=validate.Length(equal=2))
+    server = fields.Nested(ServerSchema, load_default=lambda: ServerSchema().load({}))
+    plugins = fields.Nested(PluginsSchema, load_default=lambda: PluginsSchema().load({}))
+    providers = fields.Dict(keys=fields.String(), values=fields.Nested(ProviderEntrySchema), load_default=dict)
+    services = fields.Dict(keys=fields.String(), values=fields.Nested(ServiceSchema), load_default=dict)
+    rate_limits = fields.Nested(RateLimitsSchema, load_default=lambda: RateLimitsSchema().load({}))
+    retry = fields.Nested(RetrySchema, load_default=lambda: RetrySchema().load({}))
+    circuit_breaker = fields.Nested(BreakerSchema, load_default=lambda: BreakerSchema().load({}))
+    storage_limits = fields.Nested(StorageLimitsSchema, load_default=lambda: StorageLimitsSchema().load({}))
+    queue = fields.Nested(QueueSchema, load_default=lambda: QueueSchema().load({}))
+    templates = fields.Dict(keys=fields.String(), values=fields.List(fields.Nested(TemplateSchema)), load_default=dict)
+    tenants = fields.Dict(keys=fields.String(), values=fields.Nested(TenantSchema), load_default=dict)
+    sync_schedules = fields.List(fields.Nested(ScheduleSchema), load_default=list)
+
+    @validates_schema
+    def _services_refer_to_providers(self, data: dict[str, Any], **_: Any) -> None:
+        errors: dict[str, Any] = {}
+        providers = data.get("providers", {})
+        for name, service in data.get("services", {}).items():
+            if service_key(name) is None:
+                errors.setdefault("services", {})[name] = [f"unknown service; one of {', '.join(SERVICES)}"]
+                continue
+            for index, provider in enumerate(service["providers"]):
+                if provider not in providers:
+                    errors.setdefault("services", {}).setdefault(name, {}).setdefault("providers", {})[index] = [
+                        f"no provider named {provider!r} under providers:"
+                    ]
+        for tenant, tenant_config in data.get("tenants", {}).items():
+            for provider in tenant_config.get("providers", {}):
+                if provider not in providers:
+                    errors.setdefault("tenants", {}).setdefault(tenant, {}).setdefault("providers", {})[provider] = [
+                        "no provider of that name under providers:"
+                    ]
+        if errors:
+            raise MarshmallowValidationError(errors)
+
+
+_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
+
+
+def interpolate(value: Any, environ: dict[str, str], path: str = "") -> Any:
+    """Replace ``${VAR}`` and ``${VAR:-default}`` in every string of ``value``."""
+    if isinstance(value, dict):
+        return {key: interpolate(item, environ, f"{path}.{key}" if path else str(key)) for key, item in value.items()}
+    if isinstance(value, list):
+        return [interpolate(item, environ, f"{path}.{index}") for index, item in enumerate(value)]
+    if not isinstance(value, str) or "${" not in value:
+        return value
+
+    def replace(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in environ and environ[name] != "":
+            return environ[name]
+        if default is not None:
+            return default
+        raise ConfigError(path, f"environment variable {name} is not set")
+
+    replaced = _ENV_REFERENCE.sub(replace, value)
+    # A value that was only a reference to an unset-but-defaulted-to-empty variable means "not set".
+    return None if replaced == "" and _ENV_REFERENCE.fullmatch(value) else replaced
+
+
+def first_error(messages: Any, prefix: str = "") -> tuple[str, str]:
+    """The first (path, reason) pair in a marshmallow error dict."""
+    if isinstance(messages, dict):
+        for key, value in messages.items():
+            key_path = f"{prefix}.{key}" if prefix else str(key)
+            if key == "_schema":
+                key_path = prefix or "(root)"
+            return first_error(value, key_path)
+    if isinstance(messages, list) and messages:
+        if isinstance(messages[0], dict | list):
+            return first_error(messages[0], prefix)
+        return prefix or "(root)", str(messages[0])
+    return prefix or "(root)", str(messages)
+
+
+def validate_config(raw: dict[str, Any] | None, environ: dict[str, str] | None = None) -> dict[str, Any]:
+    """Interpolate and validate a parsed hub.yaml; raises :class:`ConfigError` naming the key path."""
+    environ = dict(os.environ) if environ is None else environ
+    raw = raw or {}
+    if not isinstance(raw, dict):
+        raise ConfigError("(root)", "hub.yaml must be a mapping")
+    interpolated = interpolate(raw, environ)
+    try:
+        config = HubConfigSchema().load(interpolated)
+    except ValidationError as error:
+        path, reason = first_error(error.messages)
+        raise ConfigError(path, reason) from None
+    # Environment variables the seed documents win over the file for the process-wide URLs.
+    config["database_url"] = environ.get("DATABASE_URL") or config["database_url"]
+    config["redis_url"] = environ.get("REDIS_URL") or config["redis_url"]
+    if environ.get("HUB_MODE"):
+        if environ["HUB_MODE"] not in ("development", "production"):
+            raise ConfigError("HUB_MODE", "must be development or production")
+        config["mode"] = environ["HUB_MODE"]
+    config["services"] = {service_key(name): value for name, value in config["services"].items()}
+    for tenant in config["tenants"].values():
+        bad = [name for name in tenant["services"] if service_key(name) is None]
+        if bad:
+            raise ConfigError(f"tenants.services.{bad[0]}", "unknown service")
+        tenant["services"] = {service_key(name): value for name, value in tenant["services"].items()}
+    return config
+
+
+def config_path(path: str | os.PathLike[str] | None = None) -> Path:
+    return Path(path or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG_FILE)
+
+
+def load_config(path: str | os.PathLike[str] | None = None, environ: dict[str, str] | None = None) -> dict[str, Any]:
+    """Read and validate hub.yaml (``$HUB_CONFIG``, else ``./hub.yaml``; missing file = all defaults).
+
+    Relative ``data_dir`` and sqlite paths are taken relative to the file's folder, so the CLI and the
+    server agree whatever the working directory.
+    """
+    file = config_path(path)
+    if file.exists():
+        try:
+            raw = yaml.safe_load(file.read_text()) or {}
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f"line {mark.line + 1}" if mark else "(file)"
+            raise ConfigError(where, f"not valid YAML: {getattr(error, 'problem', error)}") from None
+        base = file.resolve().parent
+    else:
+        if path is not None:
+            raise ConfigError(str(file), "file not found")
+        raw, base = {}, Path.cwd()
+    config = validate_config(raw, environ)
+    config["data_dir"] = str((base / config["data_dir"]).resolve())
+    config["config_file"] = str(file.resolve()) if file.exists() else None
+    return config
+
+
+__all__ = [
+    "SERVICES",
+    "ServiceInfo",
+    "load_config",
+    "validate_config",
+    "service_key",
+    "EXCLUDE",
+]

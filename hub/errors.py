@@ -1,0 +1,156 @@
+"""The error hierarchy plugins raise and the core's retry/failover logic relies on.
+
+A provider raises:
+
+* :class:`TransientError` when the call may succeed if repeated (timeouts, 5xx, connection refused,
+  the provider's own rate limit). The core retries it with backoff, then fails over to the next provider.
+* :class:`PermanentError` when this request will never succeed (an invalid recipient, a declined card, an
+  unknown transaction). The core neither retries nor fails over: the caller gets a 422.
+* :class:`ConfigurationError` when the provider itself is unusable (missing or rejected credentials, a bad
+  setting). The core does not retry it, but fails over to the next provider.
+
+Anything else a provider raises is treated as transient (a bug in a plugin must not be mistaken for a
+declined card), and logged with its traceback.
+"""
+
+from __future__ import annotations
+
+
+class HubError(Exception):
+    """Base class of every error the hub raises on purpose."""
+
+    #: HTTP status the REST API answers with when this error reaches it.
+    status_code = 500
+
+    def __init__(self, message: str, *, field: str | None = None, detail: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        self.detail = detail
+
+
+class ProviderError(HubError):
+    """Raised by a provider; tells the core whether trying again can help."""
+
+    retryable = False
+    failover = False
+    status_code = 503
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        field: str | None = None,
+        detail: str | None = None,
+        provider_code: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, field=field, detail=detail)
+        #: The provider's own error code (Stripe ``card_declined``, Twilio ``21211``...).
+        self.provider_code = provider_code
+        #: Seconds the provider asked us to wait, when it said so.
+        self.retry_after = retry_after
+
+
+class TransientError(ProviderError):
+    """The call failed for a reason that may go away: retry with backoff, then fail over."""
+
+    retryable = True
+    failover = True
+    status_code = 503
+
+
+class PermanentError(ProviderError):
+    """The request itself was refused: neither retry nor fail over."""
+
+    retryable = False
+    failover = False
+    status_code = 422
+
+
+class NotFoundError(PermanentError):
+    """The object the request names (file, transaction, message) does not exist at the provider."""
+
+    status_code = 404
+
+
+class ConfigurationError(ProviderError):
+    """The provider is misconfigured or its credentials were rejected: fail over, do not retry."""
+
+    retryable = False
+    failover = True
+    status_code = 503
+
+
+class SignatureError(PermanentError):
+    """An incoming webhook's signature did not verify."""
+
+    status_code = 401
+
+
+class ConfigError(HubError):
+    """``hub.yaml`` (or the environment) is invalid; ``path`` names the offending key."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}", field=path, detail=reason)
+        self.path = path
+        self.reason = reason
+
+
+class ValidationError(HubError):
+    """A caller's input is invalid; ``errors`` maps each field path to its messages."""
+
+    status_code = 422
+
+    def __init__(self, errors: dict, message: str | None = None) -> None:
+        self.errors = errors
+        fields = ", ".join(sorted(_flatten_paths(errors))) or "input"
+        super().__init__(message or f"Invalid input: {fields}", field=fields)
+
+
+class RateLimitedError(HubError):
+    """A tenant exceeded its rate limit for a service."""
+
+    status_code = 429
+
+    def __init__(self, service: str, limit: str, retry_after: float) -> None:
+        super().__init__(f"Rate limit for {service} exceeded ({limit}); retry in {retry_after:.0f}s")
+        self.service = service
+        self.limit = limit
+        self.retry_after = retry_after
+
+
+class NoProviderError(HubError):
+    """No configured provider could serve the request (none configured, or all failed)."""
+
+    status_code = 503
+
+    def __init__(self, message: str, *, attempts: list[dict] | None = None, cause: Exception | None = None) -> None:
+        super().__init__(message)
+        self.attempts = attempts or []
+        self.cause = cause
+
+
+class NotFound(HubError):
+    """A record the caller asked for does not exist (or belongs to another tenant)."""
+
+    status_code = 404
+
+
+class Conflict(HubError):
+    """The request conflicts with an earlier one (an idempotency key still in progress)."""
+
+    status_code = 409
+
+
+def _flatten_paths(errors: object, prefix: str = "") -> list[str]:
+    if not isinstance(errors, dict):
+        return [prefix] if prefix else []
+    paths: list[str] = []
+    for key, value in errors.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, dict):
+            paths.extend(_flatten_paths(value, path))
+        else:
+            paths.append(path)
+    return paths

@@ -1,0 +1,274 @@
+"""The plugin author's manual: every hook the hub calls, what it is given and what it must return.
+
+There are two kinds of hooks.
+
+**Set-up hooks** are implemented by a plugin *module* (the object your ``hub`` entry point names). They
+are ``historic``: a plugin loaded late still receives them.
+
+* :func:`register_providers` -- declare provider types (classes).
+* :func:`register_templates` -- contribute notification templates.
+
+**Provider hooks** are implemented as methods of a *provider instance*. The core builds one instance per
+entry in ``hub.yaml``'s ``providers:`` section, registers it with the plugin manager under its configured
+name, and calls its hooks **directly and only on it**: a payment goes to the gateway the configuration
+chose, never to every payment plugin. Which hooks a provider must implement depends on its
+``capability``:
+
+========== ====================================================== ================================
+capability required hooks                                          optional hooks
+========== ====================================================== ================================
+notify     :func:`notify`                                         :func:`health`, :func:`handle_webhook`
+pay        :func:`pay`, :func:`refund`                            :func:`health`, :func:`handle_webhook`
+store      :func:`store`, :func:`store_read`, :func:`store_delete` :func:`store_url`, :func:`health`
+publish    :func:`publish`                                        :func:`consumer_groups`, :func:`health`
+sync       :func:`sync`                                           :func:`health`
+========== ====================================================== ================================
+
+Every provider may also implement :func:`close`.
+
+Errors: raise the classes in :mod:`hub.errors` -- :class:`~hub.errors.TransientError` (retried with
+backoff, then the next provider is tried), :class:`~hub.errors.PermanentError` (the caller gets a 422,
+nothing is retried) or :class:`~hub.errors.ConfigurationError` (the next provider is tried). Never put a
+credential in an error message. Provider hooks run in worker threads: they must be thread-safe, and may
+block (the core applies the timeouts and the circuit breaker).
+
+A minimal plugin::
+
+    from hub import hookimpl
+    from hub.capabilities import NotifyResult, Provider, RecipientResult
+
+    class Pager(Provider):
+        type_name = "pager"
+        capability = "notify"
+        channels = ("sms",)
+
+        @hookimpl
+        def notify(self, message):
+            return NotifyResult([RecipientResult(r.address, "sent") for r in message.recipients])
+
+    @hookimpl
+    def register_providers(register):
+        register(Pager)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    from hub.capabilities import (
+        Event,
+        HealthResult,
+        Message,
+        NotifyResult,
+        PaymentRequest,
+        PaymentResult,
+        PublishResult,
+        RefundRequest,
+        RefundResult,
+        StoredFile,
+        SyncRequest,
+        SyncResult,
+        WebhookEvent,
+        WebhookRequest,
+    )
+
+PROJECT_NAME = "hub"
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+
+# --- set-up hooks (plugin modules) -------------------------------------------------------------
+
+
+@hookspec(historic=True)
+def register_providers(register: Callable[[type], None]) -> None:
+    """Declare the provider types this plugin offers.
+
+    Called once when the plugin is loaded (historic: also for plugins registered after start-up).
+
+    :param register: call ``register(ProviderClass)`` once per provider type. The class must set
+        ``type_name`` (what users write as ``type:`` in ``hub.yaml``; unique across all plugins -- a
+        duplicate is refused and reported), ``capability`` (``notify``, ``pay``, ``store``, ``publish`` or
+        ``sync``), for notify also ``channels``, and usually ``settings_schema`` (a marshmallow
+        ``Schema`` class validating its ``hub.yaml`` settings), ``env_settings`` (setting -> environment
+        variable read when the setting is absent) and ``secret_settings`` (settings never shown).
+        The class is instantiated as ``ProviderClass(name, settings, context)``; see
+        :class:`hub.capabilities.Provider`. The constructor must not contact the provider (start-up stays
+        fast and works offline): import heavy SDKs and open connections lazily.
+    :returns: nothing.
+    """
+
+
+@hookspec(historic=True)
+def register_templates(register: Callable[..., None]) -> None:
+    """Contribute notification templates.
+
+    Called once when the plugin is loaded.
+
+    :param register: call ``register(name, channel, subject=None, text=..., html=None, blocks=None,
+        required=())``. ``channel`` is ``email``, ``sms`` or ``chat``; ``text``/``subject``/``html``
+        are Jinja2 templates rendered in a sandbox with the notification's ``data`` as variables
+        (``html`` autoescaped); ``blocks`` is a Jinja2 template producing a JSON list of Slack blocks.
+        ``required`` names the variables that must be present: a missing one is a 422 naming it.
+        A later registration of the same ``(name, channel)`` replaces an earlier one; tenants'
+        templates from ``hub.yaml`` replace both.
+    :returns: nothing.
+    """
+
+
+# --- notify ------------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def notify(message: Message) -> NotifyResult:
+    """Deliver ``message`` on ``message.channel`` to every recipient in ``message.recipients``.
+
+    Called by a delivery worker (or the API thread for small sends) after the template was rendered
+    and recipients validated: email addresses are syntactically valid, phone numbers are E.164.
+    A bulk send arrives in batches of up to a few hundred recipients: reuse one connection for them.
+
+    :param message: a :class:`hub.capabilities.Message`; ``message.id`` is the hub's id, stable across
+        retries -- use it as the provider's idempotency key where there is one.
+    :returns: a :class:`hub.capabilities.NotifyResult` with one ``RecipientResult`` per recipient, in
+        order: ``status="sent"`` (or ``"queued"`` when the provider reports delivery later through
+        :func:`handle_webhook`) with the provider's message id, or ``status="failed"`` with the reason
+        when *that recipient* was refused (an unreachable number). Recipients marked failed are not
+        retried.
+    :raises TransientError: when nothing was sent and trying again may help; the core retries only the
+        recipients without a result.
+    :raises ConfigurationError: bad credentials or settings; the next provider is tried.
+    """
+
+
+# --- pay ---------------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def pay(payment: PaymentRequest) -> PaymentResult:
+    """Charge ``payment.amount`` (a ``Decimal`` in major units, e.g. ``10.00``) in ``payment.currency``.
+
+    :param payment: a :class:`hub.capabilities.PaymentRequest`. Pass ``payment.idempotency_key`` to the
+        provider's idempotency mechanism: the core may call again after a timeout.
+    :returns: a :class:`hub.capabilities.PaymentResult`; ``transaction_id`` is the provider's id, used for
+        refunds and to match webhooks. ``status`` is ``succeeded``, ``pending``, ``requires_action``
+        or ``failed``.
+    :raises PermanentError: the payment was declined or is invalid (set ``provider_code``, e.g.
+        ``card_declined``); the caller sees a 422.
+    :raises TransientError: the provider could not be reached and **no charge was made**; only then may
+        the core fail over to another gateway.
+    :raises ConfigurationError: credentials missing or rejected.
+    """
+
+
+@hookspec(firstresult=True)
+def refund(refund: RefundRequest) -> RefundResult:
+    """Refund all (``refund.amount is None``) or part of an earlier payment.
+
+    :param refund: a :class:`hub.capabilities.RefundRequest`; ``transaction_id`` is what :func:`pay`
+        returned. Always sent to the provider that took the payment.
+    :returns: a :class:`hub.capabilities.RefundResult`.
+    :raises NotFoundError: unknown transaction. :raises PermanentError: refund refused (more than what is
+        left to refund, payment not captured).
+    """
+
+
+# --- store -------------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def store(file: StoredFile, data: bytes) -> StoredFile:
+    """Store ``data`` under ``file.key`` with ``file.content_type`` and ``file.metadata``.
+
+    The key is already tenant-prefixed and unique; never change it. Overwrite silently if it exists
+    (a retried upload writes the same bytes).
+
+    :returns: the same :class:`hub.capabilities.StoredFile`, with ``url`` set when the provider can give
+        a URL (leave ``None`` otherwise; the API then serves the file itself).
+    """
+
+
+@hookspec(firstresult=True)
+def store_read(key: str) -> bytes:
+    """Return the bytes stored under ``key``.
+
+    :raises NotFoundError: no such key.
+    """
+
+
+@hookspec(firstresult=True)
+def store_delete(key: str) -> bool:
+    """Delete ``key``. Returns ``True`` if it existed, ``False`` if it did not (not an error)."""
+
+
+@hookspec(firstresult=True)
+def store_url(key: str, expires_in: int) -> str | None:
+    """Optional. A time-limited URL to download ``key`` directly from the provider (a presigned URL),
+    valid ``expires_in`` seconds, or ``None`` when the provider has no such thing."""
+
+
+# --- publish -----------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def publish(event: Event) -> PublishResult:
+    """Publish ``event`` to ``event.topic``. Publish ``event.envelope()`` as the JSON value and
+    ``event.key`` (if set) as the message key, so ordering per key holds where the broker offers it.
+
+    :returns: a :class:`hub.capabilities.PublishResult` with the partition and offset written.
+    :raises TransientError: the broker was unreachable or did not acknowledge the write.
+    """
+
+
+@hookspec(firstresult=True)
+def consumer_groups() -> list[dict[str, Any]]:
+    """Optional. The broker's consumer groups: ``[{"groupId": ..., "state": ..., "members": n,
+    "topics": [...], "lag": n}]`` (keys the broker cannot tell may be omitted)."""
+
+
+# --- sync --------------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def sync(request: SyncRequest) -> SyncResult:
+    """Fetch ``request.data_type`` records from the external system.
+
+    ``options`` narrows the fetch (``{"supplierId": ...}``, ``{"since": ...}``, ``{"location": ...}``).
+    For ``data_type == "inventory"`` return one record per SKU and location with at least ``sku``,
+    ``location`` and ``quantity``: the core stores them as an inventory snapshot. Page through the
+    source's results yourself and respect its rate limits (raise ``TransientError`` with
+    ``retry_after`` when throttled).
+
+    :returns: a :class:`hub.capabilities.SyncResult`.
+    :raises PermanentError: the source does not offer ``data_type`` (say so in the message).
+    """
+
+
+# --- every provider ----------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def health() -> HealthResult:
+    """Optional. Check the provider's configuration and, where the API allows it cheaply, its
+    credentials (an SMTP ``NOOP`` after login, fetching the account). Called by ``GET /health``: keep it
+    under a few seconds. Return ``HealthResult("error", reason)`` rather than raising. Without this hook a
+    provider counts as healthy when it was built without error."""
+
+
+@hookspec(firstresult=True)
+def handle_webhook(webhook: WebhookRequest) -> list[WebhookEvent]:
+    """Optional. Verify and parse a request the provider sent to ``POST /webhooks/<provider name>``.
+
+    :returns: the status changes it carries, as :class:`hub.capabilities.WebhookEvent`; the core
+        deduplicates them by ``event_id`` and updates the matching delivery or payment records.
+    :raises SignatureError: the signature is missing or does not verify (the API answers 401).
+    """
+
+
+@hookspec
+def close() -> None:
+    """Optional. Release connections and flush buffers; called on ``POST /shutdown`` and at exit."""
