@@ -74,6 +74,13 @@ class NotFoundError(PermanentError):
     status_code = 404
 
 
+class UnsupportedError(PermanentError):
+    """This provider does not offer what was asked (a sync source without that data type): the core
+    tries the next provider, which may."""
+
+    failover = True
+
+
 class ConfigurationError(ProviderError):
     """The provider is misconfigured or its credentials were rejected: fail over, do not retry."""
 

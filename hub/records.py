@@ -1,0 +1,340 @@
+"""Persistence (SQLAlchemy): tokens, delivery records, files, audit trail, idempotency keys, webhook
+events and inventory snapshots. SQLite by default, PostgreSQL when ``DATABASE_URL`` says so."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    select,
+    update,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.types import TypeDecorator
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def new_id(prefix: str) -> str:
+    """Ids that say what they are (``ntf_``, ``pay_``...) and sort roughly by time."""
+    return f"{prefix}_{int(utcnow().timestamp() * 1000):x}{secrets.token_hex(6)}"
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stores UTC and always hands back aware datetimes (SQLite forgets the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return value
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class ApiToken(Base):
+    __tablename__ = "hub_api_tokens"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(100), index=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    #: Admin tokens may also call hub-wide operations (initialize, shutdown).
+    admin: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Record(Base):
+    """One accepted unit of work: a notification, payment, refund, upload, event or sync job."""
+
+    __tablename__ = "hub_records"
+    __table_args__ = (
+        UniqueConstraint("tenant", "kind", "idempotency_key", name="uq_record_idempotency"),
+        Index("ix_record_status_lease", "status", "lease_until"),
+        Index("ix_record_tenant_kind_created", "tenant", "kind", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(100))
+    kind: Mapped[str] = mapped_column(String(20))
+    service: Mapped[str] = mapped_column(String(40))
+    #: queued -> running -> succeeded | partial | failed | dead
+    status: Mapped[str] = mapped_column(String(20), default="queued")
+    provider: Mapped[str | None] = mapped_column(String(100))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    request_id: Mapped[str | None] = mapped_column(String(64))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    error: Mapped[str | None] = mapped_column(Text)
+    attempt_log: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    provider_reference: Mapped[str | None] = mapped_column(String(255), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "tenantId": self.tenant,
+            "kind": self.kind,
+            "service": self.service,
+            "status": self.status,
+            "provider": self.provider,
+            "attempts": self.attempts,
+            "idempotencyKey": self.idempotency_key,
+            "request": self.payload,
+            "result": self.result,
+            "error": self.error,
+            "attemptLog": self.attempt_log,
+            "providerReference": self.provider_reference,
+            "createdAt": self.created_at.isoformat() if self.created_at else None,
+            "updatedAt": self.updated_at.isoformat() if self.updated_at else None,
+            "finishedAt": self.finished_at.isoformat() if self.finished_at else None,
+        }
+
+
+class ProviderReference(Base):
+    """Maps a provider's message/transaction id back to our record (and recipient), for webhooks."""
+
+    __tablename__ = "hub_provider_refs"
+
+    provider: Mapped[str] = mapped_column(String(100), primary_key=True)
+    reference: Mapped[str] = mapped_column(String(255), primary_key=True)
+    record_id: Mapped[str] = mapped_column(String(40), ForeignKey("hub_records.id"), index=True)
+    recipient_index: Mapped[int | None] = mapped_column(Integer)
+
+
+class FileRecord(Base):
+    __tablename__ = "hub_files"
+    __table_args__ = (Index("ix_file_tenant_created", "tenant", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(100))
+    key: Mapped[str] = mapped_column(String(1024), unique=True)
+    filename: Mapped[str] = mapped_column(String(255))
+    content_type: Mapped[str] = mapped_column(String(255))
+    size: Mapped[int] = mapped_column(Integer)
+    checksum: Mapped[str] = mapped_column(String(64))
+    category: Mapped[str] = mapped_column(String(100))
+    file_type: Mapped[str | None] = mapped_column(String(50))
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    provider: Mapped[str] = mapped_column(String(100))
+    url: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    def to_dict(self, download_url: str | None = None) -> dict[str, Any]:
+        return {
+            "fileId": self.id,
+            "fileName": self.filename,
+            "fileKey": self.key,
+            "fileType": self.file_type,
+            "category": self.category,
+            "url": self.url or download_url,
+            "size": self.size,
+            "contentType": self.content_type,
+            "checksum": self.checksum,
+            "metadata": self.meta,
+            "provider": self.provider,
+            "uploadedAt": self.created_at.isoformat().replace("+00:00", "Z"),
+        }
+
+
+class AuditEntry(Base):
+    __tablename__ = "hub_audit"
+    __table_args__ = (
+        Index("ix_audit_tenant_at", "tenant", "at"),
+        Index("ix_audit_provider_at", "provider", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    tenant: Mapped[str | None] = mapped_column(String(100))
+    request_id: Mapped[str | None] = mapped_column(String(64))
+    capability: Mapped[str | None] = mapped_column(String(20))
+    service: Mapped[str | None] = mapped_column(String(40))
+    provider: Mapped[str | None] = mapped_column(String(100))
+    operation: Mapped[str] = mapped_column(String(60))
+    outcome: Mapped[str] = mapped_column(String(20))
+    latency_ms: Mapped[float | None] = mapped_column(Float)
+    record_id: Mapped[str | None] = mapped_column(String(40))
+    detail: Mapped[str | None] = mapped_column(Text)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "at": self.at.isoformat(),
+            "tenantId": self.tenant,
+            "requestId": self.request_id,
+            "capability": self.capability,
+            "service": self.service,
+            "provider": self.provider,
+            "operation": self.operation,
+            "outcome": self.outcome,
+            "latencyMs": self.latency_ms,
+            "recordId": self.record_id,
+            "detail": self.detail,
+        }
+
+
+class IdempotentRequest(Base):
+    __tablename__ = "hub_idempotency"
+
+    tenant: Mapped[str] = mapped_column(String(100), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    method: Mapped[str] = mapped_column(String(10))
+    path: Mapped[str] = mapped_column(String(500))
+    request_hash: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    response: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class WebhookEventSeen(Base):
+    __tablename__ = "hub_webhook_events"
+
+    provider: Mapped[str] = mapped_column(String(100), primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class InventorySnapshot(Base):
+    __tablename__ = "hub_inventory_snapshots"
+    __table_args__ = (Index("ix_snapshot_tenant_taken", "tenant", "taken_at"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(100))
+    provider: Mapped[str] = mapped_column(String(100))
+    record_id: Mapped[str | None] = mapped_column(String(40))
+    taken_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    item_count: Mapped[int] = mapped_column(Integer)
+    items: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+
+    def to_dict(self, with_items: bool = True) -> dict[str, Any]:
+        data = {
+            "id": self.id,
+            "tenantId": self.tenant,
+            "provider": self.provider,
+            "recordId": self.record_id,
+            "takenAt": self.taken_at.isoformat(),
+            "itemCount": self.item_count,
+        }
+        if with_items:
+            data["items"] = self.items
+        return data
+
+
+def normalise_database_url(url: str | None, data_dir: str) -> str:
+    if not url:
+        return f"sqlite:///{os.path.join(data_dir, 'hub.db')}"
+    # Plain postgresql:// means psycopg2 to SQLAlchemy; we ship psycopg 3.
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+class Database:
+    """The engine and session factory, plus the few queries several modules share."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        kwargs: dict[str, Any] = {"future": True}
+        if url.startswith("sqlite"):
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        else:
+            kwargs.update(pool_pre_ping=True, pool_size=10, max_overflow=20)
+        self.engine: Engine = create_engine(url, **kwargs)
+        if url.startswith("sqlite"):
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def create_all(self) -> None:
+        Base.metadata.create_all(self.engine)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        session = self.sessions()
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+    def claim(self, record_id: str, lease_seconds: int) -> Record | None:
+        """Atomically move a record to ``running`` for this worker; None if another worker holds it or
+        it is already finished. This is what makes a job run once even if it was queued twice."""
+        now = utcnow()
+        with self.session() as session:
+            claimed = session.execute(
+                update(Record)
+                .where(Record.id == record_id)
+                .where(
+                    (Record.status == "queued")
+                    | ((Record.status == "running") & ((Record.lease_until.is_(None)) | (Record.lease_until < now)))
+                )
+                .values(status="running", lease_until=now + timedelta(seconds=lease_seconds), attempts=Record.attempts + 1)
+            ).rowcount
+            if not claimed:
+                return None
+            return session.get(Record, record_id)
+
+    def unfinished(self, older_than_seconds: float = 0) -> list[str]:
+        """Records that were accepted but not finished: queued ones, and running ones whose lease lapsed
+        (their worker died). Used at start-up and periodically so nothing accepted is lost."""
+        now = utcnow()
+        cutoff = now - timedelta(seconds=older_than_seconds)
+        with self.session() as session:
+            rows = session.execute(
+                select(Record.id).where(
+                    ((Record.status == "queued") & (Record.updated_at <= cutoff))
+                    | ((Record.status == "running") & (Record.lease_until < now))
+                )
+            )
+            return [row[0] for row in rows]
+
+
+def _sqlite_pragmas(connection: Any, _record: Any) -> None:
+    cursor = connection.cursor()
+    # WAL lets the CLI, the API threads and the workers read while one writes.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()

@@ -1,0 +1,189 @@
+"""Retries (tenacity), circuit breakers (pybreaker) and rate limits (limits).
+
+None of it is hand-written: this module only wires the libraries to the hub's error hierarchy and to
+Redis when the hub runs as several processes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import pybreaker
+from limits import RateLimitItem, parse_many
+from limits.storage import storage_from_string
+from limits.strategies import MovingWindowRateLimiter
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+
+from hub.config import DEFAULT_RATE_LIMITS, service_key
+from hub.errors import HubError, PermanentError, ProviderError, RateLimitedError
+
+log = logging.getLogger("hub.resilience")
+
+T = TypeVar("T")
+
+
+def is_retryable(error: BaseException) -> bool:
+    """Transient provider errors, and anything unexpected from a plugin, are worth another try;
+    declines, bad requests, configuration errors and an open breaker are not."""
+    if isinstance(error, pybreaker.CircuitBreakerError):
+        return False
+    if isinstance(error, ProviderError):
+        return error.retryable
+    return not isinstance(error, HubError)
+
+
+def allows_failover(error: BaseException) -> bool:
+    if isinstance(error, pybreaker.CircuitBreakerError):
+        return True
+    if isinstance(error, ProviderError):
+        return error.failover
+    return not isinstance(error, HubError)
+
+
+class RetryPolicy:
+    """Exponential backoff with jitter on transient errors, honouring a provider's ``retry_after``."""
+
+    def __init__(self, attempts: int = 3, initial_delay: float = 0.2, max_delay: float = 5.0, jitter: float = 0.2) -> None:
+        self.attempts = attempts
+        self.max_delay = max_delay
+        self._backoff = wait_exponential_jitter(initial=initial_delay, max=max_delay, jitter=jitter)
+
+    def _wait(self, state: RetryCallState) -> float:
+        delay = self._backoff(state)
+        error = state.outcome.exception() if state.outcome else None
+        retry_after = getattr(error, "retry_after", None)
+        if retry_after:
+            delay = max(delay, min(float(retry_after), self.max_delay))
+        return delay
+
+    def call(self, function: Callable[[], T], on_retry: Callable[[BaseException, int], None] | None = None) -> T:
+        def before_sleep(state: RetryCallState) -> None:
+            if on_retry and state.outcome is not None:
+                on_retry(state.outcome.exception(), state.attempt_number)
+
+        retrying = Retrying(
+            stop=stop_after_attempt(self.attempts),
+            wait=self._wait,
+            retry=retry_if_exception(is_retryable),
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+        return retrying(function)
+
+
+class Breakers:
+    """One pybreaker circuit breaker per provider; state in Redis when configured so that several hub
+    processes agree on which providers are down."""
+
+    def __init__(self, fail_max: int = 5, reset_timeout: float = 30.0, redis_url: str | None = None, namespace: str = "hub") -> None:
+        self.fail_max = fail_max
+        self.reset_timeout = reset_timeout
+        self.namespace = namespace
+        self._redis = None
+        if redis_url:
+            import redis
+
+            # pybreaker's Redis storage compares raw bytes, so no decode_responses here.
+            self._redis = redis.Redis.from_url(redis_url)
+        self._breakers: dict[str, pybreaker.CircuitBreaker] = {}
+        self._lock = threading.Lock()
+
+    def get(self, provider_name: str) -> pybreaker.CircuitBreaker:
+        breaker = self._breakers.get(provider_name)
+        if breaker is not None:
+            return breaker
+        with self._lock:
+            breaker = self._breakers.get(provider_name)
+            if breaker is None:
+                storage = None
+                if self._redis is not None:
+                    storage = pybreaker.CircuitRedisStorage(
+                        pybreaker.STATE_CLOSED, self._redis, namespace=f"{self.namespace}:breaker:{provider_name}"
+                    )
+                breaker = pybreaker.CircuitBreaker(
+                    fail_max=self.fail_max,
+                    reset_timeout=self.reset_timeout,
+                    # A declined card or an invalid recipient says nothing about the provider's health.
+                    exclude=[PermanentError],
+                    state_storage=storage,
+                    name=provider_name,
+                    throw_new_error_on_trip=False,
+                )
+                self._breakers[provider_name] = breaker
+            return breaker
+
+    def state(self, provider_name: str) -> str:
+        return str(self.get(provider_name).current_state)
+
+    def call(self, provider_name: str, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return self.get(provider_name).call(function, *args, **kwargs)
+
+
+class RateLimits:
+    """Per-tenant, per-service limits with the seed's defaults (email 100/min, SMS 50/min, payment
+    200/min); memory storage by default, Redis when configured."""
+
+    def __init__(self, config: dict[str, Any], redis_url: str | None = None) -> None:
+        rate_config = config["rate_limits"]
+        storage_uri = rate_config["storage"]
+        if storage_uri.startswith("memory") and redis_url:
+            storage_uri = redis_url
+        options: dict[str, Any] = {}
+        if storage_uri.startswith("redis"):
+            options["key_prefix"] = f"hub-limits-{config.get('rate_limit_namespace', 'hub')}"
+        self.storage_uri = storage_uri
+        self.storage = storage_from_string(storage_uri, **options)
+        self.limiter = MovingWindowRateLimiter(self.storage)
+        self._defaults = {**DEFAULT_RATE_LIMITS, **{service_key(k): v for k, v in rate_config["limits"].items()}}
+        self._tenants = {tenant: t.get("rate_limits", {}) for tenant, t in config["tenants"].items()}
+        self._parsed: dict[str, list[RateLimitItem]] = {}
+
+    def limits_for(self, tenant: str, service: str) -> list[RateLimitItem]:
+        tenant_limits = {service_key(k): v for k, v in self._tenants.get(tenant, {}).items()}
+        text = tenant_limits.get(service) or self._defaults.get(service)
+        if not text:
+            return []
+        if text not in self._parsed:
+            self._parsed[text] = parse_many(text)
+        return self._parsed[text]
+
+    def describe(self, tenant: str, service: str) -> str | None:
+        items = self.limits_for(tenant, service)
+        return ", ".join(str(item) for item in items) or None
+
+    def hit(self, tenant: str, service: str, cost: int = 1) -> None:
+        """Count ``cost`` calls; raise :class:`RateLimitedError` (429) if that would exceed a limit."""
+        for item in self.limits_for(tenant, service):
+            if cost > item.amount:
+                raise RateLimitedError(service, str(item), float(item.get_expiry()))
+            if not self.limiter.hit(item, tenant, service, cost=cost):
+                raise RateLimitedError(service, str(item), self.retry_after(item, tenant, service))
+
+    def wait(self, tenant: str, service: str, cost: int = 1, deadline: float | None = None) -> None:
+        """Block until ``cost`` calls fit (bulk sends queue instead of failing); raise at ``deadline``."""
+        while True:
+            try:
+                self.hit(tenant, service, cost)
+                return
+            except RateLimitedError as error:
+                pause = max(0.05, min(error.retry_after, 5.0))
+                if deadline is not None and time.monotonic() + pause > deadline:
+                    raise
+                time.sleep(pause)
+
+    def retry_after(self, item: RateLimitItem, tenant: str, service: str) -> float:
+        stats = self.limiter.get_window_stats(item, tenant, service)
+        return max(1.0, stats.reset_time - time.time())
+
+    def remaining(self, tenant: str, service: str) -> int | None:
+        items = self.limits_for(tenant, service)
+        if not items:
+            return None
+        return min(self.limiter.get_window_stats(item, tenant, service).remaining for item in items)
+
+    def reset(self) -> None:
+        self.storage.reset()
