@@ -324,7 +324,8 @@ class Database:
         with self.session() as session:
             rows = session.execute(
                 select(Record.id).where(
-                    ((Record.status == "queued") & (Record.updated_at <= cutoff))
+                    # A queued record with a future lease is a retry scheduled for later.
+                    ((Record.status == "queued") & (Record.updated_at <= cutoff) & ((Record.lease_until.is_(None)) | (Record.lease_until < now)))
                     | ((Record.status == "running") & (Record.lease_until < now))
                 )
             )

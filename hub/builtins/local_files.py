@@ -1,0 +1,53 @@
+"""File-system helpers shared by the built-in providers that keep their state on local disk."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+from hub.capabilities import HealthResult
+
+
+def resolve_in_data_dir(setting: str, data_dir: str) -> Path:
+    """A directory or file setting as a path: relative settings live under the hub's data directory,
+    so the hub's state stays in one place whatever the working directory."""
+    path = Path(setting).expanduser()
+    return path if path.is_absolute() else Path(data_dir) / path
+
+
+def atomic_write(path: Path, data: bytes, *, fsync: bool = True) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``.
+
+    Readers see the old content or the new, never half a file, and a retried write replaces the first
+    rather than adding a second copy.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # The leading dot keeps half-written files out of listings; same folder so os.replace is atomic.
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".part")
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            if fsync:
+                os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+
+
+def directory_health(directory: Path, purpose: str) -> HealthResult:
+    """``success`` when a file can be created in ``directory`` (created if missing), ``error`` otherwise.
+
+    Creating a real file is the only reliable test: ``os.access`` is wrong for root and for read-only mounts.
+    """
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory, prefix=".health-"):
+            pass
+    except OSError as error:
+        return HealthResult("error", f"{purpose} directory {directory} is not writable: {error.strerror or error}")
+    return HealthResult("success", f"{purpose} directory {directory} is writable")

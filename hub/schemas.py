@@ -1,0 +1,158 @@
+"""Marshmallow schemas of the API: one definition serves validation, serialisation and the OpenAPI
+document. Field names are the seed API's camelCase (``data_key``); attributes are snake_case."""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+from typing import Any
+
+from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates, validates_schema
+
+from hub.capabilities import CHANNELS
+
+CURRENCY = re.compile(r"^[A-Z]{3}$")
+TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+EVENT_TYPE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$")
+
+
+class StrictSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+
+class RecipientSchema(StrictSchema):
+    name = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=200))
+    email = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=320))
+    phone = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=40))
+    #: Chat destination (a Slack channel) for chat notifications.
+    channel = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=200))
+    #: ISO 3166 region used to read a phone number written without its country code.
+    region = fields.String(load_default=None, allow_none=True, validate=validate.Length(equal=2))
+
+
+class NotificationSchema(StrictSchema):
+    type = fields.String(required=True, validate=validate.OneOf(CHANNELS))
+    recipients = fields.List(fields.Nested(RecipientSchema), load_default=list, validate=validate.Length(max=100_000))
+    template = fields.String(load_default="custom", validate=validate.Length(min=1, max=100))
+    data = fields.Dict(keys=fields.String(), load_default=dict)
+    priority = fields.String(load_default="normal", validate=validate.OneOf(["low", "normal", "high"]))
+    fallback_services = fields.List(
+        fields.String(validate=validate.OneOf(CHANNELS)), data_key="fallbackServices", load_default=list
+    )
+    #: Force background delivery (202) even for a small send.
+    asynchronous = fields.Boolean(data_key="async", load_default=False)
+
+    @validates_schema
+    def _recipients_needed(self, data: dict[str, Any], **_: Any) -> None:
+        if data["type"] != "chat" and not data["recipients"]:
+            raise ValidationError({"recipients": ["at least one recipient is required"]})
+        if data["type"] in data["fallback_services"]:
+            raise ValidationError({"fallbackServices": ["must not repeat the primary type"]})
+
+
+class PaymentSchema(StrictSchema):
+    amount = fields.Decimal(required=True, as_string=True)
+    currency = fields.String(required=True)
+    gateway = fields.String(load_default=None, allow_none=True)
+    order_id = fields.String(data_key="orderId", load_default=None, allow_none=True, validate=validate.Length(max=200))
+    payment_method = fields.String(data_key="paymentMethod", load_default=None, allow_none=True)
+    customer = fields.Dict(load_default=dict)
+    description = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=1000))
+    metadata = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict)
+
+    @validates("amount")
+    def _amount(self, value: Decimal, **_: Any) -> None:
+        if not value.is_finite() or value <= 0:
+            raise ValidationError("must be greater than 0")
+        if value.as_tuple().exponent < -2:  # type: ignore[operator]
+            raise ValidationError("at most 2 decimal places")
+        if value > Decimal("99999999.99"):
+            raise ValidationError("too large")
+
+    @validates("currency")
+    def _currency(self, value: str, **_: Any) -> None:
+        if not CURRENCY.match(value.upper()):
+            raise ValidationError("a three-letter ISO 4217 code, e.g. USD")
+
+
+class TestPaymentSchema(PaymentSchema):
+    order_id = fields.String(data_key="orderId", load_default="test_order", validate=validate.Length(max=200))
+
+
+class RefundSchema(StrictSchema):
+    amount = fields.Decimal(load_default=None, allow_none=True, as_string=True)
+    reason = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=500))
+    #: Refund by the provider's transaction id instead of the payment's id in the URL.
+    transaction_id = fields.String(data_key="transactionId", load_default=None, allow_none=True)
+
+    @validates("amount")
+    def _amount(self, value: Decimal | None, **_: Any) -> None:
+        if value is not None and (not value.is_finite() or value <= 0 or value.as_tuple().exponent < -2):  # type: ignore[operator]
+            raise ValidationError("a positive amount with at most 2 decimal places")
+
+
+class EventSchema(StrictSchema):
+    topic = fields.String(required=True, validate=validate.Regexp(TOPIC, error="letters, digits, '.', '_' or '-'"))
+    event_type = fields.String(
+        data_key="eventType",
+        required=True,
+        validate=validate.Regexp(EVENT_TYPE, error="dotted lower-case name such as inventory.stock.updated"),
+    )
+    data = fields.Dict(keys=fields.String(), required=True)
+    key = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=1000))
+    headers = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict)
+
+
+class FileUploadSchema(StrictSchema):
+    """JSON upload (``content`` base64); multipart uploads use the same fields as form fields."""
+
+    file_name = fields.String(data_key="fileName", required=True, validate=validate.Length(min=1, max=255))
+    content = fields.String(load_default=None, allow_none=True)
+    content_type = fields.String(data_key="contentType", load_default=None, allow_none=True)
+    category = fields.String(load_default="general", validate=validate.Regexp(r"^[A-Za-z0-9_-]{1,100}$"))
+    file_type = fields.String(data_key="fileType", load_default=None, allow_none=True, validate=validate.Length(max=50))
+    metadata = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict)
+
+
+class TestFileSchema(StrictSchema):
+    file_name = fields.String(data_key="fileName", load_default="test-document.txt", validate=validate.Length(min=1, max=255))
+    file_type = fields.String(data_key="fileType", load_default="document")
+    category = fields.String(load_default="test", validate=validate.Regexp(r"^[A-Za-z0-9_-]{1,100}$"))
+
+
+class SyncSchema(StrictSchema):
+    data_type = fields.String(data_key="dataType", required=True, validate=validate.Regexp(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$"))
+    options = fields.Dict(keys=fields.String(), load_default=dict)
+    provider = fields.String(load_default=None, allow_none=True)
+    asynchronous = fields.Boolean(data_key="async", load_default=True)
+
+
+class TestSyncSchema(SyncSchema):
+    asynchronous = fields.Boolean(data_key="async", load_default=False)
+
+
+class ErrorSchema(Schema):
+    success = fields.Boolean(dump_default=False)
+    message = fields.String()
+    error = fields.Raw()
+    errors = fields.Dict()
+
+
+class EnvelopeSchema(Schema):
+    success = fields.Boolean(dump_default=True)
+    data = fields.Raw()
+
+
+def load(schema: Schema, payload: Any) -> dict[str, Any]:
+    """Validate ``payload``; raise the hub's ValidationError whose fields name every bad key."""
+    from hub.errors import ValidationError as HubValidationError
+
+    if payload is None:
+        raise HubValidationError({"body": ["a JSON object is required"]}, "Request body must be a JSON object")
+    if not isinstance(payload, dict):
+        raise HubValidationError({"body": ["must be a JSON object"]}, "Request body must be a JSON object")
+    try:
+        return schema.load(payload)
+    except ValidationError as error:
+        raise HubValidationError(error.messages_dict) from None

