@@ -1,0 +1,115 @@
+"""The OpenAPI 3 document, built by apispec from the same marshmallow schemas that validate requests."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from apispec import APISpec
+from apispec.ext.marshmallow import MarshmallowPlugin
+from flask import Flask
+
+from hub import schemas
+
+#: endpoint -> (request body schema, success status)
+REQUEST_BODIES: dict[str, tuple[type, int]] = {
+    "integrations.test_notification": (schemas.NotificationSchema, 200),
+    "integrations.create_notification": (schemas.NotificationSchema, 200),
+    "integrations.test_payment": (schemas.TestPaymentSchema, 200),
+    "integrations.create_payment": (schemas.PaymentSchema, 201),
+    "integrations.refund_payment": (schemas.RefundSchema, 201),
+    "integrations.create_refund": (schemas.RefundSchema, 201),
+    "integrations.test_event": (schemas.EventSchema, 200),
+    "integrations.publish_event": (schemas.EventSchema, 201),
+    "integrations.test_file": (schemas.TestFileSchema, 200),
+    "integrations.upload_file": (schemas.FileUploadSchema, 201),
+    "integrations.test_sync": (schemas.TestSyncSchema, 200),
+    "integrations.create_sync_job": (schemas.SyncSchema, 202),
+}
+
+ERROR_STATUSES = {
+    "400": "Bad request",
+    "401": "Missing or invalid bearer token",
+    "403": "Tenant header missing or not the token's tenant",
+    "404": "Not found",
+    "409": "Idempotency-Key still in progress",
+    "422": "Validation error naming the field",
+    "429": "Rate limited (see Retry-After)",
+    "500": "Internal error",
+    "503": "No provider available",
+}
+
+_CACHE: dict[int, dict[str, Any]] = {}
+
+
+def build_spec(app: Flask) -> dict[str, Any]:
+    cached = _CACHE.get(id(app))
+    if cached is not None:
+        return cached
+    spec = APISpec(
+        title="Integration Hub API",
+        version="0.1.0",
+        openapi_version="3.0.3",
+        plugins=[MarshmallowPlugin()],
+        info={"description": "Notify, pay, store, publish and sync through provider plugins."},
+    )
+    spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
+    spec.components.schema("Error", schema=schemas.ErrorSchema)
+    spec.components.schema("Envelope", schema=schemas.EnvelopeSchema)
+    for name, (schema, _status) in REQUEST_BODIES.items():
+        component = schema.__name__.removesuffix("Schema")
+        if component not in spec.components.schemas:
+            spec.components.schema(component, schema=schema)
+    paths: dict[str, dict[str, Any]] = {}
+    for rule in app.url_map.iter_rules():
+        if not rule.endpoint.startswith("integrations."):
+            continue
+        path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)
+        view = app.view_functions[rule.endpoint]
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            operation: dict[str, Any] = {
+                "operationId": rule.endpoint.split(".", 1)[1],
+                "summary": (view.__doc__ or rule.endpoint).strip().splitlines()[0],
+                "tags": [rule.rule.split("/")[3] if len(rule.rule.split("/")) > 3 else "integrations"],
+                "parameters": [
+                    {"name": argument, "in": "path", "required": True, "schema": {"type": "string"}} for argument in sorted(rule.arguments)
+                ],
+                "responses": {},
+            }
+            status = 200
+            if rule.endpoint in REQUEST_BODIES:
+                schema, status = REQUEST_BODIES[rule.endpoint]
+                component = schema.__name__.removesuffix("Schema")
+                content = {"application/json": {"schema": {"$ref": f"#/components/schemas/{component}"}}}
+                if rule.endpoint == "integrations.upload_file":
+                    content["multipart/form-data"] = {
+                        "schema": {"type": "object", "properties": {"file": {"type": "string", "format": "binary"}, "category": {"type": "string"}}}
+                    }
+                operation["requestBody"] = {"required": True, "content": content}
+            if method == "POST":
+                operation["parameters"].append(
+                    {"name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string", "maxLength": 255}}
+                )
+            if rule.endpoint != "integrations.openapi":
+                operation["responses"][str(status)] = {
+                    "description": "Success",
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Envelope"}}},
+                }
+                for code, description in ERROR_STATUSES.items():
+                    operation["responses"][code] = {
+                        "description": description,
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+                    }
+            else:
+                operation["responses"]["200"] = {"description": "This document"}
+            if rule.endpoint in ("integrations.openapi", "integrations.webhook"):
+                operation["security"] = []
+            else:
+                operation["parameters"].append({"name": "X-Tenant-ID", "in": "header", "required": True, "schema": {"type": "string"}})
+            paths.setdefault(path, {})[method.lower()] = operation
+    for path, operations in paths.items():
+        spec.path(path=path, operations=operations)
+    document = spec.to_dict()
+    document["security"] = [{"bearer": []}]
+    _CACHE[id(app)] = document
+    return document

@@ -1,0 +1,693 @@
+"""Contract checks: one function per capability, asserting what :mod:`hub.hookspecs` promises the core.
+
+Each check takes a :class:`hub.testing.ProviderHarness` and a provider built with it, calls the
+provider's hooks as the core would, and fails with an ``AssertionError`` that says what the plugin
+must change. Each returns what it observed (the result of the main call) for further assertions.
+
+* :func:`check_provider_class` -- the class attributes, hooks and settings schema.
+* :func:`check_notify`, :func:`check_pay`, :func:`check_store`, :func:`check_publish`,
+  :func:`check_sync` -- one capability each.
+* :func:`check_health` -- the optional ``health`` hook.
+* :func:`run_contract` -- all of the above that apply to a provider.
+
+The checks talk to the provider for real: point the provider at a test account, a local emulator or a
+mocked HTTP API (``responses``, ``respx``), never at production.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import json
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from marshmallow import Schema
+
+from hub import hookspecs
+from hub.capabilities import (
+    CAPABILITIES,
+    CHANNELS,
+    Event,
+    HealthResult,
+    Message,
+    NotifyResult,
+    PaymentRequest,
+    PaymentResult,
+    PublishResult,
+    Recipient,
+    RecipientResult,
+    RefundRequest,
+    RefundResult,
+    StoredFile,
+    SyncRequest,
+    SyncResult,
+    to_dict,
+)
+from hub.errors import NotFoundError, PermanentError, TransientError
+from hub.plugins import PROVIDER_HOOKS, REQUIRED_HOOKS
+
+if TYPE_CHECKING:
+    from hub.testing import ProviderHarness
+
+__all__ = [
+    "DEFAULT_ADDRESSES",
+    "check_health",
+    "check_notify",
+    "check_pay",
+    "check_provider_class",
+    "check_publish",
+    "check_store",
+    "check_sync",
+    "run_contract",
+]
+
+#: Recipients used when a check is not given any: reserved example domains and test numbers.
+DEFAULT_ADDRESSES: dict[str, tuple[str, ...]] = {
+    "email": ("contract-one@example.com", "contract-two@example.org"),
+    "sms": ("+15005550006", "+14155550100"),
+    "chat": ("#contract-tests", "#contract-tests-2"),
+}
+
+CONTRACT_TENANT = "contract-tests"
+NOTIFY_STATUSES = ("sent", "queued", "failed")
+PAYMENT_STATUSES = ("succeeded", "pending", "requires_action", "failed")
+HEALTH_STATUSES = ("success", "error")
+
+_IMPL_ATTRIBUTE = f"{hookspecs.PROJECT_NAME}_impl"
+
+
+def _label(provider: object) -> str:
+    type_name = getattr(provider, "type_name", "") or type(provider).__name__
+    return f"{type_name} provider {getattr(provider, 'name', '?')!r}"
+
+
+def _expect(condition: object, provider: object, problem: str) -> None:
+    if not condition:
+        raise AssertionError(f"{_label(provider)}: {problem}")
+
+
+def _expect_error(
+    expected: type[BaseException] | tuple[type[BaseException], ...],
+    provider: object,
+    action: str,
+    function: Callable[[], Any],
+) -> BaseException:
+    """Run ``function`` and return the error it raised, failing unless it is an ``expected`` one."""
+    names = " or ".join(cls.__name__ for cls in (expected if isinstance(expected, tuple) else (expected,)))
+    try:
+        outcome = function()
+    except expected as error:
+        return error
+    except Exception as error:
+        raise AssertionError(
+            f"{_label(provider)}: {action} raised {type(error).__name__}({error}); it must raise {names} "
+            "(from hub.errors) so the core neither retries nor fails over"
+        ) from error
+    raise AssertionError(f"{_label(provider)}: {action} returned {outcome!r}; it must raise {names} (from hub.errors)")
+
+
+def _unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+# --- the class --------------------------------------------------------------------------------
+
+
+def check_provider_class(provider_class: type) -> None:
+    """The provider class declares what the core reads: ``type_name``, ``capability``, ``channels``
+    (notify), the capability's required hooks decorated with ``@hookimpl``, hook signatures matching
+    :mod:`hub.hookspecs`, a marshmallow ``settings_schema`` declaring every ``env_settings`` and
+    ``secret_settings`` key."""
+    name = provider_class.__name__
+    type_name = getattr(provider_class, "type_name", "")
+    assert isinstance(type_name, str) and type_name.strip() == type_name and type_name, (
+        f"{name}: set type_name to the name users write as `type:` in hub.yaml (got {type_name!r})"
+    )
+    capability = getattr(provider_class, "capability", "")
+    assert capability in CAPABILITIES, (
+        f"{name}: capability must be one of {', '.join(CAPABILITIES)} (got {capability!r})"
+    )
+    if capability == "notify":
+        channels = getattr(provider_class, "channels", ())
+        assert isinstance(channels, tuple | list) and channels, (
+            f"{name}: a notify provider must list the channels it delivers, e.g. channels = ('email',)"
+        )
+        unknown = [channel for channel in channels if channel not in CHANNELS]
+        assert not unknown, f"{name}: unknown channels {unknown}; channels are {', '.join(CHANNELS)}"
+
+    for hook_name in REQUIRED_HOOKS[capability]:
+        function = getattr(provider_class, hook_name, None)
+        assert function is not None, f"{name}: a {capability} provider must implement {hook_name}()"
+        assert hasattr(function, _IMPL_ATTRIBUTE), (
+            f"{name}.{hook_name}() is not decorated with @hookimpl (from hub import hookimpl): the hub would never call it"
+        )
+    for attribute in dir(provider_class):
+        function = getattr(provider_class, attribute, None)
+        decorated = hasattr(function, _IMPL_ATTRIBUTE)
+        if attribute in PROVIDER_HOOKS and callable(function) and not decorated:
+            raise AssertionError(
+                f"{name}.{attribute}() looks like the {attribute} hook but is not decorated with @hookimpl: "
+                "the hub would never call it"
+            )
+        if decorated and attribute not in PROVIDER_HOOKS:
+            raise AssertionError(
+                f"{name}.{attribute}() is decorated with @hookimpl but is not a provider hook "
+                f"(provider hooks: {', '.join(PROVIDER_HOOKS)}); set-up hooks such as register_providers "
+                "belong to the plugin module"
+            )
+        if decorated:
+            _check_hook_signature(name, attribute, function)
+
+    schema_class = getattr(provider_class, "settings_schema", None)
+    env_settings = getattr(provider_class, "env_settings", {}) or {}
+    secret_settings = getattr(provider_class, "secret_settings", ()) or ()
+    assert isinstance(env_settings, Mapping), f"{name}: env_settings must map setting -> environment variable"
+    assert isinstance(secret_settings, tuple | list | set | frozenset), (
+        f"{name}: secret_settings must be a tuple of setting names"
+    )
+    for setting, variable in env_settings.items():
+        assert isinstance(variable, str) and variable, (
+            f"{name}: env_settings[{setting!r}] must be the name of an environment variable (got {variable!r})"
+        )
+    if schema_class is None:
+        declared: set[str] = set()
+    else:
+        assert isinstance(schema_class, type) and issubclass(schema_class, Schema), (
+            f"{name}: settings_schema must be a marshmallow Schema class (got {schema_class!r})"
+        )
+        fields = schema_class().fields
+        declared = set(fields) | {field.data_key for field in fields.values() if field.data_key}
+    for kind, settings in (("env_settings", list(env_settings)), ("secret_settings", list(secret_settings))):
+        undeclared = [setting for setting in settings if setting not in declared]
+        assert not undeclared, (
+            f"{name}: {kind} names {undeclared}, which settings_schema does not declare; the core refuses "
+            "unknown settings, so declare every setting as a schema field"
+        )
+
+
+def _check_hook_signature(class_name: str, hook_name: str, function: Callable[..., Any]) -> None:
+    spec = getattr(hookspecs, hook_name)
+    expected = [parameter for parameter in inspect.signature(spec).parameters]
+    parameters = list(inspect.signature(function).parameters.values())
+    if parameters and parameters[0].name == "self":
+        parameters = parameters[1:]
+    names = [parameter.name for parameter in parameters]
+    unknown = [parameter for parameter in names if parameter not in expected]
+    assert not unknown, (
+        f"{class_name}.{hook_name}() takes {unknown}, which the hook does not pass; "
+        f"its parameters must be named as in the hookspec: {hook_name}({', '.join(expected)})"
+    )
+
+
+# --- notify -----------------------------------------------------------------------------------
+
+
+def check_notify(
+    harness: ProviderHarness,
+    provider: Any,
+    channel: str | None = None,
+    addresses: Sequence[str] | None = None,
+    *,
+    expect_sent: bool = True,
+    tenant: str = CONTRACT_TENANT,
+) -> NotifyResult:
+    """``notify`` returns a ``NotifyResult`` with one ``RecipientResult`` per recipient, in order, with a
+    known status (``failed`` ones carry an error, ``queued`` ones the provider's id for webhooks), and
+    leaves the message it was given unchanged (the core retries with it).
+
+    :param channel: one of the provider's channels (its first by default).
+    :param addresses: valid recipients for that channel (:data:`DEFAULT_ADDRESSES` by default).
+    :param expect_sent: also require that no recipient failed (pass ``False`` for addresses the
+        provider is meant to refuse).
+    """
+    channels = tuple(getattr(provider, "channels", ()))
+    channel = channel or (channels[0] if channels else "email")
+    _expect(channel in channels, provider, f"channel {channel!r} is not among its channels {channels}")
+    addresses = list(addresses) if addresses is not None else list(DEFAULT_ADDRESSES[channel])
+    assert addresses, "check_notify needs at least one address"
+    message = Message(
+        id=_unique("contract-message"),
+        tenant=tenant,
+        channel=channel,
+        recipients=[Recipient(address, name=f"Contract Recipient {index}") for index, address in enumerate(addresses)],
+        text="Conformance check from the integration hub's contract tests.",
+        subject="Hub contract check" if channel == "email" else None,
+        html="<p>Conformance check from the integration hub&#39;s contract tests.</p>" if channel == "email" else None,
+        blocks=(
+            [{"type": "section", "text": {"type": "plain_text", "text": "Hub contract check"}}]
+            if channel == "chat"
+            else None
+        ),
+        template="custom",
+        metadata={"contract": "notify"},
+    )
+    original = copy.deepcopy(message)
+    result = harness.call(provider, "notify", message=message)
+
+    _expect(isinstance(result, NotifyResult), provider, f"notify() returned {result!r}, not a NotifyResult")
+    _expect(message == original, provider, "notify() changed the Message it was given; the core reuses it on retry")
+    _expect(isinstance(result.results, list), provider, "NotifyResult.results must be a list")
+    _expect(
+        len(result.results) == len(addresses),
+        provider,
+        f"notify() returned {len(result.results)} results for {len(addresses)} recipients: return exactly one "
+        "RecipientResult per recipient, in the order of message.recipients",
+    )
+    for index, (address, outcome) in enumerate(zip(addresses, result.results, strict=True)):
+        where = f"result {index}"
+        _expect(isinstance(outcome, RecipientResult), provider, f"{where} is {outcome!r}, not a RecipientResult")
+        _expect(
+            outcome.address == address,
+            provider,
+            f"{where} is for {outcome.address!r} but recipient {index} is {address!r}: keep the order of message.recipients",
+        )
+        _expect(
+            outcome.status in NOTIFY_STATUSES,
+            provider,
+            f"{where} has status {outcome.status!r}; use one of {', '.join(NOTIFY_STATUSES)}",
+        )
+        _expect(
+            outcome.provider_message_id is None or isinstance(outcome.provider_message_id, str),
+            provider,
+            f"{where}: provider_message_id must be a string or None",
+        )
+        if outcome.status == "failed":
+            _expect(outcome.error, provider, f"{where} failed without saying why: set RecipientResult.error")
+            _expect(not expect_sent, provider, f"{where} failed for the valid address {address!r}: {outcome.error}")
+        if outcome.status == "queued":
+            _expect(
+                outcome.provider_message_id,
+                provider,
+                f"{where} is queued without a provider_message_id: the core needs it to match the delivery webhook",
+            )
+    return result
+
+
+# --- pay --------------------------------------------------------------------------------------
+
+
+def check_pay(
+    harness: ProviderHarness,
+    provider: Any,
+    *,
+    succeeding_method: str | None = None,
+    declined_method: str | None = None,
+    amount: Decimal = Decimal("25.00"),
+    currency: str = "USD",
+    tenant: str = CONTRACT_TENANT,
+) -> PaymentResult:
+    """``pay`` charges the requested ``Decimal`` amount and returns a ``transaction_id``; a repeated
+    idempotency key returns the same payment; refunds work partially, then for the rest (``amount=None``);
+    refunding more than is left raises ``PermanentError``; an unknown transaction raises ``NotFoundError``
+    (or ``PermanentError``); a ``declined_method`` raises ``PermanentError`` with ``provider_code``.
+
+    :param succeeding_method: a payment method the provider charges at once (``None``: none given).
+    :param declined_method: a payment method the provider declines; skipped when ``None``.
+    :param amount: at least 0.04 in ``currency``; the refunds use 40% of it and then the rest.
+    """
+    amount = Decimal(amount)
+    idempotency_key = _unique("contract-pay")
+
+    def charge() -> Any:
+        payment = PaymentRequest(
+            id=_unique("contract-payment"),
+            tenant=tenant,
+            amount=amount,
+            currency=currency,
+            order_id=_unique("contract-order"),
+            payment_method=succeeding_method,
+            customer={"email": "contract-one@example.com"},
+            description="Hub contract check",
+            metadata={"contract": "pay"},
+            idempotency_key=idempotency_key,
+        )
+        return harness.call(provider, "pay", payment=payment)
+
+    result = charge()
+    _expect(isinstance(result, PaymentResult), provider, f"pay() returned {result!r}, not a PaymentResult")
+    _expect(
+        isinstance(result.transaction_id, str) and result.transaction_id,
+        provider,
+        "PaymentResult.transaction_id must be the provider's (non-empty) payment id",
+    )
+    _expect(result.status in PAYMENT_STATUSES, provider, f"payment status {result.status!r} is not one of {PAYMENT_STATUSES}")
+    _expect(
+        result.status == "succeeded",
+        provider,
+        f"paying with succeeding_method={succeeding_method!r} gave status {result.status!r}; "
+        "pass a payment method the provider charges at once",
+    )
+    _expect(
+        isinstance(result.amount, Decimal) and result.amount == amount,
+        provider,
+        f"PaymentResult.amount is {result.amount!r}; it must be the requested Decimal {amount!r} (never a float)",
+    )
+    _expect(
+        isinstance(result.currency, str) and result.currency.upper() == currency.upper(),
+        provider,
+        f"PaymentResult.currency is {result.currency!r}, expected {currency!r}",
+    )
+
+    repeated = charge()
+    _expect(
+        isinstance(repeated, PaymentResult) and repeated.transaction_id == result.transaction_id,
+        provider,
+        "a second pay() with the same idempotency_key charged again "
+        f"({getattr(repeated, 'transaction_id', repeated)!r} after {result.transaction_id!r}): "
+        "pass payment.idempotency_key to the provider's idempotency mechanism",
+    )
+
+    def refund(refund_amount: Decimal | None, transaction_id: str = result.transaction_id) -> Any:
+        request = RefundRequest(
+            id=_unique("contract-refund"),
+            tenant=tenant,
+            transaction_id=transaction_id,
+            amount=refund_amount,
+            currency=currency,
+            reason="requested_by_customer",
+            idempotency_key=_unique("contract-refund-key"),
+        )
+        return harness.call(provider, "refund", refund=request)
+
+    partial = (amount * Decimal("0.4")).quantize(Decimal("0.01"))
+    rest = amount - partial
+    first = refund(partial)
+    _check_refund(provider, first, partial, currency, "a partial refund")
+
+    over_refund = _expect_error(
+        PermanentError,
+        provider,
+        f"refunding {rest + Decimal('0.01')} when {rest} is left",
+        lambda: refund(rest + Decimal("0.01")),
+    )
+    _expect(
+        not isinstance(over_refund, NotFoundError),
+        provider,
+        "refunding more than is left raised NotFoundError, but the payment exists: raise PermanentError",
+    )
+    second = refund(None)
+    _check_refund(provider, second, rest, currency, "refunding the rest (amount=None)")
+    _expect(first.refund_id != second.refund_id, provider, "two refunds returned the same refund_id")
+    _expect_error(PermanentError, provider, "refunding a fully refunded payment", lambda: refund(Decimal("0.01")))
+    _expect_error(
+        (NotFoundError, PermanentError),
+        provider,
+        "refunding an unknown transaction",
+        lambda: refund(None, transaction_id=_unique("contract-unknown-transaction")),
+    )
+
+    if declined_method is not None:
+
+        def declined_payment() -> Any:
+            payment = PaymentRequest(
+                id=_unique("contract-payment"),
+                tenant=tenant,
+                amount=amount,
+                currency=currency,
+                payment_method=declined_method,
+                idempotency_key=_unique("contract-declined"),
+            )
+            return harness.call(provider, "pay", payment=payment)
+
+        declined = _expect_error(PermanentError, provider, f"paying with {declined_method!r}", declined_payment)
+        _expect(
+            getattr(declined, "provider_code", None),
+            provider,
+            "a declined payment must set PermanentError(provider_code=...) to the provider's decline code",
+        )
+    return result
+
+
+def _check_refund(provider: object, result: Any, amount: Decimal, currency: str, action: str) -> None:
+    _expect(isinstance(result, RefundResult), provider, f"{action} returned {result!r}, not a RefundResult")
+    _expect(isinstance(result.refund_id, str) and result.refund_id, provider, f"{action}: refund_id must be non-empty")
+    _expect(
+        isinstance(result.amount, Decimal) and result.amount == amount,
+        provider,
+        f"{action} returned amount {result.amount!r}, expected Decimal({str(amount)!r})",
+    )
+    _expect(
+        isinstance(result.currency, str) and result.currency.upper() == currency.upper(),
+        provider,
+        f"{action} returned currency {result.currency!r}, expected {currency!r}",
+    )
+
+
+# --- store ------------------------------------------------------------------------------------
+
+
+def check_store(harness: ProviderHarness, provider: Any, *, tenant: str = CONTRACT_TENANT) -> StoredFile:
+    """``store`` / ``store_read`` / ``store_delete`` round-trip bytes (binary and empty included),
+    overwrite an existing key, keep the key, content type and metadata in the returned ``StoredFile``;
+    reading a missing key raises ``NotFoundError``; deleting returns ``True`` then ``False``; the
+    optional ``store_url`` returns a string or ``None``."""
+    import hashlib
+
+    def stored_file(key: str, data: bytes, content_type: str) -> StoredFile:
+        return StoredFile(
+            key=key,
+            tenant=tenant,
+            filename=key.rsplit("/", 1)[-1],
+            content_type=content_type,
+            size=len(data),
+            checksum=hashlib.sha256(data).hexdigest(),
+            category="contract",
+            metadata={"origin": "contract-check", "uploadedBy": "hub"},
+        )
+
+    def new_key(filename: str) -> str:
+        return f"{tenant}/contract/{int(time.time() * 1000)}-{uuid.uuid4().hex[:8]}-{filename}"
+
+    key = new_key("report.bin")
+    binary = bytes(range(256)) * 4 + b"\x00\r\n\xff"
+    file = stored_file(key, binary, "application/octet-stream")
+    result = harness.call(provider, "store", file=file, data=binary)
+    _expect(isinstance(result, StoredFile), provider, f"store() returned {result!r}, not the StoredFile")
+    _expect(result.key == key, provider, f"store() changed the key to {result.key!r}; the core's key must be kept")
+    _expect(
+        result.content_type == file.content_type,
+        provider,
+        f"store() returned content_type {result.content_type!r}, expected {file.content_type!r}",
+    )
+    _expect(result.metadata == file.metadata, provider, f"store() returned metadata {result.metadata!r}, expected {file.metadata!r}")
+    _expect(result.url is None or isinstance(result.url, str), provider, "StoredFile.url must be a string or None")
+    read = harness.call(provider, "store_read", key=key)
+    _expect(isinstance(read, bytes), provider, f"store_read() returned {type(read).__name__}, not bytes")
+    _expect(read == binary, provider, "store_read() did not return the bytes stored (binary content must round-trip)")
+
+    replacement = b"second version\n"
+    harness.call(provider, "store", file=stored_file(key, replacement, "text/plain"), data=replacement)
+    _expect(
+        harness.call(provider, "store_read", key=key) == replacement,
+        provider,
+        "storing again under the same key must overwrite the first content",
+    )
+
+    empty_key = new_key("empty.txt")
+    harness.call(provider, "store", file=stored_file(empty_key, b"", "text/plain"), data=b"")
+    _expect(harness.call(provider, "store_read", key=empty_key) == b"", provider, "an empty file did not round-trip")
+    harness.call(provider, "store_delete", key=empty_key)
+
+    if harness.implements(provider, "store_url"):
+        url = harness.call(provider, "store_url", key=key, expires_in=60)
+        _expect(url is None or (isinstance(url, str) and url), provider, f"store_url() returned {url!r}; return a URL or None")
+
+    missing = new_key("missing.txt")
+    _expect_error(NotFoundError, provider, "store_read() of a missing key", lambda: harness.call(provider, "store_read", key=missing))
+    _expect(harness.call(provider, "store_delete", key=key) is True, provider, "store_delete() of a stored key must return True")
+    _expect_error(NotFoundError, provider, "store_read() after store_delete()", lambda: harness.call(provider, "store_read", key=key))
+    _expect(
+        harness.call(provider, "store_delete", key=key) is False,
+        provider,
+        "store_delete() of a missing key must return False (not raise)",
+    )
+    return result
+
+
+# --- publish ----------------------------------------------------------------------------------
+
+
+def check_publish(
+    harness: ProviderHarness,
+    provider: Any,
+    topic: str = "contract-tests",
+    *,
+    key: str = "contract-key",
+    tenant: str = CONTRACT_TENANT,
+) -> PublishResult:
+    """``publish`` returns a ``PublishResult`` (partition ``int >= 0``, offset a non-empty ``str``);
+    events with the same key land in the same partition at increasing offsets; an event without a key
+    is accepted; the optional ``consumer_groups`` returns a list of dicts."""
+
+    def publish(event_key: str | None, sequence: int) -> PublishResult:
+        event = Event(
+            id=_unique("contract-event"),
+            tenant=tenant,
+            topic=topic,
+            event_type="contract.check",
+            data={"sequence": sequence, "amount": "12.50", "text": 'quotes " and\nnewlines'},
+            key=event_key,
+            headers={"x-contract": "publish"},
+        )
+        result = harness.call(provider, "publish", event=event)
+        _expect(isinstance(result, PublishResult), provider, f"publish() returned {result!r}, not a PublishResult")
+        _expect(
+            isinstance(result.partition, int) and not isinstance(result.partition, bool) and result.partition >= 0,
+            provider,
+            f"PublishResult.partition is {result.partition!r}; it must be an int >= 0",
+        )
+        _expect(
+            isinstance(result.offset, str) and result.offset,
+            provider,
+            f"PublishResult.offset is {result.offset!r}; it must be a non-empty string",
+        )
+        _expect(result.topic in (None, topic), provider, f"PublishResult.topic is {result.topic!r}, expected {topic!r}")
+        return result
+
+    keyed = [publish(key, sequence) for sequence in range(3)]
+    partitions = {result.partition for result in keyed}
+    _expect(
+        len(partitions) == 1,
+        provider,
+        f"events with the same key went to partitions {sorted(partitions)}: one key must map to one partition",
+    )
+    offsets = [result.offset for result in keyed]
+    if all(offset.isdigit() for offset in offsets):
+        _expect(
+            [int(offset) for offset in offsets] == sorted({int(offset) for offset in offsets}),
+            provider,
+            f"offsets {offsets} for one partition do not increase",
+        )
+    else:
+        _expect(len(set(offsets)) == len(offsets), provider, f"offsets {offsets} repeat for one partition")
+    publish(None, 3)
+
+    if harness.implements(provider, "consumer_groups"):
+        groups = harness.call(provider, "consumer_groups")
+        _expect(isinstance(groups, list), provider, f"consumer_groups() returned {groups!r}, not a list")
+        _expect(all(isinstance(group, dict) for group in groups), provider, "consumer_groups() must list dicts")
+    return keyed[0]
+
+
+# --- sync -------------------------------------------------------------------------------------
+
+
+def check_sync(
+    harness: ProviderHarness,
+    provider: Any,
+    data_type: str,
+    expect_min: int = 1,
+    options: dict[str, Any] | None = None,
+    *,
+    tenant: str = CONTRACT_TENANT,
+) -> SyncResult:
+    """``sync`` returns a ``SyncResult`` of at least ``expect_min`` JSON-serialisable dict records
+    (inventory records carry ``sku``, ``location`` and ``quantity``); an unknown data type raises
+    ``PermanentError`` (ideally ``UnsupportedError``, so the core tries the next source)."""
+    request = SyncRequest(id=_unique("contract-sync"), tenant=tenant, data_type=data_type, options=dict(options or {}))
+    result = harness.call(provider, "sync", request=request)
+    _expect(isinstance(result, SyncResult), provider, f"sync() returned {result!r}, not a SyncResult")
+    _expect(isinstance(result.records, list), provider, "SyncResult.records must be a list")
+    _expect(
+        len(result.records) >= expect_min,
+        provider,
+        f"sync({data_type!r}) returned {len(result.records)} records, expected at least {expect_min}",
+    )
+    for index, record in enumerate(result.records):
+        _expect(isinstance(record, dict), provider, f"record {index} is {type(record).__name__}, not a dict")
+        if data_type == "inventory":
+            missing = [name for name in ("sku", "location", "quantity") if name not in record]
+            _expect(not missing, provider, f"inventory record {index} lacks {missing}: the core stores sku, location, quantity")
+    try:
+        json.dumps(to_dict(result.records))
+    except (TypeError, ValueError) as error:
+        raise AssertionError(f"{_label(provider)}: records are not JSON-serialisable ({error})") from error
+    _expect(result.cursor is None or isinstance(result.cursor, str), provider, "SyncResult.cursor must be a string or None")
+
+    unknown = _unique("contract-no-such-type")
+    _expect_error(
+        PermanentError,
+        provider,
+        f"sync() of the unknown data type {unknown!r}",
+        lambda: harness.call(
+            provider, "sync", request=SyncRequest(id=_unique("contract-sync"), tenant=tenant, data_type=unknown)
+        ),
+    )
+    return result
+
+
+# --- health -----------------------------------------------------------------------------------
+
+
+def check_health(harness: ProviderHarness, provider: Any) -> HealthResult | None:
+    """The optional ``health`` hook returns a ``HealthResult`` with status ``success`` or ``error`` and a
+    message, and never raises. Returns ``None`` when the provider does not implement it."""
+    if not harness.implements(provider, "health"):
+        return None
+    try:
+        result = harness.call(provider, "health")
+    except Exception as error:
+        raise AssertionError(
+            f"{_label(provider)}: health() raised {type(error).__name__}({error}); return "
+            "HealthResult('error', reason) instead"
+        ) from error
+    _expect(isinstance(result, HealthResult), provider, f"health() returned {result!r}, not a HealthResult")
+    _expect(
+        result.status in HEALTH_STATUSES,
+        provider,
+        f"health() status is {result.status!r}; use one of {', '.join(HEALTH_STATUSES)}",
+    )
+    _expect(isinstance(result.message, str) and result.message, provider, "health() must explain itself in message")
+    return result
+
+
+# --- everything -------------------------------------------------------------------------------
+
+
+def run_contract(harness: ProviderHarness, provider: Any, **inputs: Any) -> dict[str, Any]:
+    """Run every check that applies to ``provider``: the class, its capability's check, and health.
+
+    ``inputs`` are the capability check's keyword arguments (``succeeding_method=`` for pay,
+    ``topic=`` for publish, ``data_type=`` for sync, which is required). For notify every declared
+    channel is checked unless ``channel=`` is given; ``addresses=`` may then be a mapping of channel ->
+    addresses. Returns each check's result by name (``"notify:sms"``, ``"pay"``, ``"health"``...).
+    """
+    check_provider_class(type(provider))
+    capability = provider.capability
+    results: dict[str, Any] = {}
+    check = _CAPABILITY_CHECKS[capability]
+    accepted = set(inspect.signature(check).parameters) - {"harness", "provider"}
+    unknown = sorted(set(inputs) - accepted)
+    if unknown:
+        raise TypeError(f"run_contract: {check.__name__} takes no {unknown} (it takes {sorted(accepted)})")
+    if capability == "notify":
+        inputs = dict(inputs)
+        channels = [inputs.pop("channel")] if inputs.get("channel") else list(provider.channels)
+        addresses = inputs.pop("addresses", None)
+        for channel in channels:
+            channel_addresses = addresses.get(channel) if isinstance(addresses, Mapping) else addresses
+            results[f"notify:{channel}"] = check_notify(harness, provider, channel, channel_addresses, **inputs)
+    elif capability == "sync":
+        if "data_type" not in inputs:
+            raise TypeError("run_contract: pass data_type= (a data type the sync provider offers)")
+        results["sync"] = check(harness, provider, **inputs)
+    else:
+        results[capability] = check(harness, provider, **inputs)
+    results["health"] = check_health(harness, provider)
+    return results
+
+
+_CAPABILITY_CHECKS: dict[str, Callable[..., Any]] = {
+    "notify": check_notify,
+    "pay": check_pay,
+    "store": check_store,
+    "publish": check_publish,
+    "sync": check_sync,
+}
+
+# Keep TransientError importable from here for plugin tests that assert on it alongside the checks.
+TransientError = TransientError
