@@ -246,6 +246,8 @@ class IntegrationManager:
             )
             self._observe(service, capability, name, hook, "success", latency, tenant, record_id, None)
             return name, result, attempts
+        if isinstance(last_error, PermanentError):
+            raise last_error  # every provider refused (none offers it): trying later will not help
         raise NoProviderError(
             f"All providers for {service} failed: " + "; ".join(f"{a['provider']}: {a['error']}" for a in attempts),
             attempts=attempts,
@@ -1225,33 +1227,43 @@ class IntegrationManager:
 
     # --- health, status, metrics -------------------------------------------------------------------
 
-    def provider_health(self, name: str, tenant: str | None = None) -> dict[str, Any]:
-        slot = self.registry.slots.get(name)
-        if slot is None:
-            return {"status": "error", "message": "not configured"}
-        try:
-            instance = self.registry.instance(name, tenant)
-        except ProviderError as error:
-            return {"status": "error", "message": _describe(error), "type": slot.type_name}
-        breaker_state = self.breakers.state(name)
-        function = self.host.hook_for(instance, "health")
-        if function is None:
-            outcome = HealthResult("success", "Configuration valid")
-        else:
-            future = self._health_pool.submit(function)
+    def provider_health(self, names: list[str], tenant: str | None = None) -> dict[str, dict[str, Any]]:
+        """Run the providers' health hooks concurrently (each bounded by HEALTH_TIMEOUT)."""
+        details: dict[str, dict[str, Any]] = {}
+        pending: dict[str, tuple[Any, str]] = {}
+        for name in dict.fromkeys(names):
+            slot = self.registry.slots.get(name)
+            if slot is None:
+                details[name] = {"status": "error", "message": "not configured"}
+                continue
             try:
-                outcome = future.result(timeout=HEALTH_TIMEOUT)
+                instance = self.registry.instance(name, tenant)
+            except ProviderError as error:
+                details[name] = {"status": "error", "message": _describe(error), "type": slot.type_name, "circuit": "closed"}
+                continue
+            breaker_state = self.breakers.state(name)
+            function = self.host.hook_for(instance, "health")
+            if function is None:
+                details[name] = {"status": "success", "message": "Configuration valid", "type": slot.type_name, "circuit": breaker_state}
+            else:
+                pending[name] = (self._health_pool.submit(function), breaker_state)
+        deadline = time.monotonic() + HEALTH_TIMEOUT
+        for name, (future, breaker_state) in pending.items():
+            try:
+                outcome = future.result(timeout=max(0.0, deadline - time.monotonic()))
                 if not isinstance(outcome, HealthResult):
                     outcome = HealthResult("error", f"health() returned {type(outcome).__name__}, not HealthResult")
             except FutureTimeout:
                 outcome = HealthResult("error", f"health check took longer than {HEALTH_TIMEOUT:.0f}s")
             except Exception as error:
                 outcome = HealthResult("error", _describe(error))
-        status = outcome.status if breaker_state != "open" else "error"
-        message = outcome.message if breaker_state != "open" else f"circuit open ({outcome.message})"
-        return {"status": status, "message": redact_text(message), "type": slot.type_name, "circuit": breaker_state}
+            details[name] = {"status": outcome.status, "message": redact_text(outcome.message), "type": self.registry.slots[name].type_name, "circuit": breaker_state}
+        for detail in details.values():
+            if detail.get("circuit") == "open":
+                detail.update(status="error", message=f"circuit open ({detail['message']})")
+        return details
 
-    def service_health(self, service: str, tenant: str | None = None) -> dict[str, Any]:
+    def service_health(self, service: str, tenant: str | None = None, checks: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
         key = service_key(service)
         if key is None:
             raise NotFound(f"No service named {service}; services: {', '.join(SERVICES)}")
@@ -1260,7 +1272,8 @@ class IntegrationManager:
             return {"serviceName": key, "status": "shutdown", "details": {}}
         if not names:
             return {"serviceName": key, "status": "unhealthy", "error": f"no provider configured for {key}", "details": {}}
-        details = dict(zip(names, self._health_pool.map(lambda n: self.provider_health(n, tenant), names), strict=True))
+        checks = checks if checks is not None else self.provider_health(names, tenant)
+        details = {name: checks[name] for name in names}
         healthy = any(detail["status"] == "success" for detail in details.values())
         view = {"serviceName": key, "status": "healthy" if healthy else "unhealthy", "details": details}
         if not healthy:
@@ -1268,9 +1281,10 @@ class IntegrationManager:
         return view
 
     def health(self, tenant: str | None = None) -> dict[str, Any]:
-        keys = list(SERVICES)
-        reports = self._health_pool.map(lambda key: self.service_health(key, tenant), keys)
-        return {key: {k: v for k, v in report.items() if k != "serviceName"} for key, report in zip(keys, reports, strict=True)}
+        every_provider = [name for key in SERVICES for name in self.registry.service_providers(key, tenant)]
+        checks = self.provider_health(every_provider, tenant)
+        reports = {key: self.service_health(key, tenant, checks) for key in SERVICES}
+        return {key: {k: v for k, v in report.items() if k != "serviceName"} for key, report in reports.items()}
 
     def status(self, tenant: str | None = None) -> dict[str, Any]:
         health = self.health(tenant)
@@ -1279,9 +1293,7 @@ class IntegrationManager:
         for key, report in health.items():
             info = SERVICES[key]
             status = report["status"]
-            if status not in counts:
-                status = "error"
-            counts[status] += 1
+            counts[status if status in counts else "error"] += 1
             services[key] = {"status": report["status"], "name": info.name, "type": info.type}
         return {"total": len(services), **counts, "state": self.state, "services": services}
 

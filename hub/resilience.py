@@ -50,7 +50,7 @@ class RetryPolicy:
     def __init__(self, attempts: int = 3, initial_delay: float = 0.2, max_delay: float = 5.0, jitter: float = 0.2) -> None:
         self.attempts = attempts
         self.max_delay = max_delay
-        self._backoff = wait_exponential_jitter(initial=initial_delay, max=max_delay, jitter=jitter)
+        self._backoff = wait_exponential_jitter(multiplier=initial_delay, max=max_delay, jitter=jitter)
 
     def _wait(self, state: RetryCallState) -> float:
         delay = self._backoff(state)

@@ -259,7 +259,8 @@ class SandboxGateway(Provider):
             remaining = Decimal(payment["amount"]) - refunded
             if remaining <= 0:
                 raise PermanentError(
-                    f"Payment {refund.transaction_id} has already been refunded.", provider_code="charge_already_refunded"
+                    f"Payment {refund.transaction_id} has already been refunded.",
+                    provider_code="charge_already_refunded",
                 )
             amount = remaining if refund.amount is None else _positive_amount(refund.amount)
             if amount > remaining:
@@ -290,7 +291,8 @@ class SandboxGateway(Provider):
     @hookimpl
     def health(self) -> HealthResult:
         try:
-            with self._transaction() as connection:
+            self._ensure_schema()
+            with closing(sqlite3.connect(self.database, timeout=5)) as connection:
                 connection.execute("SELECT COUNT(*) FROM payments").fetchone()
         except (sqlite3.Error, OSError) as error:
             return HealthResult("error", f"sandbox: database {self.database} is not usable: {error}")
@@ -309,7 +311,9 @@ def _positive_amount(value: Any) -> Decimal:
 
 def _currency(value: str) -> str:
     if not isinstance(value, str) or len(value) != 3 or not value.isalpha():
-        raise PermanentError(f"Invalid currency {value!r}: use a three-letter ISO code.", provider_code="invalid_currency")
+        raise PermanentError(
+            f"Invalid currency {value!r}: use a three-letter ISO code.", provider_code="invalid_currency"
+        )
     return value.upper()
 
 

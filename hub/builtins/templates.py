@@ -44,9 +44,7 @@ _HTML_OPEN = (
     '<!DOCTYPE html>\n<html><body style="font-family: Arial, Helvetica, sans-serif; color: #222; margin: 0;">\n'
     '<div style="max-width: 600px; margin: 0 auto; padding: 24px;">\n'
 )
-_HTML_CLOSE = (
-    '<p style="color: #888; font-size: 12px; margin-top: 32px;">Sent by the integration hub.</p>\n</div></body></html>\n'
-)
+_HTML_CLOSE = '<p style="color: #888; font-size: 12px; margin-top: 32px;">Sent by the integration hub.</p>\n</div></body></html>\n'
 
 
 def _html(body: str) -> str:
@@ -200,7 +198,9 @@ DAILY_REPORT = (
             "{% endfor %}"
             "</table>\n"
             "{% endif %}"
-            "{% if " + _HAS_LINES + " %}<ul>\n{% for line in lines %}<li>{{ line }}</li>\n{% endfor %}</ul>\n{% endif %}"
+            "{% if "
+            + _HAS_LINES
+            + " %}<ul>\n{% for line in lines %}<li>{{ line }}</li>\n{% endfor %}</ul>\n{% endif %}"
             "{% if not (" + _HAS_SUMMARY + ") and not (" + _HAS_LINES + ") %}<p>Nothing to report.</p>\n{% endif %}"
         ),
         required=("date",),
@@ -268,7 +268,9 @@ PURCHASE_ORDER_CREATED = (
             "<h2>Purchase order {{ po_number }}</h2>\n"
             "<p>A purchase order was created for <strong>{{ supplier }}</strong>.</p>\n"
             '<table style="border-collapse: collapse;">\n'
-            '<tr><td style="padding: 4px 12px 4px 0;">Total</td><td><strong>' + _CURRENCY + "{{ total }}</strong></td></tr>\n"
+            '<tr><td style="padding: 4px 12px 4px 0;">Total</td><td><strong>'
+            + _CURRENCY
+            + "{{ total }}</strong></td></tr>\n"
             "{% if expected_date is defined and expected_date %}"
             '<tr><td style="padding: 4px 12px 4px 0;">Expected delivery</td><td>{{ expected_date }}</td></tr>\n'
             "{% endif %}"

@@ -1,0 +1,384 @@
+"""The REST API on the embedded defaults, through the Flask test client."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+API = "/api/integrations"
+
+SEED_NOTIFICATION = {
+    "type": "email",
+    "recipients": [{"name": "Test User", "email": "test@example.com", "phone": "+1234567890"}],
+    "template": "custom",
+    "data": {"subject": "Test Notification", "message": "This is a test notification from Smart Inventory ERP"},
+}
+
+
+def data_of(response: Any, status: int = 200) -> Any:
+    body = response.get_json()
+    assert response.status_code == status, body
+    assert body["success"] is True, body
+    return body["data"]
+
+
+def error_of(response: Any, status: int) -> dict[str, Any]:
+    body = response.get_json()
+    assert response.status_code == status, body
+    assert body["success"] is False and body["message"] and body["error"], body
+    return body
+
+
+# --- authentication and tenancy ------------------------------------------------------------------
+
+
+def test_requests_without_a_token_are_refused_with_401(client: Any) -> None:
+    error_of(client.get(f"{API}/status", headers={"X-Tenant-ID": "demo"}), 401)
+    error_of(client.get(f"{API}/status", headers={"Authorization": "Bearer hub_not-a-real-token-at-all-xxxxxxxx", "X-Tenant-ID": "demo"}), 401)
+    error_of(client.get(f"{API}/status", headers={"Authorization": "Basic dXNlcjpwYXNz", "X-Tenant-ID": "demo"}), 401)
+
+
+def test_tenant_header_must_match_the_token(client: Any, token: str) -> None:
+    error_of(client.get(f"{API}/status", headers={"Authorization": f"Bearer {token}"}), 403)
+    error_of(client.get(f"{API}/status", headers={"Authorization": f"Bearer {token}", "X-Tenant-ID": "other"}), 403)
+
+
+def test_revoked_and_rotated_tokens(client: Any, manager: Any) -> None:
+    row, token = manager.tokens.create("demo")
+    headers = {"Authorization": f"Bearer {token}", "X-Tenant-ID": "demo"}
+    data_of(client.get(f"{API}/status", headers=headers))
+    new_row, new_token = manager.tokens.rotate(row.id, grace_seconds=60)
+    new_headers = {"Authorization": f"Bearer {new_token}", "X-Tenant-ID": "demo"}
+    # During the rotation both tokens work.
+    data_of(client.get(f"{API}/status", headers=headers))
+    data_of(client.get(f"{API}/status", headers=new_headers))
+    assert manager.tokens.revoke(row.id)
+    error_of(client.get(f"{API}/status", headers=headers), 401)
+    data_of(client.get(f"{API}/status", headers=new_headers))
+    expired_row, expired = manager.tokens.create("demo", expires_in=-1)
+    error_of(client.get(f"{API}/status", headers={"Authorization": f"Bearer {expired}", "X-Tenant-ID": "demo"}), 401)
+    stored = [t.token_hash for t in manager.tokens.list("demo")]
+    assert token not in stored and new_token not in stored  # only hashes are kept
+
+
+def test_no_endpoint_returns_another_tenants_data(client: Any, manager: Any, headers: dict[str, str]) -> None:
+    other = {"Authorization": f"Bearer {manager.tokens.create('acme')[1]}", "X-Tenant-ID": "acme"}
+    sent = data_of(client.post(f"{API}/notifications", json=SEED_NOTIFICATION, headers=headers))
+    paid = data_of(client.post(f"{API}/payments", json={"amount": 5, "currency": "usd"}, headers=headers), 201)
+    uploaded = data_of(client.post(f"{API}/files", json={"fileName": "a.txt", "content": base64.b64encode(b"x").decode()}, headers=headers), 201)
+    for path in (
+        f"/notifications/{sent['messageId']}",
+        f"/payments/{paid['paymentId']}",
+        f"/files/{uploaded['fileId']}",
+        f"/files/{uploaded['fileId']}/content",
+        f"/deliveries/{sent['messageId']}",
+    ):
+        error_of(client.get(API + path, headers=other), 404)
+    error_of(client.delete(f"{API}/files/{uploaded['fileId']}", headers=other), 404)
+    error_of(client.post(f"{API}/payments/{paid['paymentId']}/refunds", json={}, headers=other), 404)
+    assert data_of(client.get(f"{API}/files", headers=other))["items"] == []
+    assert data_of(client.get(f"{API}/deliveries", headers=other))["items"] == []
+    assert data_of(client.get(f"{API}/audit", headers=other))["items"] == []
+    assert uploaded["fileKey"].startswith("demo/")
+
+
+# --- seed endpoints --------------------------------------------------------------------------------
+
+
+def test_status_health_services_and_metrics_follow_the_seed(client: Any, headers: dict[str, str]) -> None:
+    status = data_of(client.get(f"{API}/status", headers=headers))
+    assert status["total"] == len(status["services"]) and status["healthy"] == status["total"]
+    assert status["services"]["email"] == {"status": "healthy", "name": "Email Service", "type": "communication"}
+    email = data_of(client.get(f"{API}/health/email", headers=headers))
+    assert email["serviceName"] == "email" and email["status"] == "healthy"
+    assert email["details"]["outbox"]["status"] == "success"
+    everything = data_of(client.get(f"{API}/health", headers=headers))
+    assert set(everything) >= {"email", "sms", "payment", "kafka", "fileStorage", "externalAPI"}
+    service = data_of(client.get(f"{API}/services/email", headers=headers))
+    assert service["name"] == "Email Service" and service["type"] == "communication" and service["status"] == "active"
+    assert isinstance(service["dependencies"], list)
+    assert data_of(client.get(f"{API}/services/events", headers=headers))["key"] == "kafka"  # alias
+    error_of(client.get(f"{API}/services/nope", headers=headers), 404)
+    error_of(client.get(f"{API}/health/nope", headers=headers), 404)
+    metrics = data_of(client.get(f"{API}/metrics", headers=headers))
+    assert metrics["email"]["transporters"] == ["outbox"]
+    assert "low_stock_alert" in metrics["email"]["templates"] and metrics["email"]["status"] == "active"
+
+
+def test_initialize_and_shutdown_need_an_admin_token(client: Any, headers: dict[str, str], admin_headers: dict[str, str]) -> None:
+    error_of(client.post(f"{API}/shutdown", headers=headers), 403)
+    down = data_of(client.post(f"{API}/shutdown", headers=admin_headers))
+    assert down["email"] == {"status": "shutdown"} and down["payment"] == {"status": "shutdown"}
+    error_of(client.post(f"{API}/test/notification", json=SEED_NOTIFICATION, headers=headers), 503)
+    up = data_of(client.post(f"{API}/initialize", headers=admin_headers))
+    assert up["email"]["status"] == "initialized" and up["kafka"]["status"] == "initialized"
+    data_of(client.post(f"{API}/test/notification", json=SEED_NOTIFICATION, headers=headers))
+
+
+def test_test_notification(client: Any, headers: dict[str, str], hub_config: dict[str, Any]) -> None:
+    result = data_of(client.post(f"{API}/test/notification", json=SEED_NOTIFICATION, headers=headers))
+    assert result["success"] is True and result["messageId"] and result["transporter"] == "outbox"
+    written = list(Path(hub_config["data_dir"], "outbox", "demo", "email").glob("*.json"))
+    assert len(written) == 1
+    message = json.loads(written[0].read_text())
+    assert message["subject"] == "Test Notification"
+
+
+def test_test_payment_event_file_and_sync(client: Any, headers: dict[str, str]) -> None:
+    payment = data_of(client.post(f"{API}/test/payment", json={"amount": 10.00, "currency": "USD", "orderId": "test_order_123"}, headers=headers))
+    assert payment["success"] and payment["status"] == "succeeded" and payment["amount"] == 10.0 and payment["currency"] == "USD"
+    assert payment["transactionId"] and payment["gateway"] == "sandbox"
+    event = data_of(
+        client.post(
+            f"{API}/test/event",
+            json={"topic": "inventory-events", "eventType": "inventory.stock.updated", "data": {"itemId": "item_123", "newQuantity": 80}},
+            headers=headers,
+        )
+    )
+    assert event["success"] and event["partition"] >= 0 and isinstance(event["offset"], str)
+    file = data_of(client.post(f"{API}/test/file", json={"fileName": "test-document.pdf", "fileType": "document", "category": "test"}, headers=headers))
+    assert file["fileKey"].startswith("demo/test/") and file["fileKey"].endswith("-test-document.pdf")
+    assert file["contentType"] == "application/pdf" and file["provider"] == "local" and file["size"] > 0
+    content = client.get(f"{API}/files/{file['fileId']}/content", headers=headers)
+    assert content.status_code == 200 and content.data.startswith(b"%PDF")
+    synced = data_of(client.post(f"{API}/test/sync", json={"dataType": "suppliers", "options": {"supplierId": "supplier_123"}}, headers=headers))
+    assert synced["success"] and synced["count"] == 1 and synced["suppliers"][0]["id"] == "supplier_123"
+
+
+def test_test_payment_with_an_unknown_gateway_names_the_field(client: Any, headers: dict[str, str]) -> None:
+    body = error_of(client.post(f"{API}/test/payment", json={"amount": 10, "currency": "USD", "gateway": "stripe"}, headers=headers), 422)
+    assert "gateway" in body["errors"]
+
+
+# --- validation -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/notifications", {"type": "fax", "recipients": [{"email": "a@example.com"}]}, "type"),
+        ("/notifications", {"type": "email", "recipients": []}, "recipients"),
+        ("/notifications", {"type": "email", "recipients": [{"email": "not-an-address"}], "data": {"subject": "s", "message": "m"}}, "recipients"),
+        ("/notifications", {"type": "email", "recipients": [{"email": "a@example.com"}], "template": "low_stock_alert", "data": {"sku": "X"}}, "data"),
+        ("/notifications", {"type": "email", "recipients": [{"email": "a@example.com"}], "surprise": 1}, "surprise"),
+        ("/payments", {"amount": -5, "currency": "USD"}, "amount"),
+        ("/payments", {"amount": 1.234, "currency": "USD"}, "amount"),
+        ("/payments", {"amount": 10, "currency": "dollars"}, "currency"),
+        ("/payments", {"currency": "USD"}, "amount"),
+        ("/events", {"topic": "bad topic!", "eventType": "a.b", "data": {}}, "topic"),
+        ("/events", {"topic": "t", "eventType": "NotDotted", "data": {}}, "eventType"),
+        ("/sync", {"options": {}}, "dataType"),
+        ("/files", {"fileName": "a.txt", "content": "%%%"}, "content"),
+    ],
+)
+def test_bad_input_is_a_422_naming_the_field(client: Any, headers: dict[str, str], path: str, body: dict[str, Any], field: str) -> None:
+    error = error_of(client.post(API + path, json=body, headers=headers), 422)
+    assert field in json.dumps(error["errors"]), error
+    assert field in error["message"] or field in error["error"]
+
+
+def test_malformed_json_is_a_clear_error(client: Any, headers: dict[str, str]) -> None:
+    error = error_of(client.post(f"{API}/notifications", data=b"{not json", headers={**headers, "Content-Type": "application/json"}), 422)
+    assert "JSON" in error["message"]
+
+
+def test_unknown_route_is_a_404_envelope(client: Any, headers: dict[str, str]) -> None:
+    error_of(client.get(f"{API}/nothing-here", headers=headers), 404)
+
+
+def test_invalid_recipients_are_reported_and_the_rest_still_sent(client: Any, headers: dict[str, str]) -> None:
+    body = {**SEED_NOTIFICATION, "recipients": [{"email": "good@example.com"}, {"email": "broken@"}, {"name": "no address"}]}
+    result = data_of(client.post(f"{API}/notifications", json=body, headers=headers))
+    statuses = [r["status"] for r in result["recipients"]]
+    assert statuses == ["sent", "failed", "failed"] and result["status"] == "partial"
+    assert "invalid email" in result["recipients"][1]["error"]
+
+
+def test_sms_numbers_are_formatted_to_e164_with_the_tenant_region(client: Any, headers: dict[str, str]) -> None:
+    body = {"type": "sms", "recipients": [{"phone": "(415) 555-2671"}, {"phone": "+44 20 7946 0958"}, {"phone": "12"}], "template": "critical_alert", "data": {"title": "Freezer", "message": "Temperature high"}}
+    result = data_of(client.post(f"{API}/notifications", json=body, headers=headers))
+    assert [r.get("address") for r in result["recipients"][:2]] == ["+14155552671", "+442079460958"]
+    assert result["recipients"][2]["status"] == "failed"
+
+
+# --- idempotency and rate limits ------------------------------------------------------------------
+
+
+def test_idempotency_key_replays_and_refuses_a_different_body(client: Any, headers: dict[str, str], hub_config: dict[str, Any]) -> None:
+    keyed = {**headers, "Idempotency-Key": "order-42"}
+    first = client.post(f"{API}/payments", json={"amount": 12.5, "currency": "USD", "orderId": "42"}, headers=keyed)
+    second = client.post(f"{API}/payments", json={"amount": 12.5, "currency": "USD", "orderId": "42"}, headers=keyed)
+    assert first.status_code == second.status_code == 201
+    assert first.get_json() == second.get_json() and second.headers["Idempotent-Replayed"] == "true"
+    payments = data_of(client.get(f"{API}/payments", headers=headers))["items"]
+    assert len(payments) == 1
+    error = error_of(client.post(f"{API}/payments", json={"amount": 99, "currency": "USD"}, headers=keyed), 422)
+    assert "Idempotency-Key" in error["message"]
+    keyed_note = {**headers, "Idempotency-Key": "note-1"}
+    client.post(f"{API}/notifications", json=SEED_NOTIFICATION, headers=keyed_note)
+    client.post(f"{API}/notifications", json=SEED_NOTIFICATION, headers=keyed_note)
+    assert len(list(Path(hub_config["data_dir"], "outbox", "demo", "email").glob("*.json"))) == 1
+
+
+def test_rate_limit_answers_429_with_retry_after(tmp_path: Path) -> None:
+    from hub.api import create_app
+    from hub.manager import IntegrationManager
+    from tests.conftest import base_config
+
+    config = base_config(tmp_path / "var", rate_limits={"storage": "memory://", "limits": {"email": "3/minute"}})
+    hub = IntegrationManager(config, environ={}, entry_points=False)
+    try:
+        client = create_app(manager=hub).test_client()
+        headers = {"Authorization": f"Bearer {hub.tokens.create('t1')[1]}", "X-Tenant-ID": "t1"}
+        for _ in range(3):
+            data_of(client.post(f"{API}/notifications", json=SEED_NOTIFICATION, headers=headers))
+        limited = client.post(f"{API}/notifications", json=SEED_NOTIFICATION, headers=headers)
+        error_of(limited, 429)
+        assert 1 <= int(limited.headers["Retry-After"]) <= 60
+        # Limits are per tenant: another tenant is unaffected.
+        other = {"Authorization": f"Bearer {hub.tokens.create('t2')[1]}", "X-Tenant-ID": "t2"}
+        data_of(client.post(f"{API}/notifications", json=SEED_NOTIFICATION, headers=other))
+    finally:
+        hub.close()
+
+
+# --- resources ----------------------------------------------------------------------------------------
+
+
+def test_payment_refunds(client: Any, headers: dict[str, str]) -> None:
+    payment = data_of(client.post(f"{API}/payments", json={"amount": "30.00", "currency": "EUR", "orderId": "o-1"}, headers=headers), 201)
+    partial = data_of(client.post(f"{API}/payments/{payment['paymentId']}/refunds", json={"amount": 10, "reason": "damaged"}, headers=headers), 201)
+    assert partial["success"] and partial["amount"] == 10.0 and partial["gateway"] == "sandbox"
+    error = error_of(client.post(f"{API}/payments/{payment['paymentId']}/refunds", json={"amount": 25}, headers=headers), 422)
+    assert error.get("code") == "amount_too_large"
+    rest = data_of(client.post(f"{API}/refunds", json={"transactionId": payment["transactionId"]}, headers=headers), 201)
+    assert rest["amount"] == 20.0
+    fetched = data_of(client.get(f"{API}/payments/{payment['paymentId']}", headers=headers))
+    assert len(fetched["refunds"]) == 2
+    data_of(client.get(f"{API}/refunds/{rest['refundId']}", headers=headers))
+
+
+def test_declined_card_is_a_422_with_the_provider_code_and_a_failed_record(client: Any, headers: dict[str, str]) -> None:
+    error = error_of(client.post(f"{API}/payments", json={"amount": 5, "currency": "USD", "paymentMethod": "4000000000000002"}, headers=headers), 422)
+    assert error["code"] == "card_declined"
+    failed = data_of(client.get(f"{API}/payments?status=failed", headers=headers))["items"]
+    assert len(failed) == 1 and "4000000000000002" not in json.dumps(failed)
+
+
+def test_file_upload_download_metadata_list_delete(client: Any, headers: dict[str, str]) -> None:
+    payload = bytes(range(256)) * 10
+    uploaded = data_of(
+        client.post(
+            f"{API}/files",
+            data={"file": (io.BytesIO(payload), "report.bin"), "category": "reports", "metadata": json.dumps({"po": "PO-1"})},
+            headers=headers,
+            content_type="multipart/form-data",
+        ),
+        201,
+    )
+    assert uploaded["size"] == len(payload) and uploaded["metadata"] == {"po": "PO-1"} and uploaded["category"] == "reports"
+    assert client.get(f"{API}/files/{uploaded['fileId']}/content", headers=headers).data == payload
+    metadata = data_of(client.get(f"{API}/files/{uploaded['fileId']}", headers=headers))
+    assert metadata["fileName"] == "report.bin"
+    json_upload = data_of(client.post(f"{API}/files", json={"fileName": "notes.txt", "content": base64.b64encode(b"hello").decode()}, headers=headers), 201)
+    assert json_upload["contentType"] == "text/plain"
+    listed = data_of(client.get(f"{API}/files?category=reports", headers=headers))
+    assert [item["fileId"] for item in listed["items"]] == [uploaded["fileId"]] and listed["total"] == 1
+    data_of(client.delete(f"{API}/files/{uploaded['fileId']}", headers=headers))
+    error_of(client.get(f"{API}/files/{uploaded['fileId']}", headers=headers), 404)
+
+
+def test_file_limits(tmp_path: Path) -> None:
+    from hub.api import create_app
+    from hub.manager import IntegrationManager
+    from tests.conftest import base_config
+
+    config = base_config(tmp_path / "var", storage_limits={"max_file_size": 1000, "allowed_content_types": ["image/*", "application/pdf"]})
+    hub = IntegrationManager(config, environ={}, entry_points=False)
+    try:
+        client = create_app(manager=hub).test_client()
+        headers = {"Authorization": f"Bearer {hub.tokens.create('t')[1]}", "X-Tenant-ID": "t"}
+        big = error_of(client.post(f"{API}/files", data={"file": (io.BytesIO(b"x" * 1001), "a.png")}, headers=headers, content_type="multipart/form-data"), 422)
+        assert "file" in big["errors"]
+        wrong = error_of(client.post(f"{API}/files", data={"file": (io.BytesIO(b"x"), "a.txt")}, headers=headers, content_type="multipart/form-data"), 422)
+        assert "contentType" in wrong["errors"]
+        data_of(client.post(f"{API}/files", data={"file": (io.BytesIO(b"x"), "a.png")}, headers=headers, content_type="multipart/form-data"), 201)
+    finally:
+        hub.close()
+
+
+def test_events_and_consumer_groups(client: Any, headers: dict[str, str]) -> None:
+    first = data_of(client.post(f"{API}/events", json={"topic": "sales-events", "eventType": "sales.order.created", "data": {"orderId": "1"}, "key": "o1"}, headers=headers), 201)
+    second = data_of(client.post(f"{API}/events", json={"topic": "sales-events", "eventType": "sales.order.created", "data": {"orderId": "1"}, "key": "o1"}, headers=headers), 201)
+    assert first["partition"] == second["partition"] and int(second["offset"]) == int(first["offset"]) + 1
+    assert data_of(client.get(f"{API}/events/{first['eventId']}", headers=headers))["topic"] == "sales-events"
+    assert data_of(client.get(f"{API}/events/consumer-groups", headers=headers)) == {"groups": []}
+
+
+def test_sync_jobs_are_accepted_and_run_by_a_worker(client: Any, manager: Any, headers: dict[str, str]) -> None:
+    job = data_of(client.post(f"{API}/sync", json={"dataType": "inventory"}, headers=headers), 202)
+    assert job["status"] == "queued"
+    manager.run_record(job["jobId"])  # what a worker does with the queued id
+    done = data_of(client.get(f"{API}/sync/{job['jobId']}", headers=headers))
+    assert done["status"] == "succeeded" and done["count"] > 0 and done["snapshotId"]
+    snapshot = data_of(client.get(f"{API}/inventory/snapshots/{done['snapshotId']}", headers=headers))
+    assert snapshot["itemCount"] == done["count"] and {"sku", "location", "quantity"} <= set(snapshot["items"][0])
+    unknown = data_of(client.post(f"{API}/sync", json={"dataType": "spaceships"}, headers=headers), 202)
+    manager.run_record(unknown["jobId"])
+    assert data_of(client.get(f"{API}/sync/{unknown['jobId']}", headers=headers))["status"] == "failed"
+    everything = data_of(client.post(f"{API}/inventory/sync", headers=headers))
+    assert everything["local-files"]["success"]
+
+
+def test_bulk_notification_is_accepted_with_202_and_delivered_by_a_worker(client: Any, manager: Any, headers: dict[str, str], hub_config: dict[str, Any]) -> None:
+    recipients = [{"email": f"user{i}@example.com"} for i in range(60)]
+    body = {"type": "email", "recipients": recipients, "template": "low_stock_alert", "data": {"sku": "W-1", "location": "A", "current_stock": 5, "threshold": 10}}
+    accepted = data_of(client.post(f"{API}/notifications", json=body, headers=headers), 202)
+    assert accepted["status"] == "queued"
+    manager.run_record(accepted["messageId"])
+    done = data_of(client.get(f"{API}/notifications/{accepted['messageId']}", headers=headers))
+    assert done["status"] == "succeeded" and done["sent"] == 60
+    record = data_of(client.get(f"{API}/deliveries/{accepted['messageId']}", headers=headers))
+    assert record["attempts"] == 1 and record["provider"] == "outbox" and record["status"] == "succeeded"
+
+
+def test_plugins_endpoint_lists_builtins(client: Any, headers: dict[str, str]) -> None:
+    listed = data_of(client.get(f"{API}/plugins", headers=headers))
+    names = {plugin["name"]: plugin for plugin in listed["plugins"]}
+    assert names["sandbox"]["providers"] == ["sandbox"] and names["sandbox"]["status"] == "loaded"
+    assert "register_providers" in names["outbox"]["hooks"]
+    assert {"outbox", "local-disk", "event-log", "file-source", "sandbox"} <= set(listed["providerTypes"])
+
+
+def test_audit_trail_is_queryable_and_masks_personal_data(client: Any, headers: dict[str, str]) -> None:
+    data_of(client.post(f"{API}/notifications", json=SEED_NOTIFICATION, headers=headers))
+    error_of(client.post(f"{API}/payments", json={"amount": 5, "currency": "USD", "paymentMethod": "4000000000000002"}, headers=headers), 422)
+    entries = data_of(client.get(f"{API}/audit", headers=headers))["items"]
+    assert {(e["service"], e["provider"], e["outcome"]) for e in entries} >= {("email", "outbox", "success"), ("payment", "sandbox", "error")}
+    assert all(e["requestId"] and e["latencyMs"] is not None and e["tenantId"] == "demo" for e in entries)
+    assert "test@example.com" not in json.dumps(entries) and "4000000000000002" not in json.dumps(entries)
+    only_errors = data_of(client.get(f"{API}/audit?outcome=error", headers=headers))["items"]
+    assert only_errors and all(e["outcome"] == "error" for e in only_errors)
+
+
+def test_openapi_document_and_prometheus_metrics(client: Any, headers: dict[str, str]) -> None:
+    document = client.get(f"{API}/openapi.json").get_json()
+    assert document["openapi"].startswith("3.") and f"{API}/notifications" in document["paths"]
+    assert document["components"]["schemas"]["Notification"]["properties"]["fallbackServices"]
+    from openapi_spec_validator import validate
+
+    validate(document)
+    data_of(client.post(f"{API}/test/notification", json=SEED_NOTIFICATION, headers=headers))
+    text = client.get("/metrics").data.decode()
+    assert 'hub_provider_calls_total{operation="notify",outcome="success",provider="outbox",service="email"} 1.0' in text
+    assert "hub_http_requests_total" in text
+
+
+def test_request_id_is_echoed(client: Any, headers: dict[str, str]) -> None:
+    response = client.get(f"{API}/status", headers={**headers, "X-Request-ID": "req-123"})
+    assert response.headers["X-Request-ID"] == "req-123"
