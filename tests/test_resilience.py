@@ -1,0 +1,309 @@
+"""Failover, retries, circuit breakers, channel fallback, rate limits and breakers shared through Redis."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+from marshmallow import Schema, fields
+
+from hub import hookimpl
+from hub.api import create_app
+from hub.capabilities import HealthResult, NotifyResult, PaymentResult, Provider, RecipientResult, RefundResult
+from hub.errors import ConfigurationError, PermanentError, TransientError
+from hub.manager import IntegrationManager
+from tests.conftest import base_config
+
+API = "/api/integrations"
+
+
+class ScriptedSettings(Schema):
+    #: "ok", "transient", "config", "permanent" or "flaky:N" (N transient failures, then ok).
+    behaviour = fields.String(load_default="ok")
+
+
+class ScriptedNotifier(Provider):
+    """A notify provider whose behaviour the test sets; it records every call."""
+
+    type_name = "scripted-notify"
+    capability = "notify"
+    channels = ("email", "sms")
+    settings_schema = ScriptedSettings
+    calls: ClassVar[list[tuple[str, str, int]]] = []
+    _lock = threading.Lock()
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.failures_left = int(self.settings["behaviour"].split(":")[1]) if self.settings["behaviour"].startswith("flaky") else 0
+
+    @hookimpl
+    def notify(self, message: Any) -> NotifyResult:
+        with self._lock:
+            ScriptedNotifier.calls.append((self.name, message.channel, len(message.recipients)))
+        behaviour = self.settings["behaviour"]
+        if behaviour == "transient" or (behaviour.startswith("flaky") and self.failures_left > 0):
+            self.failures_left -= 1
+            raise TransientError("connection refused")
+        if behaviour == "config":
+            raise ConfigurationError("credentials rejected")
+        if behaviour == "permanent":
+            raise PermanentError("message refused", provider_code="refused")
+        return NotifyResult([RecipientResult(r.address, "sent", f"{self.name}-{message.id}-{i}") for i, r in enumerate(message.recipients)])
+
+    @hookimpl
+    def health(self) -> HealthResult:
+        return HealthResult("error" if self.settings["behaviour"] != "ok" else "success", self.settings["behaviour"])
+
+
+class ScriptedGateway(Provider):
+    type_name = "scripted-pay"
+    capability = "pay"
+    settings_schema = ScriptedSettings
+    calls: ClassVar[list[str]] = []
+
+    @hookimpl
+    def pay(self, payment: Any) -> PaymentResult:
+        ScriptedGateway.calls.append(self.name)
+        if self.settings["behaviour"] == "transient":
+            raise TransientError("gateway timeout")
+        if self.settings["behaviour"] == "permanent":
+            raise PermanentError("Your card was declined.", provider_code="card_declined")
+        return PaymentResult(f"{self.name}_{payment.id}", "succeeded", payment.amount, payment.currency)
+
+    @hookimpl
+    def refund(self, refund: Any) -> RefundResult:
+        return RefundResult(f"re_{refund.id}", "succeeded", refund.amount, refund.currency)
+
+
+class ScriptedPlugin:
+    @staticmethod
+    @hookimpl
+    def register_providers(register: Any) -> None:
+        register(ScriptedNotifier)
+        register(ScriptedGateway)
+
+
+def make_hub(tmp_path: Path, providers: dict[str, Any], services: dict[str, Any], **overrides: Any) -> IntegrationManager:
+    config = base_config(tmp_path / "var", providers, services, **overrides)
+    ScriptedNotifier.calls.clear()
+    ScriptedGateway.calls.clear()
+    return IntegrationManager(config, environ={}, entry_points=False, plugins=[(ScriptedPlugin(), "scripted")])
+
+
+@pytest.fixture
+def hub_factory(tmp_path: Path) -> Any:
+    made: list[IntegrationManager] = []
+
+    def factory(providers: dict[str, Any], services: dict[str, Any], **overrides: Any) -> IntegrationManager:
+        hub = make_hub(tmp_path / uuid.uuid4().hex[:6], providers, services, **overrides)
+        made.append(hub)
+        return hub
+
+    yield factory
+    for hub in made:
+        hub.close()
+
+
+def test_transient_failure_fails_over_to_the_next_provider(hub_factory: Any) -> None:
+    hub = hub_factory(
+        {"primary": {"type": "scripted-notify", "behaviour": "transient"}, "backup": {"type": "scripted-notify"}},
+        {"email": {"providers": ["primary", "backup"], "enabled": True, "high_priority_bypasses_rate_limit": False}},
+    )
+    result = hub.send_notification("email", [{"email": "a@example.com"}], data={"subject": "s", "message": "m"}, tenant_id="t")
+    assert result["status"] == "succeeded" and result["transporter"] == "backup"
+    # Retried on the primary (attempts=2 in tests), then failed over once.
+    assert [call[0] for call in ScriptedNotifier.calls] == ["primary", "primary", "backup"]
+    assert [a["provider"] for a in result["attempts"]] == ["primary", "backup"]
+    assert result["attempts"][0]["outcome"] == "failed" and result["attempts"][0]["retries"] == 1
+
+
+def test_retry_recovers_a_flaky_provider_without_failover(hub_factory: Any) -> None:
+    hub = hub_factory(
+        {"primary": {"type": "scripted-notify", "behaviour": "flaky:1"}, "backup": {"type": "scripted-notify"}},
+        {"email": {"providers": ["primary", "backup"], "enabled": True, "high_priority_bypasses_rate_limit": False}},
+    )
+    result = hub.send_notification("email", [{"email": "a@example.com"}], data={"subject": "s", "message": "m"}, tenant_id="t")
+    assert result["transporter"] == "primary" and [c[0] for c in ScriptedNotifier.calls] == ["primary", "primary"]
+
+
+def test_configuration_error_fails_over_without_retry_and_permanent_error_does_not_fail_over(hub_factory: Any) -> None:
+    hub = hub_factory(
+        {"broken": {"type": "scripted-notify", "behaviour": "config"}, "refuses": {"type": "scripted-notify", "behaviour": "permanent"}, "backup": {"type": "scripted-notify"}},
+        {
+            "email": {"providers": ["broken", "backup"], "enabled": True, "high_priority_bypasses_rate_limit": False},
+            "sms": {"providers": ["refuses", "backup"], "enabled": True, "high_priority_bypasses_rate_limit": False},
+        },
+    )
+    hub.send_notification("email", [{"email": "a@example.com"}], data={"subject": "s", "message": "m"}, tenant_id="t")
+    assert [c[0] for c in ScriptedNotifier.calls] == ["broken", "backup"]
+    ScriptedNotifier.calls.clear()
+    result = hub.send_notification("sms", [{"phone": "+14155552671"}], data={"subject": "s", "message": "m"}, tenant_id="t")
+    assert [c[0] for c in ScriptedNotifier.calls] == ["refuses"]
+    assert result["status"] == "failed" and "message refused" in result["recipients"][0]["error"]
+
+
+def test_circuit_breaker_opens_and_skips_the_provider(hub_factory: Any) -> None:
+    hub = hub_factory(
+        {"primary": {"type": "scripted-notify", "behaviour": "transient"}, "backup": {"type": "scripted-notify"}},
+        {"email": {"providers": ["primary", "backup"], "enabled": True, "high_priority_bypasses_rate_limit": False}},
+        circuit_breaker={"fail_max": 2, "reset_timeout": 60},
+    )
+    for _ in range(3):
+        hub.send_notification("email", [{"email": "a@example.com"}], data={"subject": "s", "message": "m"}, tenant_id="t")
+    primary_calls = [c for c in ScriptedNotifier.calls if c[0] == "primary"]
+    assert len(primary_calls) == 2  # the breaker opened after 2 failures; later sends skip it
+    assert hub.breakers.state("primary") == "open"
+    health = hub.service_health("email")
+    assert health["details"]["primary"]["status"] == "error" and "circuit open" in health["details"]["primary"]["message"]
+    assert health["status"] == "healthy"  # the backup still serves
+
+
+def test_fallback_services_move_to_another_channel(hub_factory: Any) -> None:
+    hub = hub_factory(
+        {"mail": {"type": "scripted-notify", "behaviour": "transient"}, "texts": {"type": "scripted-notify"}},
+        {
+            "email": {"providers": ["mail"], "enabled": True, "high_priority_bypasses_rate_limit": False},
+            "sms": {"providers": ["texts"], "enabled": True, "high_priority_bypasses_rate_limit": False},
+        },
+    )
+    result = hub.send_notification(
+        "email",
+        [{"name": "Ops", "email": "ops@example.com", "phone": "+14155552671"}],
+        template="low_stock_alert",
+        data={"sku": "WIDGET-001", "location": "WAREHOUSE-A", "current_stock": 5, "threshold": 10},
+        priority="high",
+        fallback_services=["sms"],
+        tenant_id="t",
+    )
+    assert result["status"] == "succeeded" and result["recipients"][0]["channel"] == "sms"
+    assert result["recipients"][0]["address"] == "+14155552671"
+    assert [(a["channel"], a["provider"], a["outcome"]) for a in result["attempts"]] == [("email", "mail", "failed"), ("sms", "texts", "succeeded")]
+
+
+def test_when_every_provider_is_down_the_notification_is_kept_and_retried(hub_factory: Any) -> None:
+    hub = hub_factory(
+        {"mail": {"type": "scripted-notify", "behaviour": "transient"}},
+        {"email": {"providers": ["mail"], "enabled": True, "high_priority_bypasses_rate_limit": False}},
+    )
+    result = hub.send_notification("email", [{"email": "a@example.com"}], data={"subject": "s", "message": "m"}, tenant_id="t")
+    assert result["status"] == "queued" and result["error"]
+    record_id = result["messageId"]
+    # The provider comes back: the queued record is delivered by a worker, once.
+    hub.registry.slots["mail"].instance.settings["behaviour"] = "ok"
+    hub.db.engine.dispose()
+    with hub.db.session() as session:
+        from hub.records import Record
+
+        session.get(Record, record_id).lease_until = None
+    hub.run_record(record_id)
+    hub.run_record(record_id)  # a duplicate queue entry does nothing
+    done = hub.get_record(record_id, "t")
+    assert done.status == "succeeded" and done.attempts == 2
+
+
+def test_jobs_die_after_the_configured_attempts(hub_factory: Any) -> None:
+    hub = hub_factory(
+        {"mail": {"type": "scripted-notify", "behaviour": "transient"}},
+        {"email": {"providers": ["mail"], "enabled": True, "high_priority_bypasses_rate_limit": False}},
+    )
+    accepted = hub.send_notification("email", [{"email": "a@example.com"}], data={"subject": "s", "message": "m"}, tenant_id="t", asynchronous=True)
+    from hub.records import Record
+
+    for _ in range(5):
+        with hub.db.session() as session:
+            session.get(Record, accepted["messageId"]).lease_until = None
+        hub.run_record(accepted["messageId"])
+    record = hub.get_record(accepted["messageId"], "t")
+    assert record.status == "dead" and record.attempts == 3  # job_attempts=3 in the test config
+
+
+def test_payments_fail_over_only_when_no_charge_was_made(hub_factory: Any) -> None:
+    hub = hub_factory(
+        {"down": {"type": "scripted-pay", "behaviour": "transient"}, "declines": {"type": "scripted-pay", "behaviour": "permanent"}, "up": {"type": "scripted-pay"}},
+        {"payment": {"providers": ["down", "up"], "enabled": True, "high_priority_bypasses_rate_limit": False}},
+    )
+    paid = hub.process_payment("10.00", "USD", tenant_id="t")
+    assert paid["gateway"] == "up" and ScriptedGateway.calls == ["down", "down", "up"]
+    ScriptedGateway.calls.clear()
+    with pytest.raises(PermanentError):
+        hub.process_payment("10.00", "USD", gateway="declines", tenant_id="t")
+    assert ScriptedGateway.calls == ["declines"]  # a decline is never retried elsewhere
+
+
+def test_two_accounts_of_one_provider_type_and_tenant_overrides(hub_factory: Any) -> None:
+    hub = hub_factory(
+        {"us-account": {"type": "scripted-pay"}, "eu-account": {"type": "scripted-pay"}},
+        {"payment": {"providers": ["us-account", "eu-account"], "enabled": True, "high_priority_bypasses_rate_limit": False}},
+        tenants={"acme": {"providers": {"us-account": {"behaviour": "transient"}}}},
+    )
+    assert hub.process_payment(1, "USD", tenant_id="demo")["gateway"] == "us-account"
+    assert hub.process_payment(1, "EUR", gateway="eu-account", tenant_id="demo")["gateway"] == "eu-account"
+    # acme's own settings for us-account build a separate instance that fails; it fails over.
+    assert hub.process_payment(1, "USD", tenant_id="acme")["gateway"] == "eu-account"
+    assert hub.process_payment(1, "USD", tenant_id="demo")["gateway"] == "us-account"
+
+
+def test_rate_limits_and_breakers_are_shared_through_redis(tmp_path: Path, redis_url: str) -> None:
+    namespace = uuid.uuid4().hex[:8]
+    providers = {"primary": {"type": "scripted-notify", "behaviour": "transient"}, "backup": {"type": "scripted-notify"}}
+    services = {"email": {"providers": ["primary", "backup"], "enabled": True, "high_priority_bypasses_rate_limit": False}}
+    overrides = {
+        "redis_url": redis_url,
+        "rate_limits": {"storage": redis_url, "limits": {"email": "4/minute"}},
+        "circuit_breaker": {"fail_max": 2, "reset_timeout": 60},
+    }
+    first = make_hub(tmp_path / "a", providers, services, **overrides)
+    second = make_hub(tmp_path / "b", providers, services, **overrides)
+    try:
+        for hub in (first, second):
+            hub.breakers.namespace = namespace
+            hub.rate_limits.storage.key_prefix = namespace  # type: ignore[attr-defined]
+        tenant = f"t-{namespace}"
+        for hub in (first, second, first, second):
+            hub.send_notification("email", [{"email": "a@example.com"}], data={"subject": "s", "message": "m"}, tenant_id=tenant)
+        from hub.errors import RateLimitedError
+
+        with pytest.raises(RateLimitedError):
+            second.send_notification("email", [{"email": "a@example.com"}], data={"subject": "s", "message": "m"}, tenant_id=tenant)
+        # The first process opened the breaker; the second sees it open without failing itself.
+        assert first.breakers.state("primary") == "open" and second.breakers.state("primary") == "open"
+    finally:
+        first.close()
+        second.close()
+
+
+def test_high_priority_may_skip_the_rate_limit(hub_factory: Any) -> None:
+    hub = hub_factory(
+        {"mail": {"type": "scripted-notify"}},
+        {"email": {"providers": ["mail"], "enabled": True, "high_priority_bypasses_rate_limit": True}},
+        rate_limits={"storage": "memory://", "limits": {"email": "1/minute"}},
+    )
+    hub.send_notification("email", [{"email": "a@example.com"}], data={"subject": "s", "message": "m"}, tenant_id="t")
+    from hub.errors import RateLimitedError
+
+    with pytest.raises(RateLimitedError):
+        hub.send_notification("email", [{"email": "a@example.com"}], data={"subject": "s", "message": "m"}, tenant_id="t")
+    hub.send_notification("email", [{"email": "a@example.com"}], data={"subject": "s", "message": "m"}, priority="high", tenant_id="t")
+
+
+def test_rest_failover_with_zero_messages_lost(tmp_path: Path) -> None:
+    hub = make_hub(
+        tmp_path,
+        {"primary": {"type": "scripted-notify", "behaviour": "transient"}, "backup": {"type": "scripted-notify"}},
+        {"email": {"providers": ["primary", "backup"], "enabled": True, "high_priority_bypasses_rate_limit": False}},
+    )
+    try:
+        client = create_app(manager=hub).test_client()
+        headers = {"Authorization": f"Bearer {hub.tokens.create('t')[1]}", "X-Tenant-ID": "t"}
+        delivered = 0
+        for i in range(10):
+            body = {"type": "email", "recipients": [{"email": f"u{i}@example.com"}], "data": {"subject": "s", "message": "m"}}
+            response = client.post(f"{API}/notifications", json=body, headers=headers).get_json()
+            delivered += response["data"]["sent"]
+        assert delivered == 10
+        assert sum(c[2] for c in ScriptedNotifier.calls if c[0] == "backup") == 10
+    finally:
+        hub.close()
