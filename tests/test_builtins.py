@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 from jinja2 import StrictUndefined
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 from marshmallow import Schema, fields
 
 import hub
@@ -611,8 +611,9 @@ TEMPLATE_VARIABLES: dict[str, dict[str, Any]] = {
 
 
 def _render(definition: Any, variables: dict[str, Any]) -> dict[str, Any]:
-    text = SandboxedEnvironment(undefined=StrictUndefined)
-    html = SandboxedEnvironment(undefined=StrictUndefined, autoescape=True)
+    # The strictest sandbox (no mutating lists or dicts) and StrictUndefined, as the core renders them.
+    text = ImmutableSandboxedEnvironment(undefined=StrictUndefined)
+    html = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=True)
     rendered: dict[str, Any] = {"text": text.from_string(definition.text).render(variables)}
     if definition.subject is not None:
         rendered["subject"] = text.from_string(definition.subject).render(variables)
