@@ -1318,7 +1318,7 @@ class IntegrationManager:
                     "priority": len(providers) + 1,
                     "available": slot.instance is not None,
                     "error": slot.error,
-                    "settings": {k: ("[REDACTED]" if k in slot.secret_settings else redact(v, k)) for k, v in slot.settings.items()},
+                    "settings": {k: ("[REDACTED]" if k in slot.secret_settings else redact(v, k)) for k, v in slot.resolved.items()},
                     "circuit": self.breakers.state(name),
                 }
             )

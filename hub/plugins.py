@@ -218,6 +218,13 @@ class PluginHost:
         record = record or PluginRecord(name, source, version=version)
         with self._lock:
             self.pm.register(plugin, name=name)
+            try:
+                # Earlier plugins passed this check, so a failure here is this plugin's: a hook
+                # implementation whose name matches no hook (a typo pluggy would otherwise ignore).
+                self.pm.check_pending()
+            except pluggy.PluginValidationError:
+                self.pm.unregister(plugin)
+                raise
             record.hooks = sorted(impl_name for impl_name in _hook_names(self.pm, plugin))
             self.records[name] = record
             for impl in self.pm.hook.register_providers.get_hookimpls():

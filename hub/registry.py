@@ -77,6 +77,8 @@ class ProviderSlot:
     provider_class: type | None
     instance: object | None = None
     error: str | None = None
+    #: The validated settings (environment variables filled in): what the provider was built with.
+    resolved: dict[str, Any] = field(default_factory=dict)
     tenant_instances: dict[str, object] = field(default_factory=dict)
     tenant_errors: dict[str, str] = field(default_factory=dict)
 
@@ -136,7 +138,7 @@ class ProviderRegistry:
             if self.host.policy.strict:
                 raise ConfigError(f"providers.{name}.type", slot.error)
             return slot
-        provider_settings(provider_class, settings, f"providers.{name}", self.environ)  # fail fast
+        slot.resolved = provider_settings(provider_class, settings, f"providers.{name}", self.environ)  # fail fast
         try:
             slot.instance = build_provider(self.host, provider_class, name, settings, self._context(None), environ=self.environ)
         except ConfigError:

@@ -34,7 +34,7 @@ def base_config(
     raw["queue"] = {**raw.get("queue", {}), "workers": 0}
     for key, value in overrides.items():
         raw[key] = value
-    environ = {"HUB_MODE": "development"}
+    environ: dict[str, str] = {}
     return validate_config(copy.deepcopy(raw), environ) | {"data_dir": str(data_dir)}
 
 
