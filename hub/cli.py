@@ -72,6 +72,8 @@ def serve(context: click.Context, host: str | None, port: int | None, workers: i
                 "accesslog": None,
                 "post_worker_init": _post_worker_init,
                 "worker_exit": _worker_exit,
+                # gunicorn's control socket lives in a shared folder: two hubs on one host would collide.
+                "control_socket_disable": True,
             }
             for key, value in options.items():
                 self.cfg.set(key, value)

@@ -244,7 +244,9 @@ def sync(request: SyncRequest) -> SyncResult:
     ``retry_after`` when throttled).
 
     :returns: a :class:`hub.capabilities.SyncResult`.
-    :raises PermanentError: the source does not offer ``data_type`` (say so in the message).
+    :raises UnsupportedError: the source does not offer ``data_type`` (say which it offers); the core
+        then asks the next sync provider.
+    :raises PermanentError: the request is invalid for this source (a bad option value).
     """
 
 

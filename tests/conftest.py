@@ -18,7 +18,6 @@ from hub.manager import IntegrationManager
 
 REPO = Path(__file__).resolve().parent.parent
 
-pytest_plugins = ["hub.testing"]
 
 
 def base_config(
