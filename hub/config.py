@@ -296,7 +296,7 @@ def first_error(messages: Any, prefix: str = "") -> tuple[str, str]:
     if isinstance(messages, dict):
         for key, value in messages.items():
             key_path = f"{prefix}.{key}" if prefix else str(key)
-            if key == "_schema":
+            if key in ("_schema", "value"):  # "value": marshmallow's marker for a Dict's value errors
                 key_path = prefix or "(root)"
             return first_error(value, key_path)
     if isinstance(messages, list) and messages:

@@ -76,7 +76,8 @@ class TemplateLibrary:
                 f"Template {name!r} needs data.{variable}",
             ) from None
         except (TemplateSyntaxError, SecurityError, json.JSONDecodeError, TypeError, ValueError) as error:
-            raise ValidationError({"template": [f"template {name!r} ({channel}) failed to render: {error}"]}) from None
+            reason = f"template {name!r} ({channel}) failed to render: {error}"
+            raise ValidationError({"template": [reason]}, reason[0].upper() + reason[1:]) from None
         if subject:
             subject = " ".join(subject.split())  # a header must be one line
         return Rendered(subject=subject, text=text.strip(), html=html, blocks=blocks)
