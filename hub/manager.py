@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from decimal import Decimal
 from os import PathLike
 from typing import Any
@@ -224,7 +224,10 @@ class IntegrationManager:
                 def once(function: Any = function, breaker_name: str = breaker_name) -> Any:
                     return self.breakers.call(breaker_name, function, **kwargs)
 
-                result = self.retry.call(once, on_retry=lambda error, n: retries.append(_describe(error)))
+                def note_retry(error: BaseException, _attempt: int, retries: list[str] = retries) -> None:
+                    retries.append(_describe(error))
+
+                result = self.retry.call(once, on_retry=note_retry)
             except Exception as error:
                 latency = (time.perf_counter() - started) * 1000
                 description = _describe(error)
@@ -1406,7 +1409,3 @@ def _content_type_allowed(content_type: str, allowed: list[str]) -> bool:
         return True
     family = content_type.split("/")[0] + "/*"
     return content_type in allowed or family in allowed
-
-
-def _utc(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)

@@ -56,7 +56,7 @@ def build_spec(app: Flask) -> dict[str, Any]:
     spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
     spec.components.schema("Error", schema=schemas.ErrorSchema)
     spec.components.schema("Envelope", schema=schemas.EnvelopeSchema)
-    for name, (schema, _status) in REQUEST_BODIES.items():
+    for schema, _status in REQUEST_BODIES.values():
         component = schema.__name__.removesuffix("Schema")
         if component not in spec.components.schemas:
             spec.components.schema(component, schema=schema)

@@ -61,7 +61,6 @@ from hub.testing.contracts import (
 )
 
 # The fixture under test is the one plugin authors get: hub.testing loaded as a pytest plugin.
-pytest_plugins = ["hub.testing"]
 
 TENANT = "acme"
 

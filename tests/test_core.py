@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -143,11 +143,11 @@ def test_scheduled_sync_jobs_are_created_once_per_minute(tmp_path: Path) -> None
     config = base_config(tmp_path / "var", sync_schedules=[{"data_type": "inventory", "cron": "*/15 * * * *", "tenant": "acme"}])
     hub = IntegrationManager(config, environ={}, entry_points=False)
     try:
-        at = datetime(2026, 11, 23, 10, 30, tzinfo=timezone.utc)
+        at = datetime(2026, 11, 23, 10, 30, tzinfo=UTC)
         first = hub.run_schedules(at)
         again = hub.run_schedules(at)  # another hub process in the same minute
         assert len(first) == 1 and again == first
-        assert hub.run_schedules(datetime(2026, 11, 23, 10, 31, tzinfo=timezone.utc)) == []
+        assert hub.run_schedules(datetime(2026, 11, 23, 10, 31, tzinfo=UTC)) == []
         hub.run_record(first[0])
         assert hub.get_record(first[0], "acme").status == "succeeded"
     finally:

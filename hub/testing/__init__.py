@@ -1,10 +1,7 @@
 """The conformance kit: test a provider plugin exactly as the hub will use it, without installing it.
 
-A plugin's tests name this module as a pytest plugin (in the conftest.py at the root of its tests)::
-
-    pytest_plugins = ["hub.testing"]
-
-and then use the ``provider_harness`` fixture with the checks in :mod:`hub.testing.contracts`::
+Installing the hub registers this module as a pytest plugin (the ``pytest11`` entry point), so a
+plugin's tests use the ``provider_harness`` fixture with the checks in :mod:`hub.testing.contracts`::
 
     import hub_pager
     from hub.testing.contracts import run_contract
