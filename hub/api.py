@@ -139,7 +139,12 @@ def _finish_request(response: Response) -> Response:
     hub = current_app.extensions["hub"]
     endpoint = request.url_rule.rule if request.url_rule else "unmatched"
     hub.metrics.http_requests.labels(request.method, endpoint, str(response.status_code)).inc()
-    hub.metrics.http_latency.labels(endpoint).observe(time.perf_counter() - g.get("started", time.perf_counter()))
+    elapsed = time.perf_counter() - g.get("started", time.perf_counter())
+    hub.metrics.http_latency.labels(endpoint).observe(elapsed)
+    if g.get("tenant"):
+        # Every authenticated API call is in the audit trail, beside the provider calls it caused.
+        outcome = "success" if response.status_code < 400 else ("rejected" if response.status_code < 500 else "error")
+        hub.audit_api_call(g.tenant, f"{request.method} {endpoint}", outcome, elapsed * 1000, f"HTTP {response.status_code}")
     return response
 
 

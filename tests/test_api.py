@@ -83,7 +83,8 @@ def test_no_endpoint_returns_another_tenants_data(client: Any, manager: Any, hea
     error_of(client.post(f"{API}/payments/{paid['paymentId']}/refunds", json={}, headers=other), 404)
     assert data_of(client.get(f"{API}/files", headers=other))["items"] == []
     assert data_of(client.get(f"{API}/deliveries", headers=other))["items"] == []
-    assert data_of(client.get(f"{API}/audit", headers=other))["items"] == []
+    other_audit = data_of(client.get(f"{API}/audit", headers=other))["items"]
+    assert other_audit and all(entry["tenantId"] == "acme" and entry["capability"] == "api" for entry in other_audit)
     assert uploaded["fileKey"].startswith("demo/")
 
 
@@ -360,6 +361,8 @@ def test_audit_trail_is_queryable_and_masks_personal_data(client: Any, headers: 
     error_of(client.post(f"{API}/payments", json={"amount": 5, "currency": "USD", "paymentMethod": "4000000000000002"}, headers=headers), 422)
     entries = data_of(client.get(f"{API}/audit", headers=headers))["items"]
     assert {(e["service"], e["provider"], e["outcome"]) for e in entries} >= {("email", "outbox", "success"), ("payment", "sandbox", "error")}
+    api_calls = {(e["operation"], e["outcome"]) for e in entries if e["capability"] == "api"}
+    assert api_calls >= {("POST /api/integrations/notifications", "success"), ("POST /api/integrations/payments", "rejected")}
     assert all(e["requestId"] and e["latencyMs"] is not None and e["tenantId"] == "demo" for e in entries)
     assert "test@example.com" not in json.dumps(entries) and "4000000000000002" not in json.dumps(entries)
     only_errors = data_of(client.get(f"{API}/audit?outcome=error", headers=headers))["items"]
