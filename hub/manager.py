@@ -25,7 +25,7 @@ from os import PathLike
 from typing import Any
 
 from huey import crontab
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from werkzeug.utils import secure_filename
 
@@ -63,6 +63,7 @@ from hub.records import (
     FileRecord,
     InventorySnapshot,
     ProviderReference,
+    RecipientOutcome,
     Record,
     WebhookEventSeen,
     new_id,
@@ -538,36 +539,36 @@ class IntegrationManager:
             raise
 
     def _deliver_notification(self, record: Record, *, inline: bool) -> Record:
-        """Deliver to every recipient still pending, channel by channel (primary, then fallbacks),
-        saving progress after each batch so a crash resumes where it stopped."""
+        """Deliver to every recipient without an outcome yet, channel by channel (primary, then
+        fallbacks). Outcomes are written per batch, so a crash resumes where it stopped."""
         payload = record.payload
         tenant = record.tenant
         recipients = payload["recipients"]
-        results: list[dict[str, Any]] = (record.result or {}).get("recipients") or [
-            {"index": index, "name": recipient.get("name"), "status": "pending"} for index, recipient in enumerate(recipients)
-        ]
+        done = self._outcome_indexes(record.id)
         attempt_log = list(record.attempt_log or [])
         batch_size = self.config["queue"]["batch_size"]
         channels = [payload["channel"], *payload["fallbackServices"]]
         last_error: str | None = None
         used_provider: str | None = record.provider
         for position, channel in enumerate(channels):
-            pending = [index for index, result in enumerate(results) if result["status"] == "pending"]
+            pending = [index for index in range(len(recipients)) if index not in done]
             if not pending:
                 break
             is_last_channel = position == len(channels) - 1
             service = CHANNEL_SERVICE[channel]
             addresses = recipient_addresses([recipients[i] for i in pending], channel, payload["region"])
             sendable = []
+            unreachable = []
             for index, address in zip(pending, addresses, strict=True):
                 if address.address:
                     sendable.append((index, address.address))
-                elif is_last_channel or channel == payload["channel"] and not payload["fallbackServices"]:
-                    results[index].update(status="failed", channel=channel, error=address.error)
+                elif is_last_channel:
+                    unreachable.append(_outcome(record.id, index, recipients[index], channel, None, "failed", error=address.error))
+            self._save_outcomes(record.id, unreachable, [], attempt_log, used_provider)
+            done.update(outcome.index for outcome in unreachable)
             if not sendable:
                 continue
             rendered = self.templates.render(payload["template"], channel, payload["data"], tenant)
-            channel_failed = False
             for start in range(0, len(sendable), batch_size):
                 batch = sendable[start : start + batch_size]
                 if not inline and not self._bypasses_rate_limit(service, payload["priority"]):
@@ -592,66 +593,83 @@ class IntegrationManager:
                     _check_notify_result(outcome, len(batch), provider)
                 except PermanentError as error:
                     attempt_log.append({"channel": channel, "outcome": "failed", "error": _describe(error), "recipients": len(batch)})
-                    for index, _address in batch:
-                        results[index].update(status="failed", channel=channel, error=_describe(error))
+                    refused = [_outcome(record.id, index, recipients[index], channel, address, "failed", error=_describe(error)) for index, address in batch]
+                    self._save_outcomes(record.id, refused, [], attempt_log, used_provider)
+                    done.update(index for index, _ in batch)
                     continue
                 except (NoProviderError, ProviderError) as error:
                     attempt_log.extend({**attempt, "channel": channel, "recipients": len(batch)} for attempt in getattr(error, "attempts", []))
                     last_error = _describe(error)
-                    channel_failed = True
-                    break
+                    break  # this channel is down: the rest go to the next channel, or wait for a retry
                 used_provider = used_provider or provider
+                outcomes = []
                 references = []
                 for (index, address), result in zip(batch, outcome.results, strict=True):
-                    results[index].update(
-                        status=result.status,
-                        channel=channel,
-                        address=address,
-                        provider=provider,
-                        providerMessageId=result.provider_message_id,
-                        error=result.error,
+                    outcomes.append(
+                        _outcome(record.id, index, recipients[index], channel, address, result.status, provider, result.provider_message_id, result.error)
                     )
                     if result.provider_message_id and result.status != "failed":
-                        references.append(ProviderReference(provider=provider, reference=result.provider_message_id, record_id=record.id, recipient_index=index))
-                self._save_progress(record.id, results, attempt_log, used_provider, references)
-            if channel_failed:
-                continue
-        pending = [result for result in results if result["status"] == "pending"]
-        failed = [result for result in results if result["status"] == "failed"]
-        summary = {
-            "recipients": results,
-            "provider": used_provider,
-            "sent": len(results) - len(pending) - len(failed),
-            "failed": len(failed),
-            "pending": len(pending),
-        }
-        if pending:
+                        references.append({"provider": provider, "reference": result.provider_message_id, "record_id": record.id, "recipient_index": index})
+                self._save_outcomes(record.id, outcomes, references, attempt_log, used_provider)
+                done.update(index for index, _ in batch)
+        counts = self._outcome_counts(record.id)
+        pending_count = len(recipients) - sum(counts.values())
+        summary = {"provider": used_provider, "sent": counts.get("sent", 0) + counts.get("queued", 0), "failed": counts.get("failed", 0), "pending": pending_count}
+        if pending_count:
             self._save(record.id, result=summary, attempt_log=attempt_log, provider=used_provider, error=last_error)
             # Every provider of every channel is down: keep the work and try again later.
             self._requeue_or_die(record, last_error or "no provider available")
-        elif failed and len(failed) == len(results):
-            self._save(record.id, status="failed", result=summary, attempt_log=attempt_log, provider=used_provider, error=failed[0].get("error"))
+        elif summary["failed"] == len(recipients):
+            first_error = self._first_outcome_error(record.id)
+            self._save(record.id, status="failed", result=summary, attempt_log=attempt_log, provider=used_provider, error=first_error)
         else:
-            self._save(record.id, status="partial" if failed else "succeeded", result=summary, attempt_log=attempt_log, provider=used_provider, error=None)
+            self._save(record.id, status="partial" if summary["failed"] else "succeeded", result=summary, attempt_log=attempt_log, provider=used_provider, error=None)
         return self.get_record(record.id, tenant)
 
-    def _save_progress(self, record_id: str, results: list[dict[str, Any]], attempt_log: list[dict[str, Any]], provider: str | None, references: list[ProviderReference]) -> None:
+    def _outcome_indexes(self, record_id: str) -> set[int]:
         with self.db.session() as session:
-            record = session.get(Record, record_id)
-            assert record is not None
-            record.result = {"recipients": results, "provider": provider}
-            record.attempt_log = attempt_log
-            record.provider = provider
-            record.updated_at = utcnow()
-            # Extend the lease: a long bulk send is alive as long as it makes progress.
-            record.lease_until = utcnow() + timedelta(seconds=self.config["queue"]["lease_seconds"])
-            for reference in references:
-                session.merge(reference)
+            return set(session.scalars(select(RecipientOutcome.index).where(RecipientOutcome.record_id == record_id)))
+
+    def _outcome_counts(self, record_id: str) -> dict[str, int]:
+        with self.db.session() as session:
+            rows = session.execute(
+                select(RecipientOutcome.status, func.count()).where(RecipientOutcome.record_id == record_id).group_by(RecipientOutcome.status)
+            )
+            return {status: count for status, count in rows}
+
+    def _first_outcome_error(self, record_id: str) -> str | None:
+        with self.db.session() as session:
+            return session.scalar(
+                select(RecipientOutcome.error).where(RecipientOutcome.record_id == record_id).order_by(RecipientOutcome.index).limit(1)
+            )
+
+    def _save_outcomes(
+        self, record_id: str, outcomes: list[RecipientOutcome], references: list[dict[str, Any]], attempt_log: list[dict[str, Any]], provider: str | None
+    ) -> None:
+        """One transaction per batch: the outcomes, the provider references webhooks will match,
+        and the record's progress (its lease extended: a long bulk send is alive while it progresses)."""
+        with self.db.session() as session:
+            if outcomes:
+                session.add_all(outcomes)
+            if references:
+                session.execute(insert(ProviderReference), references)
+            session.execute(
+                update(Record)
+                .where(Record.id == record_id)
+                .values(
+                    attempt_log=attempt_log,
+                    provider=provider,
+                    updated_at=utcnow(),
+                    lease_until=utcnow() + timedelta(seconds=self.config["queue"]["lease_seconds"]),
+                )
+            )
 
     def notification_view(self, record: Record) -> dict[str, Any]:
+        with self.db.session() as session:
+            outcomes = list(session.scalars(select(RecipientOutcome).where(RecipientOutcome.record_id == record.id).order_by(RecipientOutcome.index)))
+        recipients = [outcome.to_dict() for outcome in outcomes]
+        failed = sum(1 for outcome in outcomes if outcome.status == "failed")
         result = record.result or {}
-        recipients = result.get("recipients", [])
-        counts = {status: sum(1 for r in recipients if r["status"] == status) for status in ("pending", "failed")}
         return {
             "success": record.status in ("succeeded", "partial", "queued", "running"),
             "messageId": record.id,
@@ -661,8 +679,9 @@ class IntegrationManager:
             "channel": record.payload.get("channel"),
             "template": record.payload.get("template"),
             "total": len(record.payload.get("recipients", [])),
-            "sent": len(recipients) - counts["pending"] - counts["failed"] if recipients else 0,
-            "failed": counts["failed"],
+            "sent": len(outcomes) - failed,
+            "failed": failed,
+            "pending": len(record.payload.get("recipients", [])) - len(outcomes),
             "recipients": recipients,
             "attempts": record.attempt_log,
             "error": record.error,
@@ -1212,20 +1231,21 @@ class IntegrationManager:
             record = session.get(Record, reference.record_id)
             if record is None:
                 return False
-            result = dict(record.result or {})
             if record.kind == "notification" and reference.recipient_index is not None:
-                recipients = [dict(r) for r in result.get("recipients", [])]
-                if reference.recipient_index < len(recipients):
-                    recipients[reference.recipient_index].update(
-                        deliveryStatus=event.status, deliveryUpdatedAt=utcnow().isoformat(), deliveryDetail=redact(event.details)
-                    )
-                    if event.status in ("bounced", "failed", "undelivered", "dropped"):
-                        recipients[reference.recipient_index]["status"] = "failed"
-                result["recipients"] = recipients
+                outcome = session.get(RecipientOutcome, (record.id, reference.recipient_index))
+                if outcome is None:
+                    return False
+                outcome.delivery_status = event.status
+                outcome.delivery_detail = redact({"event": event.type, "eventId": event.event_id, **(event.details or {})})
+                outcome.updated_at = utcnow()
+                if event.status in ("bounced", "failed", "undelivered", "dropped"):
+                    outcome.status = "failed"
+                    outcome.error = f"{event.status} (reported by {provider_name})"
             else:
+                result = dict(record.result or {})
                 result["providerStatus"] = event.status
-                result.setdefault("events", []).append({"eventId": event.event_id, "status": event.status, "type": event.type})
-            record.result = result
+                result["events"] = [*result.get("events", []), {"eventId": event.event_id, "status": event.status, "type": event.type}]
+                record.result = result
             record.updated_at = utcnow()
             return True
 
@@ -1396,6 +1416,31 @@ def _check_notify_result(outcome: Any, expected: int, provider: str) -> None:
     if not isinstance(outcome, NotifyResult) or len(outcome.results) != expected:
         got = len(outcome.results) if isinstance(outcome, NotifyResult) else type(outcome).__name__
         raise ProviderError(f"provider {provider} broke the notify contract: {got} results for {expected} recipients")
+
+
+def _outcome(
+    record_id: str,
+    index: int,
+    recipient: dict[str, Any],
+    channel: str,
+    address: str | None,
+    status: str,
+    provider: str | None = None,
+    provider_message_id: str | None = None,
+    error: str | None = None,
+) -> RecipientOutcome:
+    return RecipientOutcome(
+        record_id=record_id,
+        index=index,
+        name=recipient.get("name"),
+        channel=channel,
+        address=address,
+        status=status,
+        provider=provider,
+        provider_message_id=provider_message_id,
+        error=error,
+        updated_at=utcnow(),
+    )
 
 
 def _mask_payment_method(method: str | None) -> str | None:

@@ -138,6 +138,43 @@ class ProviderReference(Base):
     recipient_index: Mapped[int | None] = mapped_column(Integer)
 
 
+class RecipientOutcome(Base):
+    """One recipient of a notification: written once per batch in bulk (no rewriting of a growing
+    document), updated in place by delivery-status webhooks."""
+
+    __tablename__ = "hub_recipient_outcomes"
+
+    record_id: Mapped[str] = mapped_column(String(40), ForeignKey("hub_records.id"), primary_key=True)
+    index: Mapped[int] = mapped_column("idx", Integer, primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    channel: Mapped[str] = mapped_column(String(20))
+    address: Mapped[str | None] = mapped_column(String(320))
+    #: sent | queued | failed
+    status: Mapped[str] = mapped_column(String(20))
+    provider: Mapped[str | None] = mapped_column(String(100))
+    provider_message_id: Mapped[str | None] = mapped_column(String(255))
+    error: Mapped[str | None] = mapped_column(Text)
+    #: What the provider reported later through a webhook (delivered, bounced...).
+    delivery_status: Mapped[str | None] = mapped_column(String(40))
+    delivery_detail: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {
+            "index": self.index,
+            "name": self.name,
+            "channel": self.channel,
+            "address": self.address,
+            "status": self.status,
+            "provider": self.provider,
+            "providerMessageId": self.provider_message_id,
+            "error": self.error,
+        }
+        if self.delivery_status:
+            data.update(deliveryStatus=self.delivery_status, deliveryDetail=self.delivery_detail, deliveryUpdatedAt=self.updated_at.isoformat())
+        return data
+
+
 class FileRecord(Base):
     __tablename__ = "hub_files"
     __table_args__ = (Index("ix_file_tenant_created", "tenant", "created_at"),)

@@ -242,7 +242,7 @@ def test_token_cli_create_list_rotate_revoke(tmp_path: Path) -> None:
 
 
 def test_plugins_and_check_commands(tmp_path: Path) -> None:
-    runner = CliRunner()
+    runner = CliRunner(env={"HUB_PLUGINS_ALLOW": ""})  # hermetic: only the built-ins, whatever is installed
     (tmp_path / "hub.yaml").write_text((REPO / "hub.yaml").read_text())
     listed = runner.invoke(cli, ["--config", str(tmp_path / "hub.yaml"), "plugins", "--json"])
     assert listed.exit_code == 0 and {"outbox", "sandbox"} <= {p["name"] for p in json.loads(listed.stdout)}
