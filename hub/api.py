@@ -267,6 +267,13 @@ def _paging() -> tuple[int, int]:
     return limit, offset
 
 
+def _list_records(kind: str | None, view: Callable[[Any], dict[str, Any]]) -> Any:
+    """A page of the tenant's records of one kind, newest first (``?status=&limit=&offset=``)."""
+    limit, offset = _paging()
+    records = manager().list_records(g.tenant, kind, request.args.get("status"), limit, offset)
+    return ok({"items": [view(record) for record in records], "limit": limit, "offset": offset})
+
+
 def _prometheus() -> Response:
     hub = current_app.extensions["hub"]
     return Response(generate_latest(hub.metrics.registry), mimetype=CONTENT_TYPE_LATEST)
@@ -418,10 +425,7 @@ def create_notification() -> Any:
 
 @api.get("/notifications")
 def list_notifications() -> Any:
-    limit, offset = _paging()
-    hub = manager()
-    records = hub.list_records(g.tenant, "notification", request.args.get("status"), limit, offset)
-    return ok({"items": [hub.notification_view(record) for record in records], "limit": limit, "offset": offset})
+    return _list_records("notification", manager().notification_view)
 
 
 @api.get("/notifications/<record_id>")
@@ -442,10 +446,7 @@ def create_payment() -> Any:
 
 @api.get("/payments")
 def list_payments() -> Any:
-    limit, offset = _paging()
-    hub = manager()
-    records = hub.list_records(g.tenant, "payment", request.args.get("status"), limit, offset)
-    return ok({"items": [hub.payment_view(record) for record in records], "limit": limit, "offset": offset})
+    return _list_records("payment", manager().payment_view)
 
 
 @api.get("/payments/<record_id>")
@@ -564,10 +565,7 @@ def create_sync_job() -> Any:
 
 @api.get("/sync")
 def list_sync_jobs() -> Any:
-    limit, offset = _paging()
-    hub = manager()
-    records = hub.list_records(g.tenant, "sync", request.args.get("status"), limit, offset)
-    return ok({"items": [hub.sync_view(record) for record in records], "limit": limit, "offset": offset})
+    return _list_records("sync", manager().sync_view)
 
 
 @api.get("/sync/<record_id>")
@@ -619,9 +617,7 @@ def get_delivery(record_id: str) -> Any:
 
 @api.get("/deliveries")
 def list_deliveries() -> Any:
-    limit, offset = _paging()
-    records = manager().list_records(g.tenant, request.args.get("kind"), request.args.get("status"), limit, offset)
-    return ok({"items": [record.to_dict() for record in records], "limit": limit, "offset": offset})
+    return _list_records(request.args.get("kind"), lambda record: record.to_dict())
 
 
 @api.get("/audit")

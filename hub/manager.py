@@ -339,6 +339,20 @@ class IntegrationManager:
             return None
         return record
 
+    def _begin(
+        self, kind: str, tenant: str, service: str, payload: dict[str, Any], idempotency_key: str | None, view: Any
+    ) -> tuple[Record | None, dict[str, Any] | None]:
+        """Open a running record for a synchronous call, or return the earlier answer for the same
+        idempotency key (``(None, view)``). The rate limit is counted only for new work."""
+        existing = self._existing(tenant, kind, idempotency_key)
+        if existing is None:
+            self._hit_rate_limit(tenant, service, 1)
+            record = self._new_record(kind, tenant, service, payload, idempotency_key, "running")
+            if record is not None:
+                return record, None
+            existing = self._existing(tenant, kind, idempotency_key)  # a concurrent request won
+        return None, self._replay(existing, view)
+
     def _existing(self, tenant: str, kind: str, idempotency_key: str | None) -> Record | None:
         if not idempotency_key:
             return None
@@ -733,14 +747,10 @@ class IntegrationManager:
         request = load(schema or PaymentSchema(), raw)
         request["currency"] = request["currency"].upper()
         providers = self._gateway_providers(request["gateway"], tenant)
-        existing = self._existing(tenant, "payment", idempotency_key)
-        if existing is not None:
-            return self._replay(existing, self.payment_view)
-        self._hit_rate_limit(tenant, "payment", 1)
         payload = {**request, "amount": str(request["amount"]), "payment_method": _mask_payment_method(request["payment_method"])}
-        record = self._new_record("payment", tenant, "payment", payload, idempotency_key, "running")
+        record, replayed = self._begin("payment", tenant, "payment", payload, idempotency_key, self.payment_view)
         if record is None:
-            return self._replay(self._existing(tenant, "payment", idempotency_key), self.payment_view)
+            return replayed  # type: ignore[return-value]
         payment = PaymentRequest(
             id=record.id,
             tenant=tenant,
@@ -807,14 +817,10 @@ class IntegrationManager:
         payment = self._find_payment(tenant, payment_id, request["transaction_id"])
         if payment.status != "succeeded":
             raise ValidationError({"paymentId": [f"payment is {payment.status}; only a succeeded payment can be refunded"]})
-        existing = self._existing(tenant, "refund", idempotency_key)
-        if existing is not None:
-            return self._replay(existing, self.refund_view)
-        self._hit_rate_limit(tenant, "payment", 1)
         payload = {"paymentId": payment.id, "amount": str(request["amount"]) if request["amount"] else None, "reason": request["reason"]}
-        record = self._new_record("refund", tenant, "payment", payload, idempotency_key, "running")
+        record, replayed = self._begin("refund", tenant, "payment", payload, idempotency_key, self.refund_view)
         if record is None:
-            return self._replay(self._existing(tenant, "refund", idempotency_key), self.refund_view)
+            return replayed  # type: ignore[return-value]
         refund = RefundRequest(
             id=record.id,
             tenant=tenant,
@@ -909,17 +915,11 @@ class IntegrationManager:
         content_type = (request["content_type"] or mimetypes.guess_type(safe_name)[0] or "application/octet-stream").lower()
         if not _content_type_allowed(content_type, limits["allowed_content_types"]):
             raise ValidationError({"contentType": [f"{content_type} is not accepted; allowed: {', '.join(limits['allowed_content_types'])}"]})
-        existing = self._existing(tenant, "file", idempotency_key)
-        if existing is not None:
-            return self.file_view(self.get_file(existing.id, tenant))
-        self._hit_rate_limit(tenant, "fileStorage", 1)
         key = f"{tenant}/{request['category']}/{int(time.time() * 1000)}-{secrets.token_hex(4)}-{safe_name}"
         payload = {"fileName": request["file_name"], "key": key, "size": len(data), "contentType": content_type, "category": request["category"]}
-        record = self._new_record("file", tenant, "fileStorage", payload, idempotency_key, "running")
+        record, replayed = self._begin("file", tenant, "fileStorage", payload, idempotency_key, lambda done: self.file_view(self.get_file(done.id, tenant)))
         if record is None:
-            existing = self._existing(tenant, "file", idempotency_key)
-            assert existing is not None
-            return self.file_view(self.get_file(existing.id, tenant))
+            return replayed  # type: ignore[return-value]
         stored = StoredFile(
             key=key,
             tenant=tenant,
@@ -1017,14 +1017,10 @@ class IntegrationManager:
     def accept_event(self, tenant: str, raw: Any, idempotency_key: str | None = None) -> dict[str, Any]:
         self._require_running()
         request = load(EventSchema(), raw)
-        existing = self._existing(tenant, "event", idempotency_key)
-        if existing is not None:
-            return self._replay(existing, self.event_view)
-        self._hit_rate_limit(tenant, "kafka", 1)
         payload = {"topic": request["topic"], "eventType": request["event_type"], "key": request["key"]}
-        record = self._new_record("event", tenant, "kafka", payload, idempotency_key, "running")
+        record, replayed = self._begin("event", tenant, "kafka", payload, idempotency_key, self.event_view)
         if record is None:
-            return self._replay(self._existing(tenant, "event", idempotency_key), self.event_view)
+            return replayed  # type: ignore[return-value]
         event = Event(
             id=record.id,
             tenant=tenant,
