@@ -1,0 +1,304 @@
+"""Notify provider ``slack-webhook``: chat messages through Slack incoming webhooks.
+
+An incoming webhook is a secret URL bound to one channel: ``POST`` a JSON document
+``{"text": ..., "blocks": [...]}`` and Slack answers ``200 ok``, or an error word in the body with
+the status: ``400 invalid_payload`` / ``invalid_blocks`` / ``no_text``, ``403 action_prohibited`` /
+``invalid_token``, ``404 channel_not_found`` / ``no_service``, ``410 channel_is_archived``, ``429``
+with ``Retry-After``, ``5xx``.
+
+A recipient's address is a destination name (``#ops``; ``default`` when the request named none).
+``channels`` maps destination names to their own webhook URLs; any other destination goes to
+``webhook_url`` with ``"channel": "<name>"`` in the payload, which legacy webhooks honour and app
+webhooks ignore (they always post to their own channel) -- or fails, with
+``unknown_destinations: fail``. One POST per distinct destination; every recipient of that
+destination gets its outcome.
+
+Webhook URLs are credentials: they never appear in an error message or a log line (errors name
+the destination instead).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+from urllib.parse import urlsplit
+
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+
+from hub import hookimpl
+from hub.capabilities import HealthResult, Message, NotifyResult, Provider, ProviderContext, RecipientResult
+from hub.errors import ConfigurationError, PermanentError, TransientError, UnsupportedError
+
+__all__ = ["SlackSettings", "SlackWebhook", "register_providers"]
+
+DEFAULT_DESTINATION = "default"
+#: Hosts Slack serves incoming webhooks from.
+SLACK_HOSTS = ("hooks.slack.com", "hooks.slack-gov.com")
+# /services/T…/B…/<secret> (incoming webhooks); /workflows/… and /triggers/… (Workflow Builder webhooks).
+_WEBHOOK_PATH = re.compile(
+    r"^/(services/[A-Za-z0-9]+/[A-Za-z0-9]+/[A-Za-z0-9_-]+|(workflows|triggers)(/[A-Za-z0-9_-]+){3,4})/?$"
+)
+_ERROR_WORD = re.compile(r"^[a-z_]{1,64}$")
+
+
+class SlackSettings(Schema):
+    """``providers.<name>`` settings of a ``slack-webhook`` provider."""
+
+    #: The default destination's webhook (``SLACK_WEBHOOK_URL``).
+    webhook_url = fields.Url(load_default=None, allow_none=True, require_tld=False, schemes={"http", "https"})
+    #: Destination name -> that channel's webhook URL (``{"#ops": "https://hooks.slack.com/services/..."}``).
+    channels = fields.Dict(
+        keys=fields.String(validate=validate.Length(min=1, max=200)),
+        values=fields.Url(require_tld=False, schemes={"http", "https"}),
+        load_default=dict,
+    )
+    #: Other destinations: ``default`` -> webhook_url with a channel override, ``fail`` -> that recipient fails.
+    unknown_destinations = fields.String(load_default="default", validate=validate.OneOf(["default", "fail"]))
+    #: Legacy webhooks only (app webhooks ignore them): the bot name and emoji shown.
+    username = fields.String(load_default=None, allow_none=True, validate=validate.Length(min=1, max=80))
+    icon_emoji = fields.String(load_default=None, allow_none=True, validate=validate.Regexp(r"^:[a-z0-9_+'-]+:$"))
+    timeout = fields.Float(load_default=10.0, validate=validate.Range(min=0.1, max=120))
+
+    @validates_schema
+    def _somewhere_to_post(self, data: dict[str, Any], **_: Any) -> None:
+        if not data.get("webhook_url") and not data.get("channels"):
+            raise ValidationError(
+                {"webhook_url": ["set webhook_url (or SLACK_WEBHOOK_URL), or a channels mapping of webhooks"]}
+            )
+
+
+@dataclass
+class _Route:
+    """Where the recipients of one destination are posted."""
+
+    destination: str
+    url: str
+    channel_override: str | None = None
+    positions: list[int] = field(default_factory=list)
+
+
+class _SentLedger:
+    """Destinations already posted, by ``(message id, destination)``; bounded, thread-safe."""
+
+    def __init__(self, size: int = 50_000) -> None:
+        self._size = size
+        self._entries: OrderedDict[tuple[str, str], bool] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __contains__(self, key: tuple[str, str]) -> bool:
+        with self._lock:
+            return key in self._entries
+
+    def add(self, key: tuple[str, str]) -> None:
+        with self._lock:
+            self._entries[key] = True
+            while len(self._entries) > self._size:
+                self._entries.popitem(last=False)
+
+
+def _key(destination: str) -> str:
+    """Destination names compare without their ``#`` and case (``#Ops`` is ``ops``)."""
+    return destination.strip().lstrip("#").lower()
+
+
+class SlackWebhook(Provider):
+    type_name = "slack-webhook"
+    capability = "notify"
+    channels = ("chat",)
+    settings_schema: ClassVar[type[Schema]] = SlackSettings
+    env_settings: ClassVar[dict[str, str]] = {"webhook_url": "SLACK_WEBHOOK_URL"}
+    secret_settings: ClassVar[tuple[str, ...]] = ("webhook_url", "channels")
+    description = "Chat messages (text and Block Kit blocks) through Slack incoming webhooks."
+
+    def __init__(self, name: str, settings: dict[str, Any], context: ProviderContext) -> None:
+        super().__init__(name, settings, context)
+        self._webhooks = {_key(destination): url for destination, url in settings["channels"].items()}
+        if settings["webhook_url"]:
+            self._webhooks.setdefault(DEFAULT_DESTINATION, settings["webhook_url"])
+        # requests.Session is not documented thread-safe: one per worker thread, each keeping its
+        # connection to Slack open for the next message.
+        self._local = threading.local()
+        self._sessions: list[Any] = []
+        self._sessions_lock = threading.Lock()
+        self._posted = _SentLedger()
+
+    # --- routing -------------------------------------------------------------------------------------
+
+    def route(self, address: str) -> tuple[str, str, str | None] | None:
+        """``(destination, webhook URL, channel override)`` for a recipient address, or ``None`` when
+        no webhook serves it."""
+        destination = address.strip() or DEFAULT_DESTINATION
+        url = self._webhooks.get(_key(destination))
+        if url is not None:
+            return destination, url, None
+        default = self._webhooks.get(DEFAULT_DESTINATION)
+        if default is None or self.settings["unknown_destinations"] == "fail":
+            return None
+        override = destination if destination[:1] in "#@" else f"#{destination}"
+        return destination, default, override
+
+    def payload(self, message: Message, channel_override: str | None) -> dict[str, Any]:
+        document: dict[str, Any] = {"text": message.text}
+        if message.blocks:
+            document["blocks"] = message.blocks
+        if self.settings["username"]:
+            document["username"] = self.settings["username"]
+        if self.settings["icon_emoji"]:
+            document["icon_emoji"] = self.settings["icon_emoji"]
+        if channel_override:
+            document["channel"] = channel_override
+        return document
+
+    # --- notify --------------------------------------------------------------------------------------
+
+    @hookimpl
+    def notify(self, message: Message) -> NotifyResult:
+        if message.channel != "chat":
+            raise UnsupportedError(f"slack-webhook delivers chat messages only, not {message.channel}")
+        results: list[RecipientResult | None] = [None] * len(message.recipients)
+        routes: dict[str, _Route] = {}
+        for position, recipient in enumerate(message.recipients):
+            route = self.route(recipient.address)
+            if route is None:
+                results[position] = RecipientResult(
+                    recipient.address, "failed", error=f"no Slack webhook is configured for {recipient.address!r}"
+                )
+                continue
+            destination, url, override = route
+            routes.setdefault(_key(destination), _Route(destination, url, override)).positions.append(position)
+
+        refusals: list[PermanentError] = []
+        for key, route in routes.items():
+            if (message.id, key) not in self._posted:  # else posted by an earlier try: never twice
+                try:
+                    self._post(route, self.payload(message, route.channel_override))
+                except PermanentError as error:  # Slack refused this payload: these recipients fail
+                    refusals.append(error)
+                    for position in route.positions:
+                        results[position] = RecipientResult(
+                            message.recipients[position].address, "failed", error=error.message
+                        )
+                    continue
+                # Transient and configuration errors propagate: destinations already posted are in the
+                # ledger, so the hub's retry of this batch (same message id) posts only the rest.
+                self._posted.add((message.id, key))
+            for position in route.positions:
+                results[position] = RecipientResult(message.recipients[position].address, "sent")
+        if refusals and not any(result is not None and result.status == "sent" for result in results):
+            raise refusals[0]  # nothing was posted: the whole request was refused
+        self.log.info("slack-webhook: message %s posted to %d destination(s)", message.id, len(routes) - len(refusals))
+        return NotifyResult([result for result in results if result is not None])
+
+    # --- HTTP ----------------------------------------------------------------------------------------
+
+    def _session(self) -> Any:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            import requests
+
+            session = requests.Session()
+            session.headers["User-Agent"] = "integration-hub-slack/0.1"
+            with self._sessions_lock:
+                self._sessions.append(session)
+            self._local.session = session
+        return session
+
+    def _post(self, route: _Route, payload: dict[str, Any]) -> None:
+        """POST one payload to one webhook; raise the hub error for anything but ``200 ok``. Messages
+        name the destination, never the URL (it is the credential)."""
+        import requests
+
+        where = f"the Slack webhook for {route.destination!r}"
+        try:
+            response = self._session().post(route.url, json=payload, timeout=self.settings["timeout"])
+        except requests.Timeout:
+            raise TransientError(f"{where} did not answer in time", provider_code="timeout") from None
+        except requests.ConnectionError:
+            raise TransientError(f"{where} could not be reached", provider_code="connection") from None
+        except requests.RequestException as error:
+            raise TransientError(f"{where} failed ({type(error).__name__})", provider_code="request") from None
+        status = response.status_code
+        word = response.text.strip()[:64]
+        word = word if _ERROR_WORD.fullmatch(word) else ""
+        if status == 200:
+            return
+        label = f"{status} {word}".strip()
+        if status == 429:
+            raise TransientError(
+                f"{where} is rate-limited ({label})",
+                provider_code=word or "429",
+                retry_after=_seconds(response.headers.get("Retry-After")),
+            )
+        if status >= 500:
+            raise TransientError(f"{where} failed ({label})", provider_code=word or str(status))
+        if status in (401, 403, 404, 410):
+            # A revoked URL, a deleted or archived channel, a workspace policy: this webhook is unusable.
+            raise ConfigurationError(f"{where} is unusable ({label})", provider_code=word or str(status))
+        raise PermanentError(
+            f"Slack refused the message for {route.destination!r} ({label})", provider_code=word or str(status)
+        )
+
+    # --- health and close ----------------------------------------------------------------------------
+
+    @hookimpl
+    def health(self) -> HealthResult:
+        problems = []
+        for destination, url in sorted(self._webhooks.items()):
+            problem = _url_problem(url)
+            if problem:
+                problems.append(f"{destination}: {problem}")
+        if problems:
+            return HealthResult("error", "; ".join(problems))
+        return HealthResult(
+            "success",
+            f"{len(self._webhooks)} webhook URL(s) well formed; not contacted, as Slack offers no way to check "
+            "an incoming webhook without posting a message",
+        )
+
+    @hookimpl
+    def close(self) -> None:
+        with self._sessions_lock:
+            sessions, self._sessions = self._sessions, []
+        for session in sessions:
+            session.close()
+
+
+def _url_problem(url: str) -> str | None:
+    """What is wrong with a webhook URL's shape, or ``None`` (the URL itself is never quoted)."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    if parts.scheme != "https" and not (parts.scheme == "http" and _is_loopback(host)):
+        return "the webhook URL must use https"
+    if not _WEBHOOK_PATH.fullmatch(parts.path or ""):
+        return "not an incoming-webhook URL (expected /services/T.../B.../...)"
+    if parts.query or parts.fragment:
+        return "an incoming-webhook URL has no query or fragment"
+    if host not in SLACK_HOSTS and not _is_loopback(host):
+        return f"not a Slack webhook host (expected {' or '.join(SLACK_HOSTS)})"
+    return None
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _seconds(value: str | None) -> float | None:
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
+
+
+@hookimpl
+def register_providers(register: Callable[[type], None]) -> None:
+    register(SlackWebhook)
