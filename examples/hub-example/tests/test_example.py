@@ -1,0 +1,242 @@
+"""hub-example against a real HTTP endpoint: a local server on 127.0.0.1 that records every request.
+
+The conformance kit (``provider_harness``, ``run_contract``) builds the provider exactly as the hub does
+and calls its own hooks; the other tests pin down what the kit cannot know: the request the endpoint
+receives, the error each HTTP status maps to, the token from the environment, the template.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import hub_example
+import pytest
+from hub_example import WebhookNotifier
+
+from hub.capabilities import Message, Recipient
+from hub.delivery import TemplateLibrary
+from hub.errors import ConfigError, ConfigurationError, PermanentError, TransientError
+from hub.testing import ProviderHarness
+from hub.testing.contracts import check_provider_class, run_contract
+
+TOKEN = "example-token-5f2b"
+
+
+@dataclass
+class Received:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class Endpoint:
+    """What the local server received, and what it answers (the test may change it)."""
+
+    url: str
+    received: list[Received] = field(default_factory=list)
+    status: int = 200
+    answer: bytes = b'{"id": "rcv-1"}'
+    answer_headers: dict[str, str] = field(default_factory=dict)
+
+    def posts(self) -> list[Received]:
+        return [request for request in self.received if request.method == "POST"]
+
+
+@pytest.fixture
+def endpoint() -> Iterator[Endpoint]:
+    state = Endpoint(url="")
+
+    class Handler(BaseHTTPRequestHandler):
+        def _answer(self, with_body: bool) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            state.received.append(Received(self.command, self.path, dict(self.headers.items()), body))
+            self.send_response(state.status)
+            self.send_header("Content-Type", "application/json")
+            for name, value in state.answer_headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(state.answer)))
+            self.end_headers()
+            if with_body:
+                self.wfile.write(state.answer)
+
+        def do_POST(self) -> None:
+            self._answer(with_body=True)
+
+        def do_HEAD(self) -> None:
+            self._answer(with_body=False)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass  # keep the test output quiet
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    state.url = f"http://127.0.0.1:{server.server_address[1]}/hooks/messages?channel=all"
+    # A short poll interval: shutdown() waits for the serving loop to notice it.
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+    thread.start()
+    yield state
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=5)
+
+
+@pytest.fixture
+def harness(provider_harness: ProviderHarness) -> ProviderHarness:
+    """The kit's harness with this plugin added, as if it were installed."""
+    provider_harness.add_plugin(hub_example, "example")
+    return provider_harness
+
+
+def build(harness: ProviderHarness, endpoint_url: str, **settings: Any) -> WebhookNotifier:
+    return harness.build("webhook-notifier", {"url": endpoint_url, "token": TOKEN, "timeout": 5, **settings})
+
+
+def message(channel: str = "email", *addresses: str) -> Message:
+    return Message(
+        id="ntf_123-email-0",
+        tenant="demo",
+        channel=channel,
+        recipients=[Recipient(address) for address in addresses or ("ops@example.com", "buyer@example.com")],
+        text="Stock is low",
+        subject="Low stock" if channel == "email" else None,
+        template="custom",
+    )
+
+
+def test_the_provider_class_passes_the_class_check() -> None:
+    check_provider_class(WebhookNotifier)
+
+
+def test_the_provider_meets_the_notify_contract(harness: ProviderHarness, endpoint: Endpoint) -> None:
+    provider = build(harness, endpoint.url)
+    results = run_contract(harness, provider)
+    assert set(results) == {"notify:email", "notify:sms", "notify:chat", "health"}
+    assert results["health"].ok, results["health"]
+    assert [post.json()["channel"] for post in endpoint.posts()] == ["email", "sms", "chat"]
+
+
+def test_each_message_is_one_authenticated_post_of_the_message_as_json(harness: ProviderHarness, endpoint: Endpoint) -> None:
+    provider = build(harness, endpoint.url)
+    result = harness.call(provider, "notify", message=message())
+    [post] = endpoint.posts()
+    assert post.path == "/hooks/messages?channel=all"
+    assert post.headers["Authorization"] == f"Bearer {TOKEN}"
+    assert post.headers["Idempotency-Key"] == "ntf_123-email-0"
+    body = post.json()
+    assert body["id"] == "ntf_123-email-0" and body["tenant"] == "demo" and body["subject"] == "Low stock"
+    assert [r["address"] for r in body["recipients"]] == ["ops@example.com", "buyer@example.com"]
+    # The endpoint's id (``{"id": "rcv-1"}``) is the send's; each recipient's id comes from the message id.
+    assert result.provider_message_id == "rcv-1"
+    assert [(r.address, r.status, r.provider_message_id) for r in result.results] == [
+        ("ops@example.com", "sent", "ntf_123-email-0:0"),
+        ("buyer@example.com", "sent", "ntf_123-email-0:1"),
+    ]
+
+
+def test_recipient_ids_stay_unique_when_the_endpoint_repeats_its_id(harness: ProviderHarness, endpoint: Endpoint) -> None:
+    provider = build(harness, endpoint.url)
+    first = harness.call(provider, "notify", message=message())
+    second = harness.call(provider, "notify", message=Message(**{**vars(message()), "id": "ntf_456-email-0"}))
+    assert first.provider_message_id == second.provider_message_id == "rcv-1"
+    ids = [r.provider_message_id for r in first.results + second.results]
+    assert len(set(ids)) == 4
+
+
+def test_an_answer_without_an_id_is_fine(harness: ProviderHarness, endpoint: Endpoint) -> None:
+    endpoint.status, endpoint.answer = 204, b""
+    result = harness.call(build(harness, endpoint.url), "notify", message=message("sms", "+14155550100"))
+    assert result.provider_message_id is None
+    assert [(r.status, r.provider_message_id) for r in result.results] == [("sent", "ntf_123-email-0:0")]
+
+
+def test_the_token_comes_from_the_environment_when_hub_yaml_has_none(harness: ProviderHarness, endpoint: Endpoint) -> None:
+    provider = harness.build("webhook-notifier", {"url": endpoint.url}, environ={"EXAMPLE_WEBHOOK_TOKEN": "from-env"})
+    harness.call(provider, "notify", message=message())
+    assert endpoint.posts()[0].headers["Authorization"] == "Bearer from-env"
+
+
+def test_missing_or_bad_settings_fail_with_their_path(harness: ProviderHarness) -> None:
+    with pytest.raises(ConfigError) as missing:
+        harness.build("webhook-notifier", {"url": "http://127.0.0.1:9/"}, name="hook", environ={})
+    assert missing.value.path == "providers.hook.token" and "EXAMPLE_WEBHOOK_TOKEN" in str(missing.value)
+    with pytest.raises(ConfigError, match="providers.hook.url"):
+        harness.build("webhook-notifier", {"url": "not a url", "token": TOKEN}, name="hook", environ={})
+    with pytest.raises(ConfigError, match="providers.hook.retries"):
+        harness.build("webhook-notifier", {"url": "http://127.0.0.1:9/", "token": TOKEN, "retries": 3}, name="hook")
+
+
+@pytest.mark.parametrize(
+    ("status", "error_class"),
+    [
+        (500, TransientError),
+        (502, TransientError),
+        (503, TransientError),
+        (408, TransientError),
+        (429, TransientError),
+        (401, ConfigurationError),
+        (403, ConfigurationError),
+        (302, ConfigurationError),
+        (400, PermanentError),
+        (404, PermanentError),
+        (422, PermanentError),
+    ],
+)
+def test_http_errors_map_to_the_hubs_errors(
+    harness: ProviderHarness, endpoint: Endpoint, status: int, error_class: type[Exception]
+) -> None:
+    endpoint.status, endpoint.answer = status, b'{"error": "nope"}'
+    endpoint.answer_headers = {"Retry-After": "7", "Location": "/elsewhere"}
+    with pytest.raises(error_class) as raised:
+        harness.call(build(harness, endpoint.url), "notify", message=message())
+    assert type(raised.value) is error_class  # NotFoundError (a PermanentError) would mean "no such object"
+    assert raised.value.provider_code == str(status)
+    assert TOKEN not in str(raised.value) and "/hooks/messages" not in str(raised.value)
+    if status in (429, 503):
+        assert raised.value.retry_after == 7
+
+
+def test_an_unreachable_endpoint_is_transient(harness: ProviderHarness) -> None:
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    provider = build(harness, f"http://127.0.0.1:{port}/hooks")
+    with pytest.raises(TransientError, match="could not reach"):
+        harness.call(provider, "notify", message=message())
+    health = harness.call(provider, "health")
+    assert health.status == "error" and "cannot reach" in health.message
+
+
+def test_health_reports_a_rejected_token(harness: ProviderHarness, endpoint: Endpoint) -> None:
+    endpoint.status = 401
+    health = harness.call(build(harness, endpoint.url), "health")
+    assert health.status == "error" and "rejected the token" in health.message
+    assert [request.method for request in endpoint.received] == ["HEAD"]  # nothing was delivered
+
+
+def test_close_drops_the_session_and_the_next_call_opens_one(harness: ProviderHarness, endpoint: Endpoint) -> None:
+    provider = build(harness, endpoint.url)
+    harness.call(provider, "notify", message=message())
+    harness.call(provider, "close")
+    harness.call(provider, "notify", message=message())
+    assert len(endpoint.posts()) == 2
+
+
+def test_the_example_digest_template(harness: ProviderHarness) -> None:
+    templates = TemplateLibrary(harness.host.templates, {})
+    rendered = templates.render("example_digest", "email", {"title": "Nightly stock", "items": ["A <b>", "B"]}, None)
+    assert rendered.subject == "Nightly stock: 2 updates"
+    assert rendered.text == "Nightly stock\n\n- A <b>\n- B"
+    assert "<li>A &lt;b&gt;</li>" in (rendered.html or "")
+    with pytest.raises(Exception, match="data.items"):
+        templates.render("example_digest", "email", {"title": "Nightly stock"}, None)
