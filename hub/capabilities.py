@@ -104,7 +104,8 @@ class Message:
 @dataclass
 class RecipientResult:
     """The outcome for one recipient; ``status`` is ``"sent"``, ``"queued"`` (accepted by the
-    provider for later delivery) or ``"failed"``."""
+    provider for later delivery), ``"failed"`` (refused for good) or ``"retry"`` (not sent because of a
+    transient problem: the core gives it to the next provider or tries again later)."""
 
     address: str
     status: str

@@ -138,9 +138,12 @@ def notify(message: Message) -> NotifyResult:
         order: ``status="sent"`` (or ``"queued"`` when the provider reports delivery later through
         :func:`handle_webhook`) with the provider's message id, or ``status="failed"`` with the reason
         when *that recipient* was refused (an unreachable number). Recipients marked failed are not
-        retried.
-    :raises TransientError: when nothing was sent and trying again may help; the core retries only the
-        recipients without a result.
+        retried. When a batch fails part-way (a connection dropped after some sends), mark the
+        recipients not sent ``status="retry"``: the core hands only those to the next provider (or
+        keeps them for a later retry), so nobody gets the message twice.
+    :raises TransientError: when nothing was sent and trying again may help (the core retries the call
+        on this provider, then fails over); remember what you already sent for ``message.id`` so a retry
+        of the same message skips it.
     :raises ConfigurationError: bad credentials or settings; the next provider is tried.
     """
 

@@ -578,8 +578,9 @@ class IntegrationManager:
                     sendable.append((index, address.address))
                 elif is_last_channel:
                     unreachable.append(_outcome(record.id, index, recipients[index], channel, None, "failed", error=address.error))
-            self._save_outcomes(record.id, unreachable, [], attempt_log, used_provider)
-            done.update(outcome.index for outcome in unreachable)
+            if unreachable:
+                self._save_outcomes(record.id, unreachable, [], attempt_log, used_provider)
+                done.update(outcome.index for outcome in unreachable)
             if not sendable:
                 continue
             rendered = self.templates.render(payload["template"], channel, payload["data"], tenant)
@@ -588,44 +589,14 @@ class IntegrationManager:
                 if not inline and not self._bypasses_rate_limit(service, payload["priority"]):
                     # Bulk sends wait for the rate limit instead of dropping messages.
                     self.rate_limits.wait(tenant, service, len(batch), deadline=time.monotonic() + self.config["queue"]["lease_seconds"] / 2)
-                message = Message(
-                    id=f"{record.id}-{channel}-{batch[0][0]}",
-                    tenant=tenant,
-                    channel=channel,
-                    recipients=[Recipient(address=address, name=recipients[index].get("name")) for index, address in batch],
-                    text=rendered.text,
-                    subject=rendered.subject,
-                    html=rendered.html,
-                    blocks=rendered.blocks,
-                    template=payload["template"],
-                    priority=payload["priority"],
-                    metadata={"recordId": record.id},
-                )
-                try:
-                    provider, outcome, attempts = self.call_provider(service, tenant, "notify", {"message": message}, record_id=record.id)
-                    attempt_log.extend({**attempt, "channel": channel, "recipients": len(batch)} for attempt in attempts)
-                    _check_notify_result(outcome, len(batch), provider)
-                except PermanentError as error:
-                    attempt_log.append({"channel": channel, "outcome": "failed", "error": _describe(error), "recipients": len(batch)})
-                    refused = [_outcome(record.id, index, recipients[index], channel, address, "failed", error=_describe(error)) for index, address in batch]
-                    self._save_outcomes(record.id, refused, [], attempt_log, used_provider)
+                sent_by, error = self._send_batch(record, channel, service, rendered, batch, attempt_log, used_provider)
+                used_provider = used_provider or sent_by
+                if error is None:
                     done.update(index for index, _ in batch)
-                    continue
-                except (NoProviderError, ProviderError) as error:
-                    attempt_log.extend({**attempt, "channel": channel, "recipients": len(batch)} for attempt in getattr(error, "attempts", []))
-                    last_error = _describe(error)
+                else:
+                    done |= self._outcome_indexes(record.id)
+                    last_error = error
                     break  # this channel is down: the rest go to the next channel, or wait for a retry
-                used_provider = used_provider or provider
-                outcomes = []
-                references = []
-                for (index, address), result in zip(batch, outcome.results, strict=True):
-                    outcomes.append(
-                        _outcome(record.id, index, recipients[index], channel, address, result.status, provider, result.provider_message_id, result.error)
-                    )
-                    if result.provider_message_id and result.status != "failed":
-                        references.append({"provider": provider, "reference": result.provider_message_id, "record_id": record.id, "recipient_index": index})
-                self._save_outcomes(record.id, outcomes, references, attempt_log, used_provider)
-                done.update(index for index, _ in batch)
         counts = self._outcome_counts(record.id)
         pending_count = len(recipients) - sum(counts.values())
         summary = {"provider": used_provider, "sent": counts.get("sent", 0) + counts.get("queued", 0), "failed": counts.get("failed", 0), "pending": pending_count}
@@ -639,6 +610,66 @@ class IntegrationManager:
         else:
             self._save(record.id, status="partial" if summary["failed"] else "succeeded", result=summary, attempt_log=attempt_log, provider=used_provider, error=None)
         return self.get_record(record.id, tenant)
+
+    def _send_batch(
+        self,
+        record: Record,
+        channel: str,
+        service: str,
+        rendered: Any,
+        batch: list[tuple[int, str]],
+        attempt_log: list[dict[str, Any]],
+        used_provider: str | None,
+    ) -> tuple[str | None, str | None]:
+        """Send one batch on one channel, failing over provider by provider; recipients a provider
+        answered ``retry`` for go to the next provider. Returns (provider used, error if some
+        recipients are still unsent)."""
+        recipients = record.payload["recipients"]
+        providers = self.registry.service_providers(service, record.tenant)
+        remaining = batch
+        sent_by: str | None = None
+        while remaining:
+            message = Message(
+                id=f"{record.id}-{channel}-{remaining[0][0]}",
+                tenant=record.tenant,
+                channel=channel,
+                recipients=[Recipient(address=address, name=recipients[index].get("name")) for index, address in remaining],
+                text=rendered.text,
+                subject=rendered.subject,
+                html=rendered.html,
+                blocks=rendered.blocks,
+                template=record.payload["template"],
+                priority=record.payload["priority"],
+                metadata={"recordId": record.id},
+            )
+            try:
+                provider, outcome, attempts = self.call_provider(service, record.tenant, "notify", {"message": message}, providers=providers, record_id=record.id)
+                attempt_log.extend({**attempt, "channel": channel, "recipients": len(remaining)} for attempt in attempts)
+                _check_notify_result(outcome, len(remaining), provider)
+            except PermanentError as error:
+                attempt_log.append({"channel": channel, "outcome": "failed", "error": _describe(error), "recipients": len(remaining)})
+                refused = [_outcome(record.id, index, recipients[index], channel, address, "failed", error=_describe(error)) for index, address in remaining]
+                self._save_outcomes(record.id, refused, [], attempt_log, used_provider or sent_by)
+                return sent_by, None
+            except (NoProviderError, ProviderError) as error:
+                attempt_log.extend({**attempt, "channel": channel, "recipients": len(remaining)} for attempt in getattr(error, "attempts", []))
+                self._save_outcomes(record.id, [], [], attempt_log, used_provider or sent_by)
+                return sent_by, _describe(error)
+            sent_by = sent_by or provider
+            outcomes, references, retry = [], [], []
+            for (index, address), result in zip(remaining, outcome.results, strict=True):
+                if result.status == "retry":
+                    retry.append((index, address))
+                    continue
+                outcomes.append(_outcome(record.id, index, recipients[index], channel, address, result.status, provider, result.provider_message_id, result.error))
+                if result.provider_message_id and result.status != "failed":
+                    references.append({"provider": provider, "reference": result.provider_message_id, "record_id": record.id, "recipient_index": index})
+            self._save_outcomes(record.id, outcomes, references, attempt_log, used_provider or sent_by)
+            remaining = retry
+            providers = providers[providers.index(provider) + 1 :] if provider in providers else []
+            if remaining and not providers:
+                return sent_by, f"{len(remaining)} recipient(s) could not be sent by {provider} and no provider is left"
+        return sent_by, None
 
     def _outcome_indexes(self, record_id: str) -> set[int]:
         with self.db.session() as session:

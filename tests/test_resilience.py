@@ -51,6 +51,11 @@ class ScriptedNotifier(Provider):
             raise ConfigurationError("credentials rejected")
         if behaviour == "permanent":
             raise PermanentError("message refused", provider_code="refused")
+        if behaviour == "half":  # the connection dropped half-way through the batch
+            half = len(message.recipients) // 2
+            return NotifyResult(
+                [RecipientResult(r.address, "sent" if i < half else "retry", f"{self.name}-{i}" if i < half else None) for i, r in enumerate(message.recipients)]
+            )
         return NotifyResult([RecipientResult(r.address, "sent", f"{self.name}-{message.id}-{i}") for i, r in enumerate(message.recipients)])
 
     @hookimpl
@@ -307,3 +312,15 @@ def test_rest_failover_with_zero_messages_lost(tmp_path: Path) -> None:
         assert sum(c[2] for c in ScriptedNotifier.calls if c[0] == "backup") == 10
     finally:
         hub.close()
+
+
+def test_recipients_a_provider_could_not_send_go_to_the_next_provider_only(hub_factory: Any) -> None:
+    hub = hub_factory(
+        {"primary": {"type": "scripted-notify", "behaviour": "half"}, "backup": {"type": "scripted-notify"}},
+        {"email": {"providers": ["primary", "backup"], "enabled": True, "high_priority_bypasses_rate_limit": False}},
+    )
+    recipients = [{"email": f"u{i}@example.com"} for i in range(10)]
+    result = hub.send_notification("email", recipients, data={"subject": "s", "message": "m"}, tenant_id="t")
+    assert result["status"] == "succeeded" and result["sent"] == 10
+    assert [(name, count) for name, _, count in ScriptedNotifier.calls] == [("primary", 10), ("backup", 5)]
+    assert [r["provider"] for r in result["recipients"]] == ["primary"] * 5 + ["backup"] * 5

@@ -74,7 +74,7 @@ DEFAULT_ADDRESSES: dict[str, tuple[str, ...]] = {
 }
 
 CONTRACT_TENANT = "contract-tests"
-NOTIFY_STATUSES = ("sent", "queued", "failed")
+NOTIFY_STATUSES = ("sent", "queued", "failed", "retry")
 PAYMENT_STATUSES = ("succeeded", "pending", "requires_action", "failed")
 HEALTH_STATUSES = ("success", "error")
 
