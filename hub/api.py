@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import HTTPException
 
 from hub.capabilities import WebhookRequest
-from hub.errors import Conflict, HubError, RateLimitedError, ValidationError
+from hub.errors import Conflict, HubError, ProviderError, RateLimitedError, ValidationError
 from hub.manager import IntegrationManager
 from hub.observability import request_id_var, tenant_var
 from hub.records import IdempotentRequest, utcnow
@@ -510,7 +510,12 @@ def list_files() -> Any:
 def file_metadata(file_id: str) -> Any:
     hub = manager()
     view = hub.file_view(hub.get_file(file_id, g.tenant))
-    signed = hub.file_download_url(file_id, g.tenant)
+    try:
+        signed = hub.file_download_url(file_id, g.tenant)
+    except (HubError, ProviderError) as error:
+        # The metadata is still worth answering; the file stays downloadable through /content.
+        current_app.logger.warning("no download URL for %s: %s", file_id, error)
+        signed = None
     if signed:
         view["downloadUrl"] = signed
     return ok(view)

@@ -93,7 +93,7 @@ def serve(context: click.Context, host: str | None, port: int | None, workers: i
     def _worker_exit(server: Any, worker: Any) -> None:
         manager = manager_holder.get("manager")
         if manager is not None:
-            manager.stop_workers()
+            manager.close()  # stops job threads, then each provider's close hook
 
     click.echo(f"hub listening on http://{bind_host}:{bind_port}/api/integrations (data in {config['data_dir']})", err=True)
     HubServer().run()

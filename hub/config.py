@@ -326,10 +326,10 @@ def validate_config(raw: dict[str, Any] | None, environ: dict[str, str] | None =
             raise ConfigError("HUB_MODE", "must be development or production")
         config["mode"] = environ["HUB_MODE"]
     config["services"] = {service_key(name): value for name, value in config["services"].items()}
-    for tenant in config["tenants"].values():
+    for tenant_name, tenant in config["tenants"].items():
         bad = [name for name in tenant["services"] if service_key(name) is None]
         if bad:
-            raise ConfigError(f"tenants.services.{bad[0]}", "unknown service")
+            raise ConfigError(f"tenants.{tenant_name}.services.{bad[0]}", "unknown service")
         tenant["services"] = {service_key(name): value for name, value in tenant["services"].items()}
     return config
 

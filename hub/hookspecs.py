@@ -110,8 +110,8 @@ def register_templates(register: Callable[..., None]) -> None:
 
     Called once when the plugin is loaded.
 
-    :param register: call ``register(name, channel, subject=None, text=..., html=None, blocks=None,
-        required=())``. ``channel`` is ``email``, ``sms`` or ``chat``; ``text``/``subject``/``html``
+    :param register: call ``register(name, channel, *, text, subject=None, html=None, blocks=None,
+        required=())`` (everything after ``channel`` by keyword). ``channel`` is ``email``, ``sms`` or ``chat``; ``text``/``subject``/``html``
         are Jinja2 templates rendered in a sandbox with the notification's ``data`` as variables
         (``html`` autoescaped); ``blocks`` is a Jinja2 template producing a JSON list of Slack blocks.
         ``required`` names the variables that must be present: a missing one is a 422 naming it.
@@ -145,6 +145,11 @@ def notify(message: Message) -> NotifyResult:
         on this provider, then fails over); remember what you already sent for ``message.id`` so a retry
         of the same message skips it.
     :raises ConfigurationError: bad credentials or settings; the next provider is tried.
+    :raises PermanentError: the provider refused the whole batch for good (the message itself is
+        invalid); every recipient of the batch is marked failed with the reason, nothing is retried.
+
+    ``provider_message_id`` must identify one recipient's message uniquely (webhooks are matched by
+    it); a good choice when the provider has no id of its own is ``f"{message.id}:{index}"``.
     """
 
 
@@ -230,7 +235,8 @@ def publish(event: Event) -> PublishResult:
 @hookspec(firstresult=True)
 def consumer_groups() -> list[dict[str, Any]]:
     """Optional. The broker's consumer groups: ``[{"groupId": ..., "state": ..., "members": n,
-    "topics": [...], "lag": n}]`` (keys the broker cannot tell may be omitted)."""
+    "topics": [...], "lag": n}]`` (keys the broker cannot tell may be omitted). Return them all: the
+    core shows a tenant only the groups whose id starts with ``<tenant>.`` or ``<tenant>-``."""
 
 
 # --- sync --------------------------------------------------------------------------------------
@@ -268,12 +274,18 @@ def health() -> HealthResult:
 def handle_webhook(webhook: WebhookRequest) -> list[WebhookEvent]:
     """Optional. Verify and parse a request the provider sent to ``POST /webhooks/<provider name>``.
 
+    ``webhook.headers`` keep the names as sent (Title-Cased by the server, e.g.
+    ``X-Twilio-Signature``); ``?tenant=<id>`` in the URL selects that tenant's instance (its own
+    secrets) to verify with.
+
     :returns: the status changes it carries, as :class:`hub.capabilities.WebhookEvent`; the core
-        deduplicates them by ``event_id`` and updates the matching delivery or payment records.
+        deduplicates them by ``event_id`` and updates the matching delivery or payment records. A
+        ``status`` of ``bounced``, ``failed``, ``undelivered`` or ``dropped`` marks the recipient failed.
     :raises SignatureError: the signature is missing or does not verify (the API answers 401).
     """
 
 
 @hookspec
 def close() -> None:
-    """Optional. Release connections and flush buffers; called on ``POST /shutdown`` and at exit."""
+    """Optional. Release connections and flush buffers; called on ``POST /shutdown`` and when a server
+    process exits. The same instance serves again after ``POST /initialize``: reopen lazily."""

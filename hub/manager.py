@@ -697,7 +697,7 @@ class IntegrationManager:
             if outcomes:
                 session.add_all(outcomes)
             if references:
-                session.execute(insert(ProviderReference), references)
+                session.execute(_insert_ignoring_duplicates(session, ProviderReference), references)
             session.execute(
                 update(Record)
                 .where(Record.id == record_id)
@@ -1443,6 +1443,19 @@ def _check_notify_result(outcome: Any, expected: int, provider: str) -> None:
     if not isinstance(outcome, NotifyResult) or len(outcome.results) != expected:
         got = len(outcome.results) if isinstance(outcome, NotifyResult) else type(outcome).__name__
         raise ProviderError(f"provider {provider} broke the notify contract: {got} results for {expected} recipients")
+
+
+def _insert_ignoring_duplicates(session: Any, table: Any) -> Any:
+    """An INSERT that skips rows whose key exists: a provider may reuse a message id (a retried send),
+    and failing after the message went out would send it again."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    elif dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    else:
+        return insert(table).prefix_with("IGNORE")  # MySQL/MariaDB
+    return dialect_insert(table).on_conflict_do_nothing()
 
 
 def _outcome(

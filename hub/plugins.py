@@ -276,6 +276,9 @@ class PluginHost:
         if channel not in CHANNELS:
             _report(record, f"template {name!r}: channel must be one of {', '.join(CHANNELS)}")
             return
+        existing = self.templates.get((name, channel))
+        if existing is not None and record.source == "builtin" and self.records.get(existing.source, record).source != "builtin":
+            return  # built-ins load after installed plugins, which may replace a built-in template
         self.templates[(name, channel)] = TemplateDefinition(
             name, channel, text, subject, html, blocks, tuple(required), source=record.name
         )
