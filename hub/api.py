@@ -434,6 +434,40 @@ def get_notification(record_id: str) -> Any:
     return ok(hub.notification_view(hub.get_record(record_id, g.tenant, "notification")))
 
 
+# --- templates -----------------------------------------------------------------------------------------
+
+
+@api.get("/templates")
+def list_templates() -> Any:
+    """Every template the tenant can use (built-in, plugin, hub.yaml or its own), per channel."""
+    return ok({"items": manager().templates.describe(g.tenant)})
+
+
+@api.put("/templates/<name>")
+def save_template(name: str) -> Any:
+    """Add or replace the tenant's own template ``name`` for one channel."""
+    return ok(manager().save_template(g.tenant, name, _json_body()))
+
+
+@api.delete("/templates/<name>/<channel>")
+def delete_template(name: str, channel: str) -> Any:
+    """Remove the tenant's own template; the built-in or configured one applies again."""
+    return ok(manager().delete_template(g.tenant, name, channel))
+
+
+@api.post("/templates/<name>/preview")
+def preview_template(name: str) -> Any:
+    """Render a template with ``data`` for ``channel`` without sending anything."""
+    body = _json_body() or {}
+    channel = body.get("channel", "email")
+    if channel not in ("email", "sms", "chat"):
+        raise ValidationError({"channel": ["one of email, sms, chat"]})
+    if not isinstance(body.get("data", {}), dict):
+        raise ValidationError({"data": ["must be an object"]})
+    rendered = manager().templates.render(name, channel, body.get("data", {}), g.tenant)
+    return ok({"subject": rendered.subject, "text": rendered.text, "html": rendered.html, "blocks": rendered.blocks})
+
+
 # --- payments ------------------------------------------------------------------------------------------
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +28,14 @@ class TemplateLibrary:
     """Templates contributed by plugins (``register_templates``), overridden by hub.yaml's
     ``templates:`` and then by each tenant's own ``templates:``."""
 
-    def __init__(self, plugin_templates: dict[tuple[str, str], TemplateDefinition], config: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        plugin_templates: dict[tuple[str, str], TemplateDefinition],
+        config: dict[str, Any],
+        stored: Callable[[str], dict[tuple[str, str], TemplateDefinition]] | None = None,
+    ) -> None:
+        #: The tenant's templates saved through the API (``PUT /templates/<name>``); they win over all.
+        self._stored = stored or (lambda tenant: {})
         # StrictUndefined: a missing variable is an error naming it, never a silent blank.
         self._text_env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
         self._html_env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=True)
@@ -45,11 +53,43 @@ class TemplateLibrary:
         self._compiled: dict[tuple[int, str], Any] = {}
 
     def names(self, channel: str | None = None, tenant: str | None = None) -> list[str]:
-        keys = set(self._base) | set(self._tenants.get(tenant or "", {}))
+        keys = set(self._base) | set(self._tenants.get(tenant or "", {})) | set(self._stored(tenant) if tenant else {})
         return sorted({name for name, ch in keys if channel is None or ch == channel})
 
     def get(self, name: str, channel: str, tenant: str | None) -> TemplateDefinition | None:
-        return self._tenants.get(tenant or "", {}).get((name, channel)) or self._base.get((name, channel))
+        stored = self._stored(tenant).get((name, channel)) if tenant else None
+        return stored or self._tenants.get(tenant or "", {}).get((name, channel)) or self._base.get((name, channel))
+
+    def describe(self, tenant: str) -> list[dict[str, Any]]:
+        """Every template the tenant can use, with the variant that wins and where it comes from."""
+        keys = set(self._base) | set(self._tenants.get(tenant, {})) | set(self._stored(tenant))
+        views = []
+        for name, channel in sorted(keys):
+            definition = self.get(name, channel, tenant)
+            assert definition is not None
+            views.append(
+                {
+                    "name": name,
+                    "channel": channel,
+                    "source": definition.source,
+                    "subject": definition.subject,
+                    "text": definition.text,
+                    "html": definition.html,
+                    "blocks": definition.blocks,
+                    "required": list(definition.required),
+                }
+            )
+        return views
+
+    def check_syntax(self, definition: TemplateDefinition) -> None:
+        """Refuse a template that does not compile, naming the part (``text``, ``html``...)."""
+        for part in ("subject", "text", "html", "blocks"):
+            source = getattr(definition, part)
+            if source:
+                try:
+                    (self._html_env if part == "html" else self._text_env).parse(source)
+                except TemplateSyntaxError as error:
+                    raise ValidationError({part: [f"template syntax error on line {error.lineno}: {error.message}"]}) from None
 
     def render(self, name: str, channel: str, data: dict[str, Any], tenant: str | None) -> Rendered:
         definition = self.get(name, channel, tenant)

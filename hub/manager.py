@@ -12,6 +12,7 @@ import hashlib
 import logging
 import mimetypes
 import os
+import re
 import secrets
 import statistics
 import threading
@@ -25,6 +26,7 @@ from os import PathLike
 from typing import Any
 
 from huey import crontab
+from marshmallow import ValidationError as MarshmallowValidationError
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from werkzeug.utils import secure_filename
@@ -43,7 +45,7 @@ from hub.capabilities import (
     WebhookRequest,
     to_dict,
 )
-from hub.config import CHANNEL_SERVICE, SERVICES, load_config, service_key
+from hub.config import CHANNEL_SERVICE, SERVICES, TemplateSchema, load_config, service_key
 from hub.delivery import TemplateLibrary, recipient_addresses
 from hub.errors import (
     ConfigurationError,
@@ -56,7 +58,7 @@ from hub.errors import (
 )
 from hub.jobs import JobQueue
 from hub.observability import Metrics, redact, redact_text, request_id_var, tenant_var
-from hub.plugins import PluginHost, PluginPolicy
+from hub.plugins import PluginHost, PluginPolicy, TemplateDefinition
 from hub.records import (
     AuditEntry,
     Database,
@@ -65,6 +67,7 @@ from hub.records import (
     ProviderReference,
     RecipientOutcome,
     Record,
+    StoredTemplate,
     WebhookEventSeen,
     new_id,
     normalise_database_url,
@@ -132,7 +135,8 @@ class IntegrationManager:
         retry = config["retry"]
         self.retry = RetryPolicy(retry["attempts"], retry["initial_delay"], retry["max_delay"], retry["jitter"])
         self.rate_limits = RateLimits(config, redis_url=config["redis_url"])
-        self.templates = TemplateLibrary(self.host.templates, config)
+        self._template_cache: dict[str, tuple[float, dict[tuple[str, str], Any]]] = {}
+        self.templates = TemplateLibrary(self.host.templates, config, stored=self._stored_templates)
         self.jobs = JobQueue(config, self.run_record, self.every_minute)
         self.state = "running"
         self._health_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="hub-health")
@@ -732,6 +736,56 @@ class IntegrationManager:
             "error": record.error,
             "createdAt": record.created_at.isoformat(),
         }
+
+    # --- templates ---------------------------------------------------------------------------------
+
+    TEMPLATE_CACHE_SECONDS = 2.0
+
+    def _stored_templates(self, tenant: str) -> dict[tuple[str, str], Any]:
+        """The tenant's saved templates, cached briefly: a bulk send renders without a query per batch,
+        and a change made through another hub process shows within seconds."""
+        cached = self._template_cache.get(tenant)
+        if cached is not None and time.monotonic() - cached[0] < self.TEMPLATE_CACHE_SECONDS:
+            return cached[1]
+        with self.db.session() as session:
+            rows = session.scalars(select(StoredTemplate).where(StoredTemplate.tenant == tenant))
+            found = {(row.name, row.channel): _stored_definition(row) for row in rows}
+        self._template_cache[tenant] = (time.monotonic(), found)
+        return found
+
+    def save_template(self, tenant: str, name: str, raw: Any) -> dict[str, Any]:
+        """Add or replace the tenant's template ``name`` for one channel (``PUT /templates/<name>``)."""
+        if not TEMPLATE_NAME.match(name):
+            raise ValidationError({"name": ["letters, digits, '_' and '-', at most 100"]})
+        try:
+            variant = TemplateSchema().load(raw if isinstance(raw, dict) else {})
+        except MarshmallowValidationError as error:
+            raise ValidationError(error.messages_dict) from None
+        row = StoredTemplate(
+            tenant=tenant,
+            name=name,
+            channel=variant["channel"],
+            subject=variant["subject"],
+            text=variant["text"],
+            html=variant["html"],
+            blocks=variant["blocks"],
+            required=variant["required"],
+            updated_at=utcnow(),
+        )
+        self.templates.check_syntax(_stored_definition(row))
+        with self.db.session() as session:
+            session.merge(row)
+        self._template_cache.pop(tenant, None)
+        return {"name": name, "channel": row.channel, "source": f"tenant:{tenant}"}
+
+    def delete_template(self, tenant: str, name: str, channel: str) -> dict[str, Any]:
+        with self.db.session() as session:
+            row = session.get(StoredTemplate, (tenant, name, channel))
+            if row is None:
+                raise NotFound(f"No saved template {name!r} for {channel}")
+            session.delete(row)
+        self._template_cache.pop(tenant, None)
+        return {"name": name, "channel": channel, "deleted": True}
 
     # --- pay -------------------------------------------------------------------------------------
 
@@ -1443,6 +1497,22 @@ def _check_notify_result(outcome: Any, expected: int, provider: str) -> None:
     if not isinstance(outcome, NotifyResult) or len(outcome.results) != expected:
         got = len(outcome.results) if isinstance(outcome, NotifyResult) else type(outcome).__name__
         raise ProviderError(f"provider {provider} broke the notify contract: {got} results for {expected} recipients")
+
+
+TEMPLATE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
+
+
+def _stored_definition(row: StoredTemplate) -> TemplateDefinition:
+    return TemplateDefinition(
+        name=row.name,
+        channel=row.channel,
+        text=row.text,
+        subject=row.subject,
+        html=row.html,
+        blocks=row.blocks,
+        required=tuple(row.required or ()),
+        source=f"tenant:{row.tenant}",
+    )
 
 
 def _insert_ignoring_duplicates(session: Any, table: Any) -> Any:

@@ -269,6 +269,22 @@ class WebhookEventSeen(Base):
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class StoredTemplate(Base):
+    """A tenant's own notification template, saved through the API."""
+
+    __tablename__ = "hub_templates"
+
+    tenant: Mapped[str] = mapped_column(String(100), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(20), primary_key=True)
+    subject: Mapped[str | None] = mapped_column(Text)
+    text: Mapped[str] = mapped_column(Text)
+    html: Mapped[str | None] = mapped_column(Text)
+    blocks: Mapped[str | None] = mapped_column(Text)
+    required: Mapped[list[str]] = mapped_column(JSON, default=list)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
 class InventorySnapshot(Base):
     __tablename__ = "hub_inventory_snapshots"
     __table_args__ = (Index("ix_snapshot_tenant_taken", "tenant", "taken_at"),)

@@ -385,3 +385,27 @@ def test_openapi_document_and_prometheus_metrics(client: Any, headers: dict[str,
 def test_request_id_is_echoed(client: Any, headers: dict[str, str]) -> None:
     response = client.get(f"{API}/status", headers={**headers, "X-Request-ID": "req-123"})
     assert response.headers["X-Request-ID"] == "req-123"
+
+
+def test_tenants_save_their_own_templates(client: Any, manager: Any, headers: dict[str, str], hub_config: dict[str, Any]) -> None:
+    template = {"channel": "email", "subject": "Reorder {{ sku }}", "text": "Reorder {{ sku }} now ({{ current_stock }} left).", "required": ["sku"]}
+    saved = data_of(client.put(f"{API}/templates/low_stock_alert", json=template, headers=headers))
+    assert saved == {"name": "low_stock_alert", "channel": "email", "source": "tenant:demo"}
+    listed = {(t["name"], t["channel"]): t for t in data_of(client.get(f"{API}/templates", headers=headers))["items"]}
+    assert listed[("low_stock_alert", "email")]["source"] == "tenant:demo" and listed[("low_stock_alert", "sms")]["source"] == "templates"
+    preview = data_of(client.post(f"{API}/templates/low_stock_alert/preview", json={"channel": "email", "data": {"sku": "W-9", "current_stock": 2}}, headers=headers))
+    assert preview["subject"] == "Reorder W-9"
+    sent = data_of(client.post(f"{API}/notifications", json={"type": "email", "recipients": [{"email": "a@example.com"}], "template": "low_stock_alert", "data": {"sku": "W-9", "current_stock": 2}}, headers=headers))
+    written = json.loads(next(Path(hub_config["data_dir"], "outbox", "demo", "email").glob("*.json")).read_text())
+    assert sent["status"] == "succeeded" and written["subject"] == "Reorder W-9"
+    # Another tenant still gets the built-in template.
+    other = {"Authorization": f"Bearer {manager.tokens.create('acme')[1]}", "X-Tenant-ID": "acme"}
+    built_in = data_of(client.post(f"{API}/templates/low_stock_alert/preview", json={"channel": "email", "data": {"sku": "W-9", "location": "A", "current_stock": 2, "threshold": 5}}, headers=other))
+    assert built_in["subject"] != "Reorder W-9"
+    missing = error_of(client.post(f"{API}/templates/low_stock_alert/preview", json={"channel": "email", "data": {"current_stock": 2}}, headers=headers), 422)
+    assert "sku" in json.dumps(missing["errors"])
+    broken = error_of(client.put(f"{API}/templates/bad", json={"channel": "sms", "text": "{% if %}"}, headers=headers), 422)
+    assert "text" in broken["errors"]
+    error_of(client.put(f"{API}/templates/bad", json={"channel": "fax", "text": "x"}, headers=headers), 422)
+    data_of(client.delete(f"{API}/templates/low_stock_alert/email", headers=headers))
+    error_of(client.delete(f"{API}/templates/low_stock_alert/email", headers=headers), 404)
