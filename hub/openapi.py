@@ -10,6 +10,7 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Flask
 
 from hub import schemas
+from hub.config import TemplateSchema
 
 #: endpoint -> (request body schema, success status)
 REQUEST_BODIES: dict[str, tuple[type, int]] = {
@@ -25,6 +26,7 @@ REQUEST_BODIES: dict[str, tuple[type, int]] = {
     "integrations.upload_file": (schemas.FileUploadSchema, 201),
     "integrations.test_sync": (schemas.TestSyncSchema, 200),
     "integrations.create_sync_job": (schemas.SyncSchema, 202),
+    "integrations.save_template": (TemplateSchema, 200),
 }
 
 ERROR_STATUSES = {
