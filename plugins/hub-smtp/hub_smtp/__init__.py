@@ -1,0 +1,641 @@
+"""Notify provider ``smtp``: email through any SMTP server (a company relay, Gmail, a transactional service).
+
+One message per recipient, over a small pool of authenticated connections reused across ``notify`` calls:
+a bulk batch of a few hundred recipients costs one connection set-up (TCP, EHLO, STARTTLS, AUTH), not one
+per message. The message is rendered once per batch; per recipient only the ``To`` and ``Message-ID``
+headers are added, so a batch costs little more than the SMTP round trips themselves.
+
+The client is the standard library's :mod:`smtplib`, imported when the first connection is opened.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from email.headerregistry import Address
+from email.utils import formataddr, formatdate
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
+
+from hub import hookimpl
+from hub.capabilities import HealthResult, Message, NotifyResult, Provider, ProviderContext, RecipientResult
+from hub.errors import ConfigurationError, PermanentError, ProviderError, TransientError
+
+if TYPE_CHECKING:
+    import smtplib
+
+__all__ = ["PRESETS", "SmtpProvider", "SmtpSettings", "register_providers"]
+
+SECURITY_MODES = ("starttls", "ssl", "none")
+DEFAULT_PORTS = {"starttls": 587, "ssl": 465, "none": 25}
+
+#: Well-known services: ``preset: gmail`` fills these settings; settings given explicitly win.
+PRESETS: dict[str, dict[str, Any]] = {
+    # Gmail / Google Workspace: an App Password (needs 2-Step Verification) as `password`.
+    "gmail": {"host": "smtp.gmail.com", "port": 587, "security": "starttls"},
+}
+
+_LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
+# RFC 5321 4.5.3.2.7: servers may drop a client idle for 5 minutes; a connection idle that long is
+# reopened without asking.
+_MAX_IDLE_SECONDS = 300.0
+# How long a send waits for one of the pool's connections before giving up (transient: try later).
+_POOL_WAIT_SECONDS = 60.0
+# A Message-ID's left part: dot-atom text (RFC 5322 3.6.4) from the hub's id, or a digest of it.
+_ID_LEFT = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
+# A display name that needs neither quoting nor encoding (atext and spaces).
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9 !#$%&'*+/=?^_`{|}~-]{1,64}")
+
+
+# --- settings ------------------------------------------------------------------------------------
+
+
+class SmtpSettings(Schema):
+    """``providers.<name>`` settings of an ``smtp`` provider."""
+
+    preset = fields.String(load_default=None, allow_none=True, validate=validate.OneOf(sorted(PRESETS)))
+    host = fields.String(load_default=None, allow_none=True, validate=validate.Length(min=1, max=253))
+    port = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(min=1, max=65535))
+    security = fields.String(load_default=None, allow_none=True, validate=validate.OneOf(SECURITY_MODES))
+    username = fields.String(load_default=None, allow_none=True)
+    password = fields.String(load_default=None, allow_none=True)
+    from_address = fields.Email(required=True)
+    from_name = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=200))
+    timeout = fields.Float(load_default=10.0, validate=validate.Range(min=0.1, max=600))
+    max_connections = fields.Integer(load_default=4, validate=validate.Range(min=1, max=100))
+    reuse_idle_seconds = fields.Float(load_default=30.0, validate=validate.Range(min=0, max=_MAX_IDLE_SECONDS))
+    verify_tls = fields.Boolean(load_default=True)
+    ca_file = fields.String(load_default=None, allow_none=True)
+    local_hostname = fields.String(load_default=None, allow_none=True, validate=validate.Length(min=1, max=253))
+
+    @validates_schema
+    def _consistent(self, data: dict[str, Any], **_: Any) -> None:
+        merged = _apply_preset(data)
+        errors: dict[str, list[str]] = {}
+        if not merged.get("host"):
+            errors["host"] = ["Missing data for required field (or set preset: gmail)."]
+        security, port = merged["security"], merged["port"]
+        # The two TLS modes are exclusive by construction (one `security` value); these catch the usual
+        # port mix-ups, which otherwise show up as a timeout: each side waits for the other to speak first.
+        if port == 465 and security != "ssl":
+            errors["security"] = ["port 465 is implicit TLS: use security: ssl"]
+        elif port in (25, 587) and security == "ssl":
+            errors["security"] = [f"port {port} starts in plain text: use security: starttls"]
+        if bool(merged.get("username")) != bool(merged.get("password")):
+            errors["username" if not merged.get("username") else "password"] = [
+                "username and password go together (set both, or neither for a relay without AUTH)"
+            ]
+        if merged.get("preset") == "gmail" and not merged.get("username"):
+            errors["username"] = ["Gmail needs username (the Google account) and password (an App Password)"]
+        if merged.get("password") and security == "none" and merged.get("host") not in _LOOPBACK_HOSTS:
+            errors["security"] = ["security: none would send the password in clear text; use starttls or ssl"]
+        for name in ("from_name", "host", "local_hostname"):
+            if any(character in (data.get(name) or "") for character in "\r\n"):
+                errors[name] = ["must not contain line breaks"]
+        ca_file = data.get("ca_file")
+        if ca_file and not Path(ca_file).is_file():
+            errors["ca_file"] = [f"no such file: {ca_file}"]
+        if errors:
+            raise ValidationError(errors)
+
+    @post_load
+    def _resolve(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
+        return _apply_preset(data)
+
+
+def _apply_preset(data: dict[str, Any]) -> dict[str, Any]:
+    """The settings with the preset filled in where nothing was given: ``host``, then ``security``
+    (implicit TLS when only port 465 is given) and ``port`` (the preset's when its security mode is kept,
+    else the mode's standard port)."""
+    resolved = dict(data)
+    preset = PRESETS.get(data.get("preset") or "", {})
+    resolved["host"] = resolved.get("host") or preset.get("host")
+    security = resolved.get("security") or ("ssl" if resolved.get("port") == 465 else None)
+    security = security or preset.get("security") or "starttls"
+    if not resolved.get("port"):
+        resolved["port"] = preset["port"] if preset.get("security") == security else DEFAULT_PORTS[security]
+    resolved["security"] = security
+    return resolved
+
+
+@cache
+def _default_local_hostname() -> str:
+    # smtplib would call socket.getfqdn() (a DNS lookup) on every connection; once per process is enough.
+    name = socket.getfqdn()
+    return name if name and name.isascii() else "localhost"
+
+
+# --- messages ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Rendered:
+    """A message rendered once per batch: every header but ``To`` and ``Message-ID``, and the body, already
+    in DATA form (CRLF line ends, leading dots doubled, the final ``.`` line)."""
+
+    common: bytes
+    id_left: str
+    domain: str
+
+    @classmethod
+    def from_message(cls, raw: bytes, id_left: str, domain: str) -> _Rendered:
+        # What smtplib.SMTP.data() does to every message, done once for the batch.
+        raw = _BARE_LINE_END.sub(b"\r\n", raw)
+        raw = _LEADING_DOT.sub(b"..", raw)
+        if not raw.endswith(b"\r\n"):
+            raw += b"\r\n"
+        return cls(raw + b".\r\n", id_left, domain)
+
+    def message_id(self, index: int) -> str:
+        return f"<{self.id_left}.{index}@{self.domain}>"
+
+    def for_recipient(self, to_header: bytes, message_id: str) -> bytes:
+        # Neither added header starts with a dot: the whole stays in DATA form.
+        return b"".join((to_header, b"Message-ID: ", message_id.encode("ascii"), b"\r\n", self.common))
+
+
+_BARE_LINE_END = re.compile(rb"\r\n|\n|\r(?!\n)")
+_LEADING_DOT = re.compile(rb"(?m)^\.")
+
+
+def _transaction(smtp: smtplib.SMTP, mail_from: str, rcpt_to: str, data: bytes, utf8: bool) -> None:
+    """One mail transaction, as ``smtplib.SMTP.sendmail`` runs it (same commands, same exceptions), without
+    its per-message address parsing and re-encoding of the body: ``data`` is already in DATA form."""
+    import smtplib
+
+    options = f" SIZE={len(data)}" if smtp.does_esmtp and smtp.has_extn("size") else ""
+    if utf8:
+        options += " SMTPUTF8"
+        smtp.command_encoding = "utf-8"  # as smtplib.SMTP.mail() does for SMTPUTF8
+    code, reply = smtp.docmd("MAIL", f"FROM:<{mail_from}>{options}")
+    if code != 250:
+        _end_transaction(smtp, code)
+        raise smtplib.SMTPSenderRefused(code, reply, mail_from)
+    code, reply = smtp.docmd("RCPT", f"TO:<{rcpt_to}>")
+    if code not in (250, 251):
+        _end_transaction(smtp, code)
+        raise smtplib.SMTPRecipientsRefused({rcpt_to: (code, reply)})
+    code, reply = smtp.docmd("DATA")
+    if code != 354:
+        _end_transaction(smtp, code)
+        raise smtplib.SMTPDataError(code, reply)
+    smtp.send(data)
+    code, reply = smtp.getreply()
+    if code != 250:
+        _end_transaction(smtp, code)
+        raise smtplib.SMTPDataError(code, reply)
+
+
+def _end_transaction(smtp: smtplib.SMTP, code: int) -> None:
+    if code == 421:  # the server is closing the connection
+        smtp.close()
+        return
+    with suppress(OSError):  # RSET so the next MAIL starts clean; a dead connection shows on the next command
+        smtp.rset()
+
+
+def _single_line(value: str) -> str:
+    return " ".join(value.splitlines()) if ("\n" in value or "\r" in value) else value
+
+
+def _ascii_domain(domain: str) -> str:
+    return domain if domain.isascii() else domain.encode("idna").decode("ascii")
+
+
+def _envelope_address(address: str) -> tuple[str, bool]:
+    """The address as written in RCPT TO, and whether it needs SMTPUTF8 (a non-ASCII local part)."""
+    local, _, domain = address.rpartition("@")
+    try:
+        domain = _ascii_domain(domain)
+    except UnicodeError:
+        return address, True
+    return f"{local}@{domain}", not local.isascii()
+
+
+def _to_header(address: str, name: str | None, utf8: bool) -> bytes:
+    name = _single_line(name).strip() if name else None
+    if utf8:  # SMTPUTF8 message: headers may carry UTF-8 as is
+        value = f'"{name}" <{address}>' if name and '"' not in name and "\\" not in name else address
+        return f"To: {value}\r\n".encode()
+    if not name:
+        return f"To: {address}\r\n".encode("ascii")
+    if _PLAIN_NAME.fullmatch(name):
+        return f"To: {name} <{address}>\r\n".encode("ascii")
+    return f"To: {formataddr((name, address), charset='utf-8')}\r\n".encode("ascii")
+
+
+# --- connections ---------------------------------------------------------------------------------
+
+
+class _Lease:
+    """One pooled connection, held by one thread for one batch. ``reopen`` replaces a dropped one."""
+
+    def __init__(self, pool: _ConnectionPool, smtp: smtplib.SMTP | None) -> None:
+        self._pool = pool
+        self.smtp = smtp
+
+    def discard(self) -> None:
+        if self.smtp is not None:
+            _close_quietly(self.smtp)
+            self.smtp = None
+
+    def reopen(self) -> smtplib.SMTP:
+        self.discard()
+        self.smtp = self._pool.connect()
+        return self.smtp
+
+
+class _ConnectionPool:
+    """Up to ``size`` open connections shared by the provider's worker threads.
+
+    Idle connections are kept newest-first; one idle longer than ``check_after`` seconds is checked with
+    NOOP before use (and replaced if the server dropped it); one idle over five minutes is replaced.
+    """
+
+    def __init__(self, connect: Callable[[], smtplib.SMTP], size: int, check_after: float) -> None:
+        self.connect = connect
+        self.size = size
+        self.check_after = check_after
+        self._slots = threading.BoundedSemaphore(size)
+        self._lock = threading.Lock()
+        self._idle: list[tuple[smtplib.SMTP, float]] = []
+
+    @contextmanager
+    def lease(self) -> Iterator[_Lease]:
+        if not self._slots.acquire(timeout=_POOL_WAIT_SECONDS):
+            raise TransientError(f"all {self.size} SMTP connections stayed busy for {_POOL_WAIT_SECONDS:.0f} s")
+        lease = _Lease(self, None)
+        try:
+            lease.smtp = self._take_idle() or self.connect()
+            try:
+                yield lease
+            except BaseException:
+                lease.discard()  # it may be mid-transaction: never hand it to another send
+                raise
+        finally:
+            now = time.monotonic()
+            with self._lock:
+                if lease.smtp is not None:
+                    self._idle.append((lease.smtp, now))
+                # Oldest first: connections a burst opened and nobody used since, which the server has
+                # most likely dropped by now.
+                stale = [smtp for smtp, last_used in self._idle if now - last_used > _MAX_IDLE_SECONDS]
+                if stale:
+                    self._idle = self._idle[len(stale) :]
+            self._slots.release()
+            for smtp in stale:
+                _close_quietly(smtp)  # no QUIT: it would wait for a server that is probably gone
+
+    def _take_idle(self) -> smtplib.SMTP | None:
+        while True:
+            with self._lock:
+                if not self._idle:
+                    return None
+                smtp, last_used = self._idle.pop()
+            idle = time.monotonic() - last_used
+            if idle <= self.check_after:
+                return smtp
+            if idle <= _MAX_IDLE_SECONDS and _answers_noop(smtp):
+                return smtp
+            _close_quietly(smtp)
+
+    def close(self) -> int:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for smtp, _ in idle:
+            _close_quietly(smtp, quit_first=True)
+        return len(idle)
+
+
+def _answers_noop(smtp: smtplib.SMTP) -> bool:
+    try:
+        return smtp.noop()[0] == 250
+    except (OSError, ValueError):  # smtplib.SMTPException is an OSError
+        return False
+
+
+def _close_quietly(smtp: smtplib.SMTP, quit_first: bool = False) -> None:
+    if quit_first:
+        with suppress(OSError, ValueError):
+            if smtp.sock is not None:
+                smtp.sock.settimeout(2.0)  # a polite QUIT, not a wait on a vanished server
+            smtp.quit()
+    with suppress(OSError, ValueError):
+        smtp.close()
+
+
+# --- the provider --------------------------------------------------------------------------------
+
+
+class SmtpProvider(Provider):
+    type_name = "smtp"
+    capability = "notify"
+    channels = ("email",)
+    settings_schema: ClassVar[type[Schema]] = SmtpSettings
+    env_settings: ClassVar[dict[str, str]] = {
+        "host": "SMTP_HOST",
+        "port": "SMTP_PORT",
+        "username": "SMTP_USER",
+        "password": "SMTP_PASS",
+    }
+    secret_settings: ClassVar[tuple[str, ...]] = ("password",)
+    description = "Email over SMTP (STARTTLS/SSL, AUTH), one pooled connection per bulk batch; preset: gmail."
+
+    def __init__(self, name: str, settings: dict[str, Any], context: ProviderContext) -> None:
+        super().__init__(name, settings, context)
+        self.host: str = settings["host"]
+        self.port: int = settings["port"]
+        self.security: str = settings["security"]
+        self.username: str | None = settings.get("username") or None
+        self._password: str | None = settings.get("password") or None
+        self.from_address: str = settings["from_address"]
+        self.timeout: float = settings["timeout"]
+        local, _, domain = self.from_address.rpartition("@")
+        self._envelope_from = f"{local}@{_ascii_domain(domain)}"
+        self._message_id_domain = _ascii_domain(domain)
+        self._tls_context: ssl.SSLContext | None = None
+        self._tls_lock = threading.Lock()
+        if not settings["verify_tls"]:
+            self.log.warning("smtp %s: TLS certificates are not verified (verify_tls: false)", name)
+        self.pool = _ConnectionPool(self._connect, settings["max_connections"], settings["reuse_idle_seconds"])
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    # --- connecting ------------------------------------------------------------------------------
+
+    def tls_context(self) -> ssl.SSLContext:
+        with self._tls_lock:  # built once: loading the CA bundle takes milliseconds
+            if self._tls_context is None:
+                context = ssl.create_default_context(cafile=self.settings.get("ca_file") or None)
+                if not self.settings["verify_tls"]:
+                    context.check_hostname = False
+                    context.verify_mode = ssl.CERT_NONE
+                self._tls_context = context
+            return self._tls_context
+
+    def _connect(self, timeout: float | None = None) -> smtplib.SMTP:
+        """Open, greet, secure and authenticate one connection; raise the hub's errors."""
+        import smtplib
+
+        timeout = timeout or self.timeout
+        local_hostname = self.settings.get("local_hostname") or _default_local_hostname()
+        smtp: smtplib.SMTP | None = None
+        try:
+            if self.security == "ssl":
+                smtp = smtplib.SMTP_SSL(
+                    self.host, self.port, local_hostname=local_hostname, timeout=timeout, context=self.tls_context()
+                )
+            else:
+                smtp = smtplib.SMTP(self.host, self.port, local_hostname=local_hostname, timeout=timeout)
+            smtp.ehlo()
+            if self.security == "starttls":
+                if not smtp.has_extn("starttls"):
+                    raise ConfigurationError(f"SMTP server {self.address} does not offer STARTTLS (security: starttls)")
+                smtp.starttls(context=self.tls_context())
+                smtp.ehlo()
+            if self.username:
+                smtp.login(self.username, self._password or "")
+            return smtp
+        except ProviderError:
+            if smtp is not None:
+                _close_quietly(smtp)
+            raise
+        except Exception as error:
+            if smtp is not None:
+                _close_quietly(smtp)
+            raise self._connection_error(error, timeout) from None
+
+    def _connection_error(self, error: BaseException, timeout: float | None = None) -> ProviderError:
+        """Map what opening a connection raised to the hub's hierarchy."""
+        import smtplib
+
+        where = f"SMTP server {self.address}"
+        if isinstance(error, smtplib.SMTPAuthenticationError):
+            hint = ""
+            if error.smtp_code == 534 or self.host.endswith("gmail.com"):
+                hint = " (Gmail needs an App Password, which needs 2-Step Verification)"
+            return ConfigurationError(
+                f"{where} refused the login for {self.username}: {self._reply(error)}{hint}",
+                provider_code=str(error.smtp_code),
+            )
+        if isinstance(error, smtplib.SMTPNotSupportedError):
+            return ConfigurationError(f"{where}: {self._redact(str(error))} (check security and credentials)")
+        if isinstance(error, ssl.SSLCertVerificationError):
+            return ConfigurationError(
+                f"{where}: TLS certificate not trusted ({error.verify_message}); set ca_file for a private CA"
+            )
+        if isinstance(error, ssl.SSLError):
+            return ConfigurationError(
+                f"{where}: TLS handshake failed ({error.reason or error}); check security and port"
+            )
+        if isinstance(error, smtplib.SMTPResponseException):
+            code = error.smtp_code
+            error_class = ConfigurationError if 500 <= code < 600 and code != 554 else TransientError
+            return error_class(f"{where} answered {self._reply(error)}", provider_code=str(code))
+        # smtplib reports a reply that never came as "Connection unexpectedly closed: timed out".
+        if isinstance(error, TimeoutError) or isinstance(error.__context__, TimeoutError):
+            return TransientError(f"{where} did not answer within {timeout or self.timeout:g} s")
+        if isinstance(error, socket.gaierror):
+            return TransientError(f"{where}: host name lookup failed ({error.strerror})")
+        if isinstance(error, OSError):
+            reason = error.strerror or type(error).__name__
+            if isinstance(error, smtplib.SMTPException):
+                reason = str(error) or type(error).__name__
+            return TransientError(f"{where}: {self._redact(reason)}")
+        return TransientError(f"{where}: {type(error).__name__}: {self._redact(str(error))}")
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._password, "***") if self._password else text
+
+    def _reply(self, error: Any) -> str:
+        """``"550 5.1.1 text"`` from an smtplib error that carries the server's reply."""
+        reply = error.smtp_error
+        text = reply.decode("utf-8", errors="replace") if isinstance(reply, bytes) else str(reply)
+        return f"{error.smtp_code} {self._redact(' '.join(text.split()))}"
+
+    # --- notify ----------------------------------------------------------------------------------
+
+    def render(self, message: Message) -> _Rendered:
+        """Render everything the recipients share, once: headers, text and HTML alternative."""
+        from email.message import EmailMessage
+
+        mail = EmailMessage(policy=_seven_bit_policy())
+        mail["From"] = Address(
+            display_name=_single_line(self.settings.get("from_name") or ""), addr_spec=self.from_address
+        )
+        if message.subject:
+            mail["Subject"] = _single_line(message.subject)
+        mail["Date"] = formatdate(usegmt=True)
+        mail["X-Hub-Message-Id"] = _single_line(message.id)
+        if message.priority in ("high", "low"):
+            mail["X-Priority"] = "1 (Highest)" if message.priority == "high" else "5 (Lowest)"
+            mail["Importance"] = message.priority
+        mail.set_content(message.text or "")
+        if message.html:
+            mail.add_alternative(message.html, subtype="html")
+        id_left = message.id if _ID_LEFT.fullmatch(message.id) else hashlib.sha256(message.id.encode()).hexdigest()[:40]
+        return _Rendered.from_message(mail.as_bytes(), id_left, self._message_id_domain)
+
+    @hookimpl
+    def notify(self, message: Message) -> NotifyResult:
+        import smtplib
+
+        if message.channel not in self.channels:
+            raise PermanentError(f"smtp delivers email, not {message.channel}")
+        recipients = message.recipients
+        if not recipients:
+            return NotifyResult([])
+        rendered = self.render(message)
+        results: list[RecipientResult | None] = [None] * len(recipients)
+        sent = 0
+        temporary: str | None = None  # the first temporary refusal, for a TransientError
+        batch_error: ProviderError | None = None  # stopped the batch: connection, login or sender refused
+        reconnects = 0
+
+        with self.pool.lease() as lease:
+            index = 0
+            may_reconnect = True  # once per stretch without progress: a server dropping every try ends it
+            while index < len(recipients):
+                recipient = recipients[index]
+                address = recipient.address
+                message_id = rendered.message_id(index)
+                envelope_to, utf8 = _envelope_address(address)
+                outcome: RecipientResult | None = None
+                dropped: str | None = None
+                try:
+                    smtp = lease.smtp or lease.reopen()
+                    if any(character in address for character in "\r\n<>"):
+                        outcome = RecipientResult(address, "failed", error="invalid address")
+                    elif utf8 and not smtp.has_extn("smtputf8"):
+                        outcome = RecipientResult(
+                            address, "failed", error="the SMTP server lacks SMTPUTF8, needed for this address"
+                        )
+                    else:
+                        data = rendered.for_recipient(
+                            _to_header(address if utf8 else envelope_to, recipient.name, utf8), message_id
+                        )
+                        _transaction(smtp, self._envelope_from, envelope_to, data, utf8)
+                        outcome = RecipientResult(address, "sent", provider_message_id=message_id)
+                except smtplib.SMTPRecipientsRefused as error:
+                    code, reply = next(iter(error.recipients.values()), (0, b""))
+                    if code == 421:
+                        dropped = self._describe_reply(code, reply)
+                    else:
+                        outcome = self._refused(address, code, reply)
+                except smtplib.SMTPSenderRefused as error:
+                    code = error.smtp_code
+                    if code == 421:
+                        dropped = self._reply(error)
+                    elif 400 <= code < 500 or code == 552:  # 552: this message is too large
+                        outcome = self._refused(address, code, error.smtp_error)
+                    else:  # the account may not send as from_address (553, 550, 530)
+                        batch_error = ConfigurationError(
+                            f"SMTP server {self.address} refused the sender {self.from_address}: {self._reply(error)}",
+                            provider_code=str(code),
+                        )
+                except smtplib.SMTPDataError as error:
+                    if error.smtp_code == 421:
+                        dropped = self._reply(error)
+                    else:
+                        outcome = self._refused(address, error.smtp_code, error.smtp_error)
+                except smtplib.SMTPNotSupportedError as error:
+                    outcome = RecipientResult(address, "failed", error=str(error))
+                except ProviderError as error:  # reopening failed
+                    batch_error = error
+                except UnicodeError:  # smtplib refused to encode the address: nothing was sent
+                    outcome = RecipientResult(address, "failed", error="invalid address")
+                except OSError as error:  # disconnected, reset, timed out mid-command
+                    dropped = self._redact(str(error)) or type(error).__name__
+
+                if dropped is not None:
+                    lease.discard()
+                    if not may_reconnect:
+                        batch_error = TransientError(f"SMTP server {self.address} dropped the connection: {dropped}")
+                    else:
+                        may_reconnect = False
+                        reconnects += 1
+                        continue  # retry this recipient on a new connection (opened at the loop's top)
+                if batch_error is not None:
+                    break
+                assert outcome is not None
+                results[index] = outcome
+                if outcome.status == "sent":
+                    sent += 1
+                    may_reconnect = True
+                elif temporary is None and outcome.error and outcome.error.startswith("temporary:"):
+                    temporary = outcome.error
+                index += 1
+
+        if reconnects:
+            self.log.info("smtp %s: reconnected %d time(s) during message %s", self.name, reconnects, message.id)
+        if sent == 0 and (batch_error is not None or temporary is not None):
+            # Nothing was delivered: a retry (or the next provider) cannot send anything twice.
+            raise batch_error or TransientError(f"SMTP server {self.address}: {temporary}")
+        if batch_error is not None:
+            reason = f"temporary: {batch_error.message}" if batch_error.retryable else batch_error.message
+            for position, result in enumerate(results):
+                if result is None:
+                    results[position] = RecipientResult(recipients[position].address, "failed", error=reason)
+        self.log.info("smtp %s: message %s sent to %d of %d recipient(s)", self.name, message.id, sent, len(recipients))
+        return NotifyResult([result for result in results if result is not None])
+
+    def _describe_reply(self, code: int, reply: bytes | str) -> str:
+        text = reply.decode("utf-8", errors="replace") if isinstance(reply, bytes) else str(reply)
+        return f"{code} {self._redact(' '.join(text.split()))}"
+
+    def _refused(self, address: str, code: int, reply: bytes | str) -> RecipientResult:
+        """A per-recipient refusal: 5xx is final; 4xx is marked ``temporary:`` (see the README)."""
+        described = self._describe_reply(code, reply)
+        return RecipientResult(address, "failed", error=described if code >= 500 else f"temporary: {described}")
+
+    # --- health and shutdown ---------------------------------------------------------------------
+
+    @hookimpl
+    def health(self) -> HealthResult:
+        try:
+            smtp = self._connect(timeout=min(self.timeout, 5.0))
+        except ProviderError as error:
+            return HealthResult("error", error.message)
+        try:
+            code, reply = smtp.noop()
+            if code != 250:
+                return HealthResult(
+                    "error", f"SMTP server {self.address} answered NOOP with {self._describe_reply(code, reply)}"
+                )
+        except (OSError, ValueError) as error:
+            return HealthResult("error", self._connection_error(error, min(self.timeout, 5.0)).message)
+        finally:
+            _close_quietly(smtp, quit_first=True)
+        who = f"as {self.username}" if self.username else "without login"
+        return HealthResult("success", f"Connected to {self.address} ({self.security}) {who}")
+
+    @hookimpl
+    def close(self) -> None:
+        closed = self.pool.close()
+        if closed:
+            self.log.info("smtp %s: closed %d pooled connection(s)", self.name, closed)
+
+
+@cache
+def _seven_bit_policy() -> Any:
+    import email.policy
+
+    # 7-bit output (quoted-printable or base64 bodies, RFC 2047 headers): no need for 8BITMIME.
+    return email.policy.SMTP.clone(cte_type="7bit")
+
+
+@hookimpl
+def register_providers(register: Callable[[type], None]) -> None:
+    register(SmtpProvider)
