@@ -650,8 +650,14 @@ def webhook(provider: str) -> Any:
 
 @api.get("/deliveries/<record_id>")
 def get_delivery(record_id: str) -> Any:
-    """Any delivery record (notification, payment, refund, file, event, sync) by id."""
-    return ok(manager().get_record(record_id, g.tenant).to_dict())
+    """Any delivery record (notification, payment, refund, file, event, sync) by id; a notification's
+    record includes each recipient's outcome and delivery status."""
+    hub = manager()
+    record = hub.get_record(record_id, g.tenant)
+    view = record.to_dict()
+    if record.kind == "notification":
+        view["recipients"] = hub.notification_view(record)["recipients"]
+    return ok(view)
 
 
 @api.get("/deliveries")

@@ -89,6 +89,9 @@ class ProviderEntrySchema(Schema):
 
     type = fields.String(required=True)
     enabled = fields.Boolean(load_default=True)
+    #: false: ignore the provider type's environment variables (a second SMTP account must not pick up
+    #: the first one's SMTP_HOST).
+    env = fields.Boolean(load_default=True)
 
 
 class ServiceSchema(Schema):

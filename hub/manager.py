@@ -584,7 +584,7 @@ class IntegrationManager:
                     unreachable.append(_outcome(record.id, index, recipients[index], channel, None, "failed", error=address.error))
             if unreachable:
                 self._save_outcomes(record.id, unreachable, [], attempt_log, used_provider)
-                done.update(outcome.index for outcome in unreachable)
+                done.update(outcome["idx"] for outcome in unreachable)
             if not sendable:
                 continue
             rendered = self.templates.render(payload["template"], channel, payload["data"], tenant)
@@ -693,15 +693,16 @@ class IntegrationManager:
             )
 
     def _save_outcomes(
-        self, record_id: str, outcomes: list[RecipientOutcome], references: list[dict[str, Any]], attempt_log: list[dict[str, Any]], provider: str | None
+        self, record_id: str, outcomes: list[dict[str, Any]], references: list[dict[str, Any]], attempt_log: list[dict[str, Any]], provider: str | None
     ) -> None:
         """One transaction per batch: the outcomes, the provider references webhooks will match,
         and the record's progress (its lease extended: a long bulk send is alive while it progresses)."""
         with self.db.session() as session:
             if outcomes:
-                session.add_all(outcomes)
+                # Core executemany, not ORM objects: a bulk send writes thousands of these.
+                session.execute(RecipientOutcome.__table__.insert(), outcomes)
             if references:
-                session.execute(_insert_ignoring_duplicates(session, ProviderReference), references)
+                session.execute(_insert_ignoring_duplicates(session, ProviderReference.__table__), references)
             session.execute(
                 update(Record)
                 .where(Record.id == record_id)
@@ -1538,19 +1539,22 @@ def _outcome(
     provider: str | None = None,
     provider_message_id: str | None = None,
     error: str | None = None,
-) -> RecipientOutcome:
-    return RecipientOutcome(
-        record_id=record_id,
-        index=index,
-        name=recipient.get("name"),
-        channel=channel,
-        address=address,
-        status=status,
-        provider=provider,
-        provider_message_id=provider_message_id,
-        error=error,
-        updated_at=utcnow(),
-    )
+) -> dict[str, Any]:
+    """A ``RecipientOutcome`` row as a dict: bulk sends insert thousands of these with executemany."""
+    return {
+        "record_id": record_id,
+        "idx": index,  # the column's name (Core executemany, not the ORM)
+        "name": recipient.get("name"),
+        "channel": channel,
+        "address": address,
+        "status": status,
+        "provider": provider,
+        "provider_message_id": provider_message_id,
+        "error": error,
+        "delivery_status": None,
+        "delivery_detail": None,
+        "updated_at": utcnow(),
+    }
 
 
 def _mask_payment_method(method: str | None) -> str | None:

@@ -23,8 +23,10 @@ _PHONE = re.compile(r"\+\d[\d ()-]{6,18}\d")
 _BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}")
 _HUB_TOKEN = re.compile(r"\bhub_[A-Za-z0-9_-]{20,}")
 _PROVIDER_KEY = re.compile(r"\b(sk|rk|pk)_(live|test)_[A-Za-z0-9]{6,}|\bSG\.[A-Za-z0-9_.-]{10,}|\bAKIA[A-Z0-9]{12,}")
+# A secret-named key (also as the tail of a longer name: api_secret, x-auth-token) and its value, in
+# JSON, query strings, headers or Python reprs.
 _SECRET_ASSIGNMENT = re.compile(
-    r"(?i)\b(password|passwd|secret|api[_-]?key|auth[_-]?token|access[_-]?token|token|authorization)(\"?\s*[:=]\s*\"?)([^\s\",;&]+)"
+    r"(?i)\b([\w-]*(?:password|passwd|secret|api[_-]?key|token|authorization))(['\"]?\s*[:=]\s*['\"]?)([^\s'\",;&]+)"
 )
 
 SECRET_KEY_NAMES = re.compile(r"(?i)(password|secret|token|api_?key|authorization|credential|private)")

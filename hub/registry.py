@@ -23,6 +23,9 @@ from hub.plugins import PluginHost
 
 log = logging.getLogger("hub.registry")
 
+#: Keys of a ``providers.<name>`` entry that are the hub's, not the provider's settings.
+ENTRY_KEYS = ("type", "enabled", "env")
+
 
 def provider_settings(
     provider_class: type, raw: dict[str, Any], path: str, environ: dict[str, str] | None = None
@@ -30,7 +33,9 @@ def provider_settings(
     """Validate a provider's settings with its own schema, filling absent ones from its environment
     variables. Raises :class:`ConfigError` naming ``path.<key>``."""
     environ = os.environ if environ is None else environ
-    raw = {key: value for key, value in raw.items() if key not in ("type", "enabled")}
+    if raw.get("env") is False:
+        environ = {}
+    raw = {key: value for key, value in raw.items() if key not in ENTRY_KEYS}
     for setting, variable in getattr(provider_class, "env_settings", {}).items():
         if raw.get(setting) in (None, "") and environ.get(variable):
             raw[setting] = environ[variable]
@@ -128,7 +133,7 @@ class ProviderRegistry:
     def _build_slot(self, name: str, entry: dict[str, Any]) -> ProviderSlot:
         type_name = entry["type"]
         provider_class = self.host.provider_types.get(type_name)
-        settings = {key: value for key, value in entry.items() if key not in ("type", "enabled")}
+        settings = {key: value for key, value in entry.items() if key not in ("type", "enabled")}  # "env" stays: provider_settings reads it
         slot = ProviderSlot(name, type_name, settings, provider_class)
         if provider_class is None:
             failed = [record.name for record in self.host.failures]

@@ -346,6 +346,7 @@ def test_bulk_notification_is_accepted_with_202_and_delivered_by_a_worker(client
     assert done["status"] == "succeeded" and done["sent"] == 60
     record = data_of(client.get(f"{API}/deliveries/{accepted['messageId']}", headers=headers))
     assert record["attempts"] == 1 and record["provider"] == "outbox" and record["status"] == "succeeded"
+    assert len(record["recipients"]) == 60 and record["recipients"][59]["status"] == "sent"
 
 
 def test_plugins_endpoint_lists_builtins(client: Any, headers: dict[str, str]) -> None:

@@ -197,3 +197,17 @@ def test_unknown_provider_type_is_fatal_in_strict_mode(tmp_path: Path) -> None:
     config = base_config(tmp_path / "var", providers={"ghost": {"type": "ghost"}}, plugins={"strict": True})
     with pytest.raises(ConfigError, match="providers.ghost.type"):
         IntegrationManager(config, environ={}, entry_points=False)
+
+
+def test_a_provider_entry_can_ignore_the_environment(site: Path, tmp_path: Path) -> None:
+    install_fake_distribution(site, "hub-pager", "1.0", {"hub_pager4": GOOD_PLUGIN}, {"pager4": "hub_pager4"})
+    providers = {"first": {"type": "pager"}, "second": {"type": "pager", "env": False, "api_key": "own-key"}, "third": {"type": "pager", "env": False}}
+    with pytest.raises(ConfigError, match="providers.third.api_key"):
+        IntegrationManager(base_config(tmp_path / "var", providers=providers), environ={"PAGER_API_KEY": "from-env"})
+    del providers["third"]
+    hub = IntegrationManager(base_config(tmp_path / "var", providers=providers), environ={"PAGER_API_KEY": "from-env"})
+    try:
+        assert hub.registry.slots["first"].instance.settings["api_key"] == "from-env"
+        assert hub.registry.slots["second"].instance.settings["api_key"] == "own-key"
+    finally:
+        hub.close()
