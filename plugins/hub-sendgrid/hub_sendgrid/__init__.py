@@ -10,7 +10,10 @@ batch's ``NotifyResult.provider_message_id``.
 Error mapping: 401/403 -> :class:`~hub.errors.ConfigurationError`; 429 (``retry_after`` from
 ``X-RateLimit-Reset``), 5xx, timeouts and refused connections -> :class:`~hub.errors.TransientError`; a 400
 that names recipients (``personalizations.<n>.to...``) -> those recipients ``failed``, the rest sent again
-without them; any other 400 -> :class:`~hub.errors.PermanentError` with SendGrid's messages.
+without them; any other 400 -> :class:`~hub.errors.PermanentError` with SendGrid's messages. An error is raised
+only when SendGrid accepted no chunk of the batch; once one was accepted, a transient or configuration error on a
+later chunk makes that chunk's recipients and the ones after it ``retry`` (the core hands only those to the next
+provider), and a refusal makes that chunk's recipients ``failed``.
 
 Webhooks: SendGrid's *Signed* Event Webhook, verified with the SDK's ``EventWebhook`` (ECDSA P-256 over the
 timestamp and the raw body) against the ``webhook_public_key`` setting; a timestamp older than
@@ -26,7 +29,6 @@ import json
 import re
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -105,27 +107,6 @@ def _strip_pem(key: str) -> str:
     return "".join(lines)
 
 
-class _SentLedger:
-    """Chunks of a batch SendGrid already accepted, by ``message.id``: when a later chunk fails and the
-    core retries the batch (same ``message.id``), the accepted chunks are not sent again. Bounded."""
-
-    def __init__(self, max_messages: int = 1024) -> None:
-        self._entries: OrderedDict[str, dict[int, list[RecipientResult]]] = OrderedDict()
-        self._max = max_messages
-        self._lock = threading.Lock()
-
-    def known(self, message_id: str) -> dict[int, list[RecipientResult]]:
-        with self._lock:
-            return dict(self._entries.get(message_id, {}))
-
-    def record(self, message_id: str, chunk_start: int, results: list[RecipientResult]) -> None:
-        with self._lock:
-            self._entries.setdefault(message_id, {})[chunk_start] = results
-            self._entries.move_to_end(message_id)
-            while len(self._entries) > self._max:
-                self._entries.popitem(last=False)
-
-
 class SendGridEmail(Provider):
     type_name = "sendgrid"
     capability = "notify"
@@ -142,7 +123,6 @@ class SendGridEmail(Provider):
         super().__init__(name, settings, context)
         # The SDK's client shares a mutable header dict between its calls: one per worker thread.
         self._local = threading.local()
-        self._ledger = _SentLedger()
         self._public_key: Any = None
         self._key_lock = threading.Lock()
 
@@ -164,24 +144,27 @@ class SendGridEmail(Provider):
             raise PermanentError("an email needs a subject", field="subject")
         results: list[RecipientResult] = []
         batch_ids: list[str] = []
-        known = self._ledger.known(message.id)
         for start in range(0, len(message.recipients), MAX_PERSONALIZATIONS):
             indexes = list(range(start, min(start + MAX_PERSONALIZATIONS, len(message.recipients))))
-            if start in known:
-                results.extend(known[start])
-                continue
-            chunk_results, message_ids = self._send_chunk(
-                message, indexes, sent_before=any(result.status != "failed" for result in results)
-            )
-            self._ledger.record(message.id, start, chunk_results)
+            try:
+                chunk_results, message_ids = self._send_chunk(message, indexes, sent_before=_accepted(results) > 0)
+            except (TransientError, ConfigurationError) as error:
+                if not _accepted(results):
+                    raise  # nothing went out: a retry or the next provider sends nothing twice
+                # Earlier chunks went out: only this chunk and the ones after it go to the next provider.
+                self.log.warning(
+                    "sendgrid: %s stopped after %d of %d recipient(s): %s",
+                    message.id,
+                    start,
+                    len(message.recipients),
+                    error.message,
+                )
+                unsent = message.recipients[start:]
+                results.extend(RecipientResult(r.address, "retry", error=error.message) for r in unsent)
+                break
             results.extend(chunk_results)
             batch_ids.extend(message_ids)
-        self.log.info(
-            "sendgrid: %s accepted for %d of %d recipient(s)",
-            message.id,
-            sum(1 for result in results if result.status != "failed"),
-            len(results),
-        )
+        self.log.info("sendgrid: %s accepted for %d of %d recipient(s)", message.id, _accepted(results), len(results))
         return NotifyResult(results, provider_message_id=",".join(batch_ids) or None)
 
     def _send_chunk(
@@ -205,15 +188,19 @@ class SendGridEmail(Provider):
                     failed.update(refused)
                     remaining = [index for index in remaining if index not in refused]
                     continue
-                if not sent_before:
-                    raise PermanentError(
-                        f"SendGrid refused the message: {_describe(errors)}", field=_first_field(errors)
-                    ) from None
-                # An earlier chunk is out: raising would have the next provider send it again.
-                failed.update({index: f"SendGrid refused the message: {_describe(errors)}" for index in remaining})
+                refusal = PermanentError(
+                    f"SendGrid refused the message: {_describe(errors)}", field=_first_field(errors)
+                )
+            except PermanentError as error:  # 413, 404: the request refused as a whole
+                refusal = error
+            else:
+                if message_id:
+                    message_ids.append(message_id)
                 break
-            if message_id:
-                message_ids.append(message_id)
+            if not sent_before:
+                raise refusal from None
+            # An earlier chunk is out: raising would mark its recipients failed too, so only this chunk's fail.
+            failed.update({index: refusal.message for index in remaining})
             break
         status = "sent" if self.settings["sandbox_mode"] else "queued"
         results = [
@@ -368,6 +355,10 @@ def _event(raw: Any) -> WebhookEvent | None:
         recipient=raw.get("email"),
         details=details,
     )
+
+
+def _accepted(results: list[RecipientResult]) -> int:
+    return sum(1 for result in results if result.status in ("sent", "queued"))
 
 
 def _errors(error: Any) -> list[dict[str, Any]]:

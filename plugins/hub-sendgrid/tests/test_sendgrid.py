@@ -79,12 +79,19 @@ class SendGridFake:
         if state.get("delay"):
             time.sleep(state["delay"])
         account = KEYS[self.key(request)]
+        # Failures a test queued (HTTP statuses), answered one per request once ``fail_after`` went through.
         failures = state.get("fail") or []
-        if failures:
+        if failures and state.get("fail_after", 0) > 0:
+            state["fail_after"] -= 1
+        elif failures:
             status = failures.pop(0)
             if status == 429:
                 reset = str(int(time.time()) + 7)
                 return 429, {"errors": [{"message": "too many requests", "field": None}]}, {"X-RateLimit-Reset": reset}
+            if status == 413:
+                return sendgrid_error(413, "The JSON payload you have included in your request is too large.")
+            if status == 403:
+                return sendgrid_error(403, "access forbidden")
             return status, {"errors": [{"message": "Internal Server Error"}]}
         if "mail.send" not in account["scopes"]:
             return sendgrid_error(403, "access forbidden")
@@ -411,30 +418,37 @@ def test_server_errors_are_transient(provider_harness: ProviderHarness, sendgrid
     assert provider_harness.call(provider, "notify", message=email("ada@example.com")).results[0].status == "queued"
 
 
-def test_a_retried_batch_does_not_resend_accepted_chunks(
+@pytest.mark.parametrize(("status", "reason"), [(503, "HTTP 503"), (403, "access forbidden")])
+def test_a_chunk_failing_after_one_was_accepted_returns_the_rest_as_retry(
+    provider_harness: ProviderHarness, sendgrid: SendGridFake, status: int, reason: str
+) -> None:
+    provider = build(provider_harness, **settings(sendgrid))
+    addresses = [f"customer{n}@example.com" for n in range(MAX_PERSONALIZATIONS + 2)]
+    sendgrid.server.state.update(fail_after=1, fail=[status])  # the second chunk's request fails
+    result = provider_harness.call(provider, "notify", message=email(*addresses))
+    # The first chunk went out, so no error (the whole batch would go again): the second is handed back.
+    assert [r.status for r in result.results] == ["queued"] * MAX_PERSONALIZATIONS + ["retry", "retry"]
+    assert all(reason in r.error and r.provider_message_id is None for r in result.results[-2:])
+    assert result.provider_message_id == sendgrid.mail()[0]["id"]
+    assert sendgrid.addresses() == addresses[:MAX_PERSONALIZATIONS]
+
+    # The core sends only the "retry" recipients again, in a message of their own.
+    rest = provider_harness.call(provider, "notify", message=email(*addresses[MAX_PERSONALIZATIONS:]))
+    assert [r.status for r in rest.results] == ["queued", "queued"]
+    assert sendgrid.addresses() == addresses  # everyone once, nobody twice
+
+
+def test_a_chunk_refused_after_one_was_accepted_fails_alone(
     provider_harness: ProviderHarness, sendgrid: SendGridFake
 ) -> None:
     provider = build(provider_harness, **settings(sendgrid))
     addresses = [f"customer{n}@example.com" for n in range(MAX_PERSONALIZATIONS + 2)]
-    message = email(*addresses)
-    sendgrid.server.state["fail"] = []
-    original_send = sendgrid.send
-
-    def fail_second_chunk(request: ContractRequest, state: dict[str, Any]) -> Any:
-        if len(request.body["personalizations"]) == 2 and state.pop("fail_second", True):
-            return 503, {"errors": [{"message": "Service Unavailable"}]}
-        return original_send(request, state)
-
-    sendgrid.server.register("POST_mail-send", fail_second_chunk)
-    try:
-        with pytest.raises(TransientError):
-            provider_harness.call(provider, "notify", message=message)
-        sendgrid.server.state["fail_second"] = False
-        result = provider_harness.call(provider, "notify", message=message)  # the core's retry
-    finally:
-        sendgrid.server.register("POST_mail-send", original_send)
-    assert sendgrid.addresses() == addresses  # everyone once, nobody twice
-    assert all(r.status == "queued" for r in result.results)
+    sendgrid.server.state.update(fail_after=1, fail=[413])
+    result = provider_harness.call(provider, "notify", message=email(*addresses))
+    # A PermanentError would mark the first chunk failed too, though SendGrid accepted it.
+    assert [r.status for r in result.results] == ["queued"] * MAX_PERSONALIZATIONS + ["failed", "failed"]
+    assert "HTTP 413" in result.results[-1].error
+    assert sendgrid.addresses() == addresses[:MAX_PERSONALIZATIONS]
 
 
 def test_a_stopped_server_is_transient(provider_harness: ProviderHarness, dead_url: str) -> None:
@@ -554,7 +568,9 @@ def test_a_pem_armoured_key_is_accepted(
 # Through the hub's REST API
 
 
-def make_hub(tmp_path: Path, providers: dict[str, Any], services: dict[str, Any]) -> tuple[Any, Any, dict[str, str]]:
+def make_hub(
+    tmp_path: Path, providers: dict[str, Any], services: dict[str, Any], queue: dict[str, Any] | None = None
+) -> tuple[Any, Any, dict[str, str]]:
     from hub.api import create_app
     from hub.config import validate_config
     from hub.manager import IntegrationManager
@@ -565,7 +581,8 @@ def make_hub(tmp_path: Path, providers: dict[str, Any], services: dict[str, Any]
             "providers": providers,
             "services": services,
             "retry": {"attempts": 2, "initial_delay": 0.01, "max_delay": 0.05, "jitter": 0.01},
-            "queue": {"workers": 0},
+            "queue": {"workers": 0, **(queue or {})},
+            "rate_limits": {"limits": {"email": "100000/minute"}},
         },
         environ={},
     )
@@ -587,6 +604,22 @@ def recipient_outcomes(client: Any, headers: dict[str, str], record_id: str) -> 
         assert view.status_code == 200, view.get_json()
         recipients = view.get_json()["data"]["recipients"]
     return recipients
+
+
+def send_in_bulk(hub: Any, client: Any, headers: dict[str, str], addresses: list[str]) -> list[dict[str, Any]]:
+    """A bulk send (accepted with 202), run as a worker would; returns its recipients' outcomes."""
+    bulk = client.post(
+        "/api/integrations/notifications",
+        json={
+            "type": "email",
+            "recipients": [{"email": a} for a in addresses],
+            "data": {"subject": "Stock count", "message": "Tonight at 8."},
+        },
+        headers=headers,
+    )
+    assert bulk.status_code == 202, bulk.get_json()
+    hub.run_record(bulk.get_json()["data"]["messageId"])
+    return recipient_outcomes(client, headers, bulk.get_json()["data"]["messageId"])
 
 
 def test_hub_fails_over_from_a_stopped_sendgrid_to_the_backup(
@@ -621,21 +654,36 @@ def test_hub_fails_over_from_a_stopped_sendgrid_to_the_backup(
         assert mail["body"]["personalizations"][0]["to"] == [{"email": "ada@example.com", "name": "Ada"}]
 
         addresses = [f"buyer{n}@example.com" for n in range(25)]
-        bulk = client.post(
-            "/api/integrations/notifications",
-            json={
-                "type": "email",
-                "recipients": [{"email": a} for a in addresses],
-                "data": {"subject": "Stock count", "message": "Tonight at 8."},
-            },
-            headers=headers,
-        )
-        assert bulk.status_code == 202, bulk.get_json()
-        hub.run_record(bulk.get_json()["data"]["messageId"])
-        outcomes = recipient_outcomes(client, headers, bulk.get_json()["data"]["messageId"])
+        outcomes = send_in_bulk(hub, client, headers, addresses)
         assert [o["status"] for o in outcomes] == ["queued"] * 25
         assert sendgrid.addresses(BACKUP_KEY)[2:] == addresses  # one request, nobody lost
         assert len(sendgrid.mail(BACKUP_KEY)) == 2 and sendgrid.mail(API_KEY) == []
+    finally:
+        hub.close()
+
+
+def test_hub_gives_the_backup_only_what_a_primary_failing_part_way_did_not_send(
+    tmp_path: Path, sendgrid: SendGridFake
+) -> None:
+    hub, client, headers = make_hub(
+        tmp_path,
+        providers={
+            "primary": {"type": "sendgrid", **settings(sendgrid)},
+            "backup": {"type": "sendgrid", **settings(sendgrid, api_key=BACKUP_KEY)},
+        },
+        services={"email": {"providers": ["primary", "backup"]}},
+        queue={"batch_size": 2000},  # one batch of two chunks
+    )
+    try:
+        addresses = [f"buyer{n}@example.com" for n in range(MAX_PERSONALIZATIONS + 3)]
+        sendgrid.server.state.update(fail_after=1, fail=[503])  # the primary's second chunk answers 503
+        outcomes = send_in_bulk(hub, client, headers, addresses)
+        assert [o["status"] for o in outcomes] == ["queued"] * len(addresses)
+        assert [o["provider"] for o in outcomes] == ["primary"] * MAX_PERSONALIZATIONS + ["backup"] * 3
+        assert sendgrid.addresses(API_KEY) == addresses[:MAX_PERSONALIZATIONS]
+        assert sendgrid.addresses(BACKUP_KEY) == addresses[MAX_PERSONALIZATIONS:]  # everyone exactly once
+        references = [o["providerMessageId"] for o in outcomes]
+        assert len(set(references)) == len(addresses)  # events find exactly one recipient each
     finally:
         hub.close()
 

@@ -13,6 +13,12 @@ webhooks ignore (they always post to their own channel) -- or fails, with
 ``unknown_destinations: fail``. One POST per distinct destination; every recipient of that
 destination gets its outcome.
 
+A destination's POST can fail alone: Slack refuses the payload (its recipients ``failed``), or its
+webhook is unusable (archived channel, revoked URL: its recipients ``retry``, and the other
+destinations are still posted). A transient failure (429, 5xx, no answer) stops the batch: that
+destination and the ones not posted yet are ``retry``. The core hands ``retry`` recipients to the next
+provider, so no destination is posted twice. An error is raised only when nothing was posted.
+
 Webhook URLs are credentials: they never appear in an error message or a log line (errors name
 the destination instead).
 """
@@ -22,7 +28,6 @@ from __future__ import annotations
 import ipaddress
 import re
 import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -32,7 +37,7 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 
 from hub import hookimpl
 from hub.capabilities import HealthResult, Message, NotifyResult, Provider, ProviderContext, RecipientResult
-from hub.errors import ConfigurationError, PermanentError, TransientError, UnsupportedError
+from hub.errors import ConfigurationError, PermanentError, ProviderError, TransientError, UnsupportedError
 
 __all__ = ["SlackSettings", "SlackWebhook", "register_providers"]
 
@@ -82,25 +87,6 @@ class _Route:
     positions: list[int] = field(default_factory=list)
 
 
-class _SentLedger:
-    """Destinations already posted, by ``(message id, destination)``; bounded, thread-safe."""
-
-    def __init__(self, size: int = 50_000) -> None:
-        self._size = size
-        self._entries: OrderedDict[tuple[str, str], bool] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def __contains__(self, key: tuple[str, str]) -> bool:
-        with self._lock:
-            return key in self._entries
-
-    def add(self, key: tuple[str, str]) -> None:
-        with self._lock:
-            self._entries[key] = True
-            while len(self._entries) > self._size:
-                self._entries.popitem(last=False)
-
-
 def _key(destination: str) -> str:
     """Destination names compare without their ``#`` and case (``#Ops`` is ``ops``)."""
     return destination.strip().lstrip("#").lower()
@@ -125,7 +111,6 @@ class SlackWebhook(Provider):
         self._local = threading.local()
         self._sessions: list[Any] = []
         self._sessions_lock = threading.Lock()
-        self._posted = _SentLedger()
 
     # --- routing -------------------------------------------------------------------------------------
 
@@ -172,26 +157,31 @@ class SlackWebhook(Provider):
             destination, url, override = route
             routes.setdefault(_key(destination), _Route(destination, url, override)).positions.append(position)
 
-        refusals: list[PermanentError] = []
-        for key, route in routes.items():
-            if (message.id, key) not in self._posted:  # else posted by an earlier try: never twice
+        errors: list[ProviderError] = []
+        stopped: TransientError | None = None  # Slack is down or limiting: nothing more is posted
+        unusable: dict[str, ConfigurationError] = {}  # by webhook URL: one refusal is enough
+        for route in routes.values():
+            error: ProviderError | None = stopped or unusable.get(route.url)
+            if error is None:
                 try:
                     self._post(route, self.payload(message, route.channel_override))
-                except PermanentError as error:  # Slack refused this payload: these recipients fail
-                    refusals.append(error)
-                    for position in route.positions:
-                        results[position] = RecipientResult(
-                            message.recipients[position].address, "failed", error=error.message
-                        )
-                    continue
-                # Transient and configuration errors propagate: destinations already posted are in the
-                # ledger, so the hub's retry of this batch (same message id) posts only the rest.
-                self._posted.add((message.id, key))
+                except PermanentError as refused:  # Slack refused this payload: these recipients fail
+                    error = refused
+                except ConfigurationError as refused:  # this webhook is unusable; the others may work
+                    error = unusable[route.url] = refused
+                except TransientError as failed:
+                    error = stopped = failed
+            if error is not None:
+                errors.append(error)
+            # Not posted for a reason that is not the payload's: the core gives these to the next provider.
+            status = "sent" if error is None else "failed" if isinstance(error, PermanentError) else "retry"
             for position in route.positions:
-                results[position] = RecipientResult(message.recipients[position].address, "sent")
-        if refusals and not any(result is not None and result.status == "sent" for result in results):
-            raise refusals[0]  # nothing was posted: the whole request was refused
-        self.log.info("slack-webhook: message %s posted to %d destination(s)", message.id, len(routes) - len(refusals))
+                address = message.recipients[position].address
+                results[position] = RecipientResult(address, status, error=error.message if error else None)
+        posted = len(routes) - len(errors)
+        if errors and not posted:
+            raise _most_hopeful(errors)  # nothing was posted: a retry or the next provider posts nothing twice
+        self.log.info("slack-webhook: message %s posted to %d of %d destination(s)", message.id, posted, len(routes))
         return NotifyResult([result for result in results if result is not None])
 
     # --- HTTP ----------------------------------------------------------------------------------------
@@ -266,6 +256,16 @@ class SlackWebhook(Provider):
             sessions, self._sessions = self._sessions, []
         for session in sessions:
             session.close()
+
+
+def _most_hopeful(errors: list[ProviderError]) -> ProviderError:
+    """The error to raise when no destination was posted: a transient one (trying again may cure it), else
+    an unusable webhook (the next provider does not use it), else Slack's refusal of the payload."""
+    for kind in (TransientError, ConfigurationError):
+        found = next((error for error in errors if isinstance(error, kind)), None)
+        if found is not None:
+            return found
+    return errors[0]
 
 
 def _url_problem(url: str) -> str | None:

@@ -303,15 +303,46 @@ def test_rate_limits_and_server_errors_are_transient(
     assert slack.messages == []
 
 
-def test_a_retried_batch_never_posts_twice(provider_harness: ProviderHarness, slack: FakeSlack, hooks: Hooks) -> None:
+def test_a_batch_cut_short_returns_the_unposted_destinations_as_retry(
+    provider_harness: ProviderHarness, slack: FakeSlack, hooks: Hooks
+) -> None:
     provider = build(provider_harness, webhook_url=hooks.default, channels={"#ops": hooks.ops})
     slack.faults.extend([None, (503, "service_unavailable", {})])  # the second destination's POST fails
-    message = chat("#ops", "default")
-    with pytest.raises(TransientError):
-        provider_harness.call(provider, "notify", message=message)
-    result = provider_harness.call(provider, "notify", message=message)  # the hub's retry: same message id
-    assert [r.status for r in result.results] == ["sent", "sent"]
-    assert [m["channel"] for m in slack.messages] == ["#ops", "#general"]
+    result = provider_harness.call(provider, "notify", message=chat("#ops", "default", "#sales", "#OPS"))
+    # #ops was posted, so no TransientError (it would be posted again): the rest are handed back untried.
+    assert [r.status for r in result.results] == ["sent", "retry", "retry", "sent"]
+    assert all("service_unavailable" in r.error for r in result.results[1:3])
+    assert [m["channel"] for m in slack.messages] == ["#ops"] and slack.requests == 2
+
+    # The core sends only the "retry" recipients again, in a message of their own.
+    rest = provider_harness.call(provider, "notify", message=chat("default", "#sales", id="msg-1-1"))
+    assert [r.status for r in rest.results] == ["sent", "sent"]
+    assert [m["channel"] for m in slack.messages] == ["#ops", "#general", "#sales"]  # each posted once
+
+
+def test_an_unusable_webhook_hands_its_recipients_on_and_the_others_are_posted(
+    provider_harness: ProviderHarness, slack: FakeSlack, hooks: Hooks
+) -> None:
+    provider = build(provider_harness, webhook_url=hooks.deleted, channels={"#ops": hooks.ops, "#old": hooks.archived})
+    result = provider_harness.call(provider, "notify", message=chat("#old", "#ops", "#a", "#b"))
+    assert [r.status for r in result.results] == ["retry", "sent", "retry", "retry"]
+    assert "channel_is_archived" in result.results[0].error
+    assert all("channel_not_found" in r.error for r in result.results[2:])
+    assert [m["channel"] for m in slack.messages] == ["#ops"]
+    assert slack.requests == 3  # the deleted default webhook was tried once, not once per destination
+
+
+def test_nothing_posted_raises_the_most_hopeful_error(
+    provider_harness: ProviderHarness, slack: FakeSlack, hooks: Hooks
+) -> None:
+    provider = build(provider_harness, webhook_url=hooks.default, channels={"#old": hooks.archived})
+    slack.faults.extend([None, (429, "rate_limited", {"Retry-After": "5"})])
+    with pytest.raises(TransientError) as caught:  # trying again may post #sales; the next provider gets #old
+        provider_harness.call(provider, "notify", message=chat("#old", "#sales"))
+    assert caught.value.provider_code == "rate_limited"
+    with pytest.raises(ConfigurationError):
+        provider_harness.call(provider, "notify", message=chat("#old", "#sales", text=" ", blocks=None))
+    assert slack.messages == []
 
 
 def test_server_down_is_transient(provider_harness: ProviderHarness) -> None:
@@ -359,7 +390,7 @@ def test_settings_are_validated_and_read_from_the_environment(provider_harness: 
 # --- the hub: REST, templates, failover to the outbox ---------------------------------------------------
 
 
-def make_hub(tmp_path: Path, slack_url: str) -> Any:
+def make_hub(tmp_path: Path, slack_url: str, **slack_settings: Any) -> Any:
     from hub.config import validate_config
     from hub.manager import IntegrationManager
 
@@ -367,7 +398,7 @@ def make_hub(tmp_path: Path, slack_url: str) -> Any:
         {
             "data_dir": str(tmp_path),
             "providers": {
-                "slack": {"type": "slack-webhook", "webhook_url": slack_url, "timeout": 1},
+                "slack": {"type": "slack-webhook", "webhook_url": slack_url, "timeout": 1, **slack_settings},
                 "outbox": {"type": "outbox", "directory": "outbox"},
             },
             "services": {"chat": {"providers": ["slack", "outbox"]}},
@@ -377,6 +408,16 @@ def make_hub(tmp_path: Path, slack_url: str) -> Any:
         environ={},
     )
     return IntegrationManager(config, environ={}, entry_points=False, plugins=[(hub_slack, "slack")])
+
+
+def post_chat(client: Any, headers: dict[str, str], recipients: list[dict[str, str]]) -> Any:
+    body = {
+        "type": "chat",
+        "recipients": recipients,
+        "template": "custom",
+        "data": {"subject": "Sync failed", "message": "ERP unreachable"},
+    }
+    return client.post("/api/integrations/notifications", json=body, headers=headers)
 
 
 def test_rest_chat_with_the_builtin_templates(tmp_path: Path, slack: FakeSlack, hooks: Hooks) -> None:
@@ -417,13 +458,7 @@ def test_rest_failover_from_a_stopped_slack_to_the_outbox_loses_nothing(tmp_path
     try:
         client = create_app(manager=hub).test_client()
         headers = {"Authorization": f"Bearer {hub.tokens.create('demo')[1]}", "X-Tenant-ID": "demo"}
-        body = {
-            "type": "chat",
-            "recipients": [{"channel": "#ops"}, {"channel": "#alerts"}, {"name": "no channel"}],
-            "template": "custom",
-            "data": {"subject": "Sync failed", "message": "ERP unreachable"},
-        }
-        response = client.post("/api/integrations/notifications", json=body, headers=headers)
+        response = post_chat(client, headers, [{"channel": "#ops"}, {"channel": "#alerts"}, {"name": "no channel"}])
         assert response.status_code == 200, response.get_json()
         view = response.get_json()["data"]
         assert view["status"] == "succeeded" and view["transporter"] == "outbox" and view["sent"] == 3
@@ -433,5 +468,29 @@ def test_rest_failover_from_a_stopped_slack_to_the_outbox_loses_nothing(tmp_path
         document = json.loads(written.read_text())
         assert [r["address"] for r in document["recipients"]] == ["#ops", "#alerts", "default"]
         assert document["blocks"][0]["text"]["text"] == "Sync failed"
+    finally:
+        hub.close()
+
+
+def test_rest_gives_the_outbox_only_what_slack_failing_part_way_did_not_post(
+    tmp_path: Path, slack: FakeSlack, hooks: Hooks
+) -> None:
+    from hub.api import create_app
+
+    hub = make_hub(tmp_path, hooks.default, channels={"#ops": hooks.ops})
+    try:
+        client = create_app(manager=hub).test_client()
+        headers = {"Authorization": f"Bearer {hub.tokens.create('demo')[1]}", "X-Tenant-ID": "demo"}
+        slack.faults.extend([None, (503, "service_unavailable", {})])  # Slack fails after the first POST
+        response = post_chat(client, headers, [{"channel": "#ops"}, {"channel": "#alerts"}, {"channel": "#sales"}])
+        assert response.status_code == 200, response.get_json()
+        view = response.get_json()["data"]
+        assert view["status"] == "succeeded" and view["sent"] == 3
+        assert [r["provider"] for r in view["recipients"]] == ["slack", "outbox", "outbox"]
+
+        assert [m["channel"] for m in slack.messages] == ["#ops"]
+        [written] = (tmp_path / "outbox" / "demo" / "chat").glob("*.json")
+        document = json.loads(written.read_text())
+        assert [r["address"] for r in document["recipients"]] == ["#alerts", "#sales"]  # each destination once
     finally:
         hub.close()

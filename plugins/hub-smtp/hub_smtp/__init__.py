@@ -500,7 +500,7 @@ class SmtpProvider(Provider):
         rendered = self.render(message)
         results: list[RecipientResult | None] = [None] * len(recipients)
         sent = 0
-        temporary: str | None = None  # the first temporary refusal, for a TransientError
+        postponed: str | None = None  # the first 4xx refusal: the reason of a TransientError
         batch_error: ProviderError | None = None  # stopped the batch: connection, login or sender refused
         reconnects = 0
 
@@ -574,20 +574,22 @@ class SmtpProvider(Provider):
                 if outcome.status == "sent":
                     sent += 1
                     may_reconnect = True
-                elif temporary is None and outcome.error and outcome.error.startswith("temporary:"):
-                    temporary = outcome.error
+                elif outcome.status == "retry" and postponed is None:
+                    postponed = outcome.error
                 index += 1
 
         if reconnects:
             self.log.info("smtp %s: reconnected %d time(s) during message %s", self.name, reconnects, message.id)
-        if sent == 0 and (batch_error is not None or temporary is not None):
+        if sent == 0 and (batch_error is not None or postponed is not None):
             # Nothing was delivered: a retry (or the next provider) cannot send anything twice.
-            raise batch_error or TransientError(f"SMTP server {self.address}: {temporary}")
+            raise batch_error or TransientError(f"SMTP server {self.address}: {postponed}")
         if batch_error is not None:
-            reason = f"temporary: {batch_error.message}" if batch_error.retryable else batch_error.message
+            # Some were delivered, so raising would deliver them twice: the core hands only these on.
             for position, result in enumerate(results):
                 if result is None:
-                    results[position] = RecipientResult(recipients[position].address, "failed", error=reason)
+                    results[position] = RecipientResult(
+                        recipients[position].address, "retry", error=batch_error.message
+                    )
         self.log.info("smtp %s: message %s sent to %d of %d recipient(s)", self.name, message.id, sent, len(recipients))
         return NotifyResult([result for result in results if result is not None])
 
@@ -596,9 +598,8 @@ class SmtpProvider(Provider):
         return f"{code} {self._redact(' '.join(text.split()))}"
 
     def _refused(self, address: str, code: int, reply: bytes | str) -> RecipientResult:
-        """A per-recipient refusal: 5xx is final; 4xx is marked ``temporary:`` (see the README)."""
-        described = self._describe_reply(code, reply)
-        return RecipientResult(address, "failed", error=described if code >= 500 else f"temporary: {described}")
+        """A per-recipient refusal: 5xx is final (``failed``); 4xx means "not now" (``retry``: see the README)."""
+        return RecipientResult(address, "failed" if code >= 500 else "retry", error=self._describe_reply(code, reply))
 
     # --- health and shutdown ---------------------------------------------------------------------
 

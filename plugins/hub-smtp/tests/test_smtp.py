@@ -42,6 +42,9 @@ class RecordingSmtpServer(SmtpServer):
         self.drop_after: int | None = None
         #: ...or once the server as a whole has.
         self.drop_all_after: int | None = None
+        #: Change the password when a connection is closed that way: the account's credentials were revoked.
+        self.revoke_on_drop = False
+        self.initial_password = self.password
         #: The client's (host, port) for each accepted message: one value per connection.
         self.peers: list[tuple[str, int]] = []
         self.noops = 0
@@ -60,6 +63,8 @@ class RecordingSmtpServer(SmtpServer):
             self.drop_all_after is not None and len(self.peers) >= self.drop_all_after
         ):
             server.loop.call_soon(server.transport.close)  # after the reply is written
+            if self.revoke_on_drop:
+                self.password = "revoked-" + self.initial_password
             return "421 4.7.0 Too many messages on this connection, closing"
         envelope.mail_from = address
         envelope.mail_options.extend(options)
@@ -88,6 +93,8 @@ class RecordingSmtpServer(SmtpServer):
         with self._events:
             self.refuse.clear()
             self.drop_after = self.drop_all_after = None
+            self.revoke_on_drop = False
+            self.password = self.initial_password
             self.peers.clear()
             self.noops = 0
             self._delivered.clear()
@@ -341,12 +348,15 @@ def test_a_refused_recipient_fails_and_the_others_are_delivered(
     assert smtp.connections == 1  # the refusal did not cost a connection
 
 
-def test_a_temporary_refusal_is_reported_as_temporary(harness: ProviderHarness, smtp: RecordingSmtpServer) -> None:
+def test_a_temporary_refusal_is_handed_back_as_retry(harness: ProviderHarness, smtp: RecordingSmtpServer) -> None:
     smtp.refuse["busy@shop.example"] = "450 4.2.1 Mailbox busy, try later"
     provider = harness.build("smtp", settings_for(smtp))
-    result = send(harness, provider, message(["a@shop.example", "busy@shop.example"]))
-    assert [r.status for r in result.results] == ["sent", "failed"]
-    assert result.results[1].error.startswith("temporary: 450 4.2.1")
+    addresses = ["a@shop.example", "busy@shop.example", "c@shop.example"]
+    result = send(harness, provider, message(addresses))
+    # Not delivered and "try again later": the core gives it to the next provider or a later attempt.
+    assert [r.status for r in result.results] == ["sent", "retry", "sent"]
+    assert result.results[1].error.startswith("450 4.2.1") and result.results[1].provider_message_id is None
+    assert smtp.recipients() == ["a@shop.example", "c@shop.example"]
 
     # Nothing delivered and a retry may help: the whole batch is a TransientError (retried, then failed over).
     with pytest.raises(TransientError, match="450"):
@@ -408,17 +418,40 @@ def test_a_connection_dropped_before_anything_was_sent_is_transient(
     assert smtp.messages == []
 
 
-def test_a_batch_cut_short_after_some_were_sent_marks_the_rest_temporary(
+def test_a_batch_cut_short_after_some_were_sent_returns_the_rest_as_retry(
     harness: ProviderHarness, smtp: RecordingSmtpServer
 ) -> None:
-    smtp.drop_all_after = 1  # one message gets through; then every connection is closed at MAIL
+    smtp.drop_all_after = 2  # two messages get through; then every connection is closed at MAIL
     provider = harness.build("smtp", settings_for(smtp))
-    result = send(harness, provider, message(["a@shop.example", "b@shop.example", "c@shop.example"]))
-    # Something was delivered, so no TransientError (a retry would send "a" twice): the rest are failed,
-    # marked temporary, after one reconnection that got nowhere.
-    assert [r.status for r in result.results] == ["sent", "failed", "failed"]
-    assert all(r.error.startswith("temporary: ") and "421" in r.error for r in result.results[1:])
-    assert smtp.recipients() == ["a@shop.example"] and len(set(smtp.peers)) == 1
+    addresses = [f"r{n}@shop.example" for n in range(5)]
+    result = send(harness, provider, message(addresses))
+    # Something was delivered, so no TransientError (a retry would send "r0" twice): after one reconnection
+    # that got nowhere, the rest are handed back for the next provider.
+    assert [r.status for r in result.results] == ["sent", "sent", "retry", "retry", "retry"]
+    assert all("421" in r.error and r.provider_message_id is None for r in result.results[2:])
+    assert smtp.recipients() == addresses[:2] and len(set(smtp.peers)) == 1
+
+    # The core sends only the "retry" recipients again, in a message of their own.
+    smtp.drop_all_after = None
+    rest = send(harness, provider, message(addresses[2:], message_id="rec-1-email-2"))
+    assert [r.status for r in rest.results] == ["sent"] * 3
+    assert smtp.recipients() == addresses  # each exactly once
+
+
+def test_a_login_refused_on_reconnecting_part_way_returns_the_rest_as_retry(
+    harness: ProviderHarness, smtp: RecordingSmtpServer
+) -> None:
+    smtp.drop_after, smtp.revoke_on_drop = 2, True  # the connection closes and the password stops working
+    provider = harness.build("smtp", settings_for(smtp))
+    addresses = [f"r{n}@shop.example" for n in range(4)]
+    result = send(harness, provider, message(addresses))
+    assert [r.status for r in result.results] == ["sent", "sent", "retry", "retry"]
+    assert all("refused the login" in r.error and "535" in r.error for r in result.results[2:])
+    assert PASSWORD not in result.results[2].error
+    assert smtp.recipients() == addresses[:2]
+    # The next batch finds nothing sent: the ConfigurationError itself, so the core fails over.
+    with pytest.raises(ConfigurationError, match="535"):
+        send(harness, provider, message(addresses[2:], message_id="rec-1-email-2"))
 
 
 def test_an_untrusted_certificate_is_a_configuration_error(harness: ProviderHarness, smtp: RecordingSmtpServer) -> None:
@@ -585,77 +618,130 @@ def test_defaults_follow_the_security_mode(harness: ProviderHarness) -> None:
 # --- through the hub -------------------------------------------------------------------------------
 
 
-def test_rest_failover_from_a_stopped_primary_loses_nothing(tmp_path: Path) -> None:
+def make_hub(tmp_path: Path, primary: SmtpServer, backup: SmtpServer) -> tuple[IntegrationManager, Any, dict[str, str]]:
+    """A hub with email on ``primary``, then ``backup``; its test client and the headers of tenant demo."""
+    config = validate_config(
+        {
+            "data_dir": str(tmp_path / "var"),
+            "providers": {
+                "primary": {"type": "smtp", **settings_for(primary, timeout=2)},
+                "backup": {"type": "smtp", **settings_for(backup, from_address="backup@hub.example.com")},
+            },
+            "services": {"email": {"providers": ["primary", "backup"]}},
+            "retry": {"attempts": 2, "initial_delay": 0.01, "max_delay": 0.05, "jitter": 0.01},
+            "queue": {"workers": 0},
+            "rate_limits": {"limits": {"email": "100000/minute"}},
+        },
+        environ={},
+    )
+    hub = IntegrationManager(config, environ={}, entry_points=False, plugins=[(hub_smtp, "smtp")])
+    token = hub.tokens.create("demo")[1]
+    return hub, create_app(manager=hub).test_client(), {"Authorization": f"Bearer {token}", "X-Tenant-ID": "demo"}
+
+
+def notify(client: Any, headers: dict[str, str], recipients: list[dict[str, str]], subject: str) -> Any:
+    return client.post(
+        "/api/integrations/notifications",
+        json={
+            "type": "email",
+            "recipients": recipients,
+            "template": "custom",
+            "data": {"subject": subject, "message": "Widget stock is at 5."},
+        },
+        headers=headers,
+    )
+
+
+def run_bulk(hub: IntegrationManager, client: Any, headers: dict[str, str], accepted: Any) -> dict[str, Any]:
+    """Deliver a bulk send that was accepted (202) as a worker would; returns the notification's view."""
+    assert accepted.status_code == 202, accepted.get_json()
+    message_id = accepted.get_json()["data"]["messageId"]
+    hub.run_record(message_id)
+    return client.get(f"/api/integrations/notifications/{message_id}", headers=headers).get_json()["data"]
+
+
+@pytest.fixture
+def primary_and_backup(tmp_path: Path) -> Iterator[tuple[RecordingSmtpServer, RecordingSmtpServer]]:
+    """Two servers with their own accounts, for a hub's primary and backup email providers."""
     primary = RecordingSmtpServer(password=PASSWORD, cert_dir=tmp_path / "primary").start()
     backup = RecordingSmtpServer(username="backup", password="backup-pass", cert_dir=tmp_path / "backup").start()
     try:
-        config = validate_config(
-            {
-                "data_dir": str(tmp_path / "var"),
-                "providers": {
-                    "primary": {"type": "smtp", **settings_for(primary, timeout=2)},
-                    "backup": {"type": "smtp", **settings_for(backup, from_address="backup@hub.example.com")},
-                },
-                "services": {"email": {"providers": ["primary", "backup"]}},
-                "retry": {"attempts": 2, "initial_delay": 0.01, "max_delay": 0.05, "jitter": 0.01},
-                "queue": {"workers": 0},
-                "rate_limits": {"limits": {"email": "100000/minute"}},
-            },
-            environ={},
-        )
-        hub = IntegrationManager(config, environ={}, entry_points=False, plugins=[(hub_smtp, "smtp")])
-        try:
-            client = create_app(manager=hub).test_client()
-            token = hub.tokens.create("demo")[1]
-            headers = {"Authorization": f"Bearer {token}", "X-Tenant-ID": "demo"}
-
-            def notify(recipients: list[dict[str, str]], subject: str) -> Any:
-                return client.post(
-                    "/api/integrations/notifications",
-                    json={
-                        "type": "email",
-                        "recipients": recipients,
-                        "template": "custom",
-                        "data": {"subject": subject, "message": "Widget stock is at 5."},
-                    },
-                    headers=headers,
-                )
-
-            # The primary works while it runs.
-            response = notify([{"email": "first@shop.example", "name": "First"}], "Before")
-            assert response.status_code == 200, response.get_json()
-            assert response.get_json()["data"]["transporter"] == "primary"
-            assert primary.recipients() == ["first@shop.example"]
-
-            primary.stop()
-            few = [{"email": f"buyer{n}@shop.example"} for n in range(3)]
-            response = notify(few, "Low stock")
-            body = response.get_json()
-            assert response.status_code == 200, body
-            assert body["success"] is True and body["data"]["transporter"] == "backup"
-            assert [r["status"] for r in body["data"]["recipients"]] == ["sent"] * 3
-            assert sorted(backup.recipients()) == sorted(r["email"] for r in few)
-            received = backup.messages[0].message
-            assert received["Subject"] == "Low stock" and backup.messages[0].login == "backup"
-            assert "Widget stock is at 5." in received.get_body(("plain",)).get_content()
-
-            # A bulk send: accepted (202), delivered by a worker, every recipient exactly once.
-            backup.reset()
-            bulk = [{"email": f"customer{n}@shop.example"} for n in range(300)]
-            response = notify(bulk, "Bulk notice")
-            assert response.status_code == 202, response.get_json()
-            message_id = response.get_json()["data"]["messageId"]
-            hub.run_record(message_id)
-            view = client.get(f"/api/integrations/notifications/{message_id}", headers=headers).get_json()["data"]
-            assert view["status"] == "succeeded", view
-            assert view["sent"] == 300 and view["failed"] == 0
-            delivered = Counter(backup.recipients())
-            assert set(delivered) == {r["email"] for r in bulk} and set(delivered.values()) == {1}
-            assert backup.connections <= 4  # batches of 200 over pooled connections, not one per message
-            ids = [m.message["Message-ID"] for m in backup.messages]
-            assert len(set(ids)) == 300
-        finally:
-            hub.close()
+        yield primary, backup
     finally:
         primary.stop()
         backup.stop()
+
+
+def test_rest_failover_from_a_stopped_primary_loses_nothing(
+    tmp_path: Path, primary_and_backup: tuple[RecordingSmtpServer, RecordingSmtpServer]
+) -> None:
+    primary, backup = primary_and_backup
+    hub, client, headers = make_hub(tmp_path, primary, backup)
+    try:
+        # The primary works while it runs.
+        response = notify(client, headers, [{"email": "first@shop.example", "name": "First"}], "Before")
+        assert response.status_code == 200, response.get_json()
+        assert response.get_json()["data"]["transporter"] == "primary"
+        assert primary.recipients() == ["first@shop.example"]
+
+        primary.stop()
+        few = [{"email": f"buyer{n}@shop.example"} for n in range(3)]
+        response = notify(client, headers, few, "Low stock")
+        body = response.get_json()
+        assert response.status_code == 200, body
+        assert body["success"] is True and body["data"]["transporter"] == "backup"
+        assert [r["status"] for r in body["data"]["recipients"]] == ["sent"] * 3
+        assert sorted(backup.recipients()) == sorted(r["email"] for r in few)
+        received = backup.messages[0].message
+        assert received["Subject"] == "Low stock" and backup.messages[0].login == "backup"
+        assert "Widget stock is at 5." in received.get_body(("plain",)).get_content()
+
+        # A bulk send: accepted (202), delivered by a worker, every recipient exactly once.
+        backup.reset()
+        bulk = [{"email": f"customer{n}@shop.example"} for n in range(300)]
+        response = notify(client, headers, bulk, "Bulk notice")
+        view = run_bulk(hub, client, headers, response)
+        assert view["status"] == "succeeded", view
+        assert view["sent"] == 300 and view["failed"] == 0
+        delivered = Counter(backup.recipients())
+        assert set(delivered) == {r["email"] for r in bulk} and set(delivered.values()) == {1}
+        assert backup.connections <= 4  # batches of 200 over pooled connections, not one per message
+        ids = [m.message["Message-ID"] for m in backup.messages]
+        assert len(set(ids)) == 300
+    finally:
+        hub.close()
+
+
+def test_rest_gives_the_backup_only_what_a_primary_failing_part_way_did_not_send(
+    tmp_path: Path, primary_and_backup: tuple[RecordingSmtpServer, RecordingSmtpServer]
+) -> None:
+    primary, backup = primary_and_backup
+    hub, client, headers = make_hub(tmp_path, primary, backup)
+    try:
+        # A send answered at once: the primary closes every connection after its second message.
+        primary.drop_all_after = 2
+        few = [f"buyer{n}@shop.example" for n in range(6)]
+        response = notify(client, headers, [{"email": a} for a in few], "Low stock")
+        assert response.status_code == 200, response.get_json()
+        data = response.get_json()["data"]
+        assert data["status"] == "succeeded"
+        assert [r["status"] for r in data["recipients"]] == ["sent"] * 6
+        assert [r["provider"] for r in data["recipients"]] == ["primary"] * 2 + ["backup"] * 4
+        assert primary.recipients() == few[:2] and backup.recipients() == few[2:]
+
+        # A bulk send in batches of 200: the primary fails part-way through the first and from the start
+        # of the second. Across both servers, every recipient gets the message exactly once.
+        primary.reset()
+        backup.reset()
+        primary.drop_all_after = 150
+        bulk = [f"customer{n}@shop.example" for n in range(300)]
+        response = notify(client, headers, [{"email": a} for a in bulk], "Bulk notice")
+        view = run_bulk(hub, client, headers, response)
+        assert view["status"] == "succeeded" and view["sent"] == 300 and view["failed"] == 0, view
+        providers = [r["provider"] for r in view["recipients"]]
+        assert providers == ["primary"] * 150 + ["backup"] * 150
+        delivered = Counter(primary.recipients()) + Counter(backup.recipients())
+        assert set(delivered) == set(bulk) and set(delivered.values()) == {1}
+        assert primary.recipients() == bulk[:150]
+    finally:
+        hub.close()

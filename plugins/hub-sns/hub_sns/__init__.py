@@ -5,15 +5,15 @@ hub's worker threads share it and its connection pool), boto3 *sessions* are not
 used once, under a lock, to make the client. botocore's own retries are switched off: the hub
 retries with backoff and fails over, and two retry layers would multiply the wait on an outage.
 
-SNS sends one SMS per ``publish`` call. Every recipient sent is remembered by ``(message.id,
-address)``: the hub retries a batch with the same ``message.id``, so a retry after a failure in
-the middle of a batch re-sends only the recipients not yet sent.
+SNS sends one SMS per ``publish`` call and has no idempotency key for SMS. An error that stops a
+batch is raised only when nothing in it was sent; once an SMS went out, the recipients not sent come
+back ``retry`` and the core hands only those to the next provider (or a later attempt), so nobody
+is texted twice.
 """
 
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -97,25 +97,6 @@ class SnsSettings(Schema):
             raise ValidationError({"session_token": ["a session token needs access_key_id and secret_access_key"]})
 
 
-class _SentLedger:
-    """Provider message ids of recipients already sent, by ``(message id, address)``; bounded, thread-safe."""
-
-    def __init__(self, size: int = 50_000) -> None:
-        self._size = size
-        self._entries: OrderedDict[tuple[str, str], str] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, message_id: str, address: str) -> str | None:
-        with self._lock:
-            return self._entries.get((message_id, address))
-
-    def put(self, message_id: str, address: str, provider_id: str) -> None:
-        with self._lock:
-            self._entries[(message_id, address)] = provider_id
-            while len(self._entries) > self._size:
-                self._entries.popitem(last=False)
-
-
 class SnsSms(Provider):
     type_name = "sns"
     capability = "notify"
@@ -134,7 +115,6 @@ class SnsSms(Provider):
         super().__init__(name, settings, context)
         self._client: Any = None
         self._client_lock = threading.Lock()
-        self._sent = _SentLedger()
 
     # --- the client --------------------------------------------------------------------------------
 
@@ -199,35 +179,38 @@ class SnsSms(Provider):
         attributes = self.message_attributes(message.priority)
         client = self.client
         results: list[RecipientResult] = []
-        for position, recipient in enumerate(message.recipients):
+        for recipient in message.recipients:
             address = recipient.address
-            earlier = self._sent.get(message.id, address)
-            if earlier is not None:  # sent by an earlier try of this batch: never twice
-                results.append(RecipientResult(address, "sent", provider_message_id=earlier))
-                continue
             try:
                 response = client.publish(PhoneNumber=address, Message=message.text, MessageAttributes=attributes)
             except Exception as error:
                 refusal = self._recipient_refusal(error)
-                if refusal is not None:
-                    results.append(RecipientResult(address, "failed", error=refusal))
-                    continue
-                mapped = self._provider_error(error)
-                if position:
-                    # The recipients sent so far are in the ledger: the hub's retry of this batch
-                    # (same message id) resumes at this recipient instead of sending them again.
-                    mapped = type(mapped)(
-                        f"{mapped.message} (at recipient {position + 1} of {len(message.recipients)})",
-                        provider_code=mapped.provider_code,
-                        retry_after=mapped.retry_after,
-                    )
-                raise mapped from None
-            provider_id = response["MessageId"]
-            self._sent.put(message.id, address, provider_id)
-            results.append(RecipientResult(address, "sent", provider_message_id=provider_id))
+                if refusal is None:
+                    return self._cut_short(message, results, self._provider_error(error))
+                results.append(RecipientResult(address, "failed", error=refusal))
+                continue
+            results.append(RecipientResult(address, "sent", provider_message_id=response["MessageId"]))
         failed = sum(1 for result in results if result.status == "failed")
         self.log.info("sns: message %s: %d SMS sent, %d refused", message.id, len(results) - failed, failed)
         return NotifyResult(results)
+
+    def _cut_short(self, message: Message, results: list[RecipientResult], error: ProviderError) -> NotifyResult:
+        """``error`` stopped the batch at recipient ``len(results)``. With nothing sent yet, raise it: a retry or
+        the next provider sends nothing twice. Otherwise the rest are ``retry``: the core gives only them to
+        the next provider."""
+        sent = sum(1 for result in results if result.status == "sent")
+        if not sent:
+            raise error from None  # botocore's error stays out of tracebacks: its text can quote the key id
+        self.log.warning(
+            "sns: message %s stopped after %d of %d recipient(s), %d SMS sent: %s",
+            message.id,
+            len(results),
+            len(message.recipients),
+            sent,
+            error.message,
+        )
+        unsent = message.recipients[len(results) :]
+        return NotifyResult([*results, *(RecipientResult(r.address, "retry", error=error.message) for r in unsent)])
 
     # --- health and close --------------------------------------------------------------------------
 

@@ -169,18 +169,34 @@ def test_a_refused_number_fails_alone(provider_harness: ProviderHarness, sns: Se
     assert sorted(sms["phone_number"] for sms in sent_sms(sns)) == ["+14155552671", "+16502530000"]
 
 
-def test_a_retried_batch_never_sends_twice(provider_harness: ProviderHarness, sns: ServerProcess) -> None:
+@pytest.mark.parametrize(
+    ("status", "code", "problem"), [(400, "Throttling", "throttled"), (403, "AccessDenied", "permissions")]
+)
+def test_a_batch_cut_short_returns_the_unsent_recipients_as_retry(
+    provider_harness: ProviderHarness, sns: ServerProcess, status: int, code: str, problem: str
+) -> None:
     provider = build(provider_harness, sns.url)
-    fail_publish_number(provider, {2}, 400, "Throttling")
-    message = sms_message("+14155552671", "+16502530000", "+14155552672")
-    with pytest.raises(TransientError) as caught:
-        provider_harness.call(provider, "notify", message=message)
-    assert caught.value.provider_code == "Throttling" and "recipient 2 of 3" in caught.value.message
-    assert len(sent_sms(sns)) == 1
+    phones = ["+14155552671", "+0123", "+16502530000", "+14155552672"]
+    fail_publish_number(provider, {3}, status, code)
+    result = provider_harness.call(provider, "notify", message=sms_message(*phones))
+    # One SMS went out, so no error (the whole batch would go again): the rest are handed back.
+    assert [r.status for r in result.results] == ["sent", "failed", "retry", "retry"]
+    assert all(code in r.error and problem in r.error and r.provider_message_id is None for r in result.results[2:])
+    assert [sms["phone_number"] for sms in sent_sms(sns)] == ["+14155552671"]
 
-    result = provider_harness.call(provider, "notify", message=message)  # the hub's retry: same message id
-    assert [r.status for r in result.results] == ["sent", "sent", "sent"]
+    # The core sends only the "retry" recipients again, in a message of their own.
+    rest = provider_harness.call(provider, "notify", message=sms_message(*phones[2:], id="msg-1-2"))
+    assert [r.status for r in rest.results] == ["sent", "sent"]
     assert sorted(sms["phone_number"] for sms in sent_sms(sns)) == ["+14155552671", "+14155552672", "+16502530000"]
+
+
+def test_an_error_before_anything_was_sent_still_raises(provider_harness: ProviderHarness, sns: ServerProcess) -> None:
+    provider = build(provider_harness, sns.url)
+    fail_publish_number(provider, {2}, 400, "Throttling")  # the refused number, then throttled
+    with pytest.raises(TransientError) as caught:
+        provider_harness.call(provider, "notify", message=sms_message("+0123", "+16502530000"))
+    assert caught.value.provider_code == "Throttling"
+    assert sent_sms(sns) == []
 
 
 def test_worker_threads_share_one_client(provider_harness: ProviderHarness, sns: ServerProcess) -> None:
@@ -261,10 +277,13 @@ def test_settings_are_validated_and_read_from_the_environment(
     assert result.results[0].status == "sent" and provider.client.meta.region_name == "eu-west-1"
 
 
-# --- the hub: REST, failover from a stopped SNS endpoint to a working one ------------------------------
+# --- the hub: REST, failover to a working account ---------------------------------------------------------
 
 
-def test_rest_failover_from_a_stopped_endpoint_loses_nothing(tmp_path: Path, sns: ServerProcess) -> None:
+def make_hub(
+    tmp_path: Path, *, primary_url: str, backup_url: str, queue: dict[str, Any] | None = None
+) -> tuple[Any, Any, dict[str, str]]:
+    """A hub with SMS on SNS ``primary`` (timing out after 1 s), then ``backup``; its client and headers."""
     from hub.api import create_app
     from hub.config import validate_config
     from hub.manager import IntegrationManager
@@ -273,20 +292,50 @@ def test_rest_failover_from_a_stopped_endpoint_loses_nothing(tmp_path: Path, sns
         {
             "data_dir": str(tmp_path),
             "providers": {
-                "primary": {"type": "sns", **KEYS, "endpoint_url": f"http://127.0.0.1:{free_port()}", "timeout": 1},
-                "backup": {"type": "sns", **KEYS, "endpoint_url": sns.url},
+                "primary": {"type": "sns", **KEYS, "endpoint_url": primary_url, "timeout": 1},
+                "backup": {"type": "sns", **KEYS, "endpoint_url": backup_url},
             },
             "services": {"sms": {"providers": ["primary", "backup"]}},
             "retry": {"attempts": 2, "initial_delay": 0.01, "max_delay": 0.05, "jitter": 0.01},
-            "queue": {"workers": 0, "batch_size": 10},
+            "queue": {"workers": 0, **(queue or {})},
         },
         environ={},
     )
     hub = IntegrationManager(config, environ={}, entry_points=False, plugins=[(hub_sns, "sns")])
+    token = hub.tokens.create("demo")[1]
+    return hub, create_app(manager=hub).test_client(), {"Authorization": f"Bearer {token}", "X-Tenant-ID": "demo"}
+
+
+def test_rest_gives_the_backup_only_what_a_primary_failing_part_way_did_not_send(
+    tmp_path: Path, sns: ServerProcess
+) -> None:
+    hub, client, headers = make_hub(tmp_path, primary_url=sns.url, backup_url=sns.url)
     try:
-        client = create_app(manager=hub).test_client()
-        token = hub.tokens.create("demo")[1]
-        headers = {"Authorization": f"Bearer {token}", "X-Tenant-ID": "demo"}
+        fail_publish_number(hub.registry.instance("primary", "demo"), {3}, 503, "ServiceUnavailable")
+
+        phones = [f"+1415555{2800 + i:04d}" for i in range(6)]
+        response = client.post(
+            "/api/integrations/notifications",
+            json={"type": "sms", "recipients": [{"phone": p} for p in phones], "data": {"message": "Restocked"}},
+            headers=headers,
+        )
+        assert response.status_code == 200, response.get_json()
+        data = response.get_json()["data"]
+        assert data["status"] == "succeeded"
+        assert [r["status"] for r in data["recipients"]] == ["sent"] * 6
+        assert [r["provider"] for r in data["recipients"]] == ["primary"] * 2 + ["backup"] * 4
+
+        stored = {sms["message_id"]: sms["phone_number"] for sms in sent_sms(sns)}
+        assert sorted(stored.values()) == phones  # every number texted exactly once
+        assert [stored[r["providerMessageId"]] for r in data["recipients"]] == phones
+    finally:
+        hub.close()
+
+
+def test_rest_failover_from_a_stopped_endpoint_loses_nothing(tmp_path: Path, sns: ServerProcess) -> None:
+    stopped = f"http://127.0.0.1:{free_port()}"
+    hub, client, headers = make_hub(tmp_path, primary_url=stopped, backup_url=sns.url, queue={"batch_size": 10})
+    try:
         data = {"subject": "Low stock", "message": "SKU-1 below threshold"}
 
         single = client.post(

@@ -16,6 +16,11 @@ posts and answers JSON with ``"status": "success"`` or ``"status": "failure"`` a
 A receipt names the batch's ``custom`` value and the number, not TextLocal's message id, so each
 recipient's ``provider_message_id`` is ``"<custom>:<number>"``, where ``custom`` is derived from the
 hub's message id (stable across retries).
+
+A batch larger than ``max_numbers_per_request`` takes several calls. An error is raised only when no
+call of the batch was accepted; once one was, a transient or configuration error on a later call
+makes its numbers and the rest ``retry`` (the core hands only those to the next provider), and a
+refused later call makes its numbers ``failed``.
 """
 
 from __future__ import annotations
@@ -24,8 +29,7 @@ import hashlib
 import hmac
 import re
 import threading
-from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -127,25 +131,6 @@ class TextLocalSettings(Schema):
             raise ValidationError({"receipt_url": ["leave the token out: it is added from receipt_token"]})
 
 
-class _SentLedger:
-    """Recipients already accepted by TextLocal, by ``(message id, number)``; bounded, thread-safe."""
-
-    def __init__(self, size: int = 50_000) -> None:
-        self._size = size
-        self._entries: OrderedDict[tuple[str, str], str] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, message_id: str, number: str) -> str | None:
-        with self._lock:
-            return self._entries.get((message_id, number))
-
-    def put(self, message_id: str, number: str, reference: str) -> None:
-        with self._lock:
-            self._entries[(message_id, number)] = reference
-            while len(self._entries) > self._size:
-                self._entries.popitem(last=False)
-
-
 def textlocal_number(address: str) -> str | None:
     """TextLocal's form of an E.164 number (``+447700900123`` -> ``447700900123``), or ``None``."""
     digits = address.strip().removeprefix("+")
@@ -177,7 +162,6 @@ class TextLocalSms(Provider):
         self._local = threading.local()
         self._sessions: list[Any] = []
         self._sessions_lock = threading.Lock()
-        self._sent = _SentLedger()
 
     # --- HTTP ----------------------------------------------------------------------------------------
 
@@ -255,16 +239,8 @@ class TextLocalSms(Provider):
             raise UnsupportedError(f"textlocal delivers SMS only, not {message.channel}")
         custom = custom_reference(message.id)
         accepted_status = "queued" if self.settings["receipt_url"] else "sent"
-        outcomes: dict[str, RecipientResult] = {}  # by TextLocal number
         numbers: list[str | None] = [textlocal_number(r.address) for r in message.recipients]
-        to_send: list[str] = []
-        for number in dict.fromkeys(n for n in numbers if n):  # a number listed twice is sent once
-            earlier = self._sent.get(message.id, number)
-            if earlier is not None:  # accepted by an earlier try of this batch: never twice
-                outcomes[number] = RecipientResult("", accepted_status, provider_message_id=earlier)
-            else:
-                to_send.append(number)
-
+        to_send = list(dict.fromkeys(n for n in numbers if n))  # a number listed twice is sent once
         base = {"message": message.text, "custom": custom}
         if self.settings["sender"]:
             base["sender"] = self.settings["sender"]
@@ -273,9 +249,30 @@ class TextLocalSms(Provider):
         receipt_url = self.receipt_url()
         if receipt_url:
             base["receipt_url"] = receipt_url
-        for chunk in _chunks(to_send, self.settings["max_numbers_per_request"]):
-            body = self._call("send", {**base, "numbers": ",".join(chunk)})
-            outcomes.update(self._send_outcomes(body, chunk, custom, accepted_status, message.id))
+        outcomes: dict[str, RecipientResult] = {}  # by TextLocal number
+        size = self.settings["max_numbers_per_request"]
+        for start in range(0, len(to_send), size):
+            chunk = to_send[start : start + size]
+            try:
+                body = self._call("send", {**base, "numbers": ",".join(chunk)})
+                outcomes.update(self._send_outcomes(body, chunk, custom, accepted_status))
+            except ProviderError as error:
+                if not any(outcome.status == accepted_status for outcome in outcomes.values()):
+                    raise  # nothing was sent: a retry or the next provider texts nobody twice
+                if isinstance(error, PermanentError):
+                    # Earlier calls were accepted, so raising would mark their numbers failed too: this call's fail.
+                    outcomes.update({n: RecipientResult("", "failed", error=error.message) for n in chunk})
+                    continue
+                # Earlier calls were accepted: this call's numbers and the rest go to the next provider.
+                self.log.warning(
+                    "textlocal: message %s stopped after %d of %d number(s): %s",
+                    message.id,
+                    start,
+                    len(to_send),
+                    error.message,
+                )
+                outcomes.update({n: RecipientResult("", "retry", error=error.message) for n in to_send[start:]})
+                break
 
         results = []
         for recipient, number in zip(message.recipients, numbers, strict=True):
@@ -286,12 +283,17 @@ class TextLocalSms(Provider):
             results.append(
                 RecipientResult(recipient.address, outcome.status, outcome.provider_message_id, outcome.error)
             )
-        failed = sum(1 for result in results if result.status == "failed")
-        self.log.info("textlocal: message %s: %d SMS accepted, %d refused", message.id, len(results) - failed, failed)
+        self.log.info(
+            "textlocal: message %s: %d SMS accepted, %d refused, %d left to retry",
+            message.id,
+            sum(1 for result in results if result.status == accepted_status),
+            sum(1 for result in results if result.status == "failed"),
+            sum(1 for result in results if result.status == "retry"),
+        )
         return NotifyResult(results, provider_message_id=custom)
 
     def _send_outcomes(
-        self, body: dict[str, Any], chunk: list[str], custom: str, accepted_status: str, message_id: str
+        self, body: dict[str, Any], chunk: list[str], custom: str, accepted_status: str
     ) -> dict[str, RecipientResult]:
         """Each number of one send call -> its outcome; raises the hub error for a refused call."""
         warned = _warned_numbers(body)
@@ -308,9 +310,7 @@ class TextLocalSms(Provider):
         outcomes = {}
         for number in chunk:
             if number in accepted:
-                reference = f"{custom}:{number}"
-                self._sent.put(message_id, number, reference)
-                outcomes[number] = RecipientResult("", accepted_status, provider_message_id=reference)
+                outcomes[number] = RecipientResult("", accepted_status, provider_message_id=f"{custom}:{number}")
             else:
                 outcomes[number] = RecipientResult(
                     "", "failed", error=warned.get(number) or "TextLocal did not accept this number"
@@ -373,11 +373,6 @@ class TextLocalSms(Provider):
             sessions, self._sessions = self._sessions, []
         for session in sessions:
             session.close()
-
-
-def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 def _seconds(value: str | None) -> float | None:

@@ -289,18 +289,57 @@ def test_refused_numbers_fail_alone(provider_harness: ProviderHarness, textlocal
     assert all(r.error == "TextLocal: Invalid number" for r in only_bad.results)
 
 
-def test_a_retried_batch_never_sends_twice(provider_harness: ProviderHarness, textlocal: FakeTextLocal) -> None:
+@pytest.mark.parametrize(
+    ("fault", "reason"),
+    [
+        ((502, "Bad Gateway", {}), "TextLocal failed (HTTP 502)"),
+        (
+            (200, json.dumps(FakeTextLocal._failure(7, "Insufficient credits")), {}),
+            "TextLocal error 7: Insufficient credits",
+        ),
+    ],
+)
+def test_a_batch_cut_short_returns_the_unsent_recipients_as_retry(
+    provider_harness: ProviderHarness, textlocal: FakeTextLocal, fault: Any, reason: str
+) -> None:
     provider = build(provider_harness, textlocal, max_numbers_per_request=2)
-    phones = ["+14155552671", "+16502530000", "+14155552672", "+14155552673"]
-    textlocal.faults.extend([None, (502, "Bad Gateway", {})])  # the second chunk's call fails
-    with pytest.raises(TransientError) as caught:
-        provider_harness.call(provider, "notify", message=sms(*phones))
-    assert caught.value.provider_code == "502"
-    assert len(textlocal.sent) == 2
+    phones = ["+14155552671", "+16502530000", "+14155552672", "+14155552673", "+14155552674"]
+    textlocal.faults.extend([None, fault])  # the second call fails
+    result = provider_harness.call(provider, "notify", message=sms(*phones))
+    # The first call was accepted, so no error (the whole batch would go again): the rest are handed back.
+    assert [r.status for r in result.results] == ["sent", "sent", "retry", "retry", "retry"]
+    assert all(r.error == reason and r.provider_message_id is None for r in result.results[2:])
+    assert [item["number"] for item in textlocal.sent] == [p[1:] for p in phones[:2]]
+    assert len(textlocal.send_requests()) == 2  # the third call was not tried
 
-    result = provider_harness.call(provider, "notify", message=sms(*phones))  # the hub's retry
-    assert [r.status for r in result.results] == ["sent"] * 4
-    assert sorted(item["number"] for item in textlocal.sent) == sorted(p[1:] for p in phones)
+    # The core sends only the "retry" recipients again, in a message of their own.
+    rest = provider_harness.call(provider, "notify", message=sms(*phones[2:], id="msg-1-2"))
+    assert [r.status for r in rest.results] == ["sent"] * 3
+    assert sorted(item["number"] for item in textlocal.sent) == sorted(p[1:] for p in phones)  # each once
+
+
+def test_a_call_refused_after_one_was_accepted_fails_alone(
+    provider_harness: ProviderHarness, textlocal: FakeTextLocal
+) -> None:
+    provider = build(provider_harness, textlocal, max_numbers_per_request=2)
+    phones = ["+14155552671", "+16502530000", "+14155552672", "+14155552673", "+14155552674"]
+    textlocal.faults.extend([None, (400, "Bad Request", {})])
+    result = provider_harness.call(provider, "notify", message=sms(*phones))
+    # A PermanentError would mark the first call's numbers failed too, though they were texted.
+    assert [r.status for r in result.results] == ["sent", "sent", "failed", "failed", "sent"]
+    assert result.results[2].error == "TextLocal refused the request (HTTP 400)"
+    assert sorted(item["number"] for item in textlocal.sent) == sorted(p[1:] for p in [*phones[:2], phones[4]])
+
+
+def test_an_error_before_anything_was_sent_still_raises(
+    provider_harness: ProviderHarness, textlocal: FakeTextLocal
+) -> None:
+    provider = build(provider_harness, textlocal, max_numbers_per_request=2)
+    textlocal.faults.extend([None, (502, "Bad Gateway", {})])  # only invalid numbers in the first call
+    with pytest.raises(TransientError) as caught:
+        provider_harness.call(provider, "notify", message=sms("+1234567", "+7654321", "+14155552671"))
+    assert caught.value.provider_code == "502"
+    assert textlocal.sent == []
 
 
 def test_worker_threads_send_concurrently(provider_harness: ProviderHarness, textlocal: FakeTextLocal) -> None:
@@ -535,6 +574,43 @@ def test_rest_failover_from_a_stopped_textlocal_loses_nothing_and_receipts_arriv
         assert [r["address"] for r in delivered] == [phones[0]]
     finally:
         hub.close()
+
+
+def test_rest_gives_the_backup_only_what_a_primary_failing_part_way_did_not_send(
+    tmp_path: Path, textlocal: FakeTextLocal
+) -> None:
+    from hub.api import create_app
+
+    backup_server = FakeTextLocal().start()
+    hub = make_hub(
+        tmp_path,
+        {
+            "primary": {
+                "type": "textlocal",
+                "api_key": API_KEY,
+                "base_url": textlocal.url,
+                "max_numbers_per_request": 2,
+            },
+            "backup": {"type": "textlocal", "api_key": API_KEY, "base_url": backup_server.url},
+        },
+        [(hub_textlocal, "textlocal")],
+    )
+    try:
+        client = create_app(manager=hub).test_client()
+        headers = {"Authorization": f"Bearer {hub.tokens.create('demo')[1]}", "X-Tenant-ID": "demo"}
+        textlocal.faults.extend([None, (503, "Service Unavailable", {})])  # the primary's second call fails
+        phones = [f"+1415555{2900 + i:04d}" for i in range(6)]
+        response = send_sms(client, headers, phones)
+        assert response.status_code == 200, response.get_json()
+        body = response.get_json()["data"]
+        assert body["status"] == "succeeded"
+        assert [r["status"] for r in body["recipients"]] == ["sent"] * 6
+        assert [r["provider"] for r in body["recipients"]] == ["primary"] * 2 + ["backup"] * 4
+        assert [item["number"] for item in textlocal.sent] == [p[1:] for p in phones[:2]]
+        assert [item["number"] for item in backup_server.sent] == [p[1:] for p in phones[2:]]  # each texted once
+    finally:
+        hub.close()
+        backup_server.stop()
 
 
 def test_rest_failover_from_a_stopped_sns_endpoint_to_textlocal(tmp_path: Path, textlocal: FakeTextLocal) -> None:

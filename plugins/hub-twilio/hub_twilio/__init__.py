@@ -12,12 +12,15 @@ Error mapping (Twilio's documented codes, https://www.twilio.com/docs/api/errors
 * an unreachable recipient (21211, 21214, 21217, 21265, 21408, 21610, 21612, 21614, 21635) -> that
   recipient ``failed`` with the code, the others are still sent;
 * any other 400 -> :class:`~hub.errors.PermanentError` when nothing was sent yet.
+
+The errors stop the batch. They are raised only when Twilio accepted nobody in it; once someone was
+texted, the recipients not tried yet come back ``retry`` and the core hands only those to the next
+provider (or a later attempt), so nobody is texted twice.
 """
 
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -34,7 +37,7 @@ from hub.capabilities import (
     WebhookEvent,
     WebhookRequest,
 )
-from hub.errors import ConfigurationError, PermanentError, SignatureError, TransientError
+from hub.errors import ConfigurationError, PermanentError, ProviderError, SignatureError, TransientError
 
 if TYPE_CHECKING:
     from twilio.rest import Client
@@ -108,32 +111,6 @@ class TwilioSettings(Schema):
             raise ValidationError("set from_number or messaging_service_sid", "from_number")
 
 
-class _SentLedger:
-    """What this provider already sent for a batch, by ``message.id``.
-
-    The core retries a batch that raised (a 5xx on its fifth recipient) with the same ``message.id``;
-    Twilio has no idempotency key for messages, so the retry skips the recipients already accepted
-    instead of texting them twice. Bounded: only recent batches are remembered.
-    """
-
-    def __init__(self, max_messages: int = 2048) -> None:
-        self._entries: OrderedDict[str, dict[tuple[int, str], RecipientResult]] = OrderedDict()
-        self._max = max_messages
-        self._lock = threading.Lock()
-
-    def known(self, message_id: str) -> dict[tuple[int, str], RecipientResult]:
-        with self._lock:
-            return dict(self._entries.get(message_id, {}))
-
-    def record(self, message_id: str, index: int, result: RecipientResult) -> None:
-        with self._lock:
-            entry = self._entries.setdefault(message_id, {})
-            self._entries.move_to_end(message_id)
-            entry[(index, result.address)] = result
-            while len(self._entries) > self._max:
-                self._entries.popitem(last=False)
-
-
 class TwilioSms(Provider):
     type_name = "twilio"
     capability = "notify"
@@ -150,7 +127,6 @@ class TwilioSms(Provider):
         self._local = threading.local()
         self._clients: list[Client] = []
         self._clients_lock = threading.Lock()
-        self._ledger = _SentLedger()
 
     # --- the SDK client ----------------------------------------------------------------------------
 
@@ -178,7 +154,6 @@ class TwilioSms(Provider):
         from twilio.base.exceptions import TwilioRestException
 
         client = self._client()
-        already = self._ledger.known(message.id)
         sender: dict[str, str] = (
             {"messaging_service_sid": self.settings["messaging_service_sid"]}
             if self.settings["messaging_service_sid"]
@@ -187,45 +162,53 @@ class TwilioSms(Provider):
         if self.settings["status_callback_url"]:
             sender["status_callback"] = self.settings["status_callback_url"]
         results: list[RecipientResult] = []
-        for index, recipient in enumerate(message.recipients):
-            known = already.get((index, recipient.address))
-            if known is not None:
-                results.append(known)
-                continue
+        for recipient in message.recipients:
+            outcome: RecipientResult | ProviderError
             try:
                 created = client.messages.create(to=recipient.address, body=message.text, **sender)
             except TwilioRestException as error:
-                sent_any = any(result.status != "failed" for result in results)
-                results.append(self._refused(error, recipient.address, sent_any))
-                continue
+                outcome = self._refused(error, recipient.address, _accepted(results) > 0)
             except (requests.RequestException, OSError) as error:
-                raise _transport_error(error) from error
-            result = RecipientResult(recipient.address, "queued", provider_message_id=created.sid)
-            self._ledger.record(message.id, index, result)
-            results.append(result)
-        self.log.info(
-            "twilio: %s queued %d of %d recipient(s)",
-            message.id,
-            sum(1 for result in results if result.status != "failed"),
-            len(results),
-        )
+                outcome = _transport_error(error)
+            else:
+                outcome = RecipientResult(recipient.address, "queued", provider_message_id=created.sid)
+            if isinstance(outcome, ProviderError):
+                return self._cut_short(message, results, outcome)
+            results.append(outcome)
+        self.log.info("twilio: %s queued %d of %d recipient(s)", message.id, _accepted(results), len(results))
         return NotifyResult(results)
 
-    def _refused(self, error: Any, address: str, sent_any: bool) -> RecipientResult:
-        """The outcome for one recipient Twilio refused, or the error to raise for the whole batch."""
+    def _cut_short(self, message: Message, results: list[RecipientResult], error: ProviderError) -> NotifyResult:
+        """``error`` stopped the batch at recipient ``len(results)``. With nobody texted yet, raise it: a retry or
+        the next provider sends nothing twice. Otherwise the rest are ``retry``: the core gives only them to
+        the next provider."""
+        if not _accepted(results):
+            raise error
+        self.log.warning(
+            "twilio: %s stopped after %d of %d recipient(s): %s",
+            message.id,
+            len(results),
+            len(message.recipients),
+            error.message,
+        )
+        unsent = message.recipients[len(results) :]
+        return NotifyResult([*results, *(RecipientResult(r.address, "retry", error=error.message) for r in unsent)])
+
+    def _refused(self, error: Any, address: str, sent_any: bool) -> RecipientResult | ProviderError:
+        """The outcome for one recipient Twilio refused, or the error that stops the batch."""
         code = error.code
         label = f"Twilio error {code}" if code else f"Twilio HTTP {error.status}"
         reason = f"{label}: {error.msg}" if error.msg else label
         provider_code = str(code) if code else str(error.status)
         if error.status in (401, 403) or code in CONFIGURATION_ERROR_CODES:
-            raise ConfigurationError(reason, provider_code=provider_code)
+            return ConfigurationError(reason, provider_code=provider_code)
         if error.status == 429 or error.status >= 500 or code in TRANSIENT_ERROR_CODES:
-            raise TransientError(reason, provider_code=provider_code)
+            return TransientError(reason, provider_code=provider_code)
         if code in RECIPIENT_ERROR_CODES:
             return RecipientResult(address, "failed", error=reason)
         if not sent_any:
-            raise PermanentError(reason, provider_code=provider_code)
-        # Something of this batch is out already: raising would send it again on the next provider.
+            return PermanentError(reason, provider_code=provider_code)
+        # The same text went out to an earlier recipient: what Twilio refused here is this recipient's message.
         return RecipientResult(address, "failed", error=reason)
 
     # --- health ------------------------------------------------------------------------------------
@@ -301,6 +284,10 @@ def _transport_error(error: Exception) -> TransientError:
     if isinstance(error, requests.Timeout | TimeoutError):
         return TransientError("Twilio did not answer in time", provider_code="timeout")
     return TransientError(f"cannot reach Twilio: {type(error).__name__}", provider_code="connection")
+
+
+def _accepted(results: list[RecipientResult]) -> int:
+    return sum(1 for result in results if result.status in ("sent", "queued"))
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:

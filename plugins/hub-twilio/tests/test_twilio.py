@@ -120,11 +120,13 @@ class TwilioFake:
         account = request.path_params["AccountSid"]
         if request.auth is None or request.auth.username != account:
             return twilio_error(401, 20003, "Authenticate")
+        # A failure part-way through a batch: after ``fail_after`` creates, one answer ``fail_with``.
         skip = state.get("fail_after")
         if skip is not None:
             if skip == 0:
                 state.pop("fail_after")
-                return twilio_error(503, 20503, "Service Unavailable")
+                status, code, text = state.pop("fail_with", (503, 20503, "Service Unavailable"))
+                return twilio_error(status, code, text)
             state["fail_after"] = skip - 1
         injected = self._injected_failure(state)
         if injected:
@@ -435,18 +437,45 @@ def test_a_full_sender_queue_is_transient(provider_harness: ProviderHarness, twi
     assert failed.value.provider_code == "21611"
 
 
-def test_a_retried_batch_does_not_text_anyone_twice(provider_harness: ProviderHarness, twilio: TwilioFake) -> None:
+def test_a_batch_cut_short_returns_the_unsent_recipients_as_retry(
+    provider_harness: ProviderHarness, twilio: TwilioFake
+) -> None:
     provider = build(provider_harness, **settings(twilio))
     recipients = [f"+1415555{n:04d}" for n in range(100, 105)]
-    message = sms(*recipients)
     twilio.server.state["fail_after"] = 2  # the third create answers 503
-    with pytest.raises(TransientError):
-        provider_harness.call(provider, "notify", message=message)
-    assert len(twilio.sent()) == 2
-    retried = provider_harness.call(provider, "notify", message=message)  # the core retries the same message
-    assert [r.status for r in retried.results] == ["queued"] * 5
+    result = provider_harness.call(provider, "notify", message=sms(*recipients))
+    # Two were texted, so no TransientError (the whole batch would go again): the rest are handed back.
+    assert [r.status for r in result.results] == ["queued", "queued", "retry", "retry", "retry"]
+    assert [r.provider_message_id for r in result.results[:2]] == [m["sid"] for m in twilio.sent()]
+    assert all(r.error.startswith("Twilio error 20503") and r.provider_message_id is None for r in result.results[2:])
+    assert [m["to"] for m in twilio.sent()] == recipients[:2]
+
+    # The core sends only the "retry" recipients again, in a message of their own.
+    rest = provider_harness.call(provider, "notify", message=sms(*recipients[2:]))
+    assert [r.status for r in rest.results] == ["queued"] * 3
     assert sorted(m["to"] for m in twilio.sent()) == recipients  # each number texted exactly once
-    assert {r.provider_message_id for r in retried.results} == {m["sid"] for m in twilio.sent()}
+
+
+def test_credentials_refused_part_way_hand_the_rest_to_the_next_provider(
+    provider_harness: ProviderHarness, twilio: TwilioFake
+) -> None:
+    provider = build(provider_harness, **settings(twilio))
+    recipients = ["+14155550100", "+15005550001", "+14155550101", "+14155550102"]
+    twilio.server.state["fail_after"] = 2  # the account is suspended after two creates
+    twilio.server.state["fail_with"] = (401, 20005, "Account not active")
+    result = provider_harness.call(provider, "notify", message=sms(*recipients))
+    assert [r.status for r in result.results] == ["queued", "failed", "retry", "retry"]
+    assert result.results[1].error.startswith("Twilio error 21211")  # refused alone: not handed on
+    assert result.results[2].error.startswith("Twilio error 20005")
+    assert [m["to"] for m in twilio.sent()] == ["+14155550100"]
+
+
+def test_an_error_before_anyone_was_texted_still_raises(provider_harness: ProviderHarness, twilio: TwilioFake) -> None:
+    provider = build(provider_harness, **settings(twilio))
+    twilio.server.state["fail_after"] = 1  # the unreachable number is refused, then 503
+    with pytest.raises(TransientError):
+        provider_harness.call(provider, "notify", message=sms("+15005550001", "+14155550100"))
+    assert twilio.sent() == []
 
 
 def test_a_stopped_server_is_transient(provider_harness: ProviderHarness, dead_url: str) -> None:
@@ -667,6 +696,36 @@ def test_hub_fails_over_from_a_stopped_twilio_to_the_backup_account(
         assert sorted(m["to"] for m in backup_texts if m["body"] == "Stock count tonight") == phones  # none lost
         assert len(backup_texts) == 27
         assert twilio.sent(ACCOUNT_SID) == []
+    finally:
+        hub.close()
+
+
+def test_hub_gives_the_backup_only_what_a_primary_failing_part_way_did_not_send(
+    tmp_path: Path, twilio: TwilioFake
+) -> None:
+    hub, client, headers = make_hub(
+        tmp_path,
+        providers={
+            "primary": {"type": "twilio", **settings(twilio)},
+            "backup": {"type": "twilio", **settings(twilio, account_sid=BACKUP_SID, auth_token=BACKUP_TOKEN)},
+        },
+        services={"sms": {"providers": ["primary", "backup"]}},
+    )
+    try:
+        phones = [f"+1415555{n:04d}" for n in range(200, 206)]
+        twilio.server.state["fail_after"] = 2  # the primary's third create answers 503
+        response = client.post(
+            "/api/integrations/notifications",
+            json={"type": "sms", "recipients": [{"phone": p} for p in phones], "data": {"message": "Restocked"}},
+            headers=headers,
+        )
+        assert response.status_code == 200, response.get_json()
+        data = response.get_json()["data"]
+        assert data["status"] == "succeeded"
+        assert [r["status"] for r in data["recipients"]] == ["queued"] * 6
+        assert [r["provider"] for r in data["recipients"]] == ["primary"] * 2 + ["backup"] * 4
+        assert [m["to"] for m in twilio.sent(ACCOUNT_SID)] == phones[:2]
+        assert [m["to"] for m in twilio.sent(BACKUP_SID)] == phones[2:]  # every number texted exactly once
     finally:
         hub.close()
 

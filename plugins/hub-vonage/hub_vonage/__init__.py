@@ -14,6 +14,10 @@ description lists (``x-errors``):
   number) -> that recipient ``failed`` with the code, the others are still sent;
 * 12 message too long -> :class:`~hub.errors.PermanentError` (when nothing was sent yet).
 
+These errors stop the batch and are raised only when Vonage accepted nobody in it. Once someone was texted, the
+recipients not tried yet come back ``retry`` instead: the core hands only those to the next provider (or a later
+attempt), so nobody is texted twice.
+
 Each recipient's ``provider_message_id`` is the ``client-ref`` sent with it (``"<message id>:<index>"``): Vonage
 splits a long text into parts with one ``message-id`` each, but every part's delivery receipt carries the same
 ``client-ref``, so all of them find the recipient.
@@ -30,7 +34,6 @@ import hmac
 import json
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -47,7 +50,7 @@ from hub.capabilities import (
     WebhookEvent,
     WebhookRequest,
 )
-from hub.errors import ConfigurationError, PermanentError, SignatureError, TransientError
+from hub.errors import ConfigurationError, PermanentError, ProviderError, SignatureError, TransientError
 
 if TYPE_CHECKING:
     import requests
@@ -157,27 +160,6 @@ def signature(params: Mapping[str, Any], secret: str, method: str = "sha256") ->
     return str(hasher.hexdigest())
 
 
-class _SentLedger:
-    """What this provider already sent for a batch, by ``message.id``: a retried batch (a 5xx on its fifth
-    recipient) skips the recipients Vonage accepted instead of texting them twice. Bounded."""
-
-    def __init__(self, max_messages: int = 2048) -> None:
-        self._entries: OrderedDict[str, dict[tuple[int, str], RecipientResult]] = OrderedDict()
-        self._max = max_messages
-        self._lock = threading.Lock()
-
-    def known(self, message_id: str) -> dict[tuple[int, str], RecipientResult]:
-        with self._lock:
-            return dict(self._entries.get(message_id, {}))
-
-    def record(self, message_id: str, index: int, result: RecipientResult) -> None:
-        with self._lock:
-            self._entries.setdefault(message_id, {})[(index, result.address)] = result
-            self._entries.move_to_end(message_id)
-            while len(self._entries) > self._max:
-                self._entries.popitem(last=False)
-
-
 class VonageSms(Provider):
     type_name = "vonage"
     capability = "notify"
@@ -198,7 +180,6 @@ class VonageSms(Provider):
         self._local = threading.local()
         self._sessions: list[requests.Session] = []
         self._sessions_lock = threading.Lock()
-        self._ledger = _SentLedger()
 
     def _session(self) -> requests.Session:
         session = getattr(self._local, "session", None)
@@ -219,7 +200,6 @@ class VonageSms(Provider):
         import requests
 
         session = self._session()
-        already = self._ledger.known(message.id)
         sender = self.settings["from_"]
         if sender.startswith("+") and sender[1:].isdigit():
             sender = sender[1:]  # numbers go without the "+"
@@ -235,12 +215,8 @@ class VonageSms(Provider):
             form["callback"] = self.settings["callback_url"]
         results: list[RecipientResult] = []
         for index, recipient in enumerate(message.recipients):
-            known = already.get((index, recipient.address))
-            if known is not None:
-                results.append(known)
-                continue
             reference = _client_ref(message.id, index)
-            sent_any = any(result.status != "failed" for result in results)
+            outcome: RecipientResult | ProviderError
             try:
                 response = session.post(
                     f"{self.base_url}/sms/json",
@@ -248,33 +224,43 @@ class VonageSms(Provider):
                     timeout=self.settings["timeout"],
                 )
             except requests.Timeout:
-                raise TransientError("Vonage did not answer in time", provider_code="timeout") from None
+                outcome = TransientError("Vonage did not answer in time", provider_code="timeout")
             except (requests.RequestException, OSError) as error:
-                raise TransientError(
-                    f"cannot reach Vonage: {type(error).__name__}", provider_code="connection"
-                ) from None
-            result = self._outcome(response, recipient.address, reference, sent_any)
-            if result.status != "failed":
-                self._ledger.record(message.id, index, result)
-            results.append(result)
-        self.log.info(
-            "vonage: %s queued %d of %d recipient(s)",
-            message.id,
-            sum(1 for result in results if result.status != "failed"),
-            len(results),
-        )
+                outcome = TransientError(f"cannot reach Vonage: {type(error).__name__}", provider_code="connection")
+            else:
+                outcome = self._outcome(response, recipient.address, reference, _accepted(results) > 0)
+            if isinstance(outcome, ProviderError):
+                return self._cut_short(message, results, outcome)
+            results.append(outcome)
+        self.log.info("vonage: %s queued %d of %d recipient(s)", message.id, _accepted(results), len(results))
         return NotifyResult(results)
 
-    def _outcome(self, response: Any, address: str, reference: str, sent_any: bool) -> RecipientResult:
-        """One recipient's result from the SMS API's answer, or the hub error for the whole batch."""
+    def _cut_short(self, message: Message, results: list[RecipientResult], error: ProviderError) -> NotifyResult:
+        """``error`` stopped the batch at recipient ``len(results)``. With nobody texted yet, raise it: a retry or
+        the next provider sends nothing twice. Otherwise the rest are ``retry``: the core gives only them to
+        the next provider."""
+        if not _accepted(results):
+            raise error
+        self.log.warning(
+            "vonage: %s stopped after %d of %d recipient(s): %s",
+            message.id,
+            len(results),
+            len(message.recipients),
+            error.message,
+        )
+        unsent = message.recipients[len(results) :]
+        return NotifyResult([*results, *(RecipientResult(r.address, "retry", error=error.message) for r in unsent)])
+
+    def _outcome(self, response: Any, address: str, reference: str, sent_any: bool) -> RecipientResult | ProviderError:
+        """One recipient's result from the SMS API's answer, or the error that stops the batch."""
         http_status = response.status_code
         if http_status in (401, 403):
-            raise ConfigurationError(
+            return ConfigurationError(
                 f"Vonage refused the credentials (HTTP {http_status})", provider_code=str(http_status)
             )
         if http_status == 429 or http_status >= 500:
             retry_after = response.headers.get("Retry-After")
-            raise TransientError(
+            return TransientError(
                 f"Vonage answered HTTP {http_status}",
                 provider_code=str(http_status),
                 retry_after=float(retry_after) if retry_after and retry_after.isdigit() else None,
@@ -286,10 +272,10 @@ class VonageSms(Provider):
         if not parts:
             reason = f"Vonage answered HTTP {http_status} without a message status"
             if http_status == 200:
-                raise TransientError(reason, provider_code=str(http_status))
+                return TransientError(reason, provider_code=str(http_status))
             if sent_any:
                 return RecipientResult(address, "failed", error=reason)
-            raise PermanentError(reason, provider_code=str(http_status))
+            return PermanentError(reason, provider_code=str(http_status))
         refused = next((part for part in parts if str(part.get("status")) != "0"), None)
         if refused is None:
             message_ids = ",".join(str(part.get("message-id")) for part in parts)
@@ -299,11 +285,11 @@ class VonageSms(Provider):
         text = refused.get("error-text") or ""
         reason = f"Vonage status {code}: {text}" if text else f"Vonage status {code}"
         if code in TRANSIENT_STATUSES:
-            raise TransientError(reason, provider_code=code)
+            return TransientError(reason, provider_code=code)
         if code in CONFIGURATION_STATUSES:
-            raise ConfigurationError(reason, provider_code=code)
+            return ConfigurationError(reason, provider_code=code)
         if code in MESSAGE_STATUSES and not sent_any:
-            raise PermanentError(reason, provider_code=code, field="text")
+            return PermanentError(reason, provider_code=code, field="text")
         # Recipient statuses, and codes newer than this plugin: this recipient only.
         return RecipientResult(address, "failed", error=reason)
 
@@ -391,6 +377,10 @@ class VonageSms(Provider):
             sessions, self._sessions = self._sessions, []
         for session in sessions:
             session.close()
+
+
+def _accepted(results: list[RecipientResult]) -> int:
+    return sum(1 for result in results if result.status in ("sent", "queued"))
 
 
 def _client_ref(message_id: str, index: int) -> str:

@@ -103,8 +103,11 @@ class VonageFake:
     ) -> tuple[int, Any] | tuple[int, Any, dict[str, str]]:
         if state.get("delay"):
             time.sleep(state["delay"])
+        # Failures a test queued (an HTTP status or a refusal), one per request once ``fail_after`` went through.
         failures = state.get("fail") or []
-        if failures:
+        if failures and state.get("fail_after", 0) > 0:
+            state["fail_after"] -= 1
+        elif failures:
             injected = failures.pop(0)
             if isinstance(injected, int):  # an HTTP status
                 return injected, {"type": "https://developer.nexmo.com/api-errors#internal", "title": "Internal Error"}
@@ -410,28 +413,50 @@ def test_throttling_and_server_errors_are_transient(
     assert provider_harness.call(provider, "notify", message=sms("+447700900123")).results[0].status == "queued"
 
 
-def test_a_retried_batch_does_not_text_anyone_twice(provider_harness: ProviderHarness, vonage: VonageFake) -> None:
+@pytest.mark.parametrize(
+    ("failure", "reason"),
+    [
+        (("1", "Throughput Rate Exceeded"), "Vonage status 1: Throughput Rate Exceeded"),
+        (503, "Vonage answered HTTP 503"),
+    ],
+)
+def test_a_batch_cut_short_returns_the_unsent_recipients_as_retry(
+    provider_harness: ProviderHarness, vonage: VonageFake, failure: Any, reason: str
+) -> None:
     provider = build(provider_harness, **settings(vonage))
     numbers = [f"+1415555{n:04d}" for n in range(100, 105)]
-    message = sms(*numbers)
-    original = vonage.send
-    calls = {"n": 0}
+    vonage.server.state.update(fail_after=2, fail=[failure])  # the third request fails
+    result = provider_harness.call(provider, "notify", message=sms(*numbers))
+    # Two were texted, so no TransientError (the whole batch would go again): the rest are handed back.
+    assert [r.status for r in result.results] == ["queued", "queued", "retry", "retry", "retry"]
+    assert all(r.error == reason and r.provider_message_id is None for r in result.results[2:])
+    assert ["+" + s["params"]["to"] for s in vonage.sms()] == numbers[:2]
 
-    def fail_the_third(request: ContractRequest, state: dict[str, Any]) -> Any:
-        calls["n"] += 1
-        if calls["n"] == 3:
-            return 200, VonageFake._refusal("1", "Throughput Rate Exceeded")
-        return original(request, state)
-
-    vonage.server.register("send-an-sms", fail_the_third)
-    try:
-        with pytest.raises(TransientError):
-            provider_harness.call(provider, "notify", message=message)
-        retried = provider_harness.call(provider, "notify", message=message)
-    finally:
-        vonage.server.register("send-an-sms", original)
-    assert [r.status for r in retried.results] == ["queued"] * 5
+    # The core sends only the "retry" recipients again, in a message of their own.
+    rest = provider_harness.call(provider, "notify", message=sms(*numbers[2:]))
+    assert [r.status for r in rest.results] == ["queued"] * 3
     assert sorted("+" + s["params"]["to"] for s in vonage.sms()) == numbers  # each once
+
+
+def test_credit_running_out_part_way_hands_the_rest_to_the_next_provider(
+    provider_harness: ProviderHarness, vonage: VonageFake
+) -> None:
+    provider = build(provider_harness, **settings(vonage))
+    numbers = ["+447700900123", "+447700900001", "+14155550100", "+14155550101"]
+    vonage.server.state.update(fail_after=2, fail=[("9", "Quota Exceeded - rejected")])
+    result = provider_harness.call(provider, "notify", message=sms(*numbers))
+    assert [r.status for r in result.results] == ["queued", "failed", "retry", "retry"]
+    assert result.results[1].error == "Vonage status 6: Invalid Message"  # refused alone: not handed on
+    assert result.results[2].error == "Vonage status 9: Quota Exceeded - rejected"
+    assert [s["params"]["to"] for s in vonage.sms()] == ["447700900123"]
+
+
+def test_an_error_before_anyone_was_texted_still_raises(provider_harness: ProviderHarness, vonage: VonageFake) -> None:
+    provider = build(provider_harness, **settings(vonage))
+    vonage.server.state.update(fail_after=1, fail=[503])  # the unreachable number is refused, then 503
+    with pytest.raises(TransientError):
+        provider_harness.call(provider, "notify", message=sms("+447700900001", "+14155550100"))
+    assert vonage.sms() == []
 
 
 def test_a_stopped_server_is_transient(provider_harness: ProviderHarness, dead_url: str) -> None:
@@ -677,6 +702,39 @@ def test_hub_fails_over_from_a_stopped_vonage_to_the_backup_account(
         assert data["transporter"] == "backup"
         assert [o["status"] for o in bulk_outcomes] == ["queued"] * 25
         assert len(vonage.sms(BACKUP_KEY)) == 27 and vonage.sms(API_KEY) == []
+    finally:
+        hub.close()
+
+
+def test_hub_gives_the_backup_only_what_a_primary_failing_part_way_did_not_send(
+    tmp_path: Path, vonage: VonageFake
+) -> None:
+    hub, client, headers = make_hub(
+        tmp_path,
+        providers={
+            "primary": {"type": "vonage", **settings(vonage)},
+            "backup": {"type": "vonage", **settings(vonage, api_key=BACKUP_KEY, api_secret=BACKUP_SECRET)},
+        },
+        services={"sms": {"providers": ["primary", "backup"]}},
+    )
+    try:
+        phones = [f"+1415555{n:04d}" for n in range(200, 206)]
+        vonage.server.state.update(fail_after=2, fail=[503])  # the primary's third request answers 503
+        response = client.post(
+            "/api/integrations/notifications",
+            json={"type": "sms", "recipients": [{"phone": p} for p in phones], "data": {"message": "Restocked"}},
+            headers=headers,
+        )
+        assert response.status_code == 200, response.get_json()
+        data = response.get_json()["data"]
+        assert data["status"] == "succeeded"
+        assert [r["status"] for r in data["recipients"]] == ["queued"] * 6
+        assert [r["provider"] for r in data["recipients"]] == ["primary"] * 2 + ["backup"] * 4
+        assert ["+" + s["params"]["to"] for s in vonage.sms(API_KEY)] == phones[:2]
+        assert ["+" + s["params"]["to"] for s in vonage.sms(BACKUP_KEY)] == phones[2:]  # each texted exactly once
+        # Every recipient's reference is unique, so receipts find the right one.
+        references = [r["providerMessageId"] for r in data["recipients"]]
+        assert len(set(references)) == 6
     finally:
         hub.close()
 
