@@ -123,7 +123,20 @@ class NotifyResult:
 
     @property
     def sent(self) -> int:
-        return sum(1 for result in self.results if result.status != "failed")
+        return sum(1 for result in self.results if result.status in ("sent", "queued"))
+
+    @classmethod
+    def cut_short(cls, message: Message, results: list[RecipientResult], error: Exception) -> NotifyResult:
+        """For a provider that sends one recipient at a time and was stopped by ``error`` after
+        ``len(results)`` of them: with nothing sent yet, raise ``error`` (a retry or the next provider
+        sends nothing twice); otherwise the rest are ``retry``, which the core hands to the next provider."""
+        if not any(result.status in ("sent", "queued") for result in results):
+            raise error from None  # the provider's error is the whole story; an SDK's may quote credentials
+        logging.getLogger("hub.provider").warning(
+            "message %s stopped after %d of %d recipient(s): %s", message.id, len(results), len(message.recipients), error
+        )
+        unsent = message.recipients[len(results) :]
+        return cls([*results, *(RecipientResult(recipient.address, "retry", error=str(error)) for recipient in unsent)])
 
 
 # --- pay --------------------------------------------------------------------------------------

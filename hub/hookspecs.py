@@ -141,9 +141,9 @@ def notify(message: Message) -> NotifyResult:
         retried. When a batch fails part-way (a connection dropped after some sends), mark the
         recipients not sent ``status="retry"``: the core hands only those to the next provider (or
         keeps them for a later retry), so nobody gets the message twice.
-    :raises TransientError: when nothing was sent and trying again may help (the core retries the call
-        on this provider, then fails over); remember what you already sent for ``message.id`` so a retry
-        of the same message skips it.
+    :raises TransientError: only when nothing in the batch was sent and trying again may help (the core
+        retries the call on this provider, then fails over). Once some recipients were sent, return
+        ``retry`` for the rest instead (``NotifyResult.cut_short`` does it): nothing needs remembering.
     :raises ConfigurationError: bad credentials or settings; the next provider is tried.
     :raises PermanentError: the provider refused the whole batch for good (the message itself is
         invalid); every recipient of the batch is marked failed with the reason, nothing is retried.

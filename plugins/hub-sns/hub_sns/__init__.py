@@ -186,31 +186,13 @@ class SnsSms(Provider):
             except Exception as error:
                 refusal = self._recipient_refusal(error)
                 if refusal is None:
-                    return self._cut_short(message, results, self._provider_error(error))
+                    return NotifyResult.cut_short(message, results, self._provider_error(error))
                 results.append(RecipientResult(address, "failed", error=refusal))
                 continue
             results.append(RecipientResult(address, "sent", provider_message_id=response["MessageId"]))
         failed = sum(1 for result in results if result.status == "failed")
         self.log.info("sns: message %s: %d SMS sent, %d refused", message.id, len(results) - failed, failed)
         return NotifyResult(results)
-
-    def _cut_short(self, message: Message, results: list[RecipientResult], error: ProviderError) -> NotifyResult:
-        """``error`` stopped the batch at recipient ``len(results)``. With nothing sent yet, raise it: a retry or
-        the next provider sends nothing twice. Otherwise the rest are ``retry``: the core gives only them to
-        the next provider."""
-        sent = sum(1 for result in results if result.status == "sent")
-        if not sent:
-            raise error from None  # botocore's error stays out of tracebacks: its text can quote the key id
-        self.log.warning(
-            "sns: message %s stopped after %d of %d recipient(s), %d SMS sent: %s",
-            message.id,
-            len(results),
-            len(message.recipients),
-            sent,
-            error.message,
-        )
-        unsent = message.recipients[len(results) :]
-        return NotifyResult([*results, *(RecipientResult(r.address, "retry", error=error.message) for r in unsent)])
 
     # --- health and close --------------------------------------------------------------------------
 

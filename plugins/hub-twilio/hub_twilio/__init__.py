@@ -173,26 +173,10 @@ class TwilioSms(Provider):
             else:
                 outcome = RecipientResult(recipient.address, "queued", provider_message_id=created.sid)
             if isinstance(outcome, ProviderError):
-                return self._cut_short(message, results, outcome)
+                return NotifyResult.cut_short(message, results, outcome)
             results.append(outcome)
         self.log.info("twilio: %s queued %d of %d recipient(s)", message.id, _accepted(results), len(results))
         return NotifyResult(results)
-
-    def _cut_short(self, message: Message, results: list[RecipientResult], error: ProviderError) -> NotifyResult:
-        """``error`` stopped the batch at recipient ``len(results)``. With nobody texted yet, raise it: a retry or
-        the next provider sends nothing twice. Otherwise the rest are ``retry``: the core gives only them to
-        the next provider."""
-        if not _accepted(results):
-            raise error
-        self.log.warning(
-            "twilio: %s stopped after %d of %d recipient(s): %s",
-            message.id,
-            len(results),
-            len(message.recipients),
-            error.message,
-        )
-        unsent = message.recipients[len(results) :]
-        return NotifyResult([*results, *(RecipientResult(r.address, "retry", error=error.message) for r in unsent)])
 
     def _refused(self, error: Any, address: str, sent_any: bool) -> RecipientResult | ProviderError:
         """The outcome for one recipient Twilio refused, or the error that stops the batch."""

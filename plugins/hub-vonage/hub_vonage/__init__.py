@@ -230,26 +230,10 @@ class VonageSms(Provider):
             else:
                 outcome = self._outcome(response, recipient.address, reference, _accepted(results) > 0)
             if isinstance(outcome, ProviderError):
-                return self._cut_short(message, results, outcome)
+                return NotifyResult.cut_short(message, results, outcome)
             results.append(outcome)
         self.log.info("vonage: %s queued %d of %d recipient(s)", message.id, _accepted(results), len(results))
         return NotifyResult(results)
-
-    def _cut_short(self, message: Message, results: list[RecipientResult], error: ProviderError) -> NotifyResult:
-        """``error`` stopped the batch at recipient ``len(results)``. With nobody texted yet, raise it: a retry or
-        the next provider sends nothing twice. Otherwise the rest are ``retry``: the core gives only them to
-        the next provider."""
-        if not _accepted(results):
-            raise error
-        self.log.warning(
-            "vonage: %s stopped after %d of %d recipient(s): %s",
-            message.id,
-            len(results),
-            len(message.recipients),
-            error.message,
-        )
-        unsent = message.recipients[len(results) :]
-        return NotifyResult([*results, *(RecipientResult(r.address, "retry", error=error.message) for r in unsent)])
 
     def _outcome(self, response: Any, address: str, reference: str, sent_any: bool) -> RecipientResult | ProviderError:
         """One recipient's result from the SMS API's answer, or the error that stops the batch."""
