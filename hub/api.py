@@ -141,8 +141,9 @@ def _finish_request(response: Response) -> Response:
     hub.metrics.http_requests.labels(request.method, endpoint, str(response.status_code)).inc()
     elapsed = time.perf_counter() - g.get("started", time.perf_counter())
     hub.metrics.http_latency.labels(endpoint).observe(elapsed)
-    if g.get("tenant"):
-        # Every authenticated API call is in the audit trail, beside the provider calls it caused.
+    if g.get("tenant") and (request.method != "GET" or response.status_code >= 400):
+        # Every change and every refusal is in the audit trail, beside the provider calls it caused
+        # (successful reads are not: they change nothing, and are counted in the metrics).
         outcome = "success" if response.status_code < 400 else ("rejected" if response.status_code < 500 else "error")
         hub.audit_api_call(g.tenant, f"{request.method} {endpoint}", outcome, elapsed * 1000, f"HTTP {response.status_code}")
     return response
