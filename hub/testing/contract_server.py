@@ -25,14 +25,16 @@ Example, for a Stripe fixture::
         client.v1.payment_intents.create(params={"amount": 2000, "currency": "usd"})
         assert server.requests[-1].operation_id == "PostPaymentIntents"
 
-Only the standard library is imported at module level (werkzeug and jsonschema when a server is built), so
-``hub.testing`` stays importable in plugin test suites that need none of this.
+Only the standard library (and :mod:`hub.testing.servers`, which needs no more) is imported at module level
+(werkzeug and jsonschema when a server is built), so ``hub.testing`` stays importable in plugin test suites
+that need none of this.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import email.parser
 import email.policy
 import json
@@ -40,11 +42,13 @@ import math
 import re
 import threading
 import traceback
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlsplit
+
+from hub.testing.servers import WsgiServer
 
 if TYPE_CHECKING:
     from jsonschema.exceptions import ValidationError
@@ -1003,8 +1007,7 @@ class ContractServer:
         self._index()
         for key, handler in (handlers or {}).items():
             self.register(key, handler)
-        self._server: Any = None
-        self._thread: threading.Thread | None = None
+        self._server: WsgiServer | None = None
 
     # -- indexing ------------------------------------------------------------------------------------------------
 
@@ -1124,7 +1127,7 @@ class ContractServer:
     def port(self) -> int:
         if self._server is None:
             raise RuntimeError("the contract server is not started")
-        return int(self._server.server_port)
+        return self._server.port
 
     @property
     def url(self) -> str:
@@ -1132,33 +1135,15 @@ class ContractServer:
         return f"http://{self.host}:{self.port}"
 
     def start(self) -> ContractServer:
-        from werkzeug.serving import WSGIRequestHandler, make_server
-
-        class _QuietRequestHandler(WSGIRequestHandler):
-            # One line per request on stderr drowns test output; the request log is in ``requests``.
-            def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-                return None
-
-        if self._server is not None:
-            return self
-        self._server = make_server(
-            self.host, self._port, self._wsgi_app, threaded=True, request_handler=_QuietRequestHandler
-        )
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="contract-server", daemon=True
-        )
-        self._thread.start()
+        if self._server is None:
+            self._server = WsgiServer(self._wsgi_app, host=self.host, port=self._port, name="contract-server").start()
         return self
 
     def stop(self) -> None:
         if self._server is None:
             return
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        self._server.stop()
         self._server = None
-        self._thread = None
 
     def __enter__(self) -> ContractServer:
         return self.start()
@@ -1177,6 +1162,49 @@ class ContractServer:
         """Raise ``AssertionError`` if a handler broke the description or crashed; call it at fixture teardown."""
         if self.errors:
             raise AssertionError("contract server: " + "\n".join(self.errors))
+
+    def check_requests(self, *, allow_refused: Collection[str] = ()) -> None:
+        """Raise ``AssertionError`` if the server refused a request the client sent, listing each one.
+
+        A refused request means the code under test sent something the official description does not allow
+        (a missing parameter, a body of the wrong shape, an unknown path): the provider would refuse it too.
+        ``allow_refused`` names :attr:`ContractError.kind` values a test suite provokes on purpose, e.g.
+        ``{"unauthorized"}`` where tests send a wrong API key.
+        """
+        refused = [
+            f"{request.method} {request.path}: {request.error.message}"
+            for request in self.requests
+            if request.error is not None and request.error.kind not in allow_refused
+        ]
+        if refused:
+            raise AssertionError(
+                "contract server refused requests the description does not allow:\n" + "\n".join(refused)
+            )
+
+    @contextlib.contextmanager
+    def isolated(self, *, allow_refused: Collection[str] = ()) -> Iterator[ContractServer]:
+        """One test's use of a shared (session-scoped) server: reset it, then check it at the end.
+
+        Yields the server emptied by :meth:`reset`; when the block ends without an exception, asserts that the
+        fakes kept to the description (:meth:`check`) and that every request met it (:meth:`check_requests`
+        with ``allow_refused``). The per-test fixture of a plugin's suite::
+
+            @pytest.fixture(scope="session")
+            def twilio_server(twilio_spec):
+                with ContractServer(twilio_spec, error_shaper=twilio_error_shaper) as server:
+                    yield server
+
+            @pytest.fixture
+            def twilio(twilio_server):
+                with twilio_server.isolated(allow_refused={"unauthorized"}) as server:
+                    yield server
+
+        (pytest resumes a fixture normally at teardown even when the test failed, so the checks run then too.)
+        """
+        self.reset()
+        yield self
+        self.check()
+        self.check_requests(allow_refused=allow_refused)
 
     # -- request processing --------------------------------------------------------------------------------------
 

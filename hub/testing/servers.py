@@ -4,12 +4,15 @@
   accepts connections, and on stop ends the whole process group (SIGTERM, then SIGKILL), so a server that forks
   workers leaves nothing behind.
 * :func:`moto_server` is the S3/SNS server the storage and SMS plugins test against.
+* :class:`WsgiServer` serves a WSGI app (a plugin's fake of an API that publishes no machine-readable
+  description) over real HTTP on 127.0.0.1 from a background thread; :func:`refused_url` is an address where
+  nothing listens, for "the provider's service is down".
 * :func:`smtp_server` is an aiosmtpd server with STARTTLS and AUTH on a self-signed certificate made on the spot;
   it keeps every message it receives for the test to inspect.
 * ``python -m hub.testing.servers smtp --port P`` runs that SMTP server as its own process, for benchmarks.
 
-Heavy imports (aiosmtpd, cryptography) happen inside the functions that need them: plugin test suites import
-``hub.testing`` without needing any of this.
+Heavy imports (aiosmtpd, cryptography, werkzeug) happen inside the functions that need them: plugin test suites
+import ``hub.testing`` without needing any of this.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import datetime
 import email
 import email.message
 import email.policy
+import functools
 import ipaddress
 import os
 import shutil
@@ -30,19 +34,21 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 __all__ = [
     "ReceivedMessage",
     "ServerProcess",
     "ServerStartError",
     "SmtpServer",
+    "WsgiServer",
     "free_port",
     "make_self_signed_certificate",
     "moto_server",
+    "refused_url",
     "smtp_server",
     "wait_for_port",
 ]
@@ -178,6 +184,126 @@ def moto_server(port: int | None = None, *, startup_timeout: float = 30.0) -> Se
     return ServerProcess(
         [*command, "-H", "127.0.0.1", "-p", str(port)], port=port, startup_timeout=startup_timeout, name="moto"
     )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# HTTP
+
+
+def refused_url(path: str = "", host: str = "127.0.0.1") -> str:
+    """``http://host:PORT`` + ``path`` on a port nothing listens on: connecting is refused at once.
+
+    Point a provider at it to test "the provider's service is down" (a transient error, failover to the next
+    provider) without waiting for a timeout. The OS picked the port as free a moment ago; in theory another
+    process could take it before the test connects, in practice within one test it does not happen.
+    """
+    return f"http://{host}:{free_port(host)}{path}"
+
+
+#: A WSGI application: ``app(environ, start_response) -> iterable of bytes``.
+WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+@functools.cache
+def _quiet_request_handler() -> type:
+    from werkzeug.serving import WSGIRequestHandler
+
+    class QuietRequestHandler(WSGIRequestHandler):
+        # One stderr line per request drowns test output; fakes keep their own request logs. Errors still show.
+        def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+            return None
+
+    return QuietRequestHandler
+
+
+class WsgiServer:
+    """A WSGI application served over HTTP by werkzeug on ``host:port``, from a background thread of this process.
+
+    For fakes of HTTP APIs: a test points the provider at :attr:`url` and the provider's own HTTP client (its SDK,
+    requests…) talks real HTTP to it. Either pass the application, or subclass and make the subclass itself the
+    application by defining ``__call__(environ, start_response)`` — handy for a fake that keeps state::
+
+        class FakeGateway(WsgiServer):
+            def __init__(self) -> None:
+                super().__init__(name="fake-gateway")
+                self.received: list[dict[str, str]] = []
+
+            def __call__(self, environ, start_response):
+                request = werkzeug.wrappers.Request(environ)
+                self.received.append(request.form.to_dict())
+                return werkzeug.wrappers.Response("OK")(environ, start_response)
+
+        with FakeGateway() as gateway:
+            provider = harness.build("gateway", {"base_url": gateway.url})
+
+    The port is chosen when the object is made (a free one unless ``port`` is given), so :attr:`url` is known
+    before :meth:`start`: a test can configure a server it starts later, or one it has stopped (connections are
+    then refused). ``port=0`` lets the OS pick at :meth:`start` instead, which cannot race with another process;
+    :attr:`url` is known once started. Requests are handled on threads of their own (``threaded=True``), so the
+    app must lock shared state. Requests are not logged to stderr; errors are.
+    """
+
+    def __init__(
+        self,
+        app: WsgiApp | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        name: str | None = None,
+    ) -> None:
+        if app is None and not callable(self):
+            raise TypeError("pass a WSGI app, or subclass WsgiServer and define __call__(environ, start_response)")
+        self.app: WsgiApp = app if app is not None else self  # type: ignore[assignment]
+        self.host = host
+        self._port = free_port(host) if port is None else port
+        self.name = name or type(self).__name__
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        if self._server is not None:
+            return int(self._server.server_port)
+        if self._port == 0:
+            raise RuntimeError(f"{self.name} is not started: with port=0 its port is chosen at start()")
+        return self._port
+
+    @property
+    def url(self) -> str:
+        """``http://host:port``, without a trailing slash."""
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> Self:
+        """Listen and serve; returns ``self`` (``server = FakeX().start()``). Starting a running server does nothing."""
+        from werkzeug.serving import make_server
+
+        if self._server is None:
+            self._server = make_server(
+                self.host, self._port, self.app, threaded=True, request_handler=_quiet_request_handler()
+            )
+            # A short poll interval: stop() waits for the serving loop to notice the shutdown.
+            self._thread = threading.Thread(
+                target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name=self.name, daemon=True
+            )
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and close the port (connections are then refused); stopping a stopped server does nothing."""
+        server, thread = self._server, self._thread
+        if server is None:
+            return
+        self._server = self._thread = None
+        server.shutdown()
+        server.server_close()
+        if thread is not None:
+            thread.join(timeout=5)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
 
 
 # ---------------------------------------------------------------------------------------------------------------

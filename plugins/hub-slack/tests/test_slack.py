@@ -17,14 +17,14 @@ from typing import Any
 
 import hub_slack
 import pytest
-from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.wrappers import Request, Response
 
 from hub.capabilities import Message, Recipient
 from hub.errors import ConfigError, ConfigurationError, PermanentError, TransientError
 from hub.testing import ProviderHarness
 from hub.testing.contracts import check_provider_class, run_contract
-from hub.testing.servers import free_port
+from hub.testing.rest import RestHub, rest_hub
+from hub.testing.servers import WsgiServer, refused_url
 
 #: Block types Slack's Block Kit knows (messages); anything else is invalid_blocks.
 BLOCK_TYPES = {"section", "header", "context", "divider", "actions", "image", "input", "rich_text", "file", "video"}
@@ -76,16 +76,14 @@ def text_problem(value: Any, limit: int, types: set[str] = TEXT_TYPES) -> str | 
     return None
 
 
-class FakeSlack:
+class FakeSlack(WsgiServer):
     """Slack's incoming-webhook endpoint for a few webhooks of one workspace."""
 
     def __init__(self) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        super().__init__(name="fake-slack")
         #: webhook path -> (its channel, its state: ok, archived, deleted, prohibited)
         self.hooks: dict[str, tuple[str, str]] = {}
         self._lock = threading.Lock()
-        self._server: BaseWSGIServer | None = None
         self.reset()
 
     def hook(self, name: str, channel: str, state: str = "ok") -> str:
@@ -143,17 +141,6 @@ class FakeSlack:
         self.messages.append({"hook": request.path, "channel": payload.get("channel") or channel, "payload": payload})
         return 200, "ok"
 
-    def start(self) -> FakeSlack:
-        self._server = make_server("127.0.0.1", self.port, self, threaded=True)
-        threading.Thread(target=self._server.serve_forever, name="fake-slack", daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
 
 class Hooks:
     """The fake's webhook URLs used by the tests."""
@@ -168,9 +155,8 @@ class Hooks:
 
 @pytest.fixture(scope="session")
 def slack_server() -> Iterator[FakeSlack]:
-    server = FakeSlack().start()
-    yield server
-    server.stop()
+    with FakeSlack() as server:
+        yield server
 
 
 @pytest.fixture
@@ -346,7 +332,7 @@ def test_nothing_posted_raises_the_most_hopeful_error(
 
 
 def test_server_down_is_transient(provider_harness: ProviderHarness) -> None:
-    url = f"http://127.0.0.1:{free_port()}/services/T0HUBTEST/B0DOWN/downSecret0123456789"
+    url = refused_url("/services/T0HUBTEST/B0DOWN/downSecret0123456789")
     provider = build(provider_harness, webhook_url=url, timeout=2)
     with pytest.raises(TransientError) as caught:
         provider_harness.call(provider, "notify", message=chat("default"))
@@ -390,43 +376,31 @@ def test_settings_are_validated_and_read_from_the_environment(provider_harness: 
 # --- the hub: REST, templates, failover to the outbox ---------------------------------------------------
 
 
-def make_hub(tmp_path: Path, slack_url: str, **slack_settings: Any) -> Any:
-    from hub.config import validate_config
-    from hub.manager import IntegrationManager
-
-    config = validate_config(
-        {
-            "data_dir": str(tmp_path),
-            "providers": {
-                "slack": {"type": "slack-webhook", "webhook_url": slack_url, "timeout": 1, **slack_settings},
-                "outbox": {"type": "outbox", "directory": "outbox"},
-            },
-            "services": {"chat": {"providers": ["slack", "outbox"]}},
-            "retry": {"attempts": 2, "initial_delay": 0.01, "max_delay": 0.05, "jitter": 0.01},
-            "queue": {"workers": 0},
+def make_hub(tmp_path: Path, slack_url: str, **slack_settings: Any) -> RestHub:
+    return rest_hub(
+        tmp_path,
+        plugins=[(hub_slack, "slack")],
+        providers={
+            "slack": {"type": "slack-webhook", "webhook_url": slack_url, "timeout": 1, **slack_settings},
+            "outbox": {"type": "outbox", "directory": "outbox"},
         },
-        environ={},
+        services={"chat": {"providers": ["slack", "outbox"]}},
     )
-    return IntegrationManager(config, environ={}, entry_points=False, plugins=[(hub_slack, "slack")])
 
 
-def post_chat(client: Any, headers: dict[str, str], recipients: list[dict[str, str]]) -> Any:
-    body = {
-        "type": "chat",
-        "recipients": recipients,
-        "template": "custom",
-        "data": {"subject": "Sync failed", "message": "ERP unreachable"},
-    }
-    return client.post("/api/integrations/notifications", json=body, headers=headers)
+def post_chat(api: RestHub, recipients: list[dict[str, str]]) -> Any:
+    return api.notify(
+        {
+            "type": "chat",
+            "recipients": recipients,
+            "template": "custom",
+            "data": {"subject": "Sync failed", "message": "ERP unreachable"},
+        }
+    )
 
 
 def test_rest_chat_with_the_builtin_templates(tmp_path: Path, slack: FakeSlack, hooks: Hooks) -> None:
-    from hub.api import create_app
-
-    hub = make_hub(tmp_path, hooks.default)
-    try:
-        client = create_app(manager=hub).test_client()
-        headers = {"Authorization": f"Bearer {hub.tokens.create('demo')[1]}", "X-Tenant-ID": "demo"}
+    with make_hub(tmp_path, hooks.default) as api:
         sends = [
             (
                 "low_stock_alert",
@@ -437,28 +411,21 @@ def test_rest_chat_with_the_builtin_templates(tmp_path: Path, slack: FakeSlack, 
         ]
         for template, data in sends:
             body = {"type": "chat", "recipients": [{"channel": "#inventory"}], "template": template, "data": data}
-            response = client.post("/api/integrations/notifications", json=body, headers=headers)
+            response = api.notify(body)
             assert response.status_code == 200, response.get_json()
             assert response.get_json()["data"]["transporter"] == "slack"
         assert [m["channel"] for m in slack.messages] == ["#inventory"] * 3
         assert all(blocks_problem(m["payload"]["blocks"]) is None for m in slack.messages)
         assert slack.messages[0]["payload"]["blocks"][0]["text"]["text"] == "Low stock: SKU-1"
-    finally:
-        hub.close()
 
 
 def test_rest_failover_from_a_stopped_slack_to_the_outbox_loses_nothing(tmp_path: Path) -> None:
-    from hub.api import create_app
-
     stopped = FakeSlack()
     url = stopped.hook("default", "#general")
     stopped.start()
     stopped.stop()  # the primary's server is down
-    hub = make_hub(tmp_path, url)
-    try:
-        client = create_app(manager=hub).test_client()
-        headers = {"Authorization": f"Bearer {hub.tokens.create('demo')[1]}", "X-Tenant-ID": "demo"}
-        response = post_chat(client, headers, [{"channel": "#ops"}, {"channel": "#alerts"}, {"name": "no channel"}])
+    with make_hub(tmp_path, url) as api:
+        response = post_chat(api, [{"channel": "#ops"}, {"channel": "#alerts"}, {"name": "no channel"}])
         assert response.status_code == 200, response.get_json()
         view = response.get_json()["data"]
         assert view["status"] == "succeeded" and view["transporter"] == "outbox" and view["sent"] == 3
@@ -468,21 +435,14 @@ def test_rest_failover_from_a_stopped_slack_to_the_outbox_loses_nothing(tmp_path
         document = json.loads(written.read_text())
         assert [r["address"] for r in document["recipients"]] == ["#ops", "#alerts", "default"]
         assert document["blocks"][0]["text"]["text"] == "Sync failed"
-    finally:
-        hub.close()
 
 
 def test_rest_gives_the_outbox_only_what_slack_failing_part_way_did_not_post(
     tmp_path: Path, slack: FakeSlack, hooks: Hooks
 ) -> None:
-    from hub.api import create_app
-
-    hub = make_hub(tmp_path, hooks.default, channels={"#ops": hooks.ops})
-    try:
-        client = create_app(manager=hub).test_client()
-        headers = {"Authorization": f"Bearer {hub.tokens.create('demo')[1]}", "X-Tenant-ID": "demo"}
+    with make_hub(tmp_path, hooks.default, channels={"#ops": hooks.ops}) as api:
         slack.faults.extend([None, (503, "service_unavailable", {})])  # Slack fails after the first POST
-        response = post_chat(client, headers, [{"channel": "#ops"}, {"channel": "#alerts"}, {"channel": "#sales"}])
+        response = post_chat(api, [{"channel": "#ops"}, {"channel": "#alerts"}, {"channel": "#sales"}])
         assert response.status_code == 200, response.get_json()
         view = response.get_json()["data"]
         assert view["status"] == "succeeded" and view["sent"] == 3
@@ -492,5 +452,3 @@ def test_rest_gives_the_outbox_only_what_slack_failing_part_way_did_not_post(
         [written] = (tmp_path / "outbox" / "demo" / "chat").glob("*.json")
         document = json.loads(written.read_text())
         assert [r["address"] for r in document["recipients"]] == ["#alerts", "#sales"]  # each destination once
-    finally:
-        hub.close()

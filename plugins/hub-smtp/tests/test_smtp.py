@@ -17,13 +17,11 @@ from typing import Any
 import hub_smtp
 import pytest
 
-from hub.api import create_app
 from hub.capabilities import Message, Recipient
-from hub.config import validate_config
 from hub.errors import ConfigError, ConfigurationError, TransientError
-from hub.manager import IntegrationManager
 from hub.testing import ProviderHarness
 from hub.testing.contracts import DEFAULT_ADDRESSES, check_provider_class, run_contract
+from hub.testing.rest import RestHub, rest_hub
 from hub.testing.servers import SmtpServer, free_port, make_self_signed_certificate
 
 PASSWORD = "s3cret-pa55"
@@ -299,22 +297,12 @@ def test_a_bulk_batch_goes_over_one_connection_reused_across_calls(
 
 def test_concurrent_sends_share_a_bounded_pool(harness: ProviderHarness, smtp: RecordingSmtpServer) -> None:
     provider = harness.build("smtp", settings_for(smtp, max_connections=2))
-    errors: list[BaseException] = []
-
-    def worker(number: int) -> None:
-        try:
-            addresses = [f"t{number}-{n}@shop.example" for n in range(10)]
-            result = send(harness, provider, message(addresses, message_id=f"rec-t{number}-email-0"))
-            assert all(r.status == "sent" for r in result.results)
-        except BaseException as error:  # surfaced in the main thread below
-            errors.append(error)
-
-    threads = [threading.Thread(target=worker, args=(number,)) for number in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert not errors
+    calls = [
+        {"message": message([f"t{number}-{n}@shop.example" for n in range(10)], message_id=f"rec-t{number}-email-0")}
+        for number in range(6)
+    ]
+    results = harness.call_concurrently(provider, "notify", calls)
+    assert all(r.status == "sent" for result in results for r in result.results)
     assert len(smtp.recipients()) == 60
     assert 1 <= smtp.connections <= 2
 
@@ -618,46 +606,29 @@ def test_defaults_follow_the_security_mode(harness: ProviderHarness) -> None:
 # --- through the hub -------------------------------------------------------------------------------
 
 
-def make_hub(tmp_path: Path, primary: SmtpServer, backup: SmtpServer) -> tuple[IntegrationManager, Any, dict[str, str]]:
-    """A hub with email on ``primary``, then ``backup``; its test client and the headers of tenant demo."""
-    config = validate_config(
-        {
-            "data_dir": str(tmp_path / "var"),
-            "providers": {
-                "primary": {"type": "smtp", **settings_for(primary, timeout=2)},
-                "backup": {"type": "smtp", **settings_for(backup, from_address="backup@hub.example.com")},
-            },
-            "services": {"email": {"providers": ["primary", "backup"]}},
-            "retry": {"attempts": 2, "initial_delay": 0.01, "max_delay": 0.05, "jitter": 0.01},
-            "queue": {"workers": 0},
-            "rate_limits": {"limits": {"email": "100000/minute"}},
+def make_hub(tmp_path: Path, primary: SmtpServer, backup: SmtpServer) -> RestHub:
+    """A hub with email on ``primary``, then ``backup``, driven through its REST API as tenant demo."""
+    return rest_hub(
+        tmp_path / "var",
+        plugins=[(hub_smtp, "smtp")],
+        providers={
+            "primary": {"type": "smtp", **settings_for(primary, timeout=2)},
+            "backup": {"type": "smtp", **settings_for(backup, from_address="backup@hub.example.com")},
         },
-        environ={},
+        services={"email": {"providers": ["primary", "backup"]}},
+        rate_limits={"limits": {"email": "100000/minute"}},
     )
-    hub = IntegrationManager(config, environ={}, entry_points=False, plugins=[(hub_smtp, "smtp")])
-    token = hub.tokens.create("demo")[1]
-    return hub, create_app(manager=hub).test_client(), {"Authorization": f"Bearer {token}", "X-Tenant-ID": "demo"}
 
 
-def notify(client: Any, headers: dict[str, str], recipients: list[dict[str, str]], subject: str) -> Any:
-    return client.post(
-        "/api/integrations/notifications",
-        json={
+def notify(api: RestHub, recipients: list[dict[str, str]], subject: str) -> Any:
+    return api.notify(
+        {
             "type": "email",
             "recipients": recipients,
             "template": "custom",
             "data": {"subject": subject, "message": "Widget stock is at 5."},
-        },
-        headers=headers,
+        }
     )
-
-
-def run_bulk(hub: IntegrationManager, client: Any, headers: dict[str, str], accepted: Any) -> dict[str, Any]:
-    """Deliver a bulk send that was accepted (202) as a worker would; returns the notification's view."""
-    assert accepted.status_code == 202, accepted.get_json()
-    message_id = accepted.get_json()["data"]["messageId"]
-    hub.run_record(message_id)
-    return client.get(f"/api/integrations/notifications/{message_id}", headers=headers).get_json()["data"]
 
 
 @pytest.fixture
@@ -676,17 +647,16 @@ def test_rest_failover_from_a_stopped_primary_loses_nothing(
     tmp_path: Path, primary_and_backup: tuple[RecordingSmtpServer, RecordingSmtpServer]
 ) -> None:
     primary, backup = primary_and_backup
-    hub, client, headers = make_hub(tmp_path, primary, backup)
-    try:
+    with make_hub(tmp_path, primary, backup) as api:
         # The primary works while it runs.
-        response = notify(client, headers, [{"email": "first@shop.example", "name": "First"}], "Before")
+        response = notify(api, [{"email": "first@shop.example", "name": "First"}], "Before")
         assert response.status_code == 200, response.get_json()
         assert response.get_json()["data"]["transporter"] == "primary"
         assert primary.recipients() == ["first@shop.example"]
 
         primary.stop()
         few = [{"email": f"buyer{n}@shop.example"} for n in range(3)]
-        response = notify(client, headers, few, "Low stock")
+        response = notify(api, few, "Low stock")
         body = response.get_json()
         assert response.status_code == 200, body
         assert body["success"] is True and body["data"]["transporter"] == "backup"
@@ -699,8 +669,8 @@ def test_rest_failover_from_a_stopped_primary_loses_nothing(
         # A bulk send: accepted (202), delivered by a worker, every recipient exactly once.
         backup.reset()
         bulk = [{"email": f"customer{n}@shop.example"} for n in range(300)]
-        response = notify(client, headers, bulk, "Bulk notice")
-        view = run_bulk(hub, client, headers, response)
+        response = notify(api, bulk, "Bulk notice")
+        view = api.notification(api.run_queued(response))
         assert view["status"] == "succeeded", view
         assert view["sent"] == 300 and view["failed"] == 0
         delivered = Counter(backup.recipients())
@@ -708,20 +678,17 @@ def test_rest_failover_from_a_stopped_primary_loses_nothing(
         assert backup.connections <= 4  # batches of 200 over pooled connections, not one per message
         ids = [m.message["Message-ID"] for m in backup.messages]
         assert len(set(ids)) == 300
-    finally:
-        hub.close()
 
 
 def test_rest_gives_the_backup_only_what_a_primary_failing_part_way_did_not_send(
     tmp_path: Path, primary_and_backup: tuple[RecordingSmtpServer, RecordingSmtpServer]
 ) -> None:
     primary, backup = primary_and_backup
-    hub, client, headers = make_hub(tmp_path, primary, backup)
-    try:
+    with make_hub(tmp_path, primary, backup) as api:
         # A send answered at once: the primary closes every connection after its second message.
         primary.drop_all_after = 2
         few = [f"buyer{n}@shop.example" for n in range(6)]
-        response = notify(client, headers, [{"email": a} for a in few], "Low stock")
+        response = notify(api, [{"email": a} for a in few], "Low stock")
         assert response.status_code == 200, response.get_json()
         data = response.get_json()["data"]
         assert data["status"] == "succeeded"
@@ -735,13 +702,11 @@ def test_rest_gives_the_backup_only_what_a_primary_failing_part_way_did_not_send
         backup.reset()
         primary.drop_all_after = 150
         bulk = [f"customer{n}@shop.example" for n in range(300)]
-        response = notify(client, headers, [{"email": a} for a in bulk], "Bulk notice")
-        view = run_bulk(hub, client, headers, response)
+        response = notify(api, [{"email": a} for a in bulk], "Bulk notice")
+        view = api.notification(api.run_queued(response))
         assert view["status"] == "succeeded" and view["sent"] == 300 and view["failed"] == 0, view
         providers = [r["provider"] for r in view["recipients"]]
         assert providers == ["primary"] * 150 + ["backup"] * 150
         delivered = Counter(primary.recipients()) + Counter(backup.recipients())
         assert set(delivered) == set(bulk) and set(delivered.values()) == {1}
         assert primary.recipients() == bulk[:150]
-    finally:
-        hub.close()

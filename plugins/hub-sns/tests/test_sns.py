@@ -20,7 +20,8 @@ from hub.capabilities import Message, Recipient
 from hub.errors import ConfigError, ConfigurationError, PermanentError, TransientError
 from hub.testing import ProviderHarness
 from hub.testing.contracts import check_provider_class, run_contract
-from hub.testing.servers import ServerProcess, free_port, moto_server
+from hub.testing.rest import RestHub, rest_hub
+from hub.testing.servers import ServerProcess, moto_server
 
 KEYS = {"region": "us-east-1", "access_key_id": "testing", "secret_access_key": "testing"}
 
@@ -237,8 +238,8 @@ def test_rejected_credentials_are_a_configuration_error(provider_harness: Provid
     assert sent_sms(sns) == []
 
 
-def test_server_down_is_transient_and_unhealthy(provider_harness: ProviderHarness) -> None:
-    provider = build(provider_harness, f"http://127.0.0.1:{free_port()}", timeout=2)
+def test_server_down_is_transient_and_unhealthy(provider_harness: ProviderHarness, dead_url: str) -> None:
+    provider = build(provider_harness, dead_url, timeout=2)
     with pytest.raises(TransientError) as caught:
         provider_harness.call(provider, "notify", message=sms_message("+14155552671"))
     assert caught.value.provider_code == "EndpointConnectionError"
@@ -280,44 +281,29 @@ def test_settings_are_validated_and_read_from_the_environment(
 # --- the hub: REST, failover to a working account ---------------------------------------------------------
 
 
-def make_hub(
-    tmp_path: Path, *, primary_url: str, backup_url: str, queue: dict[str, Any] | None = None
-) -> tuple[Any, Any, dict[str, str]]:
-    """A hub with SMS on SNS ``primary`` (timing out after 1 s), then ``backup``; its client and headers."""
-    from hub.api import create_app
-    from hub.config import validate_config
-    from hub.manager import IntegrationManager
-
-    config = validate_config(
-        {
-            "data_dir": str(tmp_path),
-            "providers": {
-                "primary": {"type": "sns", **KEYS, "endpoint_url": primary_url, "timeout": 1},
-                "backup": {"type": "sns", **KEYS, "endpoint_url": backup_url},
-            },
-            "services": {"sms": {"providers": ["primary", "backup"]}},
-            "retry": {"attempts": 2, "initial_delay": 0.01, "max_delay": 0.05, "jitter": 0.01},
-            "queue": {"workers": 0, **(queue or {})},
+def make_hub(tmp_path: Path, *, primary_url: str, backup_url: str, queue: dict[str, Any] | None = None) -> RestHub:
+    """A hub with SMS on SNS ``primary`` (timing out after 1 s), then ``backup``."""
+    return rest_hub(
+        tmp_path,
+        plugins=[(hub_sns, "sns")],
+        providers={
+            "primary": {"type": "sns", **KEYS, "endpoint_url": primary_url, "timeout": 1},
+            "backup": {"type": "sns", **KEYS, "endpoint_url": backup_url},
         },
-        environ={},
+        services={"sms": {"providers": ["primary", "backup"]}},
+        queue=queue,
     )
-    hub = IntegrationManager(config, environ={}, entry_points=False, plugins=[(hub_sns, "sns")])
-    token = hub.tokens.create("demo")[1]
-    return hub, create_app(manager=hub).test_client(), {"Authorization": f"Bearer {token}", "X-Tenant-ID": "demo"}
 
 
 def test_rest_gives_the_backup_only_what_a_primary_failing_part_way_did_not_send(
     tmp_path: Path, sns: ServerProcess
 ) -> None:
-    hub, client, headers = make_hub(tmp_path, primary_url=sns.url, backup_url=sns.url)
-    try:
-        fail_publish_number(hub.registry.instance("primary", "demo"), {3}, 503, "ServiceUnavailable")
+    with make_hub(tmp_path, primary_url=sns.url, backup_url=sns.url) as api:
+        fail_publish_number(api.hub.registry.instance("primary", "demo"), {3}, 503, "ServiceUnavailable")
 
         phones = [f"+1415555{2800 + i:04d}" for i in range(6)]
-        response = client.post(
-            "/api/integrations/notifications",
-            json={"type": "sms", "recipients": [{"phone": p} for p in phones], "data": {"message": "Restocked"}},
-            headers=headers,
+        response = api.notify(
+            {"type": "sms", "recipients": [{"phone": p} for p in phones], "data": {"message": "Restocked"}}
         )
         assert response.status_code == 200, response.get_json()
         data = response.get_json()["data"]
@@ -328,40 +314,27 @@ def test_rest_gives_the_backup_only_what_a_primary_failing_part_way_did_not_send
         stored = {sms["message_id"]: sms["phone_number"] for sms in sent_sms(sns)}
         assert sorted(stored.values()) == phones  # every number texted exactly once
         assert [stored[r["providerMessageId"]] for r in data["recipients"]] == phones
-    finally:
-        hub.close()
 
 
-def test_rest_failover_from_a_stopped_endpoint_loses_nothing(tmp_path: Path, sns: ServerProcess) -> None:
-    stopped = f"http://127.0.0.1:{free_port()}"
-    hub, client, headers = make_hub(tmp_path, primary_url=stopped, backup_url=sns.url, queue={"batch_size": 10})
-    try:
+def test_rest_failover_from_a_stopped_endpoint_loses_nothing(tmp_path: Path, sns: ServerProcess, dead_url: str) -> None:
+    with make_hub(tmp_path, primary_url=dead_url, backup_url=sns.url, queue={"batch_size": 10}) as api:
         data = {"subject": "Low stock", "message": "SKU-1 below threshold"}
 
-        single = client.post(
-            "/api/integrations/notifications",
-            json={"type": "sms", "recipients": [{"phone": "+14155552671"}], "template": "custom", "data": data},
-            headers=headers,
+        single = api.notify(
+            {"type": "sms", "recipients": [{"phone": "+14155552671"}], "template": "custom", "data": data}
         )
         assert single.status_code == 200, single.get_json()
         body = single.get_json()["data"]
         assert body["status"] == "succeeded" and body["transporter"] == "backup"
 
         phones = [f"+1415555{2600 + i:04d}" for i in range(25)]
-        bulk = client.post(
-            "/api/integrations/notifications",
-            json={"type": "sms", "recipients": [{"phone": p} for p in phones], "template": "custom", "data": data},
-            headers=headers,
+        bulk = api.notify(
+            {"type": "sms", "recipients": [{"phone": p} for p in phones], "template": "custom", "data": data}
         )
-        assert bulk.status_code == 202, bulk.get_json()
-        message_id = bulk.get_json()["data"]["messageId"]
-        hub.run_record(message_id)  # as a worker would
-        view = client.get(f"/api/integrations/notifications/{message_id}", headers=headers).get_json()["data"]
+        view = api.notification(api.run_queued(bulk))  # as a worker would
         assert view["status"] == "succeeded" and view["sent"] == 25 and view["failed"] == 0
         assert {a["provider"]: a["outcome"] for a in view["attempts"]} == {"primary": "failed", "backup": "succeeded"}
 
         stored = sent_sms(sns)
         assert sorted(sms["phone_number"] for sms in stored) == sorted(["+14155552671", *phones])
         assert {sms["message"] for sms in stored} == {"Low stock: SKU-1 below threshold"}
-    finally:
-        hub.close()

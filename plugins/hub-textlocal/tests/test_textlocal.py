@@ -20,20 +20,20 @@ from urllib.parse import parse_qs, urlsplit
 
 import hub_textlocal
 import pytest
-from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.wrappers import Request, Response
 
 from hub.capabilities import Message, Recipient, WebhookRequest
 from hub.errors import ConfigError, ConfigurationError, PermanentError, SignatureError, TransientError
 from hub.testing import ProviderHarness
 from hub.testing.contracts import check_provider_class, run_contract
-from hub.testing.servers import free_port
+from hub.testing.rest import RestHub, rest_hub
+from hub.testing.servers import WsgiServer
 
 API_KEY = "tl-test-0123456789abcdef"
 RECEIPT_TOKEN = "receipt-token-0123456789"
 
 
-class FakeTextLocal:
+class FakeTextLocal(WsgiServer):
     """TextLocal's send and balance commands, as documented."""
 
     #: The longest message the send command accepts (its reference: 765 characters).
@@ -42,14 +42,12 @@ class FakeTextLocal:
     MAX_NUMBERS = 1000
 
     def __init__(self, api_key: str = API_KEY, credits: int = 1000) -> None:
+        super().__init__(name="fake-textlocal")
         self.api_key = api_key
         self.initial_credits = credits
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
         self._lock = threading.Lock()
         self._ids = itertools.count(1151346216)
         self._batches = itertools.count(123456789)
-        self._server: BaseWSGIServer | None = None
         self.reset()
 
     def reset(self) -> None:
@@ -160,28 +158,14 @@ class FakeTextLocal:
             document["warnings"] = warnings
         return document
 
-    # --- process -----------------------------------------------------------------------------------
-
-    def start(self) -> FakeTextLocal:
-        self._server = make_server("127.0.0.1", self.port, self, threaded=True)
-        threading.Thread(target=self._server.serve_forever, name="fake-textlocal", daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
     def send_requests(self) -> list[dict[str, str]]:
         return [request for request in self.requests if request["_path"] == "/send/"]
 
 
 @pytest.fixture(scope="session")
 def textlocal_server() -> Iterator[FakeTextLocal]:
-    server = FakeTextLocal().start()
-    yield server
-    server.stop()
+    with FakeTextLocal() as server:
+        yield server
 
 
 @pytest.fixture
@@ -486,40 +470,27 @@ def test_settings_are_validated_and_read_from_the_environment(
 # --- the hub: REST, failover, receipts ----------------------------------------------------------------
 
 
-def make_hub(tmp_path: Path, providers: dict[str, Any], plugins: list[tuple[Any, str]]) -> Any:
-    from hub.config import validate_config
-    from hub.manager import IntegrationManager
-
-    config = validate_config(
-        {
-            "data_dir": str(tmp_path),
-            "providers": providers,
-            "services": {"sms": {"providers": ["primary", "backup"]}},
-            "retry": {"attempts": 2, "initial_delay": 0.01, "max_delay": 0.05, "jitter": 0.01},
-            "queue": {"workers": 0, "batch_size": 10},
-        },
-        environ={},
+def make_hub(tmp_path: Path, providers: dict[str, Any], plugins: list[tuple[Any, str]]) -> RestHub:
+    return rest_hub(
+        tmp_path,
+        plugins=plugins,
+        providers=providers,
+        services={"sms": {"providers": ["primary", "backup"]}},
+        queue={"batch_size": 10},
     )
-    return IntegrationManager(config, environ={}, entry_points=False, plugins=plugins)
 
 
-def send_sms(client: Any, headers: dict[str, str], phones: list[str]) -> Any:
+def send_sms(api: RestHub, phones: list[str]) -> Any:
     data = {"subject": "Low stock", "message": "SKU-1 below threshold"}
-    return client.post(
-        "/api/integrations/notifications",
-        json={"type": "sms", "recipients": [{"phone": p} for p in phones], "template": "custom", "data": data},
-        headers=headers,
-    )
+    return api.notify({"type": "sms", "recipients": [{"phone": p} for p in phones], "template": "custom", "data": data})
 
 
 def test_rest_failover_from_a_stopped_textlocal_loses_nothing_and_receipts_arrive(
     tmp_path: Path, textlocal: FakeTextLocal
 ) -> None:
-    from hub.api import create_app
-
     stopped = FakeTextLocal().start()
     stopped.stop()  # the primary's server is down
-    hub = make_hub(
+    with make_hub(
         tmp_path,
         {
             "primary": {"type": "textlocal", "api_key": API_KEY, "base_url": stopped.url, "timeout": 1},
@@ -532,21 +503,15 @@ def test_rest_failover_from_a_stopped_textlocal_loses_nothing_and_receipts_arriv
             },
         },
         [(hub_textlocal, "textlocal")],
-    )
-    try:
-        client = create_app(manager=hub).test_client()
-        headers = {"Authorization": f"Bearer {hub.tokens.create('demo')[1]}", "X-Tenant-ID": "demo"}
-
-        single = send_sms(client, headers, ["+14155552671"])
+    ) as api:
+        single = send_sms(api, ["+14155552671"])
         assert single.status_code == 200, single.get_json()
         assert single.get_json()["data"]["transporter"] == "backup"
 
         phones = [f"+1415555{2600 + i:04d}" for i in range(25)]
-        bulk = send_sms(client, headers, phones)
-        assert bulk.status_code == 202, bulk.get_json()
-        message_id = bulk.get_json()["data"]["messageId"]
-        hub.run_record(message_id)  # as a worker would
-        view = client.get(f"/api/integrations/notifications/{message_id}", headers=headers).get_json()["data"]
+        bulk = send_sms(api, phones)
+        message_id = api.run_queued(bulk)  # as a worker would
+        view = api.notification(message_id)
         assert view["status"] == "succeeded" and view["sent"] == 25 and view["failed"] == 0
         assert {a["provider"] for a in view["attempts"] if a["outcome"] == "failed"} == {"primary"}
 
@@ -563,44 +528,39 @@ def test_rest_failover_from_a_stopped_textlocal_loses_nothing_and_receipts_arriv
             "customID": first["custom"],
             "datetime": "2026-11-23 10:15:00",
         }
-        answer = client.post(f"{url.path}?{url.query}", data=form)
+        answer = api.client.post(f"{url.path}?{url.query}", data=form)
         assert answer.status_code == 200 and answer.get_json()["data"] == {"received": 1, "duplicates": 0, "updated": 1}
-        assert client.post(f"{url.path}?{url.query}", data=form).get_json()["data"]["duplicates"] == 1
-        forged = client.post(f"{url.path}?token=forged-token-0123456789", data={**form, "status": "U"})
+        assert api.client.post(f"{url.path}?{url.query}", data=form).get_json()["data"]["duplicates"] == 1
+        forged = api.client.post(f"{url.path}?token=forged-token-0123456789", data={**form, "status": "U"})
         assert forged.status_code == 401
 
-        view = client.get(f"/api/integrations/notifications/{message_id}", headers=headers).get_json()["data"]
+        view = api.notification(message_id)
         delivered = [r for r in view["recipients"] if r.get("deliveryStatus") == "delivered"]
         assert [r["address"] for r in delivered] == [phones[0]]
-    finally:
-        hub.close()
 
 
 def test_rest_gives_the_backup_only_what_a_primary_failing_part_way_did_not_send(
     tmp_path: Path, textlocal: FakeTextLocal
 ) -> None:
-    from hub.api import create_app
-
-    backup_server = FakeTextLocal().start()
-    hub = make_hub(
-        tmp_path,
-        {
-            "primary": {
-                "type": "textlocal",
-                "api_key": API_KEY,
-                "base_url": textlocal.url,
-                "max_numbers_per_request": 2,
+    with (
+        FakeTextLocal() as backup_server,
+        make_hub(
+            tmp_path,
+            {
+                "primary": {
+                    "type": "textlocal",
+                    "api_key": API_KEY,
+                    "base_url": textlocal.url,
+                    "max_numbers_per_request": 2,
+                },
+                "backup": {"type": "textlocal", "api_key": API_KEY, "base_url": backup_server.url},
             },
-            "backup": {"type": "textlocal", "api_key": API_KEY, "base_url": backup_server.url},
-        },
-        [(hub_textlocal, "textlocal")],
-    )
-    try:
-        client = create_app(manager=hub).test_client()
-        headers = {"Authorization": f"Bearer {hub.tokens.create('demo')[1]}", "X-Tenant-ID": "demo"}
+            [(hub_textlocal, "textlocal")],
+        ) as api,
+    ):
         textlocal.faults.extend([None, (503, "Service Unavailable", {})])  # the primary's second call fails
         phones = [f"+1415555{2900 + i:04d}" for i in range(6)]
-        response = send_sms(client, headers, phones)
+        response = send_sms(api, phones)
         assert response.status_code == 200, response.get_json()
         body = response.get_json()["data"]
         assert body["status"] == "succeeded"
@@ -608,16 +568,13 @@ def test_rest_gives_the_backup_only_what_a_primary_failing_part_way_did_not_send
         assert [r["provider"] for r in body["recipients"]] == ["primary"] * 2 + ["backup"] * 4
         assert [item["number"] for item in textlocal.sent] == [p[1:] for p in phones[:2]]
         assert [item["number"] for item in backup_server.sent] == [p[1:] for p in phones[2:]]  # each texted once
-    finally:
-        hub.close()
-        backup_server.stop()
 
 
-def test_rest_failover_from_a_stopped_sns_endpoint_to_textlocal(tmp_path: Path, textlocal: FakeTextLocal) -> None:
+def test_rest_failover_from_a_stopped_sns_endpoint_to_textlocal(
+    tmp_path: Path, textlocal: FakeTextLocal, dead_url: str
+) -> None:
     hub_sns = pytest.importorskip("hub_sns")
-    from hub.api import create_app
-
-    hub = make_hub(
+    with make_hub(
         tmp_path,
         {
             "primary": {
@@ -625,21 +582,16 @@ def test_rest_failover_from_a_stopped_sns_endpoint_to_textlocal(tmp_path: Path, 
                 "region": "us-east-1",
                 "access_key_id": "testing",
                 "secret_access_key": "testing",
-                "endpoint_url": f"http://127.0.0.1:{free_port()}",
+                "endpoint_url": dead_url,
                 "timeout": 1,
             },
             "backup": {"type": "textlocal", "api_key": API_KEY, "base_url": textlocal.url},
         },
         [(hub_sns, "sns"), (hub_textlocal, "textlocal")],
-    )
-    try:
-        client = create_app(manager=hub).test_client()
-        headers = {"Authorization": f"Bearer {hub.tokens.create('demo')[1]}", "X-Tenant-ID": "demo"}
+    ) as api:
         phones = [f"+1650253{1000 + i:04d}" for i in range(5)]
-        response = send_sms(client, headers, phones)
+        response = send_sms(api, phones)
         assert response.status_code == 200, response.get_json()
         body = response.get_json()["data"]
         assert body["status"] == "succeeded" and body["transporter"] == "backup"
         assert sorted(item["number"] for item in textlocal.sent) == sorted(p[1:] for p in phones)
-    finally:
-        hub.close()

@@ -11,7 +11,6 @@ callbacks: the tests sign and post them the way Twilio does, with the SDK's ``Re
 from __future__ import annotations
 
 import secrets
-import threading
 import time
 from collections.abc import Iterator
 from email.utils import formatdate
@@ -28,7 +27,8 @@ from hub.errors import ConfigError, ConfigurationError, PermanentError, Signatur
 from hub.testing import ProviderHarness
 from hub.testing.contract_server import ContractError, ContractRequest, ContractServer
 from hub.testing.contracts import check_provider_class, run_contract
-from hub.testing.specs import SpecUnavailable, load_spec
+from hub.testing.rest import RestHub, rest_hub
+from hub.testing.specs import spec_or_skip
 
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
 AUTH_TOKEN = "twilio-test-token"
@@ -199,18 +199,9 @@ class TwilioFake:
 
 
 @pytest.fixture(scope="session")
-def twilio_spec() -> dict[str, Any]:
-    try:
-        return load_spec("twilio.com/api.json")
-    except SpecUnavailable as exc:
-        if exc.reason == "npm-missing":
-            pytest.skip(f"Twilio's official API description is unavailable: {exc}")
-        raise
-
-
-@pytest.fixture(scope="session")
-def twilio_session_server(twilio_spec: dict[str, Any]) -> Iterator[tuple[ContractServer, TwilioFake]]:
-    server = ContractServer(twilio_spec, error_shaper=twilio_error_shaper)
+def twilio_session_server() -> Iterator[tuple[ContractServer, TwilioFake]]:
+    spec = spec_or_skip("twilio.com/api.json", what="Twilio's official API description")
+    server = ContractServer(spec, error_shaper=twilio_error_shaper)
     fake = TwilioFake(server)
     server.auth_check = fake.authenticated
     with server:
@@ -219,22 +210,11 @@ def twilio_session_server(twilio_spec: dict[str, Any]) -> Iterator[tuple[Contrac
 
 @pytest.fixture
 def twilio(twilio_session_server: tuple[ContractServer, TwilioFake]) -> Iterator[TwilioFake]:
-    """The shared server, emptied for this test; at teardown every request must have met the description."""
+    """The shared server, emptied for this test; at teardown every request must have met the description
+    (tests send a wrong auth token on purpose)."""
     server, fake = twilio_session_server
-    server.reset()
-    yield fake
-    server.check()
-    refused = [r for r in server.requests if r.error is not None and r.error.kind != "unauthorized"]
-    assert not refused, [f"{r.method} {r.path}: {r.error.message}" for r in refused if r.error]
-
-
-@pytest.fixture
-def dead_url() -> str:
-    """The address of a Twilio server that was started and stopped: connections are refused."""
-    server = ContractServer({"openapi": "3.0.0", "info": {"title": "down", "version": "1"}, "paths": {}}).start()
-    url = server.url
-    server.stop()
-    return url
+    with server.isolated(allow_refused={"unauthorized"}):
+        yield fake
 
 
 def settings(fake: TwilioFake | None = None, url: str | None = None, **overrides: Any) -> dict[str, Any]:
@@ -498,22 +478,8 @@ def test_a_slow_server_times_out_as_transient(provider_harness: ProviderHarness,
 
 def test_concurrent_sends_from_worker_threads(provider_harness: ProviderHarness, twilio: TwilioFake) -> None:
     provider = build(provider_harness, **settings(twilio))
-    errors: list[BaseException] = []
-    results: list[Any] = []
-
-    def worker(number: int) -> None:
-        try:
-            recipients = [f"+1415555{100 + number * 5 + n:04d}" for n in range(5)]
-            results.append(provider_harness.call(provider, "notify", message=sms(*recipients)))
-        except BaseException as error:  # noqa: BLE001 - reported below
-            errors.append(error)
-
-    threads = [threading.Thread(target=worker, args=(number,)) for number in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
-    assert not errors
+    calls = [{"message": sms(*[f"+1415555{100 + number * 5 + n:04d}" for n in range(5)])} for number in range(8)]
+    results = provider_harness.call_concurrently(provider, "notify", calls)
     assert len(provider._clients) == 8  # one SDK client per worker thread
     sids = [r.provider_message_id for result in results for r in result.results]
     assert len(sids) == 40 and len(set(sids)) == 40
@@ -611,45 +577,14 @@ def test_without_a_callback_setting_the_request_url_is_verified(
 # Through the hub's REST API
 
 
-def make_hub(tmp_path: Path, providers: dict[str, Any], services: dict[str, Any]) -> tuple[Any, Any, dict[str, str]]:
-    from hub.api import create_app
-    from hub.config import validate_config
-    from hub.manager import IntegrationManager
-
-    config = validate_config(
-        {
-            "data_dir": str(tmp_path),
-            "providers": providers,
-            "services": services,
-            "retry": {"attempts": 2, "initial_delay": 0.01, "max_delay": 0.05, "jitter": 0.01},
-            "queue": {"workers": 0},
-        },
-        environ={},
-    )
-    hub = IntegrationManager(config, environ={}, entry_points=False, plugins=[(hub_twilio, "twilio")])
-    client = create_app(manager=hub).test_client()
-    token = hub.tokens.create("demo")[1]
-    return hub, client, {"Authorization": f"Bearer {token}", "X-Tenant-ID": "demo"}
-
-
-def recipient_outcomes(client: Any, headers: dict[str, str], record_id: str) -> list[dict[str, Any]]:
-    """The per-recipient outcomes of a notification record (with deliveryStatus once a webhook came)."""
-    record = client.get(f"/api/integrations/deliveries/{record_id}", headers=headers)
-    assert record.status_code == 200, record.get_json()
-    data = record.get_json()["data"]
-    recipients = data.get("recipients") or (data.get("result") or {}).get("recipients")
-    if recipients is None:
-        # The delivery record carries the summary; its recipients are in the notification view.
-        view = client.get(f"/api/integrations/notifications/{record_id}", headers=headers)
-        assert view.status_code == 200, view.get_json()
-        recipients = view.get_json()["data"]["recipients"]
-    return recipients
+def make_hub(tmp_path: Path, providers: dict[str, Any], services: dict[str, Any]) -> RestHub:
+    return rest_hub(tmp_path, plugins=[(hub_twilio, "twilio")], providers=providers, services=services)
 
 
 def test_hub_fails_over_from_a_stopped_twilio_to_the_backup_account(
     tmp_path: Path, twilio: TwilioFake, dead_url: str
 ) -> None:
-    hub, client, headers = make_hub(
+    with make_hub(
         tmp_path,
         providers={
             "primary": {"type": "twilio", **settings(url=dead_url)},
@@ -659,17 +594,14 @@ def test_hub_fails_over_from_a_stopped_twilio_to_the_backup_account(
             },
         },
         services={"sms": {"providers": ["primary", "backup"]}},
-    )
-    try:
-        response = client.post(
-            "/api/integrations/notifications",
-            json={
+    ) as api:
+        response = api.notify(
+            {
                 "type": "sms",
                 "recipients": [{"phone": "+14155550100"}, {"phone": "+14155550101"}],
                 "template": "custom",
                 "data": {"message": "Order A-1001 shipped"},
-            },
-            headers=headers,
+            }
         )
         assert response.status_code == 200, response.get_json()
         data = response.get_json()["data"]
@@ -679,45 +611,32 @@ def test_hub_fails_over_from_a_stopped_twilio_to_the_backup_account(
 
         # A bulk send (more than queue.bulk_threshold recipients) is queued, then run as a worker would.
         phones = [f"+1415555{n:04d}" for n in range(110, 135)]
-        bulk = client.post(
-            "/api/integrations/notifications",
-            json={
-                "type": "sms",
-                "recipients": [{"phone": p} for p in phones],
-                "data": {"message": "Stock count tonight"},
-            },
-            headers=headers,
+        bulk = api.notify(
+            {"type": "sms", "recipients": [{"phone": p} for p in phones], "data": {"message": "Stock count tonight"}}
         )
-        assert bulk.status_code == 202, bulk.get_json()
-        hub.run_record(bulk.get_json()["data"]["messageId"])
-        outcomes = recipient_outcomes(client, headers, bulk.get_json()["data"]["messageId"])
+        outcomes = api.notification(api.run_queued(bulk))["recipients"]
         assert [o["status"] for o in outcomes] == ["queued"] * 25
         backup_texts = twilio.sent(BACKUP_SID)
         assert sorted(m["to"] for m in backup_texts if m["body"] == "Stock count tonight") == phones  # none lost
         assert len(backup_texts) == 27
         assert twilio.sent(ACCOUNT_SID) == []
-    finally:
-        hub.close()
 
 
 def test_hub_gives_the_backup_only_what_a_primary_failing_part_way_did_not_send(
     tmp_path: Path, twilio: TwilioFake
 ) -> None:
-    hub, client, headers = make_hub(
+    with make_hub(
         tmp_path,
         providers={
             "primary": {"type": "twilio", **settings(twilio)},
             "backup": {"type": "twilio", **settings(twilio, account_sid=BACKUP_SID, auth_token=BACKUP_TOKEN)},
         },
         services={"sms": {"providers": ["primary", "backup"]}},
-    )
-    try:
+    ) as api:
         phones = [f"+1415555{n:04d}" for n in range(200, 206)]
         twilio.server.state["fail_after"] = 2  # the primary's third create answers 503
-        response = client.post(
-            "/api/integrations/notifications",
-            json={"type": "sms", "recipients": [{"phone": p} for p in phones], "data": {"message": "Restocked"}},
-            headers=headers,
+        response = api.notify(
+            {"type": "sms", "recipients": [{"phone": p} for p in phones], "data": {"message": "Restocked"}}
         )
         assert response.status_code == 200, response.get_json()
         data = response.get_json()["data"]
@@ -726,26 +645,21 @@ def test_hub_gives_the_backup_only_what_a_primary_failing_part_way_did_not_send(
         assert [r["provider"] for r in data["recipients"]] == ["primary"] * 2 + ["backup"] * 4
         assert [m["to"] for m in twilio.sent(ACCOUNT_SID)] == phones[:2]
         assert [m["to"] for m in twilio.sent(BACKUP_SID)] == phones[2:]  # every number texted exactly once
-    finally:
-        hub.close()
 
 
 def test_hub_webhook_updates_the_delivery_record(tmp_path: Path, twilio: TwilioFake) -> None:
     callback = "https://hub.example.com/api/integrations/webhooks/sms-main"
-    hub, client, headers = make_hub(
+    with make_hub(
         tmp_path,
         providers={"sms-main": {"type": "twilio", **settings(twilio, status_callback_url=callback)}},
         services={"sms": {"providers": ["sms-main"]}},
-    )
-    try:
-        sent = client.post(
-            "/api/integrations/notifications",
-            json={
+    ) as api:
+        sent = api.notify(
+            {
                 "type": "sms",
                 "recipients": [{"phone": "+14155550100"}, {"phone": "+14155550101"}],
                 "data": {"message": "Hi"},
-            },
-            headers=headers,
+            }
         )
         assert sent.status_code == 200, sent.get_json()
         record_id = sent.get_json()["data"]["messageId"]
@@ -756,7 +670,7 @@ def test_hub_webhook_updates_the_delivery_record(tmp_path: Path, twilio: TwilioF
             from twilio.request_validator import RequestValidator
 
             signature = RequestValidator(token).compute_signature(callback, form)
-            return client.post(
+            return api.client.post(
                 "/api/integrations/webhooks/sms-main", data=form, headers={"X-Twilio-Signature": signature}
             )
 
@@ -770,8 +684,6 @@ def test_hub_webhook_updates_the_delivery_record(tmp_path: Path, twilio: TwilioF
         forged = post(status_form(second, "delivered", to="+14155550101"), token="forged")
         assert forged.status_code == 401
 
-        outcomes = recipient_outcomes(client, headers, record_id)
+        outcomes = api.notification(record_id)["recipients"]
         assert outcomes[0]["deliveryStatus"] == "delivered" and outcomes[0]["status"] == "queued"
         assert outcomes[1]["deliveryStatus"] == "failed" and outcomes[1]["status"] == "failed"
-    finally:
-        hub.close()

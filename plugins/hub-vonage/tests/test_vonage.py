@@ -15,7 +15,6 @@ import hashlib
 import hmac
 import json
 import secrets
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,7 +30,8 @@ from hub.errors import ConfigError, ConfigurationError, PermanentError, Signatur
 from hub.testing import ProviderHarness
 from hub.testing.contract_server import ContractError, ContractRequest, ContractServer
 from hub.testing.contracts import check_provider_class, run_contract
-from hub.testing.specs import SpecUnavailable, load_spec
+from hub.testing.rest import RestHub, rest_hub
+from hub.testing.specs import load_spec, skip_if_npm_missing
 
 API_KEY = "abcd1234"
 API_SECRET = "s3cr3tValue"
@@ -206,18 +206,10 @@ def receipt_request(
 
 
 @pytest.fixture(scope="session")
-def merged_spec() -> dict[str, Any]:
-    try:
-        return vonage_spec()
-    except SpecUnavailable as exc:
-        if exc.reason == "npm-missing":
-            pytest.skip(f"Vonage's official API descriptions are unavailable: {exc}")
-        raise
-
-
-@pytest.fixture(scope="session")
-def vonage_session_server(merged_spec: dict[str, Any]) -> Iterator[tuple[ContractServer, VonageFake]]:
-    server = ContractServer(merged_spec, error_shaper=vonage_error_shaper)
+def vonage_session_server() -> Iterator[tuple[ContractServer, VonageFake]]:
+    with skip_if_npm_missing("Vonage's official API descriptions"):
+        spec = vonage_spec()
+    server = ContractServer(spec, error_shaper=vonage_error_shaper)
     fake = VonageFake(server)
     with server:
         yield server, fake
@@ -227,20 +219,8 @@ def vonage_session_server(merged_spec: dict[str, Any]) -> Iterator[tuple[Contrac
 def vonage(vonage_session_server: tuple[ContractServer, VonageFake]) -> Iterator[VonageFake]:
     """The shared server, emptied for this test; at teardown every request must have met the descriptions."""
     server, fake = vonage_session_server
-    server.reset()
-    yield fake
-    server.check()
-    refused = [r for r in server.requests if r.error is not None]
-    assert not refused, [f"{r.method} {r.path}: {r.error.message}" for r in refused if r.error]
-
-
-@pytest.fixture
-def dead_url() -> str:
-    """The address of a server that was started and stopped: connections are refused."""
-    server = ContractServer({"openapi": "3.0.0", "info": {"title": "down", "version": "1"}, "paths": {}}).start()
-    url = server.url
-    server.stop()
-    return url
+    with server.isolated():
+        yield fake
 
 
 def settings(fake: VonageFake | None = None, url: str | None = None, **overrides: Any) -> dict[str, Any]:
@@ -479,21 +459,8 @@ def test_a_slow_server_times_out_as_transient(provider_harness: ProviderHarness,
 
 def test_concurrent_sends_from_worker_threads(provider_harness: ProviderHarness, vonage: VonageFake) -> None:
     provider = build(provider_harness, **settings(vonage))
-    errors: list[BaseException] = []
-
-    def worker(number: int) -> None:
-        try:
-            numbers = [f"+1415555{100 + number * 5 + n:04d}" for n in range(5)]
-            provider_harness.call(provider, "notify", message=sms(*numbers))
-        except BaseException as error:  # noqa: BLE001 - reported below
-            errors.append(error)
-
-    threads = [threading.Thread(target=worker, args=(number,)) for number in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
-    assert not errors
+    calls = [{"message": sms(*[f"+1415555{100 + number * 5 + n:04d}" for n in range(5)])} for number in range(8)]
+    provider_harness.call_concurrently(provider, "notify", calls)
     assert len(provider._sessions) == 8  # one requests.Session per worker thread
     assert len({s["params"]["to"] for s in vonage.sms()}) == 40
 
@@ -589,75 +556,32 @@ def test_unsigned_accounts_use_a_receipt_token(provider_harness: ProviderHarness
 
 def make_hub(
     tmp_path: Path, providers: dict[str, Any], services: dict[str, Any], plugins: list[tuple[Any, str]] | None = None
-) -> tuple[Any, Any, dict[str, str]]:
-    from hub.api import create_app
-    from hub.config import validate_config
-    from hub.manager import IntegrationManager
-
-    config = validate_config(
-        {
-            "data_dir": str(tmp_path),
-            "providers": providers,
-            "services": services,
-            "retry": {"attempts": 2, "initial_delay": 0.01, "max_delay": 0.05, "jitter": 0.01},
-            "queue": {"workers": 0},
-        },
-        environ={},
-    )
-    hub = IntegrationManager(config, environ={}, entry_points=False, plugins=plugins or [(hub_vonage, "vonage")])
-    client = create_app(manager=hub).test_client()
-    token = hub.tokens.create("demo")[1]
-    return hub, client, {"Authorization": f"Bearer {token}", "X-Tenant-ID": "demo"}
+) -> RestHub:
+    return rest_hub(tmp_path, plugins=plugins or [(hub_vonage, "vonage")], providers=providers, services=services)
 
 
-def recipient_outcomes(client: Any, headers: dict[str, str], record_id: str) -> list[dict[str, Any]]:
-    """The per-recipient outcomes of a notification record (with deliveryStatus once a webhook came)."""
-    record = client.get(f"/api/integrations/deliveries/{record_id}", headers=headers)
-    assert record.status_code == 200, record.get_json()
-    data = record.get_json()["data"]
-    recipients = data.get("recipients") or (data.get("result") or {}).get("recipients")
-    if recipients is None:
-        # The delivery record carries the summary; its recipients are in the notification view.
-        view = client.get(f"/api/integrations/notifications/{record_id}", headers=headers)
-        assert view.status_code == 200, view.get_json()
-        recipients = view.get_json()["data"]["recipients"]
-    return recipients
-
-
-def send_and_bulk(
-    hub: Any, client: Any, headers: dict[str, str]
-) -> tuple[dict[str, Any], list[dict[str, Any]], list[str]]:
+def send_and_bulk(api: RestHub) -> tuple[dict[str, Any], list[dict[str, Any]], list[str]]:
     """A small send (answered at once) and a bulk one (queued, run as a worker would)."""
-    response = client.post(
-        "/api/integrations/notifications",
-        json={
+    response = api.notify(
+        {
             "type": "sms",
             "recipients": [{"phone": "+14155550100"}, {"phone": "+14155550101"}],
             "template": "custom",
             "data": {"message": "Order A-1001 shipped"},
-        },
-        headers=headers,
+        }
     )
     assert response.status_code == 200, response.get_json()
     phones = [f"+1415555{n:04d}" for n in range(110, 135)]
-    bulk = client.post(
-        "/api/integrations/notifications",
-        json={"type": "sms", "recipients": [{"phone": p} for p in phones], "data": {"message": "Stock count tonight"}},
-        headers=headers,
+    bulk = api.notify(
+        {"type": "sms", "recipients": [{"phone": p} for p in phones], "data": {"message": "Stock count tonight"}}
     )
-    assert bulk.status_code == 202, bulk.get_json()
-    hub.run_record(bulk.get_json()["data"]["messageId"])
-    return (
-        response.get_json()["data"],
-        recipient_outcomes(client, headers, bulk.get_json()["data"]["messageId"]),
-        phones,
-    )
+    return response.get_json()["data"], api.notification(api.run_queued(bulk))["recipients"], phones
 
 
 def test_hub_fails_over_from_a_stopped_twilio_to_vonage(tmp_path: Path, vonage: VonageFake, dead_url: str) -> None:
     """The seed's SMS set-up: Twilio primary, Vonage backup. Twilio's server is down; nothing is lost."""
     hub_twilio = pytest.importorskip("hub_twilio", reason="the Twilio plugin (plugins/hub-twilio) is not installed")
-    hub, client, headers = make_hub(
+    with make_hub(
         tmp_path,
         providers={
             "twilio": {
@@ -672,9 +596,8 @@ def test_hub_fails_over_from_a_stopped_twilio_to_vonage(tmp_path: Path, vonage: 
         },
         services={"sms": {"providers": ["twilio", "nexmo"]}},
         plugins=[(hub_twilio, "twilio"), (hub_vonage, "vonage")],
-    )
-    try:
-        data, bulk_outcomes, phones = send_and_bulk(hub, client, headers)
+    ) as api:
+        data, bulk_outcomes, phones = send_and_bulk(api)
         assert data["transporter"] == "nexmo"
         assert [a["provider"] for a in data["attempts"]] == ["twilio", "nexmo"]
         assert [r["status"] for r in data["recipients"]] == ["queued", "queued"]
@@ -682,48 +605,40 @@ def test_hub_fails_over_from_a_stopped_twilio_to_vonage(tmp_path: Path, vonage: 
         texts = [s["params"] for s in vonage.sms()]
         assert sorted("+" + p["to"] for p in texts if p["text"] == "Stock count tonight") == phones  # none lost
         assert len(texts) == 27
-    finally:
-        hub.close()
 
 
 def test_hub_fails_over_from_a_stopped_vonage_to_the_backup_account(
     tmp_path: Path, vonage: VonageFake, dead_url: str
 ) -> None:
-    hub, client, headers = make_hub(
+    with make_hub(
         tmp_path,
         providers={
             "primary": {"type": "vonage", **settings(url=dead_url)},
             "backup": {"type": "vonage", **settings(vonage, api_key=BACKUP_KEY, api_secret=BACKUP_SECRET)},
         },
         services={"sms": {"providers": ["primary", "backup"]}},
-    )
-    try:
-        data, bulk_outcomes, phones = send_and_bulk(hub, client, headers)
+    ) as api:
+        data, bulk_outcomes, phones = send_and_bulk(api)
         assert data["transporter"] == "backup"
         assert [o["status"] for o in bulk_outcomes] == ["queued"] * 25
         assert len(vonage.sms(BACKUP_KEY)) == 27 and vonage.sms(API_KEY) == []
-    finally:
-        hub.close()
 
 
 def test_hub_gives_the_backup_only_what_a_primary_failing_part_way_did_not_send(
     tmp_path: Path, vonage: VonageFake
 ) -> None:
-    hub, client, headers = make_hub(
+    with make_hub(
         tmp_path,
         providers={
             "primary": {"type": "vonage", **settings(vonage)},
             "backup": {"type": "vonage", **settings(vonage, api_key=BACKUP_KEY, api_secret=BACKUP_SECRET)},
         },
         services={"sms": {"providers": ["primary", "backup"]}},
-    )
-    try:
+    ) as api:
         phones = [f"+1415555{n:04d}" for n in range(200, 206)]
         vonage.server.state.update(fail_after=2, fail=[503])  # the primary's third request answers 503
-        response = client.post(
-            "/api/integrations/notifications",
-            json={"type": "sms", "recipients": [{"phone": p} for p in phones], "data": {"message": "Restocked"}},
-            headers=headers,
+        response = api.notify(
+            {"type": "sms", "recipients": [{"phone": p} for p in phones], "data": {"message": "Restocked"}}
         )
         assert response.status_code == 200, response.get_json()
         data = response.get_json()["data"]
@@ -735,25 +650,20 @@ def test_hub_gives_the_backup_only_what_a_primary_failing_part_way_did_not_send(
         # Every recipient's reference is unique, so receipts find the right one.
         references = [r["providerMessageId"] for r in data["recipients"]]
         assert len(set(references)) == 6
-    finally:
-        hub.close()
 
 
 def test_hub_webhook_updates_the_delivery_record(tmp_path: Path, vonage: VonageFake) -> None:
-    hub, client, headers = make_hub(
+    with make_hub(
         tmp_path,
         providers={"nexmo": {"type": "vonage", **settings(vonage)}},
         services={"sms": {"providers": ["nexmo"]}},
-    )
-    try:
-        sent = client.post(
-            "/api/integrations/notifications",
-            json={
+    ) as api:
+        sent = api.notify(
+            {
                 "type": "sms",
                 "recipients": [{"phone": "+14155550102"}, {"phone": "+14155550100"}],
                 "data": {"message": "Hi"},
-            },
-            headers=headers,
+            }
         )
         assert sent.status_code == 200, sent.get_json()
         record_id = sent.get_json()["data"]["messageId"]
@@ -761,8 +671,8 @@ def test_hub_webhook_updates_the_delivery_record(tmp_path: Path, vonage: VonageF
 
         def post(params: dict[str, str], as_json: bool = True) -> Any:
             if as_json:
-                return client.post("/api/integrations/webhooks/nexmo", json=params)
-            return client.post("/api/integrations/webhooks/nexmo", data=params)
+                return api.client.post("/api/integrations/webhooks/nexmo", json=params)
+            return api.client.post("/api/integrations/webhooks/nexmo", data=params)
 
         delivered = signed(vonage.receipts_for(first_sms, "delivered")[0])
         first = post(delivered)
@@ -774,8 +684,6 @@ def test_hub_webhook_updates_the_delivery_record(tmp_path: Path, vonage: VonageF
         forged = signed(vonage.receipts_for(second_sms, "delivered")[0], secret="forged-secret")
         assert post(forged).status_code == 401
 
-        outcomes = recipient_outcomes(client, headers, record_id)
+        outcomes = api.notification(record_id)["recipients"]
         assert (outcomes[0]["deliveryStatus"], outcomes[0]["status"]) == ("delivered", "queued")
         assert (outcomes[1]["deliveryStatus"], outcomes[1]["status"]) == ("failed", "failed")
-    finally:
-        hub.close()
