@@ -12,6 +12,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable
+from datetime import timedelta
 from functools import wraps
 from typing import Any
 
@@ -31,6 +32,8 @@ API_PREFIX = "/api/integrations"
 TENANT_HEADER = "X-Tenant-ID"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 TEST_CARD = "4242424242424242"
+#: An idempotency key whose first request never finished (its process died) may be used again after this.
+ABANDONED_AFTER = timedelta(minutes=5)
 
 api = Blueprint("integrations", __name__)
 
@@ -207,12 +210,15 @@ def idempotent(view: Callable[..., Any]) -> Callable[..., Any]:
                         {IDEMPOTENCY_HEADER: ["this key was already used with a different request"]},
                         "Idempotency-Key reused with a different request body or path",
                     )
-                if stored.status_code is None:
+                if stored.status_code is not None:
+                    response = jsonify(stored.response)
+                    response.status_code = stored.status_code
+                    response.headers["Idempotent-Replayed"] = "true"
+                    return response
+                if utcnow() - stored.created_at < ABANDONED_AFTER:
                     raise Conflict("A request with this Idempotency-Key is still being processed")
-                response = jsonify(stored.response)
-                response.status_code = stored.status_code
-                response.headers["Idempotent-Replayed"] = "true"
-                return response
+                # Its process died mid-request: let this one through; the records keep the work exactly-once.
+                session.delete(stored)
         try:
             with hub.db.session() as session:
                 session.add(IdempotentRequest(tenant=g.tenant, key=key, method=request.method, path=request.path, request_hash=fingerprint, created_at=utcnow()))

@@ -410,3 +410,21 @@ def test_tenants_save_their_own_templates(client: Any, manager: Any, headers: di
     error_of(client.put(f"{API}/templates/bad", json={"channel": "fax", "text": "x"}, headers=headers), 422)
     data_of(client.delete(f"{API}/templates/low_stock_alert/email", headers=headers))
     error_of(client.delete(f"{API}/templates/low_stock_alert/email", headers=headers), 404)
+
+
+def test_an_idempotency_key_in_progress_is_a_409_until_abandoned(client: Any, manager: Any, headers: dict[str, str]) -> None:
+    from datetime import timedelta
+
+    from hub.records import IdempotentRequest, utcnow
+
+    body = {"amount": 3, "currency": "USD"}
+    first = client.post(f"{API}/payments", json=body, headers={**headers, "Idempotency-Key": "k-1"})
+    assert first.status_code == 201
+    with manager.db.session() as session:
+        fingerprint = session.get(IdempotentRequest, ("demo", "k-1")).request_hash
+        # As if a process had died while answering an earlier request with key k-2 and this body.
+        session.add(IdempotentRequest(tenant="demo", key="k-2", method="POST", path=f"{API}/payments", request_hash=fingerprint, created_at=utcnow()))
+    error_of(client.post(f"{API}/payments", json=body, headers={**headers, "Idempotency-Key": "k-2"}), 409)
+    with manager.db.session() as session:
+        session.get(IdempotentRequest, ("demo", "k-2")).created_at = utcnow() - timedelta(minutes=10)
+    data_of(client.post(f"{API}/payments", json=body, headers={**headers, "Idempotency-Key": "k-2"}), 201)
