@@ -195,6 +195,11 @@ class PluginHost:
         self.records[record.name] = record
         if self.pm.get_plugin(record.name) is not None:
             self.pm.unregister(name=record.name)
+        # Whatever it registered before failing goes too: half a plugin is worse than none.
+        for type_name in [t for t, plugin in self.provider_type_plugin.items() if plugin == record.name]:
+            del self.provider_types[type_name], self.provider_type_plugin[type_name]
+        record.providers = []
+        self.templates = {key: template for key, template in self.templates.items() if template.source != record.name}
         log.error(
             "plugin %s failed to load: %s",
             record.name,

@@ -211,3 +211,12 @@ def test_a_provider_entry_can_ignore_the_environment(site: Path, tmp_path: Path)
         assert hub.registry.slots["second"].instance.settings["api_key"] == "own-key"
     finally:
         hub.close()
+
+
+def test_a_plugin_failing_half_way_through_set_up_leaves_nothing_behind(site: Path) -> None:
+    half = GOOD_PLUGIN.replace("    register(Pager)", "    register(Pager)\n    raise RuntimeError('second provider broke')")
+    install_fake_distribution(site, "hub-half", "0.1", {"hub_half": half}, {"half": "hub_half"})
+    host = PluginHost(PluginPolicy.from_settings({}, {"HUB_PLUGINS_ALLOW": "half"}))
+    host.load()
+    assert host.records["half"].status == "failed" and "second provider broke" in host.records["half"].error
+    assert "pager" not in host.provider_types and host.records["half"].providers == []
