@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from marshmallow import EXCLUDE, INCLUDE, RAISE, Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import INCLUDE, RAISE, Schema, ValidationError, fields, validate, validates_schema
 from marshmallow import ValidationError as MarshmallowValidationError
 
 from hub.errors import ConfigError
@@ -365,12 +365,3 @@ def load_config(path: str | os.PathLike[str] | None = None, environ: dict[str, s
     config["config_file"] = str(file.resolve()) if file.exists() else None
     return config
 
-
-__all__ = [
-    "SERVICES",
-    "ServiceInfo",
-    "load_config",
-    "validate_config",
-    "service_key",
-    "EXCLUDE",
-]

@@ -11,7 +11,7 @@ from typing import Any
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 from email_validator.syntax import validate_email_local_part
-from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError, meta
+from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
 from hub.errors import ValidationError
@@ -123,16 +123,6 @@ class TemplateLibrary:
         if subject:
             subject = " ".join(subject.split())  # a header must be one line
         return Rendered(subject=subject, text=text.strip(), html=html, blocks=blocks)
-
-    def variables(self, name: str, channel: str, tenant: str | None) -> set[str]:
-        definition = self.get(name, channel, tenant)
-        if definition is None:
-            return set()
-        found: set[str] = set()
-        for source in (definition.subject, definition.text, definition.html, definition.blocks):
-            if source:
-                found |= meta.find_undeclared_variables(self._text_env.parse(source))
-        return found
 
     def _render(self, source: str, data: dict[str, Any], html: bool) -> str:
         env = self._html_env if html else self._text_env

@@ -61,9 +61,6 @@ class JobQueue:
         else:
             self._run_record(record_id)
 
-    def pending(self) -> int:
-        return self.huey.pending_count() + self.huey.scheduled_count()
-
     def start_workers(self, workers: int) -> None:
         if workers <= 0 or self._consumer is not None:
             return

@@ -1301,7 +1301,11 @@ class IntegrationManager:
                 continue
             if self._apply_webhook_event(provider_name, event):
                 updated += 1
-        self._observe(SERVICES_BY_CAPABILITY.get(slot.capability or "", "externalAPI"), slot.capability or "", provider_name, "webhook", "success", (time.perf_counter() - started) * 1000, tenant, None, f"{received} events")
+        service = next(
+            (key for key, info in SERVICES.items() if info.capability == slot.capability and (info.channel is None or info.channel in slot.channels)),
+            "externalAPI",
+        )
+        self._observe(service, slot.capability or "", provider_name, "webhook", "success", (time.perf_counter() - started) * 1000, tenant, None, f"{received} events")
         return {"received": received, "duplicates": duplicates, "updated": updated}
 
     def _apply_webhook_event(self, provider_name: str, event: Any) -> bool:
@@ -1481,7 +1485,6 @@ class IntegrationManager:
         return stats
 
 
-SERVICES_BY_CAPABILITY = {"pay": "payment", "store": "fileStorage", "publish": "kafka", "sync": "externalAPI", "notify": "email"}
 
 
 def _describe(error: BaseException) -> str:

@@ -178,12 +178,3 @@ class RateLimits:
     def retry_after(self, item: RateLimitItem, tenant: str, service: str) -> float:
         stats = self.limiter.get_window_stats(item, tenant, service)
         return max(1.0, stats.reset_time - time.time())
-
-    def remaining(self, tenant: str, service: str) -> int | None:
-        items = self.limits_for(tenant, service)
-        if not items:
-            return None
-        return min(self.limiter.get_window_stats(item, tenant, service).remaining for item in items)
-
-    def reset(self) -> None:
-        self.storage.reset()
