@@ -1,43 +1,148 @@
-"""The ``hub`` command: ``serve``, ``worker``, ``token``, ``plugins``, ``check``."""
+"""The ``hub`` command: ``serve``, ``worker``, ``token``, ``plugins``, ``check``.
+
+Every failure ends the same way: one line on stderr naming the cause (``hub: providers.pager.api_key: ...``)
+and exit status 1. ``hub --debug ...`` (or ``HUB_DEBUG=1``) shows the traceback instead.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import socket
 import sys
 from typing import Any
 
 import click
 
 from hub.config import load_config
-from hub.errors import ConfigError
+from hub.errors import ConfigError, HubError
 
 
-def _config(path: str | None) -> dict[str, Any]:
+class HubGroup(click.Group):
+    """A click group that turns any exception from a command into one line on stderr."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.UsageError):
+            raise  # click's own: usage errors already print one "Error:" line with the usage
+        except BrokenPipeError:
+            # The reader went away (``hub plugins | head``): nothing to say, and nowhere to say it.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            ctx.exit(1)
+        except Exception as error:
+            if ctx.params.get("debug"):
+                raise
+            config = (ctx.obj or {}).get("config")
+            exit_code = error.exit_code if isinstance(error, click.ClickException) else 1
+            click.echo(f"hub: {describe_failure(error, config)}", err=True)
+            ctx.exit(exit_code)
+
+
+def describe_failure(error: BaseException, config: dict[str, Any] | None = None) -> str:
+    """One line naming what went wrong, for someone who did not write the code."""
+    from hub.plugins import PluginLoadError
+
+    if isinstance(error, click.ClickException):
+        return error.format_message()
+    if isinstance(error, ConfigError | PluginLoadError | HubError):
+        return _first_line(str(error)) or type(error).__name__
+    if _is_database_error(error):
+        # The driver's message, not SQLAlchemy's wrapping ("[SQL: ...]", "Background on this error at ...").
+        reason = _first_line(str(getattr(error, "orig", None) or error))
+        return f"database {_database_label(config)}: {reason}"
+    reason = _first_line(str(error))
+    if not reason and error.__cause__ is not None:
+        reason = _first_line(str(error.__cause__))
+    return f"{type(error).__name__}: {reason}" if reason else type(error).__name__
+
+
+def _first_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    return lines[0].strip() if lines else ""
+
+
+def _is_database_error(error: BaseException) -> bool:
     try:
-        return load_config(path)
-    except ConfigError as error:
-        raise click.ClickException(f"hub.yaml is invalid: {error}") from None
+        from sqlalchemy.exc import SQLAlchemyError
+    except ImportError:  # pragma: no cover - SQLAlchemy is a dependency
+        return False
+    return isinstance(error, SQLAlchemyError)
 
 
-def _token_store(path: str | None) -> Any:
+def _database_label(config: dict[str, Any] | None) -> str:
+    """The database URL with its password hidden, or "(unknown)" before the config is read."""
+    if not config:
+        return "(unknown)"
+    try:
+        from sqlalchemy.engine import make_url
+
+        from hub.records import normalise_database_url
+
+        url = normalise_database_url(config["database_url"], config["data_dir"])
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "(unreadable URL)"
+
+
+def _config(context: click.Context) -> dict[str, Any]:
+    """hub.yaml, validated; kept on the context so a later failure can name the database."""
+    config = load_config(context.obj["config_path"])
+    context.obj["config"] = config
+    return config
+
+
+def _quiet_logging(context: click.Context) -> None:
+    """Commands that report problems themselves log nothing (``HUB_LOG_LEVEL`` is the server's), unless
+    ``--debug``: Python's last-resort handler would print each logged error a second time."""
+    if context.obj["debug"]:
+        from hub.observability import configure_logging
+
+        configure_logging("DEBUG", json_format=False)
+    elif not any(getattr(handler, "_hub_quiet", False) for handler in logging.getLogger().handlers):
+        quiet = logging.NullHandler()
+        quiet._hub_quiet = True  # type: ignore[attr-defined]
+        logging.getLogger().addHandler(quiet)
+
+
+def _token_store(context: click.Context) -> Any:
     # Token commands need only the database: no plugin is loaded, so they work even if one is broken.
     from hub.auth import TokenStore
     from hub.records import Database, normalise_database_url
 
-    config = _config(path)
+    _quiet_logging(context)
+    config = _config(context)
     os.makedirs(config["data_dir"], exist_ok=True)
     db = Database(normalise_database_url(config["database_url"], config["data_dir"]))
     db.create_all()
     return TokenStore(db)
 
 
-@click.group()
+@click.group(cls=HubGroup)
 @click.option("--config", "config_path", envvar="HUB_CONFIG", default=None, help="Path to hub.yaml (default ./hub.yaml).")
+@click.option("--debug", is_flag=True, envvar="HUB_DEBUG", help="Show the traceback when a command fails.")
 @click.pass_context
-def main(context: click.Context, config_path: str | None) -> None:
+def main(context: click.Context, config_path: str | None, debug: bool) -> None:
     """Integration hub: notify, pay, store, publish and sync through provider plugins."""
-    context.obj = {"config_path": config_path}
+    context.obj = {"config_path": config_path, "debug": debug}
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """Bind the server's socket here, so a port in use is one clear error before gunicorn starts (gunicorn
+    itself would retry five times, logging each, then exit). gunicorn adopts it through ``fd://``."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+        listener = socket.socket(family, kind, proto)
+    except OSError as error:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {error}") from None
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn does: restarts reuse TIME_WAIT ports
+        listener.bind(address)
+    except OSError as error:
+        listener.close()
+        raise click.ClickException(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
+    return listener
 
 
 @main.command()
@@ -50,26 +155,35 @@ def main(context: click.Context, config_path: str | None) -> None:
 def serve(context: click.Context, host: str | None, port: int | None, workers: int | None, threads: int, job_workers: int | None) -> None:
     """Run the API server (gunicorn) with background workers."""
     from gunicorn.app.base import BaseApplication
+    from gunicorn.errors import AppImportError
 
+    from hub.api import create_app
     from hub.observability import configure_logging
 
-    config_path = context.obj["config_path"]
-    config = _config(config_path)
-    configure_logging(os.environ.get("HUB_LOG_LEVEL", "INFO"))
+    debug = context.obj["debug"]
+    config = _config(context)
+    configure_logging("DEBUG" if debug else os.environ.get("HUB_LOG_LEVEL", "INFO"))
+    # Build the hub once here, before any socket or fork: a bad provider setting, a plugin refused in strict
+    # mode or an unreachable database stops start-up with one line instead of a worker's traceback.
+    create_app(config).extensions["hub"].close()
     bind_host = host or config["server"]["host"]
-    bind_port = config["server"]["port"] if port is None else port
+    listener = _bind(bind_host, config["server"]["port"] if port is None else port)
+    bound_port = listener.getsockname()[1]  # the real one when port 0 asked the OS to choose
+    listener_fd = listener.detach()  # gunicorn owns it from here (and keeps it across a HUP reload)
     manager_holder: dict[str, Any] = {}
 
     class HubServer(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
             options = {
-                "bind": f"{bind_host}:{bind_port}",
+                "bind": f"fd://{listener_fd}",
                 "workers": workers or config["server"]["workers"],
                 "worker_class": "gthread",
                 "threads": threads,
                 "timeout": 120,
                 "graceful_timeout": 20,
                 "accesslog": None,
+                # gunicorn's "Listening at" comes before the app is built; "hub listening" below says it is ready.
+                "loglevel": "debug" if debug else "warning",
                 "post_worker_init": _post_worker_init,
                 "worker_exit": _worker_exit,
                 # gunicorn's control socket lives in a shared folder: two hubs on one host would collide.
@@ -79,9 +193,13 @@ def serve(context: click.Context, host: str | None, port: int | None, workers: i
                 self.cfg.set(key, value)
 
         def load(self) -> Any:
-            from hub.api import create_app
-
-            app = create_app(config)
+            try:
+                app = create_app(config)
+            except Exception as error:
+                if debug:
+                    raise
+                # gunicorn prints an AppImportError's text alone (no traceback) and stops the server.
+                raise AppImportError(f"hub: {describe_failure(error, config)}") from None
             manager_holder["manager"] = app.extensions["hub"]
             return app
 
@@ -89,13 +207,16 @@ def serve(context: click.Context, host: str | None, port: int | None, workers: i
         manager = manager_holder.get("manager")
         if manager is not None:
             manager.start_workers(job_workers)
+        if worker.age == 1:  # the first worker only: the others say nothing new
+            # The socket listens (gunicorn's master) and this worker has built the app: requests are served.
+            url = f"http://{bind_host}:{bound_port}/api/integrations"
+            click.echo(f"hub listening on {url} (data in {config['data_dir']})", err=True)
 
     def _worker_exit(server: Any, worker: Any) -> None:
         manager = manager_holder.get("manager")
         if manager is not None:
             manager.close()  # stops job threads, then each provider's close hook
 
-    click.echo(f"hub listening on http://{bind_host}:{bind_port}/api/integrations (data in {config['data_dir']})", err=True)
     HubServer().run()
 
 
@@ -104,11 +225,11 @@ def serve(context: click.Context, host: str | None, port: int | None, workers: i
 @click.pass_context
 def worker(context: click.Context, threads: int | None) -> None:
     """Run background workers only (scale out: several of these beside 'hub serve --job-workers 0')."""
-    from hub.manager import IntegrationManager
+    from hub import IntegrationManager
     from hub.observability import configure_logging
 
-    configure_logging(os.environ.get("HUB_LOG_LEVEL", "INFO"))
-    manager = IntegrationManager(_config(context.obj["config_path"]))
+    configure_logging("DEBUG" if context.obj["debug"] else os.environ.get("HUB_LOG_LEVEL", "INFO"))
+    manager = IntegrationManager(_config(context))
     manager.recover_unfinished(older_than=0)
     manager.jobs.run_worker_forever(threads or max(1, manager.config["queue"]["workers"]))
 
@@ -126,7 +247,7 @@ def token() -> None:
 @click.pass_context
 def token_create(context: click.Context, tenant: str, name: str | None, admin: bool, expires_in: float | None) -> None:
     """Print a new token for TENANT (the token alone on the last line; it is not shown again)."""
-    row, secret = _token_store(context.obj["config_path"]).create(tenant, name, admin=admin, expires_in=expires_in)
+    row, secret = _token_store(context).create(tenant, name, admin=admin, expires_in=expires_in)
     click.echo(f"Created token {row.id} for tenant {tenant}{' (admin)' if admin else ''}. Store it now; it is not shown again:", err=True)
     click.echo(secret)
 
@@ -137,7 +258,7 @@ def token_create(context: click.Context, tenant: str, name: str | None, admin: b
 @click.pass_context
 def token_list(context: click.Context, tenant: str | None, as_json: bool) -> None:
     """List tokens (ids and prefixes, never the tokens)."""
-    rows = _token_store(context.obj["config_path"]).list(tenant)
+    rows = _token_store(context).list(tenant)
     items = [
         {
             "id": row.id,
@@ -165,7 +286,7 @@ def token_list(context: click.Context, tenant: str | None, as_json: bool) -> Non
 @click.pass_context
 def token_revoke(context: click.Context, token_id: str) -> None:
     """Revoke a token at once."""
-    if not _token_store(context.obj["config_path"]).revoke(token_id):
+    if not _token_store(context).revoke(token_id):
         raise click.ClickException(f"no active token {token_id}")
     click.echo(f"revoked {token_id}")
 
@@ -177,7 +298,7 @@ def token_revoke(context: click.Context, token_id: str) -> None:
 def token_rotate(context: click.Context, token_id: str, grace: float) -> None:
     """Issue a replacement token; the old one keeps working for --grace seconds."""
     try:
-        row, secret = _token_store(context.obj["config_path"]).rotate(token_id, grace)
+        row, secret = _token_store(context).rotate(token_id, grace)
     except KeyError:
         raise click.ClickException(f"no active token {token_id}") from None
     click.echo(f"Created token {row.id}; {token_id} stays valid for {grace:.0f}s:", err=True)
@@ -188,20 +309,28 @@ def token_rotate(context: click.Context, token_id: str, grace: float) -> None:
 @click.option("--json", "as_json", is_flag=True, help="JSON output.")
 @click.pass_context
 def plugins(context: click.Context, as_json: bool) -> None:
-    """List plugins: name, version, status, providers, hooks and load errors."""
+    """List plugins: name, version, status, set-up hooks, provider types (capability, channels, provider
+    hooks) and load errors; exit 1 if a plugin failed to load."""
     from hub.plugins import PluginHost, PluginPolicy
 
-    config = _config(context.obj["config_path"])
+    _quiet_logging(context)  # a load error is in the listing; the log line would repeat it
+    config = _config(context)
     host = PluginHost(PluginPolicy.from_settings(config["plugins"]))
     host.load()
     items = host.plugin_list()
     if as_json:
         click.echo(json.dumps(items, indent=2))
-        return
-    for item in items:
-        click.echo(f"{item['name']:<20} {item['version'] or '-':<10} {item['status']:<12} {item['source']:<10} providers: {', '.join(item['providers']) or '-'}")
-        if item["error"]:
-            click.echo(f"    error: {item['error']}")
+    else:
+        for item in items:
+            providers = ", ".join(item["providers"]) or "-"
+            click.echo(f"{item['name']:<20} {item['version'] or '-':<10} {item['status']:<12} {item['source']:<10} providers: {providers}")
+            if item["hooks"]:
+                click.echo(f"    set-up hooks: {', '.join(item['hooks'])}")
+            for provider in item["providerTypes"]:
+                channels = f" [{', '.join(provider['channels'])}]" if provider["channels"] else ""
+                click.echo(f"    {provider['type']}: {provider['capability']}{channels}; hooks: {', '.join(provider['hooks'])}")
+            if item["error"]:
+                click.echo(f"    error: {item['error']}")
     if host.failures:
         sys.exit(1)
 
@@ -210,13 +339,17 @@ def plugins(context: click.Context, as_json: bool) -> None:
 @click.pass_context
 def check(context: click.Context) -> None:
     """Validate hub.yaml and build every provider; exit 1 on any problem."""
-    from hub.manager import IntegrationManager
+    from hub import IntegrationManager
 
-    manager = IntegrationManager(_config(context.obj["config_path"]))
-    problems = [f"provider {slot.name}: {slot.error}" for slot in manager.registry.slots.values() if slot.error]
-    problems += [f"plugin {record.name}: {record.error}" for record in manager.host.failures]
+    _quiet_logging(context)  # each problem is printed once below
+    manager = IntegrationManager(_config(context))
+    try:
+        problems = [f"provider {slot.name}: {slot.error}" for slot in manager.registry.slots.values() if slot.error]
+        problems += [f"plugin {record.name}: {record.error}" for record in manager.host.failures]
+    finally:
+        manager.close()
     for problem in problems:
-        click.echo(problem, err=True)
+        click.echo(f"hub: {problem}", err=True)
     click.echo("hub.yaml OK" if not problems else f"{len(problems)} problem(s)")
     sys.exit(1 if problems else 0)
 

@@ -47,20 +47,14 @@ REQUIRED_HOOKS: dict[str, tuple[str, ...]] = {
     "sync": ("sync",),
 }
 
-PROVIDER_HOOKS = (
-    "notify",
-    "pay",
-    "refund",
-    "store",
-    "store_read",
-    "store_delete",
-    "store_url",
-    "publish",
-    "consumer_groups",
-    "sync",
-    "health",
-    "handle_webhook",
-    "close",
+#: Hooks a provider instance implements: every hookspec except the (historic) set-up hooks, in the order
+#: hookspecs.py defines them. Derived, so a hook added there is known here (kit checks, ``GET /plugins``).
+PROVIDER_HOOKS: tuple[str, ...] = tuple(
+    name
+    for name, spec in vars(hookspecs).items()
+    if callable(spec)
+    and getattr(spec, f"{hookspecs.PROJECT_NAME}_spec", None) is not None
+    and not getattr(spec, f"{hookspecs.PROJECT_NAME}_spec").get("historic")
 )
 
 
@@ -80,6 +74,28 @@ class TemplateDefinition:
     source: str = ""
 
 
+@dataclass(frozen=True)
+class ProviderTypeInfo:
+    """One provider type a plugin registered: what users write as ``type:`` and what it can do."""
+
+    type_name: str
+    capability: str
+    channels: tuple[str, ...]
+    hooks: tuple[str, ...]  # the provider hooks its class implements, in hookspecs order
+
+    @classmethod
+    def of(cls, provider_class: type) -> ProviderTypeInfo:
+        return cls(
+            provider_class.type_name,  # type: ignore[attr-defined]
+            provider_class.capability,  # type: ignore[attr-defined]
+            tuple(getattr(provider_class, "channels", ()) or ()),
+            tuple(hook for hook in PROVIDER_HOOKS if _has_hookimpl(provider_class, hook)),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.type_name, "capability": self.capability, "channels": list(self.channels), "hooks": list(self.hooks)}
+
+
 @dataclass
 class PluginRecord:
     """What ``GET /plugins`` and ``hub plugins`` show for one plugin."""
@@ -88,8 +104,9 @@ class PluginRecord:
     source: str  # "builtin", "entrypoint" or "inprocess"
     version: str | None = None
     distribution: str | None = None
-    hooks: list[str] = field(default_factory=list)
-    providers: list[str] = field(default_factory=list)
+    hooks: list[str] = field(default_factory=list)  # the plugin's own (set-up) hooks
+    providers: list[str] = field(default_factory=list)  # provider type names, as in provider_types
+    provider_types: list[ProviderTypeInfo] = field(default_factory=list)
     templates: list[str] = field(default_factory=list)
     status: str = "loaded"  # loaded | failed | blocked | not-allowed
     error: str | None = None
@@ -103,6 +120,7 @@ class PluginRecord:
             "status": self.status,
             "hooks": self.hooks,
             "providers": self.providers,
+            "providerTypes": [info.to_dict() for info in self.provider_types],
             "templates": self.templates,
             "error": self.error,
         }
@@ -191,23 +209,27 @@ class PluginHost:
 
     def _record_failure(self, record: PluginRecord, error: BaseException) -> None:
         record.status = "failed"
-        record.error = f"{type(error).__name__}: {error}"
+        # A strict-mode refusal from set-up already says what is wrong; do not wrap it a second time.
+        record.error = str(error) if isinstance(error, PluginLoadError) else f"{type(error).__name__}: {error}"
         self.records[record.name] = record
         if self.pm.get_plugin(record.name) is not None:
             self.pm.unregister(name=record.name)
         # Whatever it registered before failing goes too: half a plugin is worse than none.
         for type_name in [t for t, plugin in self.provider_type_plugin.items() if plugin == record.name]:
             del self.provider_types[type_name], self.provider_type_plugin[type_name]
-        record.providers = []
+        record.providers, record.provider_types = [], []
         self.templates = {key: template for key, template in self.templates.items() if template.source != record.name}
+        if self.policy.strict:
+            # Not logged as well: the caller reports the error (the CLI as one line), a log entry would repeat it.
+            if isinstance(error, PluginLoadError):
+                raise error
+            raise PluginLoadError(f"plugin {record.name!r} failed to load: {record.error}") from error
         log.error(
             "plugin %s failed to load: %s",
             record.name,
             record.error,
             extra={"plugin": record.name, "traceback": traceback.format_exc()},
         )
-        if self.policy.strict:
-            raise PluginLoadError(f"plugin {record.name!r} failed to load: {record.error}") from error
 
     def add_plugin(
         self,
@@ -258,13 +280,14 @@ class PluginHost:
                 problem = f"{type_name}: a {capability} provider must implement {', '.join(missing)}"
         if problem:
             if self.policy.strict:
-                raise PluginLoadError(problem)
+                raise PluginLoadError(f"plugin {record.name!r}: {problem}")
             _report(record, problem)
             return
         self.provider_types[type_name] = provider_class
         self.provider_type_plugin[type_name] = record.name
         if type_name not in record.providers:
             record.providers.append(type_name)
+            record.provider_types.append(ProviderTypeInfo.of(provider_class))
 
     def _register_template(
         self,

@@ -126,6 +126,52 @@ def test_strict_mode_makes_a_broken_plugin_fatal(site: Path) -> None:
         host.load()
 
 
+def test_strict_mode_names_a_refused_provider_type_once(site: Path) -> None:
+    lazy = """
+        from hub import hookimpl
+
+
+        class Lazy:  # a pay provider without pay or refund
+            type_name = "lazy-pay"
+            capability = "pay"
+
+
+        @hookimpl
+        def register_providers(register):
+            register(Lazy)
+    """
+    install_fake_distribution(site, "hub-lazy", "0.1", {"hub_lazy": lazy}, {"lazy": "hub_lazy"})
+    host = PluginHost(PluginPolicy.from_settings({}, {"HUB_STRICT_PLUGINS": "1", "HUB_PLUGINS_ALLOW": "lazy"}))
+    with pytest.raises(PluginLoadError) as raised:
+        host.load()
+    assert str(raised.value) == "plugin 'lazy': lazy-pay: a pay provider must implement pay, refund"
+    assert "lazy-pay" not in host.provider_types
+
+
+def test_plugins_list_each_provider_type_with_its_capability_channels_and_hooks(site: Path, tmp_path: Path) -> None:
+    with_health = GOOD_PLUGIN.replace(
+        "\n\n@hookimpl\ndef register_providers",
+        "\n    @hookimpl\n    def health(self):\n        return None\n\n    @hookimpl\n    def close(self):\n        pass\n"
+        "\n\n@hookimpl\ndef register_providers",
+    )
+    install_fake_distribution(site, "hub-pager", "1.0", {"hub_pager5": with_health}, {"pager5": "hub_pager5"})
+    config = base_config(tmp_path / "var", plugins={"allow": ["pager5"], "block": [], "strict": False})
+    hub = IntegrationManager(config, environ={})
+    try:
+        client = create_app(manager=hub).test_client()
+        headers = {"Authorization": f"Bearer {hub.tokens.create('t')[1]}", "X-Tenant-ID": "t"}
+        listed = {p["name"]: p for p in client.get("/api/integrations/plugins", headers=headers).get_json()["data"]["plugins"]}
+        assert listed["pager5"]["hooks"] == ["register_providers"]  # the plugin's own set-up hooks, as before
+        assert listed["pager5"]["providers"] == ["pager"]
+        assert listed["pager5"]["providerTypes"] == [
+            {"type": "pager", "capability": "notify", "channels": ["sms"], "hooks": ["notify", "health", "close"]}
+        ]
+        assert listed["sandbox"]["providerTypes"] == [{"type": "sandbox", "capability": "pay", "channels": [], "hooks": ["pay", "refund", "health"]}]
+        assert listed["templates"]["providerTypes"] == [] and "register_templates" in listed["templates"]["hooks"]
+    finally:
+        hub.close()
+
+
 def test_block_and_allow_lists(site: Path) -> None:
     install_fake_distribution(site, "hub-pager", "1.0", {"hub_pager3": GOOD_PLUGIN}, {"pager3": "hub_pager3"})
     blocked = PluginHost(PluginPolicy.from_settings({"block": ["pager3"]}, {}))
@@ -220,3 +266,4 @@ def test_a_plugin_failing_half_way_through_set_up_leaves_nothing_behind(site: Pa
     host.load()
     assert host.records["half"].status == "failed" and "second provider broke" in host.records["half"].error
     assert "pager" not in host.provider_types and host.records["half"].providers == []
+    assert host.records["half"].to_dict()["providerTypes"] == []
