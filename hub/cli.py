@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from hub.config import load_config
-from hub.errors import ConfigError, HubError
+from hub.errors import HubError
 
 
 class HubGroup(click.Group):
@@ -46,7 +46,7 @@ def describe_failure(error: BaseException, config: dict[str, Any] | None = None)
 
     if isinstance(error, click.ClickException):
         return error.format_message()
-    if isinstance(error, ConfigError | PluginLoadError | HubError):
+    if isinstance(error, HubError | PluginLoadError):  # raised on purpose: the message is the explanation
         return _first_line(str(error)) or type(error).__name__
     if _is_database_error(error):
         # The driver's message, not SQLAlchemy's wrapping ("[SQL: ...]", "Background on this error at ...").

@@ -84,6 +84,46 @@ def install_broken_plugin(folder: Path) -> None:
     install_fake_distribution(folder / "site", "hub-broken", "0.1", {"hub_broken": "raise RuntimeError('boom')\n"}, {"broken": "hub_broken"})
 
 
+#: A provider whose settings pass in the process that imported the plugin (``hub serve``'s check before
+#: forking) and fail in a forked worker: what a credential revoked between the check and the worker's
+#: own start-up looks like.
+FLAKY_PLUGIN = """
+import os
+
+from marshmallow import Schema, ValidationError, fields, validates
+
+from hub import hookimpl
+from hub.capabilities import NotifyResult, Provider
+
+IMPORTED_IN = os.getpid()
+
+
+class FlakySettings(Schema):
+    api_key = fields.String(load_default="k")
+
+    @validates("api_key")
+    def _still_valid(self, value, **_):
+        if os.getpid() != IMPORTED_IN:
+            raise ValidationError("revoked since start-up")
+
+
+class Flaky(Provider):
+    type_name = "flaky"
+    capability = "notify"
+    channels = ("sms",)
+    settings_schema = FlakySettings
+
+    @hookimpl
+    def notify(self, message):
+        return NotifyResult([])
+
+
+@hookimpl
+def register_providers(register):
+    register(Flaky)
+"""
+
+
 def install_pager_plugin(folder: Path) -> None:
     install_fake_distribution(folder / "site", "hub-pager", "1.2.3", {"hub_pager": GOOD_PLUGIN}, {"pager": "hub_pager"})
 
@@ -258,3 +298,12 @@ def test_serve_with_a_plugin_refused_in_strict_mode_is_one_line(folder: Path) ->
     install_broken_plugin(folder)
     done = run_hub(folder, "serve", "--port", str(free_port()), HUB_STRICT_PLUGINS="1")
     assert_one_line_failure(done, BROKEN_MESSAGE)
+
+
+def test_serve_when_the_worker_cannot_build_the_hub(folder: Path) -> None:
+    install_fake_distribution(folder / "site", "hub-flaky", "0.1", {"hub_flaky": FLAKY_PLUGIN}, {"flaky": "hub_flaky"})
+    write_config(folder, providers={"flaky": {"type": "flaky"}})
+    done = run_hub(folder, "serve", "--port", str(free_port()), "--job-workers", "0", HUB_PLUGINS_ALLOW="flaky")
+    # The cause comes first, as one line; gunicorn then adds its own shutdown lines (no traceback).
+    assert done.returncode != 0 and "Traceback" not in done.stderr and "listening" not in done.stderr
+    assert done.stderr.splitlines()[0] == "hub: providers.flaky.api_key: revoked since start-up", done.stderr
