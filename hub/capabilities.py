@@ -99,6 +99,11 @@ class Message:
     template: str | None = None
     priority: str = "normal"
     metadata: dict[str, Any] = field(default_factory=dict)
+    #: The notification this batch belongs to (``id`` is the batch's own id, ``<notification>-<channel>-<n>``,
+    #: stable across retries: use ``id`` as an idempotency key, these two to group or trace).
+    notification_id: str | None = None
+    #: The batch's position in the notification (0 for a small send); a bulk send has many batches.
+    batch_index: int = 0
 
 
 @dataclass

@@ -10,23 +10,24 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Flask
 
 from hub import schemas
+from hub.api.middleware import API_PREFIX
 from hub.config import TemplateSchema
 
-#: endpoint -> (request body schema, success status)
+#: operation id (the view's name) -> (request body schema, success status)
 REQUEST_BODIES: dict[str, tuple[type, int]] = {
-    "integrations.test_notification": (schemas.NotificationSchema, 200),
-    "integrations.create_notification": (schemas.NotificationSchema, 200),
-    "integrations.test_payment": (schemas.TestPaymentSchema, 200),
-    "integrations.create_payment": (schemas.PaymentSchema, 201),
-    "integrations.refund_payment": (schemas.RefundSchema, 201),
-    "integrations.create_refund": (schemas.RefundSchema, 201),
-    "integrations.test_event": (schemas.EventSchema, 200),
-    "integrations.publish_event": (schemas.EventSchema, 201),
-    "integrations.test_file": (schemas.TestFileSchema, 200),
-    "integrations.upload_file": (schemas.FileUploadSchema, 201),
-    "integrations.test_sync": (schemas.TestSyncSchema, 200),
-    "integrations.create_sync_job": (schemas.SyncSchema, 202),
-    "integrations.save_template": (TemplateSchema, 200),
+    "test_notification": (schemas.NotificationSchema, 200),
+    "create_notification": (schemas.NotificationSchema, 200),
+    "test_payment": (schemas.TestPaymentSchema, 200),
+    "create_payment": (schemas.PaymentSchema, 201),
+    "refund_payment": (schemas.RefundSchema, 201),
+    "create_refund": (schemas.RefundSchema, 201),
+    "test_event": (schemas.EventSchema, 200),
+    "publish_event": (schemas.EventSchema, 201),
+    "test_file": (schemas.TestFileSchema, 200),
+    "upload_file": (schemas.FileUploadSchema, 201),
+    "test_sync": (schemas.TestSyncSchema, 200),
+    "create_sync_job": (schemas.SyncSchema, 202),
+    "save_template": (TemplateSchema, 200),
 }
 
 ERROR_STATUSES = {
@@ -64,26 +65,27 @@ def build_spec(app: Flask) -> dict[str, Any]:
             spec.components.schema(component, schema=schema)
     paths: dict[str, dict[str, Any]] = {}
     for rule in app.url_map.iter_rules():
-        if not rule.endpoint.startswith("integrations."):
+        if not rule.rule.startswith(API_PREFIX):
             continue
+        operation_id = rule.endpoint.split(".", 1)[1]
         path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)
         view = app.view_functions[rule.endpoint]
         for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
             operation: dict[str, Any] = {
-                "operationId": rule.endpoint.split(".", 1)[1],
+                "operationId": operation_id,
                 "summary": (view.__doc__ or rule.endpoint).strip().splitlines()[0],
-                "tags": [rule.rule.split("/")[3] if len(rule.rule.split("/")) > 3 else "integrations"],
+                "tags": [rule.endpoint.split(".", 1)[0]],
                 "parameters": [
                     {"name": argument, "in": "path", "required": True, "schema": {"type": "string"}} for argument in sorted(rule.arguments)
                 ],
                 "responses": {},
             }
             status = 200
-            if rule.endpoint in REQUEST_BODIES:
-                schema, status = REQUEST_BODIES[rule.endpoint]
+            if operation_id in REQUEST_BODIES:
+                schema, status = REQUEST_BODIES[operation_id]
                 component = schema.__name__.removesuffix("Schema")
                 content = {"application/json": {"schema": {"$ref": f"#/components/schemas/{component}"}}}
-                if rule.endpoint == "integrations.upload_file":
+                if operation_id == "upload_file":
                     content["multipart/form-data"] = {
                         "schema": {"type": "object", "properties": {"file": {"type": "string", "format": "binary"}, "category": {"type": "string"}}}
                     }
@@ -92,7 +94,7 @@ def build_spec(app: Flask) -> dict[str, Any]:
                 operation["parameters"].append(
                     {"name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string", "maxLength": 255}}
                 )
-            if rule.endpoint != "integrations.openapi":
+            if operation_id != "openapi":
                 operation["responses"][str(status)] = {
                     "description": "Success",
                     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Envelope"}}},
@@ -104,7 +106,7 @@ def build_spec(app: Flask) -> dict[str, Any]:
                     }
             else:
                 operation["responses"]["200"] = {"description": "This document"}
-            if rule.endpoint in ("integrations.openapi", "integrations.webhook"):
+            if getattr(view, "public", False):
                 operation["security"] = []
             else:
                 operation["parameters"].append({"name": "X-Tenant-ID", "in": "header", "required": True, "schema": {"type": "string"}})

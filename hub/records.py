@@ -114,7 +114,9 @@ class Record(Base):
             "service": self.service,
             "status": self.status,
             "provider": self.provider,
-            "attempts": self.attempts,
+            # Tries of the same work: a failed-over call is two; jobAttempts counts runs of the record.
+            "attempts": max(self.attempts, _most_tries(self.attempt_log or [])),
+            "jobAttempts": self.attempts,
             "idempotencyKey": self.idempotency_key,
             "request": self.payload,
             "result": self.result,
@@ -125,6 +127,16 @@ class Record(Base):
             "updatedAt": self.updated_at.isoformat() if self.updated_at else None,
             "finishedAt": self.finished_at.isoformat() if self.finished_at else None,
         }
+
+
+def _most_tries(attempt_log: list[dict[str, Any]]) -> int:
+    """The most provider tries any one piece of the work took (a bulk send's batch, or the whole call)."""
+    tries: dict[Any, int] = {}
+    for entry in attempt_log:
+        if entry.get("provider"):
+            piece = (entry.get("channel"), entry.get("batch"))
+            tries[piece] = tries.get(piece, 0) + 1
+    return max(tries.values(), default=0)
 
 
 class ProviderReference(Base):
@@ -160,19 +172,24 @@ class RecipientOutcome(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     def to_dict(self) -> dict[str, Any]:
-        data = {
-            "index": self.index,
-            "name": self.name,
-            "channel": self.channel,
-            "address": self.address,
-            "status": self.status,
-            "provider": self.provider,
-            "providerMessageId": self.provider_message_id,
-            "error": self.error,
-        }
+        data = self.row_view({"idx": self.index, "name": self.name, "channel": self.channel, "address": self.address, "status": self.status, "provider": self.provider, "provider_message_id": self.provider_message_id, "error": self.error})
         if self.delivery_status:
             data.update(deliveryStatus=self.delivery_status, deliveryDetail=self.delivery_detail, deliveryUpdatedAt=self.updated_at.isoformat())
         return data
+
+    @staticmethod
+    def row_view(row: dict[str, Any]) -> dict[str, Any]:
+        """The API view of an outcome row written as a dict (the bulk insert's form), without reading it back."""
+        return {
+            "index": row["idx"],
+            "name": row["name"],
+            "channel": row["channel"],
+            "address": row["address"],
+            "status": row["status"],
+            "provider": row["provider"],
+            "providerMessageId": row["provider_message_id"],
+            "error": row["error"],
+        }
 
 
 class FileRecord(Base):

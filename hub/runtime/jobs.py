@@ -3,12 +3,16 @@
 The queue carries only record ids; the record in the database is the source of truth. A worker claims a
 record atomically before running it, so a job queued twice (by the recovery sweep after a crash) still
 runs once, and the sweep re-queues anything accepted but unfinished, so a killed process loses nothing.
+
+:class:`JobRegistry` maps a record kind to the service handler that runs it, and holds the periodic jobs
+(every minute) and the long-running workers the services register.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -16,6 +20,9 @@ from huey import Huey, MemoryHuey, RedisHuey, SqliteHuey, crontab
 from huey.consumer import Consumer
 
 log = logging.getLogger("hub.jobs")
+
+#: A record handler: given the claimed record, does its work and settles its status.
+RecordHandler = Callable[[Any], None]
 
 
 class EmbeddedConsumer(Consumer):
@@ -42,18 +49,40 @@ def make_huey(config: dict[str, Any]) -> Huey:
     return SqliteHuey(name, filename=path, utc=True, results=False)
 
 
-class JobQueue:
-    def __init__(
-        self,
-        config: dict[str, Any],
-        run_record: Callable[[str], None],
-        every_minute: Callable[[], None],
-    ) -> None:
+class JobRegistry:
+    """Record kind -> handler, periodic jobs, long-running workers; the huey queue under them."""
+
+    def __init__(self, config: dict[str, Any], run_record: Callable[[str], None]) -> None:
         self.config = config
         self.huey = make_huey(config)
+        self.handlers: dict[str, RecordHandler] = {}
+        self.periodic: list[Callable[[], None]] = []
+        self.workers: dict[str, Callable[[threading.Event], None]] = {}
         self._run_record = self.huey.task(name="hub.run_record")(run_record)
-        self.huey.periodic_task(crontab(minute="*"), name="hub.every_minute")(every_minute)
+        self.huey.periodic_task(crontab(minute="*"), name="hub.every_minute")(self.run_periodic)
         self._consumer: Consumer | None = None
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def register_handler(self, kind: str, handler: RecordHandler) -> None:
+        """``handler(record)`` runs a claimed record of ``kind`` in a worker."""
+        self.handlers[kind] = handler
+
+    def register_periodic(self, job: Callable[[], None]) -> None:
+        """``job()`` runs once a minute in one worker (huey fires each periodic task once per tick)."""
+        self.periodic.append(job)
+
+    def register_worker(self, name: str, target: Callable[[threading.Event], None]) -> None:
+        """A long-running worker: ``target(stop_event)`` runs in its own thread while workers run; it must
+        hold a lease for anything that must run in one process only, and return when ``stop_event`` is set."""
+        self.workers[name] = target
+
+    def run_periodic(self) -> None:
+        for job in self.periodic:
+            try:
+                job()
+            except Exception:
+                log.exception("periodic job %s failed", getattr(job, "__qualname__", job))
 
     def enqueue(self, record_id: str, delay: float | None = None) -> None:
         if delay:
@@ -61,19 +90,35 @@ class JobQueue:
         else:
             self._run_record(record_id)
 
+    def _start_long_running(self) -> None:
+        self._stop.clear()
+        for name, target in self.workers.items():
+            thread = threading.Thread(target=target, args=(self._stop,), name=f"hub-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
     def start_workers(self, workers: int) -> None:
         if workers <= 0 or self._consumer is not None:
             return
         self._consumer = EmbeddedConsumer(self.huey, workers=workers, worker_type="thread", periodic=True, initial_delay=0.05, max_delay=0.5, backoff=1.2)
         self._consumer.start()
+        self._start_long_running()
         log.info("started %d background worker thread(s)", workers)
 
     def run_worker_forever(self, workers: int) -> None:
         """``hub worker``: a standalone consumer with huey's own signal handling."""
         consumer = Consumer(self.huey, workers=workers, worker_type="thread", periodic=True, initial_delay=0.05, max_delay=0.5, backoff=1.2)
-        consumer.run()
+        self._start_long_running()
+        try:
+            consumer.run()
+        finally:
+            self._stop.set()
 
     def stop_workers(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        self._threads.clear()
         if self._consumer is not None:
             self._consumer.stop(graceful=True)
             self._consumer = None

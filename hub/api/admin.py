@@ -1,0 +1,213 @@
+"""Operating the hub: status, health, services, metrics, lifecycle, plugins, the seed's test endpoints,
+provider webhooks, delivery records, the audit trail and the OpenAPI document."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, current_app, g, jsonify, request
+
+from hub.api.middleware import (
+    idempotency_key,
+    idempotent,
+    json_body,
+    list_records,
+    manager,
+    ok,
+    paging,
+    public,
+    require_admin,
+)
+from hub.capabilities import WebhookRequest
+from hub.config import SERVICES
+from hub.records import utcnow
+from hub.schemas import TestFileSchema, TestPaymentSchema, TestSyncSchema, load
+
+blueprint = Blueprint("admin", __name__)
+
+TEST_CARD = "4242424242424242"
+
+
+@blueprint.get("/status")
+def status() -> Any:
+    """Status of every service: counts and per-service status."""
+    return ok(manager().status(g.tenant))
+
+
+@blueprint.get("/health")
+def health_all() -> Any:
+    """Health of every service, with per-provider details."""
+    return ok(manager().health(g.tenant))
+
+
+@blueprint.get("/health/<service>")
+def health_service(service: str) -> Any:
+    """Health of one service: each provider's check."""
+    return ok(manager().service_health(service, g.tenant))
+
+
+@blueprint.get("/services")
+def services() -> Any:
+    """Every service with its providers."""
+    return ok({key: manager().service_info(key, g.tenant) for key in SERVICES})
+
+
+@blueprint.get("/services/<service>")
+def service(service: str) -> Any:
+    """One service: name, type, status, dependencies (environment variables), providers."""
+    return ok(manager().service_info(service, g.tenant))
+
+
+@blueprint.get("/metrics")
+def metrics() -> Any:
+    """Per service: providers, templates, status, and per-provider counts, error rate, latency."""
+    return ok(manager().metrics_summary(g.tenant))
+
+
+@blueprint.post("/initialize")
+@require_admin
+def initialize() -> Any:
+    """Start (or restart) every service. Needs an admin token."""
+    return ok(manager().initialize())
+
+
+@blueprint.post("/shutdown")
+@require_admin
+def shutdown() -> Any:
+    """Close every provider; capability calls answer 503 until initialize. Needs an admin token."""
+    return ok(manager().shutdown())
+
+
+@blueprint.get("/plugins")
+def plugins() -> Any:
+    """Installed plugins: name, version, hooks, providers, templates, load status and error."""
+    hub = manager()
+    return ok({"plugins": hub.host.plugin_list(), "providerTypes": sorted(hub.host.provider_types)})
+
+
+# --- test endpoints (seed) -------------------------------------------------------------------------
+
+
+@blueprint.post("/test/notification")
+@idempotent
+def test_notification() -> Any:
+    """Send a test notification through the real delivery path."""
+    view, queued = manager().notify.accept(g.tenant, json_body(), idempotency_key())
+    return ok(view, 202 if queued else 200)
+
+
+@blueprint.post("/test/payment")
+@idempotent
+def test_payment() -> Any:
+    """Charge a test payment (test card unless paymentMethod is given)."""
+    body = json_body()
+    if isinstance(body, dict) and not body.get("paymentMethod"):
+        body = {**body, "paymentMethod": TEST_CARD}
+    return ok(manager().pay.accept(g.tenant, body, idempotency_key(), schema=TestPaymentSchema()))
+
+
+@blueprint.post("/test/event")
+@idempotent
+def test_event() -> Any:
+    """Publish a test event."""
+    return ok(manager().publish.accept(g.tenant, json_body(), idempotency_key()))
+
+
+@blueprint.post("/test/file")
+@idempotent
+def test_file() -> Any:
+    """Upload a generated test file."""
+    request_data = load(TestFileSchema(), json_body() or {})
+    content = _sample_file(request_data["file_name"])
+    raw = {"fileName": request_data["file_name"], "category": request_data["category"], "fileType": request_data["file_type"]}
+    return ok(manager().store.accept_upload(g.tenant, raw, content, idempotency_key()))
+
+
+@blueprint.post("/test/sync")
+@idempotent
+def test_sync() -> Any:
+    """Sync external data now and return the records."""
+    view, queued = manager().sync.accept(g.tenant, json_body(), idempotency_key(), schema=TestSyncSchema())
+    return ok(view, 202 if queued else 200)
+
+
+def _sample_file(name: str) -> bytes:
+    stamp = utcnow().isoformat()
+    if name.lower().endswith(".pdf"):
+        text = f"Integration hub test file {stamp}"
+        stream = f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET".encode()
+        objects = [
+            b"<< /Type /Catalog /Pages 2 0 R >>",
+            b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R /Resources << /Font << /F1 5 0 R >> >> >>",
+            b"<< /Length " + str(len(stream)).encode() + b" >>\nstream\n" + stream + b"\nendstream",
+            b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+        ]
+        out = bytearray(b"%PDF-1.4\n")
+        offsets = []
+        for number, body in enumerate(objects, start=1):
+            offsets.append(len(out))
+            out += f"{number} 0 obj\n".encode() + body + b"\nendobj\n"
+        xref = len(out)
+        out += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode()
+        out += b"".join(f"{offset:010d} 00000 n \n".encode() for offset in offsets)
+        out += f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
+        return bytes(out)
+    return f"Integration hub test file\ncreated: {stamp}\n".encode()
+
+
+# --- webhooks, records, audit, openapi ---------------------------------------------------------------
+
+
+@blueprint.post("/webhooks/<provider>")
+@public
+def webhook(provider: str) -> Any:
+    """A provider's status callback; authenticated by the provider's signature, not a token."""
+    incoming = WebhookRequest(
+        url=request.url,
+        headers={key: value for key, value in request.headers.items()},
+        body=request.get_data(),
+        form={key: value for key, value in request.form.items()},
+        query={key: value for key, value in request.args.items()},
+    )
+    return ok(manager().webhooks.handle(provider, incoming, request.args.get("tenant")))
+
+
+@blueprint.get("/deliveries/<record_id>")
+def get_delivery(record_id: str) -> Any:
+    """Any delivery record (notification, payment, refund, file, event, sync) by id; a notification's
+    record includes each recipient's outcome and delivery status."""
+    hub = manager()
+    record = hub.get_record(record_id, g.tenant)
+    view = record.to_dict()
+    if record.kind == "notification":
+        view["recipients"] = hub.notify.recipient_views(record)
+    return ok(view)
+
+
+@blueprint.get("/deliveries")
+def list_deliveries() -> Any:
+    return list_records(request.args.get("kind"), lambda record: record.to_dict())
+
+
+@blueprint.get("/audit")
+def audit() -> Any:
+    """The tenant's audit trail, newest first; filter by provider, service, outcome."""
+    limit, _ = paging()
+    entries = manager().audit_log(
+        g.tenant,
+        provider=request.args.get("provider"),
+        outcome=request.args.get("outcome"),
+        service=request.args.get("service"),
+        limit=limit,
+    )
+    return ok({"items": [entry.to_dict() for entry in entries]})
+
+
+@blueprint.get("/openapi.json")
+@public
+def openapi() -> Any:
+    """This API's OpenAPI 3 document, generated from the marshmallow schemas."""
+    from hub.openapi import build_spec
+
+    return jsonify(build_spec(current_app))

@@ -1,0 +1,315 @@
+"""What every API request shares: request ids, bearer-token + tenant authentication, idempotency keys,
+the envelope (``{"success": true, "data": ...}``) and the mapping of errors to responses, in one place."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+from functools import wraps
+from typing import TYPE_CHECKING, Any
+
+from flask import Response, current_app, g, jsonify, request
+from sqlalchemy.exc import IntegrityError
+from werkzeug.exceptions import HTTPException
+
+from hub.errors import Conflict, HubError, RateLimitedError, ValidationError
+from hub.observability import request_id_var, tenant_var
+from hub.records import IdempotentRequest, utcnow
+from hub.runtime.ledger import riding_along
+
+if TYPE_CHECKING:
+    from hub.manager import IntegrationManager
+
+API_PREFIX = "/api/integrations"
+TENANT_HEADER = "X-Tenant-ID"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+#: An idempotency key whose first request never finished (its process died) may be used again after this.
+ABANDONED_AFTER = timedelta(minutes=5)
+
+
+def manager() -> IntegrationManager:
+    return current_app.extensions["hub"]
+
+
+def public(view: Callable[..., Any]) -> Callable[..., Any]:
+    """A view callable without a token (the OpenAPI document; webhooks, authenticated by signature)."""
+    view.public = True  # type: ignore[attr-defined]
+    return view
+
+
+# --- envelope and errors ---------------------------------------------------------------------------
+
+
+def ok(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> tuple[Response, int]:
+    response = jsonify({"success": True, "data": data})
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response, status
+
+
+def error_response(status: int, message: str, error: Any = None, **extra: Any) -> Response:
+    body = {"success": False, "message": message, "error": error if error is not None else message, **extra}
+    response = jsonify(body)
+    response.status_code = status
+    return response
+
+
+def hub_error(error: HubError) -> Response:
+    extra: dict[str, Any] = {}
+    detail: Any = error.detail or error.message
+    if isinstance(error, ValidationError):
+        extra["errors"] = error.errors
+        detail = "; ".join(f"{path}: {reason}" for path, reason in _flatten(error.errors))
+    code = getattr(error, "provider_code", None)
+    if code:
+        extra["code"] = code
+    if getattr(error, "attempts", None):
+        extra["attempts"] = error.attempts  # type: ignore[attr-defined]
+    response = error_response(error.status_code, error.message, detail, **extra)
+    if isinstance(error, RateLimitedError):
+        response.headers["Retry-After"] = str(max(1, int(error.retry_after + 0.999)))
+    return response
+
+
+def http_error(error: HTTPException) -> Response:
+    status = error.code or 500
+    if status == 413:
+        # The documented codes stop at 4xx validation errors; an oversized body is one.
+        return error_response(422, "Request body is too large", "file: over the configured max_file_size")
+    return error_response(status, error.name, error.description)
+
+
+def unexpected_error(error: Exception) -> Response:
+    current_app.logger.exception("unhandled error")
+    return error_response(500, "Internal server error", f"{type(error).__name__} (request {request_id_var.get()})")
+
+
+def _flatten(errors: Any, prefix: str = "") -> list[tuple[str, str]]:
+    if isinstance(errors, dict):
+        pairs = []
+        for key, value in errors.items():
+            path = f"{prefix}.{key}" if prefix else str(key)
+            pairs.extend(_flatten(value, path))
+        return pairs
+    if isinstance(errors, list):
+        if errors and all(isinstance(item, str) for item in errors):
+            return [(prefix, " ".join(errors))]
+        pairs = []
+        for item in errors:
+            pairs.extend(_flatten(item, prefix))
+        return pairs
+    return [(prefix, str(errors))]
+
+
+# --- request lifecycle: ids, auth, audit, metrics -------------------------------------------------
+
+
+def start_request() -> Response | None:
+    g.started = time.perf_counter()
+    g.request_id = request.headers.get("X-Request-ID") or uuid.uuid4().hex
+    g.request_id_token = request_id_var.set(g.request_id)
+    g.tenant = None
+    hub = manager()
+    # Audit rows wait for the end of the request, to be written with its last transaction.
+    g.audit_scope = hub.runtime.audit.buffered()
+    g.audit_scope.__enter__()
+    return authenticate()
+
+
+def finish_request(response: Response) -> Response:
+    response.headers["X-Request-ID"] = g.get("request_id", "")
+    hub = manager()
+    endpoint = request.url_rule.rule if request.url_rule else "unmatched"
+    hub.metrics.http_requests.labels(request.method, endpoint, str(response.status_code)).inc()
+    elapsed = time.perf_counter() - g.get("started", time.perf_counter())
+    hub.metrics.http_latency.labels(endpoint).observe(elapsed)
+    if g.get("tenant") and (request.method != "GET" or response.status_code >= 400):
+        # Every change and every refusal is in the audit trail, beside the provider calls it caused
+        # (successful reads are not: they change nothing, and are counted in the metrics).
+        outcome = "success" if response.status_code < 400 else ("rejected" if response.status_code < 500 else "error")
+        hub.runtime.audit_api_call(g.tenant, f"{request.method} {endpoint}", outcome, elapsed * 1000, f"HTTP {response.status_code}")
+    return response
+
+
+def teardown_request(_error: BaseException | None) -> None:
+    """The request's last transaction: its idempotent answer and its buffered audit rows together."""
+    scope = g.pop("audit_scope", None)
+    hub = manager()
+    if g.get("idempotent_answer") is not None:
+        rows = hub.runtime.audit.take()
+        try:
+            with hub.db.session() as session:
+                _save_answer(session)
+                session.add_all(rows)
+        except IntegrityError:
+            # A concurrent request with the same key answered first: its answer stands.
+            with hub.db.session() as session:
+                session.add_all(rows)
+    if scope is not None:
+        scope.__exit__(None, None, None)  # writes the audit rows not written yet
+
+
+def authenticate() -> Response | None:
+    if not request.path.startswith(API_PREFIX) or request.endpoint is None:
+        return None
+    if getattr(current_app.view_functions.get(request.endpoint), "public", False):
+        return None
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return _with_auth_header(error_response(401, "Authentication required", "Send Authorization: Bearer <token>"))
+    row = manager().tokens.verify(token.strip())
+    if row is None:
+        return _with_auth_header(error_response(401, "Invalid or expired token", "The bearer token is not valid"))
+    tenant = request.headers.get(TENANT_HEADER, "").strip()
+    if not tenant:
+        return error_response(403, "Tenant access required", f"Send the {TENANT_HEADER} header")
+    if tenant != row.tenant:
+        return error_response(403, "Tenant access denied", "The token does not belong to this tenant")
+    g.tenant = tenant
+    g.token = row
+    tenant_var.set(tenant)
+    return None
+
+
+def _with_auth_header(response: Response) -> Response:
+    response.headers["WWW-Authenticate"] = 'Bearer realm="hub"'
+    return response
+
+
+def require_admin(view: Callable[..., Any]) -> Callable[..., Any]:
+    @wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if not g.token.admin:
+            return error_response(403, "Admin token required", "Create one with: hub token create --tenant T --admin")
+        return view(*args, **kwargs)
+
+    return wrapper
+
+
+# --- idempotency ------------------------------------------------------------------------------------
+
+
+def idempotent(view: Callable[..., Any] | None = None, *, with_record: bool = True) -> Any:
+    """Same ``Idempotency-Key`` and body: the first response again, no second side effect. Same key
+    with another body: 422. A key whose first request is still running: 409.
+
+    ``with_record``: the view creates a record, and the key's claim is written in the same transaction
+    (a concurrent request with the same key then finds the record and replays it). Views that create no
+    record claim the key in a transaction of its own before they run.
+    """
+    if view is None:
+        return lambda function: idempotent(function, with_record=with_record)
+
+    @wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        key = request.headers.get(IDEMPOTENCY_HEADER)
+        if not key:
+            return view(*args, **kwargs)
+        if len(key) > 255:
+            raise ValidationError({IDEMPOTENCY_HEADER: ["at most 255 characters"]})
+        hub = manager()
+        fingerprint = hashlib.sha256(request.method.encode() + request.path.encode() + b"\0" + request.get_data()).hexdigest()
+        with hub.db.session() as session:
+            stored = session.get(IdempotentRequest, (g.tenant, key))
+            if stored is not None:
+                if stored.request_hash != fingerprint:
+                    raise ValidationError(
+                        {IDEMPOTENCY_HEADER: ["this key was already used with a different request"]},
+                        "Idempotency-Key reused with a different request body or path",
+                    )
+                if stored.status_code is not None:
+                    response = jsonify(stored.response)
+                    response.status_code = stored.status_code
+                    response.headers["Idempotent-Replayed"] = "true"
+                    return response
+                if utcnow() - stored.created_at < ABANDONED_AFTER:
+                    raise Conflict("A request with this Idempotency-Key is still being processed")
+                # Its process died mid-request: let this one through; the records keep the work exactly-once.
+                session.delete(stored)
+            claim = IdempotentRequest(tenant=g.tenant, key=key, method=request.method, path=request.path, request_hash=fingerprint, created_at=utcnow())
+            if not with_record:
+                try:
+                    session.add(claim)
+                    session.flush()
+                except IntegrityError:
+                    raise Conflict("A request with this Idempotency-Key is still being processed") from None
+        g.idempotency_key = key
+        pending = [claim] if with_record else []
+        try:
+            with riding_along(pending):
+                response = current_app.make_response(view(*args, **kwargs))
+        except HubError as error:
+            response = hub_error(error)
+        except Exception:
+            if not pending:
+                _forget_key(hub, key)
+            raise
+        claimed = not pending  # the claim row was written (with the record, or before the view)
+        if response.status_code >= 500 or response.status_code == 429:
+            if claimed:
+                _forget_key(hub, key)  # nothing happened: the client may retry with the same key
+        else:
+            # Written with the request's audit rows at its end (see finish_request).
+            g.idempotent_answer = (key, claim, claimed, response.status_code, response.get_json())
+        return response
+
+    return wrapper
+
+
+def _save_answer(session: Any) -> None:
+    answer = g.pop("idempotent_answer", None)
+    if answer is None:
+        return
+    key, claim, claimed, status_code, body = answer
+    stored = session.get(IdempotentRequest, (g.tenant, key)) if claimed else None
+    if stored is None:
+        if claimed:
+            return  # forgotten meanwhile
+        claim.status_code, claim.response = status_code, body
+        session.add(claim)  # a view that failed before it created a record: its 4xx is the answer
+    else:
+        stored.status_code, stored.response = status_code, body
+
+
+def _forget_key(hub: IntegrationManager, key: str) -> None:
+    with hub.db.session() as session:
+        stored = session.get(IdempotentRequest, (g.tenant, key))
+        if stored is not None:
+            session.delete(stored)
+
+
+def idempotency_key() -> str | None:
+    return g.get("idempotency_key") or request.headers.get(IDEMPOTENCY_HEADER)
+
+
+# --- request helpers ----------------------------------------------------------------------------------
+
+
+def json_body() -> Any:
+    if not request.data:
+        return None
+    try:
+        return json.loads(request.data)
+    except ValueError:
+        raise ValidationError({"body": ["not valid JSON"]}, "Request body is not valid JSON") from None
+
+
+def paging() -> tuple[int, int]:
+    try:
+        limit = min(max(int(request.args.get("limit", 50)), 1), 500)
+        offset = max(int(request.args.get("offset", 0)), 0)
+    except ValueError:
+        raise ValidationError({"limit": ["limit and offset must be integers"]}) from None
+    return limit, offset
+
+
+def list_records(kind: str | None, view: Callable[[Any], dict[str, Any]]) -> Any:
+    """A page of the tenant's records of one kind, newest first (``?status=&limit=&offset=``)."""
+    limit, offset = paging()
+    records = manager().list_records(g.tenant, kind, request.args.get("status"), limit, offset)
+    return ok({"items": [view(record) for record in records], "limit": limit, "offset": offset})

@@ -1,0 +1,62 @@
+"""One typed caller per provider hook (tox's style): services never name a hook as a string or build a
+dict of arguments; each method goes through the :class:`~hub.runtime.pipeline.ProviderPipeline`.
+
+``providers`` narrows the call to those providers (in order); ``None`` means the service's configured list.
+Each capability owns its section.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from hub.runtime.pipeline import CallResult, ProviderPipeline
+
+if TYPE_CHECKING:
+    from hub.capabilities import Event, Message, PaymentRequest, RefundRequest, StoredFile, SyncRequest
+
+Providers = list[str] | None
+
+
+class ProviderCalls:
+    def __init__(self, pipeline: ProviderPipeline) -> None:
+        self.pipeline = pipeline
+
+    # --- notify -----------------------------------------------------------------------------------
+
+    def notify(self, service: str, tenant: str, message: Message, *, providers: Providers = None, record_id: str | None = None) -> CallResult:
+        return self.pipeline.call(service, tenant, "notify", {"message": message}, providers=providers, record_id=record_id)
+
+    # --- pay --------------------------------------------------------------------------------------
+
+    def pay(self, tenant: str, payment: PaymentRequest, *, providers: Providers = None, record_id: str | None = None) -> CallResult:
+        return self.pipeline.call("payment", tenant, "pay", {"payment": payment}, providers=providers, record_id=record_id)
+
+    def refund(self, tenant: str, refund: RefundRequest, *, provider: str, record_id: str | None = None) -> CallResult:
+        return self.pipeline.call("payment", tenant, "refund", {"refund": refund}, providers=[provider], record_id=record_id)
+
+    # --- store ------------------------------------------------------------------------------------
+
+    def store(self, tenant: str, file: StoredFile, data: bytes, *, providers: Providers = None, record_id: str | None = None) -> CallResult:
+        return self.pipeline.call("fileStorage", tenant, "store", {"file": file, "data": data}, providers=providers, record_id=record_id)
+
+    def store_read(self, tenant: str, key: str, *, provider: str) -> CallResult:
+        return self.pipeline.call("fileStorage", tenant, "store_read", {"key": key}, providers=[provider])
+
+    def store_delete(self, tenant: str, key: str, *, provider: str) -> CallResult:
+        return self.pipeline.call("fileStorage", tenant, "store_delete", {"key": key}, providers=[provider])
+
+    def store_url(self, tenant: str, key: str, expires_in: int, *, provider: str) -> CallResult:
+        return self.pipeline.call("fileStorage", tenant, "store_url", {"key": key, "expires_in": expires_in}, providers=[provider])
+
+    # --- publish ----------------------------------------------------------------------------------
+
+    def publish(self, tenant: str, event: Event, *, providers: Providers = None, record_id: str | None = None) -> CallResult:
+        return self.pipeline.call("kafka", tenant, "publish", {"event": event}, providers=providers, record_id=record_id)
+
+    def consumer_groups(self, tenant: str, *, provider: str) -> CallResult:
+        return self.pipeline.call("kafka", tenant, "consumer_groups", {}, providers=[provider])
+
+    # --- sync -------------------------------------------------------------------------------------
+
+    def sync(self, tenant: str, request: SyncRequest, *, providers: Providers = None, record_id: str | None = None) -> CallResult:
+        return self.pipeline.call("externalAPI", tenant, "sync", {"request": request}, providers=providers, record_id=record_id)

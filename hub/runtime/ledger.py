@@ -1,0 +1,189 @@
+"""Records and idempotency: every accepted unit of work is a :class:`~hub.records.Record` before the API
+answers, and this is the one place that opens, claims, saves, replays and lists them."""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+
+from hub.errors import Conflict, NotFound, ValidationError
+from hub.observability import Metrics, request_id_var
+from hub.records import Database, Record, new_id, utcnow
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from hub.runtime.jobs import JobRegistry
+    from hub.runtime.pipeline import AuditTrail
+
+log = logging.getLogger("hub.ledger")
+
+#: Rows to write in the same transaction as the next new record (the API's idempotency claim): one
+#: transaction instead of two, and a concurrent request with the same key loses on the record's own key.
+_ride_along: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar("hub_ride_along", default=None)
+
+
+@contextmanager
+def riding_along(rows: list[Any]) -> Iterator[list[Any]]:
+    """Inside this block, :meth:`RecordLedger.new` also inserts ``rows`` (and empties the list once written)."""
+    token = _ride_along.set(rows)
+    try:
+        yield rows
+    finally:
+        _ride_along.reset(token)
+
+ID_PREFIX = {"notification": "ntf", "payment": "pay", "refund": "ref", "file": "fil", "event": "evt", "sync": "syn"}
+FINISHED = ("succeeded", "partial", "failed", "dead", "canceled")
+
+
+
+class RecordLedger:
+    def __init__(self, db: Database, config: dict[str, Any], metrics: Metrics, audit: AuditTrail, jobs: JobRegistry) -> None:
+        self.db = db
+        self.config = config
+        self.metrics = metrics
+        self.audit = audit
+        self.jobs = jobs
+
+    @property
+    def lease_seconds(self) -> int:
+        return self.config["queue"]["lease_seconds"]
+
+    def new(
+        self,
+        kind: str,
+        tenant: str,
+        service: str,
+        payload: dict[str, Any],
+        idempotency_key: str | None,
+        status: str,
+        *,
+        record_id: str | None = None,
+    ) -> Record | None:
+        """Insert a record; ``None`` if the idempotency key already has one (the caller fetches it)."""
+        now = utcnow()
+        record = Record(
+            id=record_id or new_id(ID_PREFIX.get(kind, kind[:3])),
+            tenant=tenant,
+            kind=kind,
+            service=service,
+            status=status,
+            payload=payload,
+            idempotency_key=idempotency_key,
+            request_id=request_id_var.get(),
+            attempts=1 if status == "running" else 0,
+            attempt_log=[],
+            created_at=now,
+            updated_at=now,
+            lease_until=now + timedelta(seconds=self.lease_seconds) if status == "running" else None,
+        )
+        extra = _ride_along.get()
+        try:
+            with self.db.session() as session:
+                session.add(record)
+                if extra:
+                    session.add_all(extra)
+        except IntegrityError:
+            if idempotency_key and self.existing(tenant, kind, idempotency_key) is None:
+                # The key was claimed by a concurrent request for something else.
+                raise Conflict("A request with this Idempotency-Key is still being processed") from None
+            return None
+        if extra:
+            extra.clear()
+        return record
+
+    def begin(
+        self, kind: str, tenant: str, service: str, payload: dict[str, Any], idempotency_key: str | None, view: Callable[[Record], Any], *, before: Callable[[], None] | None = None
+    ) -> tuple[Record | None, Any]:
+        """Open a running record for a synchronous call, or return the earlier answer for the same
+        idempotency key (``(None, view)``). ``before`` (the rate limit) runs only for new work."""
+        existing = self.existing(tenant, kind, idempotency_key)
+        if existing is None:
+            if before is not None:
+                before()
+            record = self.new(kind, tenant, service, payload, idempotency_key, "running")
+            if record is not None:
+                return record, None
+            existing = self.existing(tenant, kind, idempotency_key)  # a concurrent request won
+        return None, self.replay(existing, view)
+
+    def existing(self, tenant: str, kind: str, idempotency_key: str | None) -> Record | None:
+        if not idempotency_key:
+            return None
+        with self.db.session() as session:
+            return session.scalar(select(Record).where(Record.tenant == tenant, Record.kind == kind, Record.idempotency_key == idempotency_key))
+
+    def replay(self, record: Record | None, view: Callable[[Record], Any]) -> Any:
+        assert record is not None
+        if record.status == "failed":
+            raise ValidationError({"idempotencyKey": [f"the request with this key failed: {record.error}"]}, "This idempotency key's request failed; use a new key to try again")
+        return view(record)
+
+    def apply(self, session: Session, record_id: str, changes: dict[str, Any]) -> Record:
+        """Apply ``changes`` to a record inside the caller's transaction (with the buffered audit rows)."""
+        record = session.get(Record, record_id)
+        assert record is not None
+        for name, value in changes.items():
+            setattr(record, name, value)
+        record.updated_at = utcnow()
+        if changes.get("status") in FINISHED:
+            record.finished_at = utcnow()
+            record.lease_until = None
+            self.metrics.jobs.labels(record.kind, record.status).inc()
+        self.audit.drain(session)
+        return record
+
+    def save(self, record_id: str, **changes: Any) -> Record:
+        with self.db.session() as session:
+            return self.apply(session, record_id, changes)
+
+    def get(self, record_id: str, tenant: str, kind: str | None = None) -> Record:
+        with self.db.session() as session:
+            record = session.get(Record, record_id)
+        if record is None or record.tenant != tenant or (kind is not None and record.kind != kind):
+            raise NotFound(f"No {kind or 'record'} with id {record_id}")
+        return record
+
+    def list(self, tenant: str, kind: str | None = None, status: str | None = None, limit: int = 50, offset: int = 0) -> list[Record]:
+        with self.db.session() as session:
+            query = select(Record).where(Record.tenant == tenant)
+            if kind:
+                query = query.where(Record.kind == kind)
+            if status:
+                query = query.where(Record.status == status)
+            return list(session.scalars(query.order_by(Record.created_at.desc()).limit(limit).offset(offset)))
+
+    def extend_lease(self, session: Session, record_id: str) -> None:
+        session.execute(update(Record).where(Record.id == record_id).values(updated_at=utcnow(), lease_until=utcnow() + timedelta(seconds=self.lease_seconds)))
+
+    def claim(self, record_id: str) -> Record | None:
+        return self.db.claim(record_id, self.lease_seconds)
+
+    def requeue_or_dead(self, record: Record, error: str) -> None:
+        """Try the record again later with exponential backoff, or mark it ``dead`` after the last attempt."""
+        retry = self.config["retry"]
+        with self.db.session() as session:
+            attempts = session.get(Record, record.id).attempts  # type: ignore[union-attr]
+        if attempts >= retry["job_attempts"]:
+            self.save(record.id, status="dead", error=error)
+            log.error("job %s is dead after %d attempts: %s", record.id, attempts, error)
+            return
+        delay = retry["job_delay"] * (2 ** (attempts - 1))
+        self.save(record.id, status="queued", error=error, lease_until=utcnow() + timedelta(seconds=delay))
+        self.jobs.enqueue(record.id, delay=delay)
+
+    def recover_unfinished(self, older_than: float = 60) -> int:
+        """Re-queue accepted-but-unfinished records (a crashed worker's); returns how many."""
+        ids = self.db.unfinished(older_than)
+        for record_id in ids:
+            self.jobs.enqueue(record_id)
+        if ids:
+            log.info("re-queued %d unfinished job(s)", len(ids))
+        return len(ids)

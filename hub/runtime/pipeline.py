@@ -1,0 +1,247 @@
+"""The provider-call pipeline, written once for every capability.
+
+For one call: the service's providers in priority order; for each, its circuit breaker (an open circuit is
+skipped at once, noted "circuit open"), the retry policy (tenacity, transient errors only), and failover to
+the next provider when the error allows it (the error class carries the rule: see :mod:`hub.errors`).
+Every try is measured (Prometheus) and audited; audit rows are buffered while a request or job runs and
+written in the same transaction as the record they belong to.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import pybreaker
+
+from hub.errors import ConfigurationError, HubError, NoProviderError, PermanentError, ProviderError
+from hub.observability import Metrics, redact_text, request_id_var
+from hub.records import AuditEntry, Database, utcnow
+from hub.resilience import Breakers, RetryPolicy, allows_failover
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from hub.plugins import PluginHost
+    from hub.registry import ProviderRegistry
+
+log = logging.getLogger("hub.pipeline")
+
+CIRCUIT_OPEN = "circuit open"
+
+
+def describe(error: BaseException) -> str:
+    """An error as one safe line: its message (and provider code), with secrets and personal data masked."""
+    if isinstance(error, pybreaker.CircuitBreakerError):
+        return CIRCUIT_OPEN
+    if isinstance(error, HubError):
+        code = getattr(error, "provider_code", None)
+        text = f"{error.message} ({code})" if code else error.message
+    else:
+        text = f"{type(error).__name__}: {error}"
+    return redact_text(text)
+
+
+@dataclass
+class CallResult:
+    """What a provider call answered: which provider, its return value, and every try made."""
+
+    provider: str
+    result: Any
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+
+
+_audit_buffer: contextvars.ContextVar[list[AuditEntry] | None] = contextvars.ContextVar("hub_audit_buffer", default=None)
+
+
+class AuditTrail:
+    """Audit rows of provider and API calls. Inside :meth:`buffered` (a request or a job) rows wait to be
+    written by :meth:`drain` in the caller's own transaction; outside, each is written at once."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def add(self, entry: AuditEntry) -> None:
+        buffer = _audit_buffer.get()
+        if buffer is not None:
+            buffer.append(entry)
+            return
+        with self.db.session() as session:
+            session.add(entry)
+
+    @contextmanager
+    def buffered(self) -> Iterator[None]:
+        token = _audit_buffer.set([])
+        try:
+            yield
+        finally:
+            leftover = _audit_buffer.get() or []
+            _audit_buffer.reset(token)
+            if leftover:
+                with self.db.session() as session:
+                    session.add_all(leftover)
+
+    def take(self) -> list[AuditEntry]:
+        """The buffered rows, removed from the buffer (the caller writes them)."""
+        buffer = _audit_buffer.get()
+        if not buffer:
+            return []
+        rows = list(buffer)
+        buffer.clear()
+        return rows
+
+    def drain(self, session: Session) -> None:
+        """Add the buffered rows to ``session`` (written when it commits)."""
+        buffer = _audit_buffer.get()
+        if buffer:
+            session.add_all(buffer)
+            buffer.clear()
+
+
+class ProviderPipeline:
+    def __init__(
+        self,
+        host: PluginHost,
+        registry: ProviderRegistry,
+        breakers: Breakers,
+        retry: RetryPolicy,
+        metrics: Metrics,
+        audit: AuditTrail,
+        capability_of: Any,
+    ) -> None:
+        self.host = host
+        self.registry = registry
+        self.breakers = breakers
+        self.retry = retry
+        self.metrics = metrics
+        self.audit = audit
+        self._capability_of = capability_of
+
+    def call(
+        self,
+        service: str,
+        tenant: str,
+        hook: str,
+        kwargs: dict[str, Any],
+        *,
+        providers: list[str] | None = None,
+        record_id: str | None = None,
+    ) -> CallResult:
+        """Call ``hook`` on the service's providers in priority order until one succeeds.
+
+        A permanent error is raised at once; when every provider failed, :class:`NoProviderError`
+        carries the attempts. An error whose class forbids failover (a payment whose outcome is unknown)
+        is raised after its retries on the same provider, never handed to the next one.
+        """
+        names = providers if providers is not None else self.registry.service_providers(service, tenant)
+        if not names:
+            raise NoProviderError(f"No provider is configured for {service}")
+        capability = self._capability_of(service)
+        attempts: list[dict[str, Any]] = []
+        last_error: BaseException | None = None
+        for name in names:
+            started = time.perf_counter()
+            retries: list[str] = []
+            try:
+                instance = self.registry.instance(name, tenant)
+                function = self.host.hook_for(instance, hook)
+                if function is None:
+                    raise ConfigurationError(f"provider {name!r} does not implement {hook}")
+                breaker = self.breakers.get(name if instance is self.registry.slots[name].instance else f"{name}@{tenant}")
+                if _circuit_open(breaker):
+                    raise pybreaker.CircuitBreakerError(CIRCUIT_OPEN)
+
+                def once(function: Any = function, breaker: pybreaker.CircuitBreaker = breaker) -> Any:
+                    return breaker.call(function, **kwargs)
+
+                def note_retry(error: BaseException, _attempt: int, retries: list[str] = retries) -> None:
+                    retries.append(describe(error))
+
+                result = self.retry.call(once, on_retry=note_retry)
+            except Exception as error:
+                latency = (time.perf_counter() - started) * 1000
+                description = describe(error)
+                attempts.append(
+                    {"provider": name, "outcome": "skipped" if description == CIRCUIT_OPEN else "failed", "error": description, "retries": len(retries), "latencyMs": round(latency, 2), "at": utcnow().isoformat()}
+                )
+                self.observe(service, capability, name, hook, "error", latency, tenant, record_id, description)
+                if not isinstance(error, HubError | pybreaker.CircuitBreakerError):
+                    log.warning("provider %s raised %s", name, description, exc_info=True)
+                last_error = error
+                if isinstance(error, HubError) and not isinstance(error, ProviderError):
+                    raise
+                if not allows_failover(error):
+                    if isinstance(error, ProviderError):
+                        error.attempts = attempts  # type: ignore[attr-defined]
+                    raise
+                continue
+            latency = (time.perf_counter() - started) * 1000
+            attempts.append({"provider": name, "outcome": "succeeded", "retries": len(retries), "latencyMs": round(latency, 2), "at": utcnow().isoformat()})
+            self.observe(service, capability, name, hook, "success", latency, tenant, record_id, None)
+            return CallResult(name, result, attempts)
+        if isinstance(last_error, PermanentError):
+            raise last_error  # every provider refused (none offers it): trying later will not help
+        raise NoProviderError(
+            f"All providers for {service} failed: " + "; ".join(f"{a['provider']}: {a['error']}" for a in attempts),
+            attempts=attempts,
+            cause=last_error,
+        )
+
+    def observe(
+        self,
+        service: str,
+        capability: str,
+        provider: str,
+        operation: str,
+        outcome: str,
+        latency_ms: float,
+        tenant: str | None,
+        record_id: str | None,
+        detail: str | None,
+    ) -> None:
+        self.metrics.provider_calls.labels(service, provider, operation, outcome).inc()
+        self.metrics.provider_latency.labels(service, provider, operation).observe(latency_ms / 1000)
+        self.audit.add(
+            AuditEntry(
+                at=utcnow(),
+                tenant=tenant,
+                request_id=request_id_var.get(),
+                capability=capability,
+                service=service,
+                provider=provider,
+                operation=operation,
+                outcome=outcome,
+                latency_ms=round(latency_ms, 3),
+                record_id=record_id,
+                detail=redact_text(detail) if detail else None,
+            )
+        )
+        if log.isEnabledFor(logging.INFO):
+            log.info(
+                "%s %s via %s: %s in %.1f ms",
+                service,
+                operation,
+                provider,
+                outcome,
+                latency_ms,
+                extra={"provider": provider, "service": service, "outcome": outcome, "latency_ms": round(latency_ms, 2), "record_id": record_id, "tenant": tenant},
+            )
+
+
+def _circuit_open(breaker: pybreaker.CircuitBreaker) -> bool:
+    """Open and still inside its reset timeout (past it, one call goes through as the half-open probe)."""
+    if breaker.current_state != pybreaker.STATE_OPEN:
+        return False
+    opened_at = breaker._state_storage.opened_at  # pybreaker keeps it in its (possibly Redis) storage
+    if opened_at is None:
+        return True
+    now = datetime.now(UTC)
+    if opened_at.tzinfo is None:
+        opened_at = opened_at.replace(tzinfo=UTC)
+    return now < opened_at + timedelta(seconds=breaker.reset_timeout)

@@ -1,0 +1,420 @@
+"""notify: validate a notification, record it, render it once, deliver it channel by channel (primary,
+then fallbacks) and provider by provider, and keep one outcome per recipient.
+
+Small sends are delivered in the request (their outcomes, the record and the audit rows written in one
+transaction at the end); bulk and ``async`` sends are accepted with 202 and delivered by a worker, which
+writes each batch's outcomes as soon as the provider answered, so a crash resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import insert, select
+
+from hub.capabilities import Message, NotifyResult, Recipient
+from hub.config import CHANNEL_SERVICE
+from hub.delivery import Address, Rendered, recipient_addresses
+from hub.errors import NoProviderError, PermanentError, ProviderError, ValidationError
+from hub.records import ProviderReference, RecipientOutcome, Record, utcnow
+from hub.runtime import Runtime, describe
+from hub.schemas import NotificationSchema, load
+from hub.services.templates import TemplateService
+
+log = logging.getLogger("hub.notify")
+
+
+@dataclass
+class NotificationRequest:
+    """A notification as the Python API and the REST API both hand it to :meth:`NotifyService.send`."""
+
+    channel: str
+    recipients: list[dict[str, Any]]
+    template: str = "custom"
+    data: dict[str, Any] = field(default_factory=dict)
+    priority: str = "normal"
+    fallback_services: list[str] = field(default_factory=list)
+    asynchronous: bool = False
+
+
+@dataclass
+class _Delivery:
+    """One run over a notification record: what is done, and the outcomes not yet written."""
+
+    record: Record
+    done: set[int]
+    counts: dict[str, int]
+    attempt_log: list[dict[str, Any]]
+    provider: str | None
+    durable: bool  # write each batch at once (background), or everything at the end (inline)
+    outcomes: list[dict[str, Any]] = field(default_factory=list)
+    references: list[dict[str, Any]] = field(default_factory=list)
+    written: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, outcomes: list[dict[str, Any]], references: list[dict[str, Any]]) -> None:
+        self.outcomes.extend(outcomes)
+        self.references.extend(references)
+        for outcome in outcomes:
+            self.done.add(outcome["idx"])
+            self.counts[outcome["status"]] = self.counts.get(outcome["status"], 0) + 1
+
+
+class NotifyService:
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.templates = TemplateService(runtime)
+        runtime.jobs.register_handler("notification", lambda record: self.deliver(record, inline=False))
+
+    # --- accepting ------------------------------------------------------------------------------
+
+    def accept(self, tenant: str, raw: Any, idempotency_key: str | None = None) -> tuple[dict[str, Any], bool]:
+        """The REST form: validate the camelCase body, then :meth:`send`. Returns (view, queued)."""
+        loaded = load(NotificationSchema(), raw)
+        request = NotificationRequest(
+            channel=loaded["type"],
+            recipients=loaded["recipients"],
+            template=loaded["template"],
+            data=loaded["data"],
+            priority=loaded["priority"],
+            fallback_services=loaded["fallback_services"],
+            asynchronous=loaded["asynchronous"],
+        )
+        return self.send(tenant, request, idempotency_key)
+
+    def send(self, tenant: str, request: NotificationRequest, idempotency_key: str | None = None) -> tuple[dict[str, Any], bool]:
+        """Validate, record and deliver (or queue) a notification. Returns (view, queued)."""
+        runtime = self.runtime
+        runtime.require_running()
+        _check_request(request)
+        ledger = runtime.ledger
+        existing = ledger.existing(tenant, "notification", idempotency_key)
+        if existing is not None:
+            return self.view(existing), existing.status == "queued"
+        channels = [request.channel, *request.fallback_services]
+        # Rendered once per channel: a missing template variable is a 422 before anything is accepted.
+        rendered = {channel: self.templates.render(request.template, channel, request.data, tenant) for channel in channels}
+        region = runtime.region(tenant)
+        recipients = request.recipients or [{"name": None}]
+        addresses = {channel: recipient_addresses(recipients, channel, region) for channel in channels}
+        reachable = {address.index for channel in channels for address in addresses[channel] if address.address}
+        if not reachable:
+            problems = {address.index: [address.error or "unreachable"] for address in addresses[request.channel]}
+            raise ValidationError({"recipients": problems}, "No recipient can be reached on " + " or ".join(channels))
+        queued = request.asynchronous or len(recipients) > runtime.config["queue"]["bulk_threshold"]
+        service = CHANNEL_SERVICE[request.channel]
+        if not queued and not runtime.bypasses_rate_limit(service, request.priority):
+            runtime.hit_rate_limit(tenant, service, len(reachable))
+        payload = {
+            "channel": request.channel,
+            "fallbackServices": request.fallback_services,
+            "template": request.template,
+            "data": request.data,
+            "priority": request.priority,
+            "region": region,
+            "recipients": recipients,
+        }
+        record = ledger.new("notification", tenant, service, payload, idempotency_key, "queued" if queued else "running")
+        if record is None:  # a concurrent request with the same key won
+            existing = ledger.existing(tenant, "notification", idempotency_key)
+            assert existing is not None
+            return self.view(existing), existing.status == "queued"
+        if queued:
+            runtime.jobs.enqueue(record.id)
+            return self.view(record, outcomes=[]), True
+        delivery = self._run(record, inline=True, rendered=rendered, addresses=addresses)
+        return self.view(delivery.record, outcomes=delivery.written), delivery.record.status == "queued"
+
+    # --- delivering -----------------------------------------------------------------------------
+
+    def deliver(self, record: Record, *, inline: bool) -> Record:
+        """Deliver every recipient without an outcome yet (a worker's entry point)."""
+        return self._run(record, inline=inline).record
+
+    def _run(
+        self,
+        record: Record,
+        *,
+        inline: bool,
+        rendered: dict[str, Rendered] | None = None,
+        addresses: dict[str, list[Address]] | None = None,
+    ) -> _Delivery:
+        runtime = self.runtime
+        payload = record.payload
+        tenant = record.tenant
+        recipients = payload["recipients"]
+        done, counts = (set(), {}) if inline else self._progress(record.id)
+        delivery = _Delivery(record, done, counts, list(record.attempt_log or []), record.provider, durable=not inline)
+        batch_size = runtime.config["queue"]["batch_size"]
+        channels = [payload["channel"], *payload["fallbackServices"]]
+        last_error: str | None = None
+        for position, channel in enumerate(channels):
+            pending = [index for index in range(len(recipients)) if index not in delivery.done]
+            if not pending:
+                break
+            is_last_channel = position == len(channels) - 1
+            service = CHANNEL_SERVICE[channel]
+            if addresses is not None:
+                channel_addresses = [addresses[channel][index] for index in pending]
+            else:
+                channel_addresses = recipient_addresses([recipients[i] for i in pending], channel, payload["region"])
+            sendable: list[tuple[int, str]] = []
+            unreachable = []
+            for index, address in zip(pending, channel_addresses, strict=True):
+                if address.address:
+                    sendable.append((index, address.address))
+                elif is_last_channel:
+                    unreachable.append(_outcome(record.id, index, recipients[index], channel, None, "failed", error=address.error))
+            if unreachable:
+                delivery.add(unreachable, [])
+            if not sendable:
+                continue
+            channel_rendered = rendered[channel] if rendered is not None else self.templates.render(payload["template"], channel, payload["data"], tenant)
+            for start in range(0, len(sendable), batch_size):
+                batch = sendable[start : start + batch_size]
+                if not inline and not runtime.bypasses_rate_limit(service, payload["priority"]):
+                    # Bulk sends wait for the rate limit instead of dropping messages.
+                    runtime.rate_limits.wait(tenant, service, len(batch), deadline=time.monotonic() + runtime.config["queue"]["lease_seconds"] / 2)
+                error = self._send_batch(delivery, channel, service, channel_rendered, batch, start // batch_size)
+                if error is not None:
+                    last_error = error
+                    break  # this channel is down: the rest go to the next channel, or wait for a retry
+        self._finish(delivery, last_error)
+        return delivery
+
+    def _send_batch(self, delivery: _Delivery, channel: str, service: str, rendered: Rendered, batch: list[tuple[int, str]], batch_index: int) -> str | None:
+        """Send one batch on one channel, failing over provider by provider; recipients a provider
+        answered ``retry`` for go to the next provider. Returns an error when some are still unsent."""
+        record = delivery.record
+        recipients = record.payload["recipients"]
+        providers = self.runtime.registry.service_providers(service, record.tenant)
+        remaining = batch
+        while remaining:
+            message = Message(
+                id=f"{record.id}-{channel}-{remaining[0][0]}",
+                tenant=record.tenant,
+                channel=channel,
+                recipients=[Recipient(address=address, name=recipients[index].get("name")) for index, address in remaining],
+                text=rendered.text,
+                subject=rendered.subject,
+                html=rendered.html,
+                blocks=rendered.blocks,
+                template=record.payload["template"],
+                priority=record.payload["priority"],
+                metadata={"recordId": record.id},
+                notification_id=record.id,
+                batch_index=batch_index,
+            )
+            try:
+                call = self.runtime.calls.notify(service, record.tenant, message, providers=providers, record_id=record.id)
+                delivery.attempt_log.extend({**attempt, "channel": channel, "batch": batch_index, "recipients": len(remaining)} for attempt in call.attempts)
+                _check_notify_result(call.result, len(remaining), call.provider)
+            except PermanentError as error:
+                delivery.attempt_log.append({"channel": channel, "outcome": "failed", "error": describe(error), "recipients": len(remaining)})
+                refused = [_outcome(record.id, index, recipients[index], channel, address, "failed", error=describe(error)) for index, address in remaining]
+                delivery.add(refused, [])
+                self._checkpoint(delivery)
+                return None
+            except (NoProviderError, ProviderError) as error:
+                delivery.attempt_log.extend({**attempt, "channel": channel, "batch": batch_index, "recipients": len(remaining)} for attempt in getattr(error, "attempts", []))
+                self._checkpoint(delivery)
+                return describe(error)
+            provider = call.provider
+            delivery.provider = delivery.provider or provider
+            outcomes, references, retry = [], [], []
+            for (index, address), result in zip(remaining, call.result.results, strict=True):
+                if result.status == "retry":
+                    retry.append((index, address))
+                    continue
+                outcomes.append(_outcome(record.id, index, recipients[index], channel, address, result.status, provider, result.provider_message_id, result.error))
+                if result.provider_message_id and result.status != "failed":
+                    references.append({"provider": provider, "reference": result.provider_message_id, "record_id": record.id, "recipient_index": index})
+            delivery.add(outcomes, references)
+            self._checkpoint(delivery)
+            remaining = retry
+            providers = providers[providers.index(provider) + 1 :] if provider in providers else []
+            if remaining and not providers:
+                return f"{len(remaining)} recipient(s) could not be sent by {provider} and no provider is left"
+        return None
+
+    def _checkpoint(self, delivery: _Delivery) -> None:
+        """Background sends: one transaction per batch (outcomes, references, progress, audit rows, the
+        lease renewed: a long bulk send is alive while it progresses). Inline sends write at the end."""
+        if not delivery.durable:
+            return
+        with self.runtime.db.session() as session:
+            self._write(session, delivery)
+            self.runtime.ledger.extend_lease(session, delivery.record.id)
+            session.execute(Record.__table__.update().where(Record.id == delivery.record.id).values(attempt_log=delivery.attempt_log, provider=delivery.provider))
+            self.runtime.audit.drain(session)
+
+    def _write(self, session: Any, delivery: _Delivery) -> None:
+        if delivery.outcomes:
+            # Core executemany, not ORM objects: a bulk send writes thousands of these.
+            session.execute(RecipientOutcome.__table__.insert(), delivery.outcomes)
+            delivery.written.extend(delivery.outcomes)
+            delivery.outcomes = []
+        if delivery.references:
+            session.execute(_insert_ignoring_duplicates(session, ProviderReference.__table__), delivery.references)
+            delivery.references = []
+
+    def _finish(self, delivery: _Delivery, last_error: str | None) -> None:
+        record = delivery.record
+        total = len(record.payload["recipients"])
+        counts = delivery.counts
+        pending_count = total - sum(counts.values())
+        summary = {"provider": delivery.provider, "sent": counts.get("sent", 0) + counts.get("queued", 0), "failed": counts.get("failed", 0), "pending": pending_count}
+        changes: dict[str, Any] = {"result": summary, "attempt_log": delivery.attempt_log, "provider": delivery.provider}
+        if pending_count:
+            changes["error"] = last_error
+        elif summary["failed"] == total:
+            changes.update(status="failed", error=self._first_error(delivery))
+        else:
+            changes.update(status="partial" if summary["failed"] else "succeeded", error=None)
+        with self.runtime.db.session() as session:
+            self._write(session, delivery)
+            delivery.record = self.runtime.ledger.apply(session, record.id, changes)
+        if pending_count:
+            # Every provider of every channel is down: keep the work and try again later.
+            self.runtime.ledger.requeue_or_dead(record, last_error or "no provider available")
+            delivery.record = self.runtime.ledger.get(record.id, record.tenant)
+
+    def _first_error(self, delivery: _Delivery) -> str | None:
+        if not delivery.durable:
+            failed = sorted((o for o in delivery.outcomes + delivery.written if o["status"] == "failed"), key=lambda o: o["idx"])
+            return failed[0]["error"] if failed else None
+        with self.runtime.db.session() as session:
+            first = session.scalar(select(RecipientOutcome.error).where(RecipientOutcome.record_id == delivery.record.id).order_by(RecipientOutcome.index).limit(1))
+        pending_first = sorted((o for o in delivery.outcomes if o["status"] == "failed"), key=lambda o: o["idx"])
+        return first or (pending_first[0]["error"] if pending_first else None)
+
+    def _progress(self, record_id: str) -> tuple[set[int], dict[str, int]]:
+        """What an earlier run of this record already did: indexes with an outcome, counts by status."""
+        with self.runtime.db.session() as session:
+            rows = session.execute(select(RecipientOutcome.index, RecipientOutcome.status).where(RecipientOutcome.record_id == record_id)).all()
+        counts: dict[str, int] = {}
+        for _, status in rows:
+            counts[status] = counts.get(status, 0) + 1
+        return {index for index, _ in rows}, counts
+
+    # --- views ----------------------------------------------------------------------------------
+
+    def view(self, record: Record, outcomes: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """The delivery view. ``outcomes`` (rows just written) saves reading them back."""
+        if outcomes is None:
+            with self.runtime.db.session() as session:
+                rows = list(session.scalars(select(RecipientOutcome).where(RecipientOutcome.record_id == record.id).order_by(RecipientOutcome.index)))
+            recipients = [row.to_dict() for row in rows]
+        else:
+            recipients = [RecipientOutcome.row_view(outcome) for outcome in sorted(outcomes, key=lambda o: o["idx"])]
+        failed = sum(1 for outcome in recipients if outcome["status"] == "failed")
+        result = record.result or {}
+        total = len(record.payload.get("recipients", []))
+        return {
+            "success": record.status in ("succeeded", "partial", "queued", "running"),
+            "messageId": record.id,
+            "id": record.id,
+            "status": record.status,
+            "transporter": result.get("provider") or record.provider,
+            "channel": record.payload.get("channel"),
+            "template": record.payload.get("template"),
+            "total": total,
+            "sent": len(recipients) - failed,
+            "failed": failed,
+            "pending": total - len(recipients),
+            "recipients": recipients,
+            "attempts": record.attempt_log,
+            "error": record.error,
+            "createdAt": record.created_at.isoformat(),
+        }
+
+    def recipient_views(self, record: Record) -> list[dict[str, Any]]:
+        return self.view(record)["recipients"]
+
+    # --- webhooks -------------------------------------------------------------------------------
+
+    def apply_webhook_event(self, session: Any, record: Record, reference: ProviderReference, provider_name: str, event: Any) -> bool:
+        """A delivery report for one recipient: its delivery status, and failed when it bounced."""
+        from hub.observability import redact
+
+        if reference.recipient_index is None:
+            return False
+        outcome = session.get(RecipientOutcome, (record.id, reference.recipient_index))
+        if outcome is None:
+            return False
+        outcome.delivery_status = event.status
+        outcome.delivery_detail = redact({"event": event.type, "eventId": event.event_id, **(event.details or {})})
+        outcome.updated_at = utcnow()
+        if event.status in ("bounced", "failed", "undelivered", "dropped"):
+            outcome.status = "failed"
+            outcome.error = f"{event.status} (reported by {provider_name})"
+        return True
+
+
+def _check_request(request: NotificationRequest) -> None:
+    """The Python API's arguments get the checks the REST schema makes."""
+    errors: dict[str, list[str]] = {}
+    if request.channel not in CHANNEL_SERVICE:
+        errors["type"] = [f"one of {', '.join(CHANNEL_SERVICE)}"]
+    for fallback in request.fallback_services:
+        if fallback not in CHANNEL_SERVICE:
+            errors["fallbackServices"] = [f"one of {', '.join(CHANNEL_SERVICE)}"]
+    if request.priority not in ("low", "normal", "high"):
+        errors["priority"] = ["one of low, normal, high"]
+    if not isinstance(request.data, dict):
+        errors["data"] = ["must be an object"]
+    if not isinstance(request.recipients, list) or not all(isinstance(r, dict) for r in request.recipients):
+        errors["recipients"] = ["a list of objects"]
+    if errors:
+        raise ValidationError(errors)
+
+
+def _check_notify_result(outcome: Any, expected: int, provider: str) -> None:
+    if not isinstance(outcome, NotifyResult) or len(outcome.results) != expected:
+        got = len(outcome.results) if isinstance(outcome, NotifyResult) else type(outcome).__name__
+        raise ProviderError(f"provider {provider} broke the notify contract: {got} results for {expected} recipients")
+
+
+def _insert_ignoring_duplicates(session: Any, table: Any) -> Any:
+    """An INSERT that skips rows whose key exists: a provider may reuse a message id (a retried send),
+    and failing after the message went out would send it again."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    elif dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    else:
+        return insert(table).prefix_with("IGNORE")  # MySQL/MariaDB
+    return dialect_insert(table).on_conflict_do_nothing()
+
+
+def _outcome(
+    record_id: str,
+    index: int,
+    recipient: dict[str, Any],
+    channel: str,
+    address: str | None,
+    status: str,
+    provider: str | None = None,
+    provider_message_id: str | None = None,
+    error: str | None = None,
+) -> dict[str, Any]:
+    """A ``RecipientOutcome`` row as a dict: bulk sends insert thousands of these with executemany."""
+    return {
+        "record_id": record_id,
+        "idx": index,  # the column's name (Core executemany, not the ORM)
+        "name": recipient.get("name"),
+        "channel": channel,
+        "address": address,
+        "status": status,
+        "provider": provider,
+        "provider_message_id": provider_message_id,
+        "error": error,
+        "delivery_status": None,
+        "delivery_detail": None,
+        "updated_at": utcnow(),
+    }
+
+
