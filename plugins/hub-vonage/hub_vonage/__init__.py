@@ -32,7 +32,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -51,6 +50,7 @@ from hub.capabilities import (
     WebhookRequest,
 )
 from hub.errors import ConfigurationError, PermanentError, ProviderError, SignatureError, TransientError
+from hub.http import HttpClient, HttpSettings, json_error
 
 if TYPE_CHECKING:
     import requests
@@ -100,7 +100,9 @@ _GSM7 = frozenset(
 )
 
 
-class VonageSettings(Schema):
+class VonageSettings(HttpSettings):
+    """``providers.<name>`` settings of a ``vonage`` provider (HttpSettings adds ``timeout`` and ``connect_timeout``)."""
+
     api_key = fields.String(required=True, validate=validate.Length(min=1, max=32))
     api_secret = fields.String(required=True, validate=validate.Length(min=1))
     #: The sender: an alphanumeric ID (up to 11 characters) or a number. ``from_`` is accepted too.
@@ -121,7 +123,6 @@ class VonageSettings(Schema):
     signature_tolerance = fields.Integer(load_default=300, validate=validate.Range(min=1))
     #: Without signing: receipts must carry ``?token=<receipt_token>`` (put it in the callback URL).
     receipt_token = fields.String(load_default=None, allow_none=True, validate=validate.Length(min=16))
-    timeout = fields.Float(load_default=10.0, validate=validate.Range(min=0, min_inclusive=False, max=300))
 
     @pre_load
     def _from_alias(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
@@ -175,31 +176,20 @@ class VonageSms(Provider):
 
     def __init__(self, name: str, settings: dict[str, Any], context: ProviderContext) -> None:
         super().__init__(name, settings, context)
-        self.base_url = settings["base_url"].rstrip("/")
-        # One requests.Session per worker thread: connection reuse without sharing a session's state.
-        self._local = threading.local()
-        self._sessions: list[requests.Session] = []
-        self._sessions_lock = threading.Lock()
-
-    def _session(self) -> requests.Session:
-        session = getattr(self._local, "session", None)
-        if session is None:
-            import requests
-
-            session = requests.Session()
-            session.headers["Accept"] = "application/json"
-            self._local.session = session
-            with self._sessions_lock:
-                self._sessions.append(session)
-        return session
+        # A 404 means base_url is not Vonage's API: a setting to fix, so the next provider is tried.
+        self.http = HttpClient.from_settings(
+            "Vonage",
+            settings,
+            base_url=settings["base_url"],
+            headers={"Accept": "application/json"},
+            extract_error=json_error(code=None, message="title"),  # Vonage's error documents (RFC 7807)
+            status_errors={404: ConfigurationError},
+        )
 
     # --- notify ------------------------------------------------------------------------------------
 
     @hookimpl
     def notify(self, message: Message) -> NotifyResult:
-        import requests
-
-        session = self._session()
         sender = self.settings["from_"]
         if sender.startswith("+") and sender[1:].isdigit():
             sender = sender[1:]  # numbers go without the "+"
@@ -218,15 +208,13 @@ class VonageSms(Provider):
             reference = _client_ref(message.id, index)
             outcome: RecipientResult | ProviderError
             try:
-                response = session.post(
-                    f"{self.base_url}/sms/json",
+                response = self.http.post(
+                    "/sms/json",
                     data={**form, "to": recipient.address.lstrip("+"), "client-ref": reference},
-                    timeout=self.settings["timeout"],
+                    check=False,
                 )
-            except requests.Timeout:
-                outcome = TransientError("Vonage did not answer in time", provider_code="timeout")
-            except (requests.RequestException, OSError) as error:
-                outcome = TransientError(f"cannot reach Vonage: {type(error).__name__}", provider_code="connection")
+            except ProviderError as error:  # no connection, a timeout: hub.http mapped it
+                outcome = error
             else:
                 outcome = self._outcome(response, recipient.address, reference, _accepted(results) > 0)
             if isinstance(outcome, ProviderError):
@@ -235,38 +223,31 @@ class VonageSms(Provider):
         self.log.info("vonage: %s queued %d of %d recipient(s)", message.id, _accepted(results), len(results))
         return NotifyResult(results)
 
-    def _outcome(self, response: Any, address: str, reference: str, sent_any: bool) -> RecipientResult | ProviderError:
+    def _outcome(
+        self, response: requests.Response, address: str, reference: str, sent_any: bool
+    ) -> RecipientResult | ProviderError:
         """One recipient's result from the SMS API's answer, or the error that stops the batch."""
-        http_status = response.status_code
-        if http_status in (401, 403):
-            return ConfigurationError(
-                f"Vonage refused the credentials (HTTP {http_status})", provider_code=str(http_status)
-            )
-        if http_status == 429 or http_status >= 500:
-            retry_after = response.headers.get("Retry-After")
-            return TransientError(
-                f"Vonage answered HTTP {http_status}",
-                provider_code=str(http_status),
-                retry_after=float(retry_after) if retry_after and retry_after.isdigit() else None,
-            )
+        refused = self.http.error_for(response)  # the statuses: 401/403, 429/5xx with Retry-After, other 4xx
+        if refused is not None:
+            if isinstance(refused, PermanentError) and sent_any:
+                return RecipientResult(address, "failed", error=refused.message)  # this recipient's request
+            return refused
         try:
-            parts = response.json()["messages"] if http_status == 200 else None
+            parts = response.json()["messages"]
         except (ValueError, KeyError, TypeError):
             parts = None
         if not parts:
-            reason = f"Vonage answered HTTP {http_status} without a message status"
-            if http_status == 200:
-                return TransientError(reason, provider_code=str(http_status))
-            if sent_any:
-                return RecipientResult(address, "failed", error=reason)
-            return PermanentError(reason, provider_code=str(http_status))
-        refused = next((part for part in parts if str(part.get("status")) != "0"), None)
-        if refused is None:
+            return TransientError(
+                f"Vonage answered HTTP {response.status_code} without a message status",
+                provider_code=str(response.status_code),
+            )
+        refused_part = next((part for part in parts if str(part.get("status")) != "0"), None)
+        if refused_part is None:
             message_ids = ",".join(str(part.get("message-id")) for part in parts)
             self.log.debug("vonage: %s accepted as %s", reference, message_ids)
             return RecipientResult(address, "queued", provider_message_id=reference)
-        code = str(refused.get("status"))
-        text = refused.get("error-text") or ""
+        code = str(refused_part.get("status"))
+        text = refused_part.get("error-text") or ""
         reason = f"Vonage status {code}: {text}" if text else f"Vonage status {code}"
         if code in TRANSIENT_STATUSES:
             return TransientError(reason, provider_code=code)
@@ -281,21 +262,15 @@ class VonageSms(Provider):
 
     @hookimpl
     def health(self) -> HealthResult:
-        import requests
-
         try:
             # The Account API's balance (nexmo.com/account.json): cheap, and it proves the key and secret.
-            response = self._session().get(
-                f"{self.base_url}/account/get-balance",
+            response = self.http.get(
+                "/account/get-balance",
                 params={"api_key": self.settings["api_key"], "api_secret": self.settings["api_secret"]},
-                timeout=min(self.settings["timeout"], 5.0),
+                timeout=min(self.http.timeout, 5.0),
             )
-        except (requests.RequestException, OSError) as error:
-            return HealthResult("error", f"cannot reach Vonage: {type(error).__name__}")
-        if response.status_code in (401, 403):
-            return HealthResult("error", f"Vonage refused the credentials (HTTP {response.status_code})")
-        if response.status_code != 200:
-            return HealthResult("error", f"Vonage answered HTTP {response.status_code}")
+        except ProviderError as error:
+            return HealthResult("error", error.message)
         try:
             balance = float(response.json()["value"])
         except (ValueError, KeyError, TypeError):
@@ -357,10 +332,7 @@ class VonageSms(Provider):
 
     @hookimpl
     def close(self) -> None:
-        with self._sessions_lock:
-            sessions, self._sessions = self._sessions, []
-        for session in sessions:
-            session.close()
+        self.http.close()
 
 
 def _accepted(results: list[RecipientResult]) -> int:

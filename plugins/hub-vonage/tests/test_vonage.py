@@ -16,7 +16,7 @@ import hmac
 import json
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -32,6 +32,7 @@ from hub.testing.contract_server import ContractError, ContractRequest, Contract
 from hub.testing.contracts import check_provider_class, run_contract
 from hub.testing.rest import RestHub, rest_hub
 from hub.testing.specs import load_spec, skip_if_npm_missing
+from hub.testing.transport import check_concurrent_use, check_transport_errors, check_webhook_signatures
 
 API_KEY = "abcd1234"
 API_SECRET = "s3cr3tValue"
@@ -397,7 +398,7 @@ def test_throttling_and_server_errors_are_transient(
     ("failure", "reason"),
     [
         (("1", "Throughput Rate Exceeded"), "Vonage status 1: Throughput Rate Exceeded"),
-        (503, "Vonage answered HTTP 503"),
+        (503, "Vonage answered HTTP 503: Internal Error"),
     ],
 )
 def test_a_batch_cut_short_returns_the_unsent_recipients_as_retry(
@@ -439,30 +440,19 @@ def test_an_error_before_anyone_was_texted_still_raises(provider_harness: Provid
     assert vonage.sms() == []
 
 
-def test_a_stopped_server_is_transient(provider_harness: ProviderHarness, dead_url: str) -> None:
-    provider = build(provider_harness, **settings(url=dead_url))
-    with pytest.raises(TransientError) as failed:
-        provider_harness.call(provider, "notify", message=sms("+447700900123"))
-    assert failed.value.provider_code == "connection"
-    health = provider_harness.call(provider, "health")
-    assert health.status == "error" and "cannot reach Vonage" in health.message
+def builder(harness: ProviderHarness) -> Callable[[str, float], VonageSms]:
+    """``build(url, timeout)`` for the kit's transport checks."""
+    return lambda url, timeout: build(harness, **settings(url=url, timeout=timeout))
 
 
-def test_a_slow_server_times_out_as_transient(provider_harness: ProviderHarness, vonage: VonageFake) -> None:
-    provider = build(provider_harness, **settings(vonage, timeout=0.2))
-    vonage.server.state["delay"] = 0.6
-    with pytest.raises(TransientError) as failed:
-        provider_harness.call(provider, "notify", message=sms("+447700900123"))
-    assert failed.value.provider_code == "timeout"
-    vonage.server.state["delay"] = 0
+def test_transport_errors_map_to_the_hubs_errors(provider_harness: ProviderHarness) -> None:
+    """Down, too slow, dropped, 5xx, 429 with Retry-After, 401/403: the kit's servers, the kit's checks."""
+    check_transport_errors(provider_harness, builder(provider_harness))
 
 
 def test_concurrent_sends_from_worker_threads(provider_harness: ProviderHarness, vonage: VonageFake) -> None:
-    provider = build(provider_harness, **settings(vonage))
-    calls = [{"message": sms(*[f"+1415555{100 + number * 5 + n:04d}" for n in range(5)])} for number in range(8)]
-    provider_harness.call_concurrently(provider, "notify", calls)
-    assert len(provider._sessions) == 8  # one requests.Session per worker thread
-    assert len({s["params"]["to"] for s in vonage.sms()}) == 40
+    check_concurrent_use(provider_harness, builder(provider_harness), vonage.server.url)
+    assert len({s["params"]["to"] for s in vonage.sms()}) == 8 * 3 * 2
 
 
 def test_health_reports_the_balance(provider_harness: ProviderHarness, vonage: VonageFake) -> None:
@@ -506,18 +496,28 @@ def test_signed_receipts_become_delivery_events(provider_harness: ProviderHarnes
     assert provider_harness.call(provider, "handle_webhook", webhook=receipt_request(signed(buffered))) == []
 
 
-def test_receipts_with_a_bad_missing_or_old_signature_are_refused(
+def test_receipt_signatures_valid_forged_tampered_stale_and_replayed(
     provider_harness: ProviderHarness, vonage: VonageFake
 ) -> None:
     provider = build(provider_harness, **settings(vonage))
     provider_harness.call(provider, "notify", message=sms("+447700900123"))
     [receipt] = vonage.receipts_for(vonage.sms()[0])
 
-    wrong_secret = signed(receipt, secret="not-the-secret")
-    tampered = {**signed(receipt), "status": "failed"}
-    old = signed(receipt, timestamp=str(int(time.time()) - 3600))
-    other_method = signed(receipt, method="md5hash")
-    for params in (wrong_secret, tampered, old, other_method, receipt):
+    def sign(*, timestamp: float, forged: bool) -> WebhookRequest:
+        secret = "not-the-secret" if forged else SIGNATURE_SECRET
+        return receipt_request(signed(receipt, secret=secret, timestamp=str(int(timestamp))))
+
+    [event] = check_webhook_signatures(provider_harness, provider, sign, tolerance=300)
+    assert event.status == "delivered"
+
+
+def test_receipts_signed_another_way_or_not_at_all_are_refused(
+    provider_harness: ProviderHarness, vonage: VonageFake
+) -> None:
+    provider = build(provider_harness, **settings(vonage))
+    provider_harness.call(provider, "notify", message=sms("+447700900123"))
+    [receipt] = vonage.receipts_for(vonage.sms()[0])
+    for params in (signed(receipt, method="md5hash"), receipt):
         with pytest.raises(SignatureError):
             provider_harness.call(provider, "handle_webhook", webhook=receipt_request(params))
     upper_case = signed(receipt)
