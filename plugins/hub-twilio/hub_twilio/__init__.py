@@ -1,17 +1,21 @@
-"""Notify provider ``twilio``: SMS through Twilio's Programmable Messaging API (the official ``twilio`` SDK).
+"""Notify provider ``twilio``: SMS through Twilio's Programmable Messaging REST API.
 
-One ``Messages.create`` call per recipient. Each accepted recipient comes back ``queued`` with the Message
-SID as its ``provider_message_id``; Twilio reports delivery later to ``status_callback_url``, which
-:meth:`TwilioSms.handle_webhook` verifies with the SDK's ``RequestValidator`` (``X-Twilio-Signature``).
+One ``POST /2010-04-01/Accounts/<sid>/Messages.json`` per recipient, through :mod:`hub.http` (pooled sessions per
+worker thread, timeouts, the hub's mapping of statuses and transport failures, ``Retry-After``). Each accepted
+recipient comes back ``queued`` with the Message SID as its ``provider_message_id``; Twilio reports delivery
+later to ``status_callback_url``, which :meth:`TwilioSms.handle_webhook` verifies with the official SDK's
+``RequestValidator`` (``X-Twilio-Signature``) -- the only part of the SDK used.
 
-Error mapping (Twilio's documented codes, https://www.twilio.com/docs/api/errors):
+Error mapping: hub.http maps the HTTP status first (401/403 -> :class:`~hub.errors.ConfigurationError`; 429,
+5xx, timeouts and connection errors -> :class:`~hub.errors.TransientError`; other 4xx ->
+:class:`~hub.errors.PermanentError`), with Twilio's ``code`` and ``message`` from the error body; then Twilio's
+documented codes (https://www.twilio.com/docs/api/errors) refine it:
 
-* 401 / 20003 (bad credentials), 20005 (account suspended), a refused sender (21212, 21606...) ->
+* 20003 (bad credentials), 20005 (account suspended), a refused sender (21212, 21606...) ->
   :class:`~hub.errors.ConfigurationError`: the next provider is tried;
-* 429 / 20429, 5xx, timeouts and connection errors -> :class:`~hub.errors.TransientError`;
+* 20429, 21611 (the sender's queue is full) -> :class:`~hub.errors.TransientError`;
 * an unreachable recipient (21211, 21214, 21217, 21265, 21408, 21610, 21612, 21614, 21635) -> that
-  recipient ``failed`` with the code, the others are still sent;
-* any other 400 -> :class:`~hub.errors.PermanentError` when nothing was sent yet.
+  recipient ``failed`` with the code, the others are still sent.
 
 The errors stop the batch. They are raised only when Twilio accepted nobody in it; once someone was
 texted, the recipients not tried yet come back ``retry`` and the core hands only those to the next
@@ -20,7 +24,6 @@ provider (or a later attempt), so nobody is texted twice.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -38,9 +41,10 @@ from hub.capabilities import (
     WebhookRequest,
 )
 from hub.errors import ConfigurationError, PermanentError, ProviderError, SignatureError, TransientError
+from hub.http import HttpClient, HttpSettings, json_error
 
 if TYPE_CHECKING:
-    from twilio.rest import Client
+    import requests
 
 __all__ = ["TwilioSettings", "TwilioSms", "register_providers"]
 
@@ -86,7 +90,9 @@ STATUS_MAP = {
 E164 = r"^\+[1-9]\d{1,14}$"
 
 
-class TwilioSettings(Schema):
+class TwilioSettings(HttpSettings):
+    """``providers.<name>`` settings of a ``twilio`` provider (HttpSettings adds ``timeout`` and ``connect_timeout``)."""
+
     account_sid = fields.String(
         required=True, validate=validate.Regexp(r"^AC[0-9a-fA-F]{32}$", error="not a Twilio Account SID (AC + 32 hex)")
     )
@@ -103,7 +109,6 @@ class TwilioSettings(Schema):
     status_callback_url = fields.Url(load_default=None, allow_none=True, schemes={"http", "https"}, require_tld=False)
     #: Tests only: an API server to use instead of https://api.twilio.com.
     api_base_url = fields.Url(load_default=None, allow_none=True, schemes={"http", "https"}, require_tld=False)
-    timeout = fields.Float(load_default=10.0, validate=validate.Range(min=0, min_inclusive=False, max=300))
 
     @validates_schema
     def _sender_required(self, data: dict[str, Any], **_: Any) -> None:
@@ -122,95 +127,80 @@ class TwilioSms(Provider):
 
     def __init__(self, name: str, settings: dict[str, Any], context: ProviderContext) -> None:
         super().__init__(name, settings, context)
-        # The SDK's http client keeps a requests Session and per-request state: one client per worker
-        # thread keeps concurrent sends apart, all built lazily (no network, no SDK import here).
-        self._local = threading.local()
-        self._clients: list[Client] = []
-        self._clients_lock = threading.Lock()
-
-    # --- the SDK client ----------------------------------------------------------------------------
-
-    def _client(self) -> Client:
-        client = getattr(self._local, "client", None)
-        if client is None:
-            from twilio.http.http_client import TwilioHttpClient
-            from twilio.rest import Client
-
-            http_client = TwilioHttpClient(timeout=self.settings["timeout"])
-            client = Client(self.settings["account_sid"], self.settings["auth_token"], http_client=http_client)
-            if self.settings["api_base_url"]:
-                # Before the first call: the SDK caches its API versions with the base URL.
-                client.api.base_url = self.settings["api_base_url"].rstrip("/")
-            self._local.client = client
-            with self._clients_lock:
-                self._clients.append(client)
-        return client
+        base_url = (settings["api_base_url"] or "https://api.twilio.com").rstrip("/")
+        self.account_path = f"/Accounts/{settings['account_sid']}"
+        # A 404 names no resource of ours (the account is in the URL): the account SID or api_base_url is wrong.
+        self.http = HttpClient.from_settings(
+            "Twilio",
+            settings,
+            base_url=f"{base_url}/2010-04-01",
+            auth=(settings["account_sid"], settings["auth_token"]),
+            headers={"Accept": "application/json"},
+            extract_error=json_error(code="code", message="message"),
+            status_errors={404: ConfigurationError},
+        )
 
     # --- notify ------------------------------------------------------------------------------------
 
     @hookimpl
     def notify(self, message: Message) -> NotifyResult:
-        import requests
-        from twilio.base.exceptions import TwilioRestException
-
-        client = self._client()
         sender: dict[str, str] = (
-            {"messaging_service_sid": self.settings["messaging_service_sid"]}
+            {"MessagingServiceSid": self.settings["messaging_service_sid"]}
             if self.settings["messaging_service_sid"]
-            else {"from_": self.settings["from_number"]}
+            else {"From": self.settings["from_number"]}
         )
         if self.settings["status_callback_url"]:
-            sender["status_callback"] = self.settings["status_callback_url"]
+            sender["StatusCallback"] = self.settings["status_callback_url"]
         results: list[RecipientResult] = []
         for recipient in message.recipients:
             outcome: RecipientResult | ProviderError
+            form = {"To": recipient.address, "Body": message.text, **sender}
             try:
-                created = client.messages.create(to=recipient.address, body=message.text, **sender)
-            except TwilioRestException as error:
-                outcome = self._refused(error, recipient.address, _accepted(results) > 0)
-            except (requests.RequestException, OSError) as error:
-                outcome = _transport_error(error)
+                response = self.http.post(f"{self.account_path}/Messages.json", data=form, check=False)
+            except ProviderError as error:  # no connection, a timeout: hub.http mapped it
+                outcome = error
             else:
-                outcome = RecipientResult(recipient.address, "queued", provider_message_id=created.sid)
+                outcome = self._outcome(response, recipient.address, _accepted(results) > 0)
             if isinstance(outcome, ProviderError):
                 return NotifyResult.cut_short(message, results, outcome)
             results.append(outcome)
         self.log.info("twilio: %s queued %d of %d recipient(s)", message.id, _accepted(results), len(results))
         return NotifyResult(results)
 
-    def _refused(self, error: Any, address: str, sent_any: bool) -> RecipientResult | ProviderError:
-        """The outcome for one recipient Twilio refused, or the error that stops the batch."""
-        code = error.code
-        label = f"Twilio error {code}" if code else f"Twilio HTTP {error.status}"
-        reason = f"{label}: {error.msg}" if error.msg else label
-        provider_code = str(code) if code else str(error.status)
-        if error.status in (401, 403) or code in CONFIGURATION_ERROR_CODES:
-            return ConfigurationError(reason, provider_code=provider_code)
-        if error.status == 429 or error.status >= 500 or code in TRANSIENT_ERROR_CODES:
-            return TransientError(reason, provider_code=provider_code)
+    def _outcome(self, response: requests.Response, address: str, sent_any: bool) -> RecipientResult | ProviderError:
+        """One recipient's outcome from Twilio's answer, or the error that stops the batch."""
+        error = self.http.error_for(response)
+        if error is None:
+            sid = _sid(response)
+            # Accepted without a readable SID: it went out, so never "retry" it; no id to match callbacks by.
+            return (
+                RecipientResult(address, "queued", provider_message_id=sid) if sid else RecipientResult(address, "sent")
+            )
+        code = int(error.provider_code) if error.provider_code and error.provider_code.isdigit() else None
+        if code in CONFIGURATION_ERROR_CODES:
+            return ConfigurationError(error.message, provider_code=error.provider_code)
+        if code in TRANSIENT_ERROR_CODES:
+            return TransientError(error.message, provider_code=error.provider_code, retry_after=error.retry_after)
         if code in RECIPIENT_ERROR_CODES:
-            return RecipientResult(address, "failed", error=reason)
-        if not sent_any:
-            return PermanentError(reason, provider_code=provider_code)
-        # The same text went out to an earlier recipient: what Twilio refused here is this recipient's message.
-        return RecipientResult(address, "failed", error=reason)
+            return RecipientResult(address, "failed", error=error.message)
+        if isinstance(error, PermanentError) and sent_any:
+            # The same text went out to an earlier recipient: what Twilio refused here is this recipient's message.
+            return RecipientResult(address, "failed", error=error.message)
+        return error
 
     # --- health ------------------------------------------------------------------------------------
 
     @hookimpl
     def health(self) -> HealthResult:
-        from twilio.base.exceptions import TwilioRestException
-
         try:
-            account = self._client().api.v2010.accounts(self.settings["account_sid"]).fetch()
-        except TwilioRestException as error:
-            if error.status in (401, 403):
-                return HealthResult("error", f"Twilio refused the credentials (HTTP {error.status}, code {error.code})")
-            return HealthResult("error", f"Twilio answered HTTP {error.status} (code {error.code})")
-        except Exception as error:  # noqa: BLE001 - health reports, never raises
-            return HealthResult("error", f"cannot reach Twilio: {type(error).__name__}")
-        status = account.status or "unknown"
-        name = account.friendly_name or account.sid
+            response = self.http.get(f"{self.account_path}.json", timeout=min(self.http.timeout, 5.0))
+            account = response.json()
+        except ProviderError as error:
+            return HealthResult("error", error.message)
+        except ValueError:
+            return HealthResult("error", "Twilio's account answer is not JSON")
+        status = account.get("status") or "unknown"
+        name = account.get("friendly_name") or account.get("sid") or self.settings["account_sid"]
         if status != "active":
             return HealthResult("error", f"Account {name} is {status}")
         return HealthResult("success", f"Account {name} active")
@@ -253,21 +243,16 @@ class TwilioSms(Provider):
 
     @hookimpl
     def close(self) -> None:
-        with self._clients_lock:
-            clients, self._clients = self._clients, []
-        for client in clients:
-            session = getattr(client.http_client, "session", None)
-            if session is not None:
-                session.close()
+        self.http.close()
 
 
-def _transport_error(error: Exception) -> TransientError:
-    """Timeouts and refused connections: this recipient was not accepted, so trying again (elsewhere) may help."""
-    import requests
-
-    if isinstance(error, requests.Timeout | TimeoutError):
-        return TransientError("Twilio did not answer in time", provider_code="timeout")
-    return TransientError(f"cannot reach Twilio: {type(error).__name__}", provider_code="connection")
+def _sid(response: requests.Response) -> str | None:
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    sid = body.get("sid") if isinstance(body, dict) else None
+    return str(sid) if sid else None
 
 
 def _accepted(results: list[RecipientResult]) -> int:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from email.utils import formatdate
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from hub.testing.contract_server import ContractError, ContractRequest, Contract
 from hub.testing.contracts import check_provider_class, run_contract
 from hub.testing.rest import RestHub, rest_hub
 from hub.testing.specs import spec_or_skip
+from hub.testing.transport import check_concurrent_use, check_transport_errors, check_webhook_signatures
 
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
 AUTH_TOKEN = "twilio-test-token"
@@ -304,9 +305,9 @@ def test_settings_are_checked_at_start_up(provider_harness: ProviderHarness) -> 
     assert from_env.settings["account_sid"] == ACCOUNT_SID and from_env.settings["auth_token"] == AUTH_TOKEN
 
 
-def test_building_the_provider_touches_no_network(provider_harness: ProviderHarness, dead_url: str) -> None:
-    provider = build(provider_harness, **settings(url=dead_url))
-    assert provider._clients == []  # the SDK client is built on first use
+def test_building_the_provider_touches_no_network(provider_harness: ProviderHarness, twilio: TwilioFake) -> None:
+    build(provider_harness, **settings(twilio))
+    assert twilio.server.requests == []  # sessions are opened on first use
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -358,11 +359,12 @@ def test_an_unreachable_recipient_fails_alone(provider_harness: ProviderHarness,
     statuses = [(r.status, r.error.split(":")[0] if r.error else None) for r in result.results]
     assert statuses == [
         ("queued", None),
-        ("failed", "Twilio error 21211"),
-        ("failed", "Twilio error 21610"),
-        ("failed", "Twilio error 21408"),
+        ("failed", "Twilio answered HTTP 400 (21211)"),
+        ("failed", "Twilio answered HTTP 400 (21610)"),
+        ("failed", "Twilio answered HTTP 400 (21408)"),
         ("queued", None),
     ]
+    assert result.results[1].error.endswith("The 'To' number +15005550001 is not a valid phone number.")
     assert [m["to"] for m in twilio.sent()] == ["+14155550100", "+14155550101"]
 
 
@@ -427,7 +429,10 @@ def test_a_batch_cut_short_returns_the_unsent_recipients_as_retry(
     # Two were texted, so no TransientError (the whole batch would go again): the rest are handed back.
     assert [r.status for r in result.results] == ["queued", "queued", "retry", "retry", "retry"]
     assert [r.provider_message_id for r in result.results[:2]] == [m["sid"] for m in twilio.sent()]
-    assert all(r.error.startswith("Twilio error 20503") and r.provider_message_id is None for r in result.results[2:])
+    assert all(
+        r.error.startswith("Twilio answered HTTP 503 (20503)") and r.provider_message_id is None
+        for r in result.results[2:]
+    )
     assert [m["to"] for m in twilio.sent()] == recipients[:2]
 
     # The core sends only the "retry" recipients again, in a message of their own.
@@ -445,8 +450,8 @@ def test_credentials_refused_part_way_hand_the_rest_to_the_next_provider(
     twilio.server.state["fail_with"] = (401, 20005, "Account not active")
     result = provider_harness.call(provider, "notify", message=sms(*recipients))
     assert [r.status for r in result.results] == ["queued", "failed", "retry", "retry"]
-    assert result.results[1].error.startswith("Twilio error 21211")  # refused alone: not handed on
-    assert result.results[2].error.startswith("Twilio error 20005")
+    assert "(21211)" in result.results[1].error  # refused alone: not handed on
+    assert result.results[2].error.startswith("Twilio refused the credentials (HTTP 401, 20005)")
     assert [m["to"] for m in twilio.sent()] == ["+14155550100"]
 
 
@@ -458,32 +463,21 @@ def test_an_error_before_anyone_was_texted_still_raises(provider_harness: Provid
     assert twilio.sent() == []
 
 
-def test_a_stopped_server_is_transient(provider_harness: ProviderHarness, dead_url: str) -> None:
-    provider = build(provider_harness, **settings(url=dead_url))
-    with pytest.raises(TransientError) as failed:
-        provider_harness.call(provider, "notify", message=sms("+14155550100"))
-    assert failed.value.provider_code == "connection"
-    health = provider_harness.call(provider, "health")
-    assert health.status == "error" and "cannot reach Twilio" in health.message
+def builder(harness: ProviderHarness) -> Callable[[str, float], TwilioSms]:
+    """``build(url, timeout)`` for the kit's transport checks."""
+    return lambda url, timeout: build(harness, **settings(url=url, timeout=timeout))
 
 
-def test_a_slow_server_times_out_as_transient(provider_harness: ProviderHarness, twilio: TwilioFake) -> None:
-    provider = build(provider_harness, **settings(twilio, timeout=0.2))
-    twilio.server.state["delay"] = 0.6
-    with pytest.raises(TransientError) as failed:
-        provider_harness.call(provider, "notify", message=sms("+14155550100"))
-    assert failed.value.provider_code == "timeout"
-    twilio.server.state["delay"] = 0
+def test_transport_errors_map_to_the_hubs_errors(provider_harness: ProviderHarness) -> None:
+    """Down, too slow, dropped, 5xx, 429 with Retry-After, 401/403: the kit's servers, the kit's checks."""
+    raised = check_transport_errors(provider_harness, builder(provider_harness))
+    assert raised["HTTP 429 with Retry-After: 7"].retry_after == 7  # which the SDK's client never exposed
 
 
 def test_concurrent_sends_from_worker_threads(provider_harness: ProviderHarness, twilio: TwilioFake) -> None:
-    provider = build(provider_harness, **settings(twilio))
-    calls = [{"message": sms(*[f"+1415555{100 + number * 5 + n:04d}" for n in range(5)])} for number in range(8)]
-    results = provider_harness.call_concurrently(provider, "notify", calls)
-    assert len(provider._clients) == 8  # one SDK client per worker thread
+    results = check_concurrent_use(provider_harness, builder(provider_harness), twilio.server.url)
     sids = [r.provider_message_id for result in results for r in result.results]
-    assert len(sids) == 40 and len(set(sids)) == 40
-    assert len(twilio.sent()) == 40
+    assert len(set(sids)) == 48 and {m["sid"] for m in twilio.sent()} == set(sids)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -540,18 +534,24 @@ def test_signed_status_callbacks_become_delivery_events(provider_harness: Provid
     )
 
 
-def test_callbacks_with_a_bad_or_missing_signature_are_refused(
+def test_callback_signatures_valid_forged_tampered_and_replayed(
     provider_harness: ProviderHarness, twilio: TwilioFake
 ) -> None:
     provider = build(provider_harness, **settings(twilio))
     form = status_form("SM" + "cd" * 16, "delivered")
-    forged = signed_callback(CALLBACK_URL, form, token="not-the-auth-token")
-    with pytest.raises(SignatureError):
-        provider_harness.call(provider, "handle_webhook", webhook=forged)
-    tampered = signed_callback(CALLBACK_URL, form)
-    tampered.form = {**form, "MessageStatus": "failed"}
-    with pytest.raises(SignatureError):
-        provider_harness.call(provider, "handle_webhook", webhook=tampered)
+
+    def sign(*, timestamp: float, forged: bool) -> WebhookRequest:  # Twilio signs no timestamp
+        return signed_callback(CALLBACK_URL, form, token="not-the-auth-token" if forged else AUTH_TOKEN)
+
+    [event] = check_webhook_signatures(provider_harness, provider, sign)
+    assert event.status == "delivered"
+
+
+def test_callbacks_signed_for_another_url_or_unsigned_are_refused(
+    provider_harness: ProviderHarness, twilio: TwilioFake
+) -> None:
+    provider = build(provider_harness, **settings(twilio))
+    form = status_form("SM" + "cd" * 16, "delivered")
     other_url = signed_callback("https://evil.example.com/hook", form)
     with pytest.raises(SignatureError):
         provider_harness.call(provider, "handle_webhook", webhook=other_url)
