@@ -28,7 +28,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-import threading
 from collections.abc import Callable
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -54,6 +53,7 @@ from hub.errors import (
     TransientError,
     UnsupportedError,
 )
+from hub.http import HttpClient, HttpSettings
 
 __all__ = ["ERROR_CODES", "RECEIPT_STATUSES", "TextLocalSettings", "TextLocalSms", "register_providers"]
 
@@ -100,8 +100,9 @@ _SENDER = re.compile(r"^(?:[A-Za-z0-9]{3,11}|[0-9]{3,13})$")
 _NUMBER = re.compile(r"^[1-9][0-9]{6,14}$")
 
 
-class TextLocalSettings(Schema):
-    """``providers.<name>`` settings of a ``textlocal`` provider."""
+class TextLocalSettings(HttpSettings):
+    """``providers.<name>`` settings of a ``textlocal`` provider (HttpSettings adds ``timeout`` and
+    ``connect_timeout``, in seconds)."""
 
     api_key = fields.String(required=True, validate=validate.Length(min=1))
     #: Sender name shown on the phone: 3-11 letters/digits, or up to 13 digits. Absent: the account's default.
@@ -113,8 +114,6 @@ class TextLocalSettings(Schema):
     base_url = fields.Url(load_default="https://api.txtlocal.com", require_tld=False, schemes={"http", "https"})
     #: TextLocal's ``test`` flag: requests are checked and answered, nothing is sent, no credit is used.
     test_mode = fields.Boolean(load_default=False)
-    #: Seconds to wait for TextLocal (connect and read).
-    timeout = fields.Float(load_default=10.0, validate=validate.Range(min=0.1, max=120))
     max_numbers_per_request = fields.Integer(
         load_default=MAX_NUMBERS_PER_REQUEST, validate=validate.Range(min=1, max=MAX_NUMBERS_PER_REQUEST)
     )
@@ -156,62 +155,21 @@ class TextLocalSms(Provider):
 
     def __init__(self, name: str, settings: dict[str, Any], context: ProviderContext) -> None:
         super().__init__(name, settings, context)
-        self.base_url = settings["base_url"].rstrip("/")
-        # requests.Session is not documented thread-safe: one per worker thread, each keeping its
-        # connections open for the next batch.
-        self._local = threading.local()
-        self._sessions: list[Any] = []
-        self._sessions_lock = threading.Lock()
+        # 404/405: there is no TextLocal API at base_url, a setting to fix (the next provider is tried).
+        self.http = HttpClient.from_settings(
+            "TextLocal",
+            settings,
+            base_url=settings["base_url"],
+            headers={"User-Agent": "integration-hub-textlocal/0.1"},
+            status_errors={404: ConfigurationError, 405: ConfigurationError},
+        )
 
     # --- HTTP ----------------------------------------------------------------------------------------
 
-    def _session(self) -> Any:
-        session = getattr(self._local, "session", None)
-        if session is None:
-            import requests
-
-            session = requests.Session()
-            session.headers["User-Agent"] = "integration-hub-textlocal/0.1"
-            with self._sessions_lock:
-                self._sessions.append(session)
-            self._local.session = session
-        return session
-
     def _call(self, command: str, fields: dict[str, str]) -> dict[str, Any]:
         """POST ``fields`` (plus the API key) to ``/<command>/`` and return the JSON answer. Transport
-        and HTTP-level problems become hub errors; TextLocal's own ``failure`` answers are returned."""
-        import requests
-
-        data = {"apikey": self.settings["api_key"], **fields}
-        try:
-            response = self._session().post(f"{self.base_url}/{command}/", data=data, timeout=self.settings["timeout"])
-        except requests.Timeout:
-            raise TransientError(
-                f"TextLocal did not answer within {self.settings['timeout']}s", provider_code="timeout"
-            ) from None
-        except requests.ConnectionError:
-            raise TransientError("TextLocal could not be reached", provider_code="connection") from None
-        except requests.RequestException as error:
-            raise TransientError(
-                f"TextLocal request failed ({type(error).__name__})", provider_code="request"
-            ) from None
-        status = response.status_code
-        if status == 429:
-            raise TransientError(
-                "TextLocal rate-limited the request (HTTP 429)",
-                provider_code="429",
-                retry_after=_seconds(response.headers.get("Retry-After")),
-            )
-        if status >= 500:
-            raise TransientError(f"TextLocal failed (HTTP {status})", provider_code=str(status))
-        if status in (401, 403):
-            raise ConfigurationError(f"TextLocal refused the request (HTTP {status})", provider_code=str(status))
-        if status in (404, 405):
-            raise ConfigurationError(
-                f"no TextLocal API at base_url (HTTP {status} for /{command}/)", provider_code=str(status)
-            )
-        if status >= 400:
-            raise PermanentError(f"TextLocal refused the request (HTTP {status})", provider_code=str(status))
+        and HTTP-level problems are hub errors (hub.http); TextLocal's own ``failure`` answers are returned."""
+        response = self.http.post(f"/{command}/", data={"apikey": self.settings["api_key"], **fields})
         try:
             body = response.json()
         except ValueError:
@@ -369,17 +327,7 @@ class TextLocalSms(Provider):
 
     @hookimpl
     def close(self) -> None:
-        with self._sessions_lock:
-            sessions, self._sessions = self._sessions, []
-        for session in sessions:
-            session.close()
-
-
-def _seconds(value: str | None) -> float | None:
-    try:
-        return float(value) if value else None
-    except ValueError:
-        return None  # an HTTP date: let the hub's backoff decide
+        self.http.close()
 
 
 def _refusal(body: dict[str, Any]) -> tuple[str, int | None, str]:

@@ -13,7 +13,7 @@ import json
 import math
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -28,6 +28,7 @@ from hub.testing import ProviderHarness
 from hub.testing.contracts import check_provider_class, run_contract
 from hub.testing.rest import RestHub, rest_hub
 from hub.testing.servers import WsgiServer
+from hub.testing.transport import check_concurrent_use, check_transport_errors, check_webhook_signatures
 
 API_KEY = "tl-test-0123456789abcdef"
 RECEIPT_TOKEN = "receipt-token-0123456789"
@@ -276,7 +277,7 @@ def test_refused_numbers_fail_alone(provider_harness: ProviderHarness, textlocal
 @pytest.mark.parametrize(
     ("fault", "reason"),
     [
-        ((502, "Bad Gateway", {}), "TextLocal failed (HTTP 502)"),
+        ((502, "Bad Gateway", {}), "TextLocal answered HTTP 502"),
         (
             (200, json.dumps(FakeTextLocal._failure(7, "Insufficient credits")), {}),
             "TextLocal error 7: Insufficient credits",
@@ -311,7 +312,7 @@ def test_a_call_refused_after_one_was_accepted_fails_alone(
     result = provider_harness.call(provider, "notify", message=sms(*phones))
     # A PermanentError would mark the first call's numbers failed too, though they were texted.
     assert [r.status for r in result.results] == ["sent", "sent", "failed", "failed", "sent"]
-    assert result.results[2].error == "TextLocal refused the request (HTTP 400)"
+    assert result.results[2].error == "TextLocal answered HTTP 400"
     assert sorted(item["number"] for item in textlocal.sent) == sorted(p[1:] for p in [*phones[:2], phones[4]])
 
 
@@ -326,17 +327,21 @@ def test_an_error_before_anything_was_sent_still_raises(
     assert textlocal.sent == []
 
 
-def test_worker_threads_send_concurrently(provider_harness: ProviderHarness, textlocal: FakeTextLocal) -> None:
-    from concurrent.futures import ThreadPoolExecutor
+def builder(harness: ProviderHarness) -> Callable[[str, float], Any]:
+    """``build(url, timeout)`` for the kit's transport checks."""
+    if "textlocal" not in harness.host.provider_types:
+        harness.add_plugin(hub_textlocal, "textlocal")
+    return lambda url, timeout: harness.build("textlocal", {"api_key": API_KEY, "base_url": url, "timeout": timeout})
 
-    provider = build(provider_harness, textlocal)
-    phones = [f"+1415555{2700 + i:04d}" for i in range(12)]
-    with ThreadPoolExecutor(max_workers=6) as pool:
-        results = list(
-            pool.map(lambda i: provider_harness.call(provider, "notify", message=sms(phones[i], id=f"m{i}")), range(12))
-        )
-    assert all(r.results[0].status == "sent" for r in results)
-    assert sorted(item["number"] for item in textlocal.sent) == sorted(p[1:] for p in phones)
+
+def test_transport_errors_map_to_the_hubs_errors(provider_harness: ProviderHarness) -> None:
+    """Down, too slow, dropped, 5xx, 429 with Retry-After, 401/403: the kit's servers, the kit's checks."""
+    check_transport_errors(provider_harness, builder(provider_harness))
+
+
+def test_worker_threads_send_concurrently(provider_harness: ProviderHarness, textlocal: FakeTextLocal) -> None:
+    check_concurrent_use(provider_harness, builder(provider_harness), textlocal.url)
+    assert len(textlocal.sent) == 8 * 3 * 2
 
 
 def test_rejected_api_key_is_a_configuration_error(provider_harness: ProviderHarness, textlocal: FakeTextLocal) -> None:
@@ -368,30 +373,6 @@ def test_a_refused_message_is_permanent(provider_harness: ProviderHarness, textl
         provider_harness.call(provider, "notify", message=sms("+14155552671", text=" "))
     assert (too_long.value.provider_code, empty.value.provider_code) == ("6", "5")
     assert textlocal.sent == []
-
-
-def test_server_errors_and_rate_limits_are_transient(
-    provider_harness: ProviderHarness, textlocal: FakeTextLocal
-) -> None:
-    provider = build(provider_harness, textlocal)
-    textlocal.faults.extend([(503, "Service Unavailable", {}), (429, "Too Many Requests", {"Retry-After": "7"})])
-    with pytest.raises(TransientError) as unavailable:
-        provider_harness.call(provider, "notify", message=sms("+14155552671"))
-    with pytest.raises(TransientError) as limited:
-        provider_harness.call(provider, "notify", message=sms("+14155552671"))
-    assert unavailable.value.provider_code == "503"
-    assert limited.value.provider_code == "429" and limited.value.retry_after == 7.0
-    assert textlocal.sent == []
-
-
-def test_server_down_is_transient_and_unhealthy(provider_harness: ProviderHarness) -> None:
-    down = FakeTextLocal()  # never started: nothing listens on its port
-    provider = build(provider_harness, down, timeout=2)
-    with pytest.raises(TransientError) as caught:
-        provider_harness.call(provider, "notify", message=sms("+14155552671"))
-    assert caught.value.provider_code == "connection"
-    health = provider_harness.call(provider, "health")
-    assert health.status == "error" and "could not be reached" in health.message
 
 
 def test_health_reports_the_credits(provider_harness: ProviderHarness, textlocal: FakeTextLocal) -> None:
@@ -439,10 +420,12 @@ def test_receipts_carry_the_token_and_are_verified(provider_harness: ProviderHar
         "E": "undelivered",
         "?": "unknown",
     }
-    again = provider_harness.call(provider, "handle_webhook", webhook=receipt("14155552671", "D", custom))
-    assert again[0].event_id == event.event_id  # the same receipt twice: the hub deduplicates it
 
-    for token in ("wrong-token-0123456789", None, ""):
+    def sign(*, timestamp: float, forged: bool) -> WebhookRequest:  # a token in the URL: no timestamp, no payload
+        return receipt("14155552671", "D", custom, token="wrong-token-0123456789" if forged else RECEIPT_TOKEN)
+
+    check_webhook_signatures(provider_harness, provider, sign, tamper=False)  # forged and replayed receipts
+    for token in (None, ""):
         with pytest.raises(SignatureError):
             provider_harness.call(provider, "handle_webhook", webhook=receipt("14155552671", "D", custom, token=token))
 
