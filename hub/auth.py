@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import select
 
@@ -20,8 +22,13 @@ def hash_token(token: str) -> str:
 
 
 class TokenStore:
+    #: A verified token is trusted this long without a query (one per request would be a transaction per
+    #: request). Revoking or rotating in this process takes effect at once; in another process within this.
+    CACHE_SECONDS = 5.0
+
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._verified: dict[str, tuple[float, ApiToken]] = {}
 
     def create(
         self, tenant: str, name: str | None = None, *, admin: bool = False, expires_in: float | None = None
@@ -46,9 +53,25 @@ class TokenStore:
         """The token's row if it is valid now (not revoked, not expired), else None."""
         if not token.startswith(TOKEN_PREFIX):
             return None
+        token_hash = hash_token(token)
         now = utcnow()
+        cached = self._verified.get(token_hash)
+        if cached is not None and time.monotonic() - cached[0] < self.CACHE_SECONDS:
+            row = cached[1]
+            if row.expires_at is None or row.expires_at > now:
+                return row
+        row = self._verify(token_hash, now)
+        if row is None:
+            self._verified.pop(token_hash, None)
+        else:
+            if len(self._verified) > 10_000:
+                self._verified.clear()  # bounded: a flood of distinct valid tokens cannot grow it forever
+            self._verified[token_hash] = (time.monotonic(), row)
+        return row
+
+    def _verify(self, token_hash: str, now: Any) -> ApiToken | None:
         with self.db.session() as session:
-            row = session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(token)))
+            row = session.scalar(select(ApiToken).where(ApiToken.token_hash == token_hash))
             if row is None or row.revoked_at is not None or (row.expires_at is not None and row.expires_at <= now):
                 return None
             # Write at most once a minute per token: a write per request would serialise SQLite.
@@ -69,7 +92,8 @@ class TokenStore:
             if row is None or row.revoked_at is not None:
                 return False
             row.revoked_at = utcnow()
-            return True
+        self._verified.clear()
+        return True
 
     def rotate(self, token_id: str, grace_seconds: float = 3600) -> tuple[ApiToken, str]:
         """Issue a new token for the same tenant; the old one keeps working for ``grace_seconds``."""
@@ -81,4 +105,5 @@ class TokenStore:
             if old.expires_at is None or old.expires_at > expires:
                 old.expires_at = expires
             tenant, name, admin = old.tenant, old.name, old.admin
+        self._verified.clear()
         return self.create(tenant, name, admin=admin)

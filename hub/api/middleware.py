@@ -19,7 +19,7 @@ from werkzeug.exceptions import HTTPException
 from hub.errors import Conflict, HubError, RateLimitedError, ValidationError
 from hub.observability import request_id_var, tenant_var
 from hub.records import IdempotentRequest, utcnow
-from hub.runtime.ledger import riding_along
+from hub.runtime.ledger import request_scope, riding_along, run_deferred
 
 if TYPE_CHECKING:
     from hub.manager import IntegrationManager
@@ -117,6 +117,8 @@ def start_request() -> Response | None:
     # Audit rows wait for the end of the request, to be written with its last transaction.
     g.audit_scope = hub.runtime.audit.buffered()
     g.audit_scope.__enter__()
+    g.write_scope = request_scope()
+    g.write_scope.__enter__()
     return authenticate()
 
 
@@ -132,25 +134,34 @@ def finish_request(response: Response) -> Response:
         # (successful reads are not: they change nothing, and are counted in the metrics).
         outcome = "success" if response.status_code < 400 else ("rejected" if response.status_code < 500 else "error")
         hub.runtime.audit_api_call(g.tenant, f"{request.method} {endpoint}", outcome, elapsed * 1000, f"HTTP {response.status_code}")
+    return _commit_request(hub, response)
+
+
+def _commit_request(hub: IntegrationManager, response: Response) -> Response:
+    """The request's last transaction, before the response leaves: the writes services deferred to it
+    (an inline notification's outcomes and status), its idempotent answer and its audit rows."""
+    rows = hub.runtime.audit.take()
+    try:
+        with hub.db.session() as session:
+            run_deferred(session)
+            _save_answer(session)
+            session.add_all(rows)
+    except IntegrityError:
+        # A concurrent request with the same key answered first: its answer stands; the rest is kept.
+        with hub.db.session() as session:
+            run_deferred(session)
+            session.add_all(rows)
+    except Exception:
+        current_app.logger.exception("the request's last transaction failed")
+        return error_response(500, "Internal server error", f"the result could not be saved (request {request_id_var.get()})")
     return response
 
 
 def teardown_request(_error: BaseException | None) -> None:
-    """The request's last transaction: its idempotent answer and its buffered audit rows together."""
-    scope = g.pop("audit_scope", None)
-    hub = manager()
-    if g.get("idempotent_answer") is not None:
-        rows = hub.runtime.audit.take()
-        try:
-            with hub.db.session() as session:
-                _save_answer(session)
-                session.add_all(rows)
-        except IntegrityError:
-            # A concurrent request with the same key answered first: its answer stands.
-            with hub.db.session() as session:
-                session.add_all(rows)
-    if scope is not None:
-        scope.__exit__(None, None, None)  # writes the audit rows not written yet
+    for name in ("write_scope", "audit_scope"):
+        scope = g.pop(name, None)
+        if scope is not None:
+            scope.__exit__(None, None, None)  # the audit scope writes rows left unwritten (a request that failed early)
 
 
 def authenticate() -> Response | None:

@@ -35,6 +35,9 @@ _SAFE_PATH_COMPONENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,199}")
 
 class OutboxSettings(Schema):
     directory = fields.String(load_default="outbox", validate=validate.Length(min=1))
+    #: fsync each message file. Off by default: the hub's record of the notification is the source of
+    #: truth, and the database does not fsync every commit either (SQLite WAL, synchronous=NORMAL).
+    fsync = fields.Boolean(load_default=False)
 
 
 class Outbox(Provider):
@@ -62,7 +65,7 @@ class Outbox(Provider):
             "provider": self.name,
             "written_at": utcnow().isoformat(),
         }
-        atomic_write(path, json.dumps(document, indent=2, ensure_ascii=False).encode("utf-8"))
+        atomic_write(path, json.dumps(document, indent=2, ensure_ascii=False).encode("utf-8"), fsync=self.settings["fsync"])
         # Counts only: addresses are personal data and stay out of the logs.
         self.log.info(
             "outbox: wrote %s message %s for %d recipient(s) to %s",

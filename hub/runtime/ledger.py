@@ -30,6 +30,27 @@ log = logging.getLogger("hub.ledger")
 _ride_along: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar("hub_ride_along", default=None)
 
 
+#: Writes that wait for the request's last transaction (see :meth:`RecordLedger.write`).
+_deferred: contextvars.ContextVar[list[Callable[[Session], None]] | None] = contextvars.ContextVar("hub_deferred_writes", default=None)
+
+
+@contextmanager
+def request_scope() -> Iterator[list[Callable[[Session], None]]]:
+    """Inside this block (an API request), :meth:`RecordLedger.write` defers its writes; the API runs them
+    in the request's last transaction, before the response leaves (:func:`run_deferred`)."""
+    token = _deferred.set([])
+    try:
+        yield _deferred.get()  # type: ignore[misc]
+    finally:
+        _deferred.reset(token)
+
+
+def run_deferred(session: Session) -> None:
+    pending = _deferred.get()
+    while pending:
+        pending.pop(0)(session)
+
+
 @contextmanager
 def riding_along(rows: list[Any]) -> Iterator[list[Any]]:
     """Inside this block, :meth:`RecordLedger.new` also inserts ``rows`` (and empties the list once written)."""
@@ -138,6 +159,35 @@ class RecordLedger:
             record.lease_until = None
             self.metrics.jobs.labels(record.kind, record.status).inc()
         self.audit.drain(session)
+        return record
+
+    def write(self, work: Callable[[Session], None]) -> None:
+        """Run ``work(session)`` in a transaction now or, inside an API request, in the request's last
+        transaction (with its audit rows and idempotent answer: one commit instead of three)."""
+        pending = _deferred.get()
+        if pending is not None:
+            pending.append(work)
+            return
+        with self.db.session() as session:
+            work(session)
+            self.audit.drain(session)
+
+    def finish(self, record: Record, changes: dict[str, Any], work: Callable[[Session], None] | None = None) -> Record:
+        """Settle ``record`` with ``changes`` (and ``work``, written with it) through :meth:`write`; the
+        in-memory ``record`` shows the changes at once, for the caller's view."""
+        for name, value in changes.items():
+            setattr(record, name, value)
+        record.updated_at = utcnow()
+        if changes.get("status") in FINISHED:
+            record.finished_at = record.updated_at
+            record.lease_until = None
+
+        def settle(session: Session) -> None:
+            if work is not None:
+                work(session)
+            self.apply(session, record.id, changes)
+
+        self.write(settle)
         return record
 
     def save(self, record_id: str, **changes: Any) -> Record:

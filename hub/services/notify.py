@@ -273,13 +273,26 @@ class NotifyService:
             changes.update(status="failed", error=self._first_error(delivery))
         else:
             changes.update(status="partial" if summary["failed"] else "succeeded", error=None)
-        with self.runtime.db.session() as session:
-            self._write(session, delivery)
-            delivery.record = self.runtime.ledger.apply(session, record.id, changes)
         if pending_count:
+            with self.runtime.db.session() as session:
+                self._write(session, delivery)
+                self.runtime.ledger.apply(session, record.id, changes)
             # Every provider of every channel is down: keep the work and try again later.
             self.runtime.ledger.requeue_or_dead(record, last_error or "no provider available")
             delivery.record = self.runtime.ledger.get(record.id, record.tenant)
+            return
+        # Outcomes not written yet are in the view now, and in the database with the record's status.
+        unwritten, references = delivery.outcomes, delivery.references
+        delivery.written.extend(unwritten)
+        delivery.outcomes, delivery.references = [], []
+
+        def write_outcomes(session: Any) -> None:
+            if unwritten:
+                session.execute(RecipientOutcome.__table__.insert(), unwritten)
+            if references:
+                session.execute(_insert_ignoring_duplicates(session, ProviderReference.__table__), references)
+
+        delivery.record = self.runtime.ledger.finish(record, changes, write_outcomes)
 
     def _first_error(self, delivery: _Delivery) -> str | None:
         if not delivery.durable:
