@@ -569,6 +569,7 @@ class HttpClient:
         check: bool = True,
         timeout: float | None = None,
         sent_error: type[ProviderError] | None = None,
+        service: str | None = None,
         **options: Any,
     ) -> requests.Response:
         """Send one request and return the response.
@@ -579,6 +580,8 @@ class HttpClient:
         :param timeout: this request's read timeout, e.g. a shorter one for a health check.
         :param sent_error: this request's class for failures after sending (a payment's
             ``OutcomeUnknownError``).
+        :param service: how this request's errors name the other side, when not as the client's do
+            (``"the Slack webhook for #ops"``).
         :param options: passed to ``requests`` (``params``, ``data``, ``json``, ``headers``, ``auth``,
             ``allow_redirects`` -- ``False`` unless given).
         :raises ProviderError: the failure, mapped as the module's table says.
@@ -593,20 +596,23 @@ class HttpClient:
             if not _is_transport_failure(error):
                 raise
             mapped = transport_error(
-                error, service=self.service, timeout=read_timeout, sent_error=sent_error or self.sent_error
+                error, service=service or self.service, timeout=read_timeout, sent_error=sent_error or self.sent_error
             )
             # Not chained: the requests/urllib3 exception's text quotes the URL, which may hold a secret.
             raise mapped from None
         if check:
-            error = self.error_for(response)
+            error = self.error_for(response, service=service)
             if error is not None:
                 raise error
         return response
 
-    def error_for(self, response: requests.Response) -> ProviderError | None:
+    def error_for(self, response: requests.Response, *, service: str | None = None) -> ProviderError | None:
         """The hub error for ``response`` with this client's extractor and overrides, or ``None`` for 2xx."""
         return response_error(
-            response, service=self.service, extract_error=self.extract_error, status_errors=self.status_errors
+            response,
+            service=service or self.service,
+            extract_error=self.extract_error,
+            status_errors=self.status_errors,
         )
 
     def probe(self, method: str = "GET", url: str = "", *, timeout: float = 3.0, **options: Any) -> HealthResult:

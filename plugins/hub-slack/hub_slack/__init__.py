@@ -27,10 +27,9 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
@@ -38,6 +37,10 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 from hub import hookimpl
 from hub.capabilities import HealthResult, Message, NotifyResult, Provider, ProviderContext, RecipientResult
 from hub.errors import ConfigurationError, PermanentError, ProviderError, TransientError, UnsupportedError
+from hub.http import HttpClient, HttpSettings, ProviderReason
+
+if TYPE_CHECKING:
+    import requests
 
 __all__ = ["SlackSettings", "SlackWebhook", "register_providers"]
 
@@ -51,8 +54,9 @@ _WEBHOOK_PATH = re.compile(
 _ERROR_WORD = re.compile(r"^[a-z_]{1,64}$")
 
 
-class SlackSettings(Schema):
-    """``providers.<name>`` settings of a ``slack-webhook`` provider."""
+class SlackSettings(HttpSettings):
+    """``providers.<name>`` settings of a ``slack-webhook`` provider (HttpSettings adds ``timeout`` and
+    ``connect_timeout``, in seconds)."""
 
     #: The default destination's webhook (``SLACK_WEBHOOK_URL``).
     webhook_url = fields.Url(load_default=None, allow_none=True, require_tld=False, schemes={"http", "https"})
@@ -67,7 +71,6 @@ class SlackSettings(Schema):
     #: Legacy webhooks only (app webhooks ignore them): the bot name and emoji shown.
     username = fields.String(load_default=None, allow_none=True, validate=validate.Length(min=1, max=80))
     icon_emoji = fields.String(load_default=None, allow_none=True, validate=validate.Regexp(r"^:[a-z0-9_+'-]+:$"))
-    timeout = fields.Float(load_default=10.0, validate=validate.Range(min=0.1, max=120))
 
     @validates_schema
     def _somewhere_to_post(self, data: dict[str, Any], **_: Any) -> None:
@@ -106,11 +109,15 @@ class SlackWebhook(Provider):
         self._webhooks = {_key(destination): url for destination, url in settings["channels"].items()}
         if settings["webhook_url"]:
             self._webhooks.setdefault(DEFAULT_DESTINATION, settings["webhook_url"])
-        # requests.Session is not documented thread-safe: one per worker thread, each keeping its
-        # connection to Slack open for the next message.
-        self._local = threading.local()
-        self._sessions: list[Any] = []
-        self._sessions_lock = threading.Lock()
+        # A revoked URL (404 no_service), a deleted or archived channel (404, 410), a workspace policy (403):
+        # that webhook is unusable, a setting to fix; the other destinations may still work.
+        self.http = HttpClient.from_settings(
+            "Slack",
+            settings,
+            headers={"User-Agent": "integration-hub-slack/0.1"},
+            extract_error=_error_word,
+            status_errors={404: ConfigurationError, 410: ConfigurationError},
+        )
 
     # --- routing -------------------------------------------------------------------------------------
 
@@ -186,52 +193,10 @@ class SlackWebhook(Provider):
 
     # --- HTTP ----------------------------------------------------------------------------------------
 
-    def _session(self) -> Any:
-        session = getattr(self._local, "session", None)
-        if session is None:
-            import requests
-
-            session = requests.Session()
-            session.headers["User-Agent"] = "integration-hub-slack/0.1"
-            with self._sessions_lock:
-                self._sessions.append(session)
-            self._local.session = session
-        return session
-
     def _post(self, route: _Route, payload: dict[str, Any]) -> None:
-        """POST one payload to one webhook; raise the hub error for anything but ``200 ok``. Messages
-        name the destination, never the URL (it is the credential)."""
-        import requests
-
-        where = f"the Slack webhook for {route.destination!r}"
-        try:
-            response = self._session().post(route.url, json=payload, timeout=self.settings["timeout"])
-        except requests.Timeout:
-            raise TransientError(f"{where} did not answer in time", provider_code="timeout") from None
-        except requests.ConnectionError:
-            raise TransientError(f"{where} could not be reached", provider_code="connection") from None
-        except requests.RequestException as error:
-            raise TransientError(f"{where} failed ({type(error).__name__})", provider_code="request") from None
-        status = response.status_code
-        word = response.text.strip()[:64]
-        word = word if _ERROR_WORD.fullmatch(word) else ""
-        if status == 200:
-            return
-        label = f"{status} {word}".strip()
-        if status == 429:
-            raise TransientError(
-                f"{where} is rate-limited ({label})",
-                provider_code=word or "429",
-                retry_after=_seconds(response.headers.get("Retry-After")),
-            )
-        if status >= 500:
-            raise TransientError(f"{where} failed ({label})", provider_code=word or str(status))
-        if status in (401, 403, 404, 410):
-            # A revoked URL, a deleted or archived channel, a workspace policy: this webhook is unusable.
-            raise ConfigurationError(f"{where} is unusable ({label})", provider_code=word or str(status))
-        raise PermanentError(
-            f"Slack refused the message for {route.destination!r} ({label})", provider_code=word or str(status)
-        )
+        """POST one payload to one webhook; hub.http raises the hub error for anything but 2xx, with Slack's
+        error word as ``provider_code``. Messages name the destination, never the URL (it is the credential)."""
+        self.http.post(route.url, json=payload, service=f"the Slack webhook for {route.destination!r}")
 
     # --- health and close ----------------------------------------------------------------------------
 
@@ -252,10 +217,13 @@ class SlackWebhook(Provider):
 
     @hookimpl
     def close(self) -> None:
-        with self._sessions_lock:
-            sessions, self._sessions = self._sessions, []
-        for session in sessions:
-            session.close()
+        self.http.close()
+
+
+def _error_word(response: requests.Response) -> ProviderReason | None:
+    """Slack answers an error word as the body (``invalid_blocks``, ``channel_is_archived``)."""
+    word = response.text.strip()[:64]
+    return ProviderReason(code=word) if _ERROR_WORD.fullmatch(word) else None
 
 
 def _most_hopeful(errors: list[ProviderError]) -> ProviderError:
@@ -290,13 +258,6 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-def _seconds(value: str | None) -> float | None:
-    try:
-        return float(value) if value else None
-    except ValueError:
-        return None
 
 
 @hookimpl

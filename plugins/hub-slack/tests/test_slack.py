@@ -24,7 +24,8 @@ from hub.errors import ConfigError, ConfigurationError, PermanentError, Transien
 from hub.testing import ProviderHarness
 from hub.testing.contracts import check_provider_class, run_contract
 from hub.testing.rest import RestHub, rest_hub
-from hub.testing.servers import WsgiServer, refused_url
+from hub.testing.servers import WsgiServer
+from hub.testing.transport import check_concurrent_use, check_transport_errors
 
 #: Block types Slack's Block Kit knows (messages); anything else is invalid_blocks.
 BLOCK_TYPES = {"section", "header", "context", "divider", "actions", "image", "input", "rich_text", "file", "video"}
@@ -331,12 +332,22 @@ def test_nothing_posted_raises_the_most_hopeful_error(
     assert slack.messages == []
 
 
-def test_server_down_is_transient(provider_harness: ProviderHarness) -> None:
-    url = refused_url("/services/T0HUBTEST/B0DOWN/downSecret0123456789")
-    provider = build(provider_harness, webhook_url=url, timeout=2)
-    with pytest.raises(TransientError) as caught:
-        provider_harness.call(provider, "notify", message=chat("default"))
-    assert caught.value.provider_code == "connection" and "Secret0123456789" not in caught.value.message
+def builder(harness: ProviderHarness, path: str = "/services/T0KIT/B0KIT/kitSecret0123456789") -> Any:
+    """``build(url, timeout)`` for the kit's transport checks: the webhook URL under the kit's server."""
+    return lambda url, timeout: build(harness, webhook_url=f"{url}{path}", timeout=timeout)
+
+
+def test_transport_errors_map_to_the_hubs_errors(provider_harness: ProviderHarness) -> None:
+    """Down, too slow, dropped, 5xx, 429 with Retry-After, 401/403 -- and the URL, the credential, never quoted."""
+    check_transport_errors(provider_harness, builder(provider_harness), health_contacts_server=False)
+
+
+def test_concurrent_posts_from_worker_threads(
+    provider_harness: ProviderHarness, slack: FakeSlack, hooks: Hooks
+) -> None:
+    # The proxy keeps the webhook's path: build() is given the whole URL already.
+    check_concurrent_use(provider_harness, builder(provider_harness, path=""), hooks.default)
+    assert len(slack.messages) == 8 * 3 * 2
 
 
 def test_health_checks_the_url_shapes_without_posting(
