@@ -138,6 +138,10 @@ class RecordLedger:
     def existing(self, tenant: str, kind: str, idempotency_key: str | None) -> Record | None:
         if not idempotency_key:
             return None
+        if _ride_along.get():
+            # The API found the key unused a moment ago and claims it with the new record: a record made
+            # meanwhile makes that insert fail, and new() then answers None (the caller replays it).
+            return None
         with self.db.session() as session:
             return session.scalar(select(Record).where(Record.tenant == tenant, Record.kind == kind, Record.idempotency_key == idempotency_key))
 
