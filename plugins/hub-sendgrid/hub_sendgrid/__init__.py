@@ -1,14 +1,17 @@
-"""Notify provider ``sendgrid``: email through SendGrid's v3 Mail Send API (the official ``sendgrid`` SDK).
+"""Notify provider ``sendgrid``: email through SendGrid's v3 Mail Send API.
 
-A batch is **one** ``POST /v3/mail/send`` (chunked at SendGrid's limit of 1,000 personalizations): one
+Requests go through :mod:`hub.http` (pooled sessions per worker thread, timeouts, the hub's mapping of statuses
+and transport failures); the official ``sendgrid`` SDK verifies the Event Webhook's signatures. A batch is
+**one** ``POST /v3/mail/send`` (chunked at SendGrid's limit of 1,000 personalizations): one
 personalization per recipient, each carrying ``custom_args`` ``hub_message_id`` and ``hub_recipient`` (its
 index), which SendGrid copies into every event of its Event Webhook. That is how events find their delivery
 record: each recipient's ``provider_message_id`` is ``"<message id>:<index>"``, rebuilt from an event's
 custom args. SendGrid's own ``X-Message-Id`` (the prefix of each event's ``sg_message_id``) is returned as the
 batch's ``NotifyResult.provider_message_id``.
 
-Error mapping: 401/403 -> :class:`~hub.errors.ConfigurationError`; 429 (``retry_after`` from
-``X-RateLimit-Reset``), 5xx, timeouts and refused connections -> :class:`~hub.errors.TransientError`; a 400
+Error mapping: 401/403 (and 404: the ``host`` setting is wrong) -> :class:`~hub.errors.ConfigurationError`; 429
+(``retry_after`` from ``Retry-After``, else ``X-RateLimit-Reset``), 5xx, timeouts and refused connections ->
+:class:`~hub.errors.TransientError`; a 400
 that names recipients (``personalizations.<n>.to...``) -> those recipients ``failed``, the rest sent again
 without them; any other 400 -> :class:`~hub.errors.PermanentError` with SendGrid's messages. An error is raised
 only when SendGrid accepted no chunk of the batch; once one was accepted, a transient or configuration error on a
@@ -24,7 +27,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import http.client
 import json
 import re
 import threading
@@ -45,10 +47,11 @@ from hub.capabilities import (
     WebhookEvent,
     WebhookRequest,
 )
-from hub.errors import ConfigurationError, PermanentError, SignatureError, TransientError
+from hub.errors import ConfigurationError, PermanentError, ProviderError, SignatureError, TransientError
+from hub.http import HttpClient, HttpSettings, ProviderReason
 
 if TYPE_CHECKING:
-    from sendgrid import SendGridAPIClient
+    import requests
 
 __all__ = ["SendGridEmail", "SendGridSettings", "register_providers"]
 
@@ -77,7 +80,10 @@ STATUS_MAP = {
 _EVENT_DETAILS = ("reason", "response", "status", "type", "bounce_classification", "attempt", "url")
 
 
-class SendGridSettings(Schema):
+class SendGridSettings(HttpSettings):
+    """``providers.<name>`` settings of a ``sendgrid`` provider (HttpSettings adds ``timeout`` and
+    ``connect_timeout``, in seconds)."""
+
     api_key = fields.String(required=True, validate=validate.Length(min=1))
     from_address = fields.Email(required=True)
     from_name = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=200))
@@ -85,7 +91,6 @@ class SendGridSettings(Schema):
     host = fields.Url(load_default="https://api.sendgrid.com", schemes={"http", "https"}, require_tld=False)
     #: SendGrid validates the request but delivers nothing (``mail_settings.sandbox_mode``).
     sandbox_mode = fields.Boolean(load_default=False)
-    timeout = fields.Float(load_default=10.0, validate=validate.Range(min=0, min_inclusive=False, max=300))
     #: The Signed Event Webhook's verification key (Settings > Mail Settings > Event Webhook), base64 DER.
     webhook_public_key = fields.String(load_default=None, allow_none=True)
     #: Oldest acceptable ``X-Twilio-Email-Event-Webhook-Timestamp``, in seconds: older requests are replays.
@@ -121,20 +126,16 @@ class SendGridEmail(Provider):
 
     def __init__(self, name: str, settings: dict[str, Any], context: ProviderContext) -> None:
         super().__init__(name, settings, context)
-        # The SDK's client shares a mutable header dict between its calls: one per worker thread.
-        self._local = threading.local()
+        self.http = HttpClient.from_settings(
+            "SendGrid",
+            settings,
+            base_url=settings["host"],
+            headers={"Authorization": f"Bearer {settings['api_key']}", "Accept": "application/json"},
+            extract_error=_reason,
+            status_errors={404: ConfigurationError},  # no Mail Send API at ``host``: a setting to fix
+        )
         self._public_key: Any = None
         self._key_lock = threading.Lock()
-
-    def _client(self) -> SendGridAPIClient:
-        client = getattr(self._local, "client", None)
-        if client is None:
-            from sendgrid import SendGridAPIClient
-
-            client = SendGridAPIClient(self.settings["api_key"], host=self.settings["host"].rstrip("/"))
-            client.client.timeout = self.settings["timeout"]  # inherited by every request built from it
-            self._local.client = client
-        return client
 
     # --- notify ------------------------------------------------------------------------------------
 
@@ -171,36 +172,35 @@ class SendGridEmail(Provider):
         self, message: Message, indexes: list[int], *, sent_before: bool
     ) -> tuple[list[RecipientResult], list[str]]:
         """Send one request for ``indexes``; recipients SendGrid names as invalid fail and the rest are sent
-        again without them. Returns the chunk's results (in order) and SendGrid's X-Message-Ids."""
-        from python_http_client.exceptions import BadRequestsError
+        again without them. Returns the chunk's results (in order) and SendGrid's X-Message-Ids.
 
+        Raises ``TransientError``/``ConfigurationError`` (the caller decides what the rest of the batch gets),
+        and a refusal of the whole chunk when nothing was sent before it."""
         failed: dict[int, str] = {}
         remaining = list(indexes)
         message_ids: list[str] = []
         # Each refusal removes at least one recipient, so this ends.
         while remaining:
-            try:
-                message_id = self._post(message, remaining)
-            except BadRequestsError as error:
-                errors = _errors(error)
+            response = self.http.post("/v3/mail/send", json=self._mail_body(message, remaining), check=False)
+            error = self.http.error_for(response)
+            if error is None:
+                if response.headers.get("X-Message-Id"):
+                    message_ids.append(response.headers["X-Message-Id"])
+                break
+            if response.status_code == 400:
+                errors = _errors(response)
                 refused = _refused_recipients(errors, remaining)
                 if refused:
                     failed.update(refused)
                     remaining = [index for index in remaining if index not in refused]
                     continue
-                refusal = PermanentError(
-                    f"SendGrid refused the message: {_describe(errors)}", field=_first_field(errors)
-                )
-            except PermanentError as error:  # 413, 404: the request refused as a whole
-                refusal = error
-            else:
-                if message_id:
-                    message_ids.append(message_id)
-                break
+                error = PermanentError(f"SendGrid refused the message: {_describe(errors)}", field=_first_field(errors))
+            elif not isinstance(error, PermanentError):  # 401/403, 429, 5xx: this chunk and the rest stop
+                raise _with_rate_limit_reset(error, response)
             if not sent_before:
-                raise refusal from None
+                raise error
             # An earlier chunk is out: raising would mark its recipients failed too, so only this chunk's fail.
-            failed.update({index: refusal.message for index in remaining})
+            failed.update({index: error.message for index in remaining})
             break
         status = "sent" if self.settings["sandbox_mode"] else "queued"
         results = [
@@ -210,21 +210,6 @@ class SendGridEmail(Provider):
             for index in indexes
         ]
         return results, message_ids
-
-    def _post(self, message: Message, indexes: list[int]) -> str | None:
-        """One Mail Send request; returns the X-Message-Id. Raises the hub's errors (400 aside)."""
-        from python_http_client.exceptions import BadRequestsError, HTTPError
-
-        body = self._mail_body(message, indexes)
-        try:
-            response = self._client().client.mail.send.post(request_body=body)
-        except BadRequestsError:
-            raise
-        except HTTPError as error:
-            raise _http_error(error) from None
-        except (OSError, http.client.HTTPException) as error:
-            raise _transport_error(error) from None
-        return _header(response.headers, "X-Message-Id")
 
     def _mail_body(self, message: Message, indexes: list[int]) -> dict[str, Any]:
         personalizations = []
@@ -261,17 +246,13 @@ class SendGridEmail(Provider):
 
     @hookimpl
     def health(self) -> HealthResult:
-        from python_http_client.exceptions import HTTPError
-
         try:
-            response = self._client().client.scopes.get()
-            scopes = json.loads(response.body or b"{}").get("scopes") or []
-        except HTTPError as error:
-            if error.status_code in (401, 403):
-                return HealthResult("error", f"SendGrid refused the API key (HTTP {error.status_code})")
-            return HealthResult("error", f"SendGrid answered HTTP {error.status_code}")
-        except (OSError, http.client.HTTPException, ValueError) as error:
-            return HealthResult("error", f"cannot reach SendGrid: {type(error).__name__}")
+            response = self.http.get("/v3/scopes", timeout=min(self.http.timeout, 5.0))
+            scopes = response.json().get("scopes") or []
+        except ProviderError as error:
+            return HealthResult("error", error.message)
+        except (ValueError, AttributeError):
+            return HealthResult("error", "SendGrid's scopes answer is not the JSON object documented")
         if "mail.send" not in scopes:
             return HealthResult("error", "the API key lacks the mail.send scope")
         return HealthResult("success", f"API key can send mail ({len(scopes)} scopes)")
@@ -324,8 +305,7 @@ class SendGridEmail(Provider):
 
     @hookimpl
     def close(self) -> None:
-        # urllib opens a connection per request: nothing is held open between calls.
-        self._local = threading.local()
+        self.http.close()
 
 
 def _event(raw: Any) -> WebhookEvent | None:
@@ -361,13 +341,20 @@ def _accepted(results: list[RecipientResult]) -> int:
     return sum(1 for result in results if result.status in ("sent", "queued"))
 
 
-def _errors(error: Any) -> list[dict[str, Any]]:
+def _errors(response: requests.Response) -> list[dict[str, Any]]:
+    """SendGrid's ``{"errors": [{"message", "field", "help"}]}``, or ``[]``."""
     try:
-        body = json.loads(error.body or b"{}")
-    except (ValueError, TypeError):
+        body = response.json()
+    except ValueError:
         return []
     errors = body.get("errors") if isinstance(body, dict) else None
     return [item for item in errors if isinstance(item, dict)] if isinstance(errors, list) else []
+
+
+def _reason(response: requests.Response) -> ProviderReason | None:
+    """hub.http's extractor: every message SendGrid gave, with its field."""
+    errors = _errors(response)
+    return ProviderReason(message=_describe(errors)) if errors else None
 
 
 def _refused_recipients(errors: list[dict[str, Any]], indexes: list[int]) -> dict[int, str] | None:
@@ -393,27 +380,13 @@ def _first_field(errors: list[dict[str, Any]]) -> str | None:
     return next((str(item["field"]) for item in errors if item.get("field")), None)
 
 
-def _http_error(error: Any) -> Exception:
-    status = int(error.status_code)
-    reason = _describe(_errors(error))
-    if status in (401, 403):
-        return ConfigurationError(f"SendGrid refused the API key (HTTP {status}): {reason}", provider_code=str(status))
-    if status == 429:
-        retry_after = None
-        reset = _header(error.headers or {}, "X-RateLimit-Reset")
-        if reset and reset.isdigit():
-            retry_after = max(0.0, int(reset) - time.time())
-        return TransientError("SendGrid rate limit reached", provider_code="429", retry_after=retry_after)
-    if status >= 500:
-        return TransientError(f"SendGrid answered HTTP {status}", provider_code=str(status))
-    return PermanentError(f"SendGrid refused the message (HTTP {status}): {reason}", provider_code=str(status))
-
-
-def _transport_error(error: BaseException) -> TransientError:
-    reason = getattr(error, "reason", None)
-    if isinstance(error, TimeoutError) or isinstance(reason, TimeoutError):
-        return TransientError("SendGrid did not answer in time", provider_code="timeout")
-    return TransientError(f"cannot reach SendGrid: {type(reason or error).__name__}", provider_code="connection")
+def _with_rate_limit_reset(error: ProviderError, response: requests.Response) -> ProviderError:
+    """SendGrid's 429 says when the limit resets in ``X-RateLimit-Reset`` (a Unix time) rather than
+    ``Retry-After``: use it when hub.http found no ``Retry-After``."""
+    reset = response.headers.get("X-RateLimit-Reset", "")
+    if error.retryable and error.retry_after is None and reset.isdigit():
+        error.retry_after = max(0.0, int(reset) - time.time())
+    return error
 
 
 def _header(headers: Mapping[str, str] | Any, name: str) -> str | None:
