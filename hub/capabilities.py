@@ -7,12 +7,14 @@ Everything here is plain data: a plugin needs nothing but these classes, :mod:`h
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, ClassVar
 
 from marshmallow import Schema
+from requests.structures import CaseInsensitiveDict
 
 #: The five capabilities a provider can offer; each is one or more hooks in :mod:`hub.hookspecs`.
 CAPABILITIES = ("notify", "pay", "store", "publish", "sync")
@@ -288,10 +290,16 @@ class WebhookRequest:
     """An HTTP request a provider sent to ``POST /api/integrations/webhooks/<provider>``."""
 
     url: str
-    headers: dict[str, str]
+    #: Looked up case-insensitively (``headers["x-twilio-signature"]`` finds ``X-Twilio-Signature``), as
+    #: HTTP header names are; iterating gives the names as sent.
+    headers: Mapping[str, str]
     body: bytes
     form: dict[str, str]
     query: dict[str, str]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.headers, CaseInsensitiveDict):
+            self.headers = CaseInsensitiveDict(dict(self.headers))
 
 
 @dataclass

@@ -274,9 +274,14 @@ def health() -> HealthResult:
 def handle_webhook(webhook: WebhookRequest) -> list[WebhookEvent]:
     """Optional. Verify and parse a request the provider sent to ``POST /webhooks/<provider name>``.
 
-    ``webhook.headers`` keep the names as sent (Title-Cased by the server, e.g.
-    ``X-Twilio-Signature``); ``?tenant=<id>`` in the URL selects that tenant's instance (its own
-    secrets) to verify with.
+    ``webhook.headers`` is looked up case-insensitively (``webhook.headers["x-twilio-signature"]``
+    finds ``X-Twilio-Signature`` whatever case a proxy forwarded); ``webhook.body`` is the raw body,
+    byte for byte as received (sign over it, never over re-encoded JSON); ``?tenant=<id>`` in the URL
+    selects that tenant's instance (its own secrets) to verify with.
+
+    The core then deduplicates the events by ``(provider, event_id)`` -- a provider retrying the same
+    webhook updates nothing twice -- and hands each to the service that owns the record its ``reference``
+    names (a notification's recipient, a payment...).
 
     :returns: the status changes it carries, as :class:`hub.capabilities.WebhookEvent`; the core
         deduplicates them by ``event_id`` and updates the matching delivery or payment records. A

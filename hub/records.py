@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -351,6 +352,7 @@ class Database:
         self.engine: Engine = create_engine(url, **kwargs)
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
+            _serialise_sqlite_writers(self.engine)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     def create_all(self) -> None:
@@ -400,6 +402,37 @@ class Database:
                 )
             )
             return [row[0] for row in rows]
+
+
+_WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE")
+
+
+def _serialise_sqlite_writers(engine: Engine) -> None:
+    """SQLite has one writer at a time; a thread that finds the database locked sleeps in SQLite's busy
+    handler (1, 2, 5... 100 ms steps), which under concurrency costs far more than the writes. So the
+    threads of one process take turns with a lock from their first write statement to commit/rollback,
+    and SQLite's own locking only arbitrates between processes."""
+    lock = threading.Lock()
+
+    def before_execute(connection: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        info = connection.info
+        if not info.get("hub_writing") and statement.lstrip()[:7].upper().startswith(_WRITES):
+            lock.acquire()
+            info["hub_writing"] = True
+
+    def release(connection: Any, *_args: Any) -> None:
+        if connection.info.pop("hub_writing", False):
+            lock.release()
+
+    def release_on_reset(_dbapi_connection: Any, record: Any, _state: Any) -> None:
+        if record.info.pop("hub_writing", False):
+            lock.release()
+
+    event.listen(engine, "before_cursor_execute", before_execute)
+    event.listen(engine, "commit", release)
+    event.listen(engine, "rollback", release)
+    event.listen(engine.pool, "reset", release_on_reset)
+    event.listen(engine.pool, "invalidate", release_on_reset)  # (dbapi_connection, record, exception)
 
 
 def _sqlite_pragmas(connection: Any, _record: Any) -> None:

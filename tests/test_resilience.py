@@ -166,6 +166,34 @@ def test_circuit_breaker_opens_and_skips_the_provider(hub_factory: Any) -> None:
     assert health["status"] == "healthy"  # the backup still serves
 
 
+def test_an_open_circuit_is_skipped_at_once_and_noted(hub_factory: Any) -> None:
+    hub = hub_factory(
+        {"primary": {"type": "scripted-notify", "behaviour": "transient"}, "backup": {"type": "scripted-notify"}},
+        {"email": {"providers": ["primary", "backup"], "enabled": True, "high_priority_bypasses_rate_limit": False}},
+        circuit_breaker={"fail_max": 1, "reset_timeout": 60},
+        retry={"attempts": 3, "initial_delay": 0.01, "max_delay": 0.02, "jitter": 0, "job_attempts": 2, "job_delay": 1},
+    )
+    first = hub.send_notification("email", [{"email": "a@example.com"}], data={"subject": "s", "message": "m"}, tenant_id="t")
+    assert first["transporter"] == "backup"
+    ScriptedNotifier.calls.clear()
+    second = hub.send_notification("email", [{"email": "b@example.com"}], data={"subject": "s", "message": "m"}, tenant_id="t")
+    # Not called, not retried: the open circuit sends the batch straight to the next provider.
+    assert [call[0] for call in ScriptedNotifier.calls] == ["backup"]
+    skipped = second["attempts"][0]
+    assert skipped["provider"] == "primary" and skipped["outcome"] == "skipped" and skipped["error"] == "circuit open" and skipped["retries"] == 0
+    assert "Timeout not elapsed" not in str(second)
+
+
+def test_a_failed_over_record_counts_both_tries(hub_factory: Any) -> None:
+    hub = hub_factory(
+        {"primary": {"type": "scripted-notify", "behaviour": "config"}, "backup": {"type": "scripted-notify"}},
+        {"email": {"providers": ["primary", "backup"], "enabled": True, "high_priority_bypasses_rate_limit": False}},
+    )
+    sent = hub.send_notification("email", [{"email": "a@example.com"}], data={"subject": "s", "message": "m"}, tenant_id="t")
+    record = hub.get_record(sent["messageId"], "t").to_dict()
+    assert len(record["attemptLog"]) == 2 and record["attempts"] == 2 and record["jobAttempts"] == 1
+
+
 def test_fallback_services_move_to_another_channel(hub_factory: Any) -> None:
     hub = hub_factory(
         {"mail": {"type": "scripted-notify", "behaviour": "transient"}, "texts": {"type": "scripted-notify"}},
