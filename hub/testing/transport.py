@@ -454,10 +454,10 @@ class _Scenario:
     check_health: bool = False
 
 
-def _scenarios(timeout: float, sent_error: type[ProviderError]) -> list[_Scenario]:
+def _scenarios(timeout: float, sent_error: type[ProviderError], body: Fault) -> list[_Scenario]:
     in_30_seconds = email.utils.formatdate(time.time() + 30, usegmt=True)
     slow = timeout * 2 + 2.0
-    return [
+    scenarios = [
         # Answers 503 in the end: a provider without a timeout then fails the time limit, not the error class.
         _Scenario("a server slower than the timeout", Fault(status=503, delay=slow), sent_error, check_health=True),
         _Scenario("a connection dropped after the request was sent", Fault(drop=True), sent_error),
@@ -482,6 +482,8 @@ def _scenarios(timeout: float, sent_error: type[ProviderError]) -> list[_Scenari
         _Scenario("HTTP 401", Fault(status=401), ConfigurationError, check_health=True),
         _Scenario("HTTP 403", Fault(status=403), ConfigurationError),
     ]
+    # Every error answer carries the body the provider's client can parse.
+    return [replace(s, fault=replace(s.fault, body=body.body, content_type=body.content_type)) for s in scenarios]
 
 
 def check_transport_errors(
@@ -492,6 +494,8 @@ def check_transport_errors(
     timeout: float = 0.5,
     health_contacts_server: bool = True,
     sent_error: type[ProviderError] = TransientError,
+    error_body: bytes | None = None,
+    error_content_type: str = "application/json",
 ) -> dict[str, BaseException]:
     """The provider maps every transport failure and error status the way the core expects.
 
@@ -517,6 +521,9 @@ def check_transport_errors(
         (``http://127.0.0.1:PORT``: add the path your settings need) with that read timeout.
     :param call: one call of the provider's main hook (``lambda p: harness.call(p, "pay", payment=...)``);
         for notify providers it defaults to :func:`notify_message` sent with ``notify``.
+    :param error_body: the body of the error answers (a small JSON document by default), for an SDK that
+        refuses to read anything but its service's error shape (botocore expects XML from SNS);
+        ``error_content_type`` its type.
     :returns: each scenario's name -> the error raised.
     """
     call = call or _default_call(harness)
@@ -538,7 +545,8 @@ def check_transport_errors(
     raised["the service down"] = error
 
     with FaultServer() as server:
-        for scenario in _scenarios(timeout, sent_error):
+        body = Fault(body=error_body, content_type=error_content_type) if error_body is not None else Fault()
+        for scenario in _scenarios(timeout, sent_error, body):
             server.reset(scenario.fault)
             provider = build(server.url, timeout)
             what = f"against {scenario.name}"

@@ -22,6 +22,7 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 from hub import hookimpl
 from hub.capabilities import HealthResult, Message, NotifyResult, Provider, ProviderContext, RecipientResult
 from hub.errors import ConfigurationError, PermanentError, ProviderError, TransientError, UnsupportedError
+from hub.http import parse_retry_after, transport_error
 
 __all__ = ["SnsSettings", "SnsSms", "register_providers"]
 
@@ -235,13 +236,19 @@ class SnsSms(Provider):
 
         if isinstance(error, aws.ClientError):
             details = error.response.get("Error", {})
+            metadata = error.response.get("ResponseMetadata", {})
             code = str(details.get("Code") or "Unknown")
-            status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+            status = int(metadata.get("HTTPStatusCode") or 0)
             text = str(details.get("Message") or "")[:300]
+            retry_after = parse_retry_after((metadata.get("HTTPHeaders") or {}).get("retry-after"))
             if code in _THROTTLING_CODES or status == 429:
-                return TransientError(f"SNS throttled the request ({code})", provider_code=code)
+                return TransientError(
+                    f"SNS throttled the request ({code})", provider_code=code, retry_after=retry_after
+                )
             if code in _SERVER_CODES or status >= 500:
-                return TransientError(f"SNS failed ({code}, HTTP {status})", provider_code=code)
+                return TransientError(
+                    f"SNS failed ({code}, HTTP {status})", provider_code=code, retry_after=retry_after
+                )
             if code in _CREDENTIAL_CODES or code.startswith("KMS") or status in (401, 403):
                 return ConfigurationError(f"SNS refused the credentials or permissions ({code})", provider_code=code)
             return ConfigurationError(f"SNS refused the request ({code}): {text}", provider_code=code)
@@ -255,10 +262,9 @@ class SnsSms(Provider):
         if isinstance(error, aws.ParamValidationError):
             return ConfigurationError("boto3 refused the request parameters", provider_code="ParamValidation")
         if isinstance(error, aws.ConnectionError | aws.HTTPClientError):
-            # EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError, ConnectionClosedError...
-            return TransientError(
-                f"SNS could not be reached ({type(error).__name__})", provider_code=type(error).__name__
-            )
+            # EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError, ConnectionClosedError...: botocore
+            # keeps urllib3's errors underneath, so the hub's one transport mapping reads them.
+            return transport_error(error, service="SNS")
         return TransientError(f"SNS call failed ({type(error).__name__})", provider_code=type(error).__name__)
 
 
