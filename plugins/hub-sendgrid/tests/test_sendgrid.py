@@ -389,16 +389,6 @@ def test_rate_limits_carry_retry_after(provider_harness: ProviderHarness, sendgr
     assert throttled.value.retry_after is not None and 5 <= throttled.value.retry_after <= 8
 
 
-@pytest.mark.parametrize("status", [500, 503])
-def test_server_errors_are_transient(provider_harness: ProviderHarness, sendgrid: SendGridFake, status: int) -> None:
-    provider = build(provider_harness, **settings(sendgrid))
-    sendgrid.server.state["fail"] = [status]
-    with pytest.raises(TransientError) as failed:
-        provider_harness.call(provider, "notify", message=email("ada@example.com"))
-    assert failed.value.provider_code == str(status)
-    assert provider_harness.call(provider, "notify", message=email("ada@example.com")).results[0].status == "queued"
-
-
 @pytest.mark.parametrize(("status", "reason"), [(503, "HTTP 503"), (403, "access forbidden")])
 def test_a_chunk_failing_after_one_was_accepted_returns_the_rest_as_retry(
     provider_harness: ProviderHarness, sendgrid: SendGridFake, status: int, reason: str
