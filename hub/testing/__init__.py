@@ -25,7 +25,13 @@ The rest of the kit, for testing against real servers rather than mocks:
 * :mod:`hub.testing.servers` — :class:`~hub.testing.servers.WsgiServer` for a hand-written HTTP fake, SMTP and
   moto servers, :func:`~hub.testing.servers.refused_url` (also the ``dead_url`` fixture) for a service that is down;
 * :mod:`hub.testing.rest` — :func:`~hub.testing.rest.rest_hub`, a whole hub with the plugin registered, driven
-  through its REST API (failover, bulk sends, webhooks).
+  through its REST API (failover, bulk sends, webhooks);
+* :mod:`hub.testing.transport` — the checks every HTTP provider runs instead of writing them again:
+  :func:`~hub.testing.transport.check_transport_errors` (server down, too slow, dropped connection, 5xx, 429 with
+  ``Retry-After``, 401/403), :func:`~hub.testing.transport.check_concurrent_use` (several threads, pooled
+  connections) and :func:`~hub.testing.transport.check_webhook_signatures` (valid, forged, tampered, stale,
+  replayed), with the servers they use (:class:`~hub.testing.transport.FaultServer`,
+  :class:`~hub.testing.transport.ConnectionCountingProxy`).
 
 (PYTEST_DONT_REWRITE: the checks write their own assertion messages, and a test module may import this
 package before naming it in ``pytest_plugins``; this marker keeps pytest from warning about that.)
@@ -49,8 +55,18 @@ from hub.plugins import PROVIDER_HOOKS, PluginHost, PluginRecord
 from hub.registry import build_provider
 from hub.testing.rest import RestHub, rest_hub
 from hub.testing.servers import refused_url
+from hub.testing.transport import check_concurrent_use, check_transport_errors, check_webhook_signatures
 
-__all__ = ["ProviderHarness", "RestHub", "dead_url", "provider_harness", "rest_hub"]
+__all__ = [
+    "ProviderHarness",
+    "RestHub",
+    "check_concurrent_use",
+    "check_transport_errors",
+    "check_webhook_signatures",
+    "dead_url",
+    "provider_harness",
+    "rest_hub",
+]
 
 
 class ProviderHarness:
