@@ -8,7 +8,6 @@ import contextlib
 import importlib.util
 import json
 import os
-import re
 import shutil
 import signal
 import socket
@@ -32,7 +31,6 @@ from hub.testing.servers import free_port, wait_for_port
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "hub-example"
-GUIDE = REPO / "docs" / "writing-a-plugin.md"
 HUB = [sys.executable, "-m", "hub.cli"]
 WEBHOOK_TOKEN = "example-secret-7d1c"
 
@@ -207,20 +205,6 @@ def _wait_until_closed(port: int, timeout: float = 10.0) -> None:
 
 
 # --- the tests ---------------------------------------------------------------------------------
-
-
-def test_the_guide_shows_the_examples_real_code() -> None:
-    """docs/writing-a-plugin.md marks each code block taken from the example with
-    ``<!-- file: path -->`` (the whole file) or ``<!-- excerpt: path -->`` (a verbatim part of it)."""
-    blocks = re.findall(r"^<!-- (file|excerpt): (\S+) -->\n```\w*\n(.*?)^```", GUIDE.read_text(), re.MULTILINE | re.DOTALL)
-    assert len(blocks) >= 5, "docs/writing-a-plugin.md shows none of the example's code"
-    for kind, path, code in blocks:
-        source = (REPO / path).read_text()
-        if kind == "file":
-            assert code == source, f"docs/writing-a-plugin.md shows an outdated copy of {path}"
-        else:
-            assert code in source, f"docs/writing-a-plugin.md shows an excerpt no longer in {path}:\n{code[:300]}"
-
 
 
 def test_hub_plugins_lists_the_installed_example(site: Path, tmp_path: Path) -> None:
