@@ -1,31 +1,8 @@
 """What every provider that speaks HTTP shares: pooled sessions with timeouts, and one mapping of HTTP
 statuses and transport failures to the hub's errors (:mod:`hub.errors`).
 
-A provider builds one :class:`HttpClient` and calls through it::
-
-    from hub.http import HttpClient, HttpSettings, json_error
-
-    class PagerSettings(HttpSettings):          # adds ``timeout`` and ``connect_timeout``
-        api_key = fields.String(required=True)
-
-    class Pager(Provider):
-        settings_schema = PagerSettings
-
-        def __init__(self, name, settings, context):
-            super().__init__(name, settings, context)
-            self.http = HttpClient.from_settings(
-                "Pager", settings, base_url="https://api.pager.example", auth=("key", settings["api_key"]),
-                extract_error=json_error(code="error.code", message="error.message"),
-            )
-
-        @hookimpl
-        def notify(self, message):
-            self.http.post("/v1/pages", json={...})   # raises the hub's error for anything but 2xx
-            ...
-
-        @hookimpl
-        def close(self):
-            self.http.close()
+A provider builds one :class:`HttpClient` (no network yet) in its constructor, calls through it in its hooks,
+and closes it in ``close``; ``docs/writing-a-plugin.md`` walks through a whole provider built on it.
 
 What the client does for you:
 
@@ -110,7 +87,6 @@ __all__ = [
     "json_error",
     "may_have_reached_provider",
     "parse_retry_after",
-    "raise_for_response",
     "response_error",
     "status_error",
     "transport_error",
@@ -159,8 +135,8 @@ def json_error(code: str | None = "code", message: str | None = "message") -> Er
     with list indexes as numbers (``"errors.0.message"``). A body that is not JSON, or lacks both, gives
     ``None``, and the error then carries the HTTP status alone.
 
-    Twilio's ``{"code": 21211, "message": "..."}`` is ``json_error()``; SendGrid's ``{"errors": [{"message":
-    "...", "field": "..."}]}`` is ``json_error(code="errors.0.field", message="errors.0.message")``.
+    ``{"code": 21211, "message": "..."}`` is ``json_error()``; ``{"errors": [{"message": "...", "field": "..."}]}``
+    is ``json_error(code="errors.0.field", message="errors.0.message")``.
     """
 
     def extract(response: requests.Response) -> ProviderReason | None:
@@ -248,7 +224,7 @@ def status_error(
 ) -> ProviderError | None:
     """The hub error for an HTTP answer with ``status``, or ``None`` for 2xx.
 
-    :param service: how messages name the other side (``"Twilio"``, ``"the Slack webhook for #ops"``).
+    :param service: how messages name the other side (``"Acme SMS"``, ``"the webhook for #ops"``).
     :param headers: the answer's headers; ``Retry-After`` becomes ``retry_after`` on transient errors.
     :param code: the provider's own error code (``provider_code``; the status when absent).
     :param message: the provider's own message, appended to the hub's (collapsed, at most 300 characters).
@@ -301,20 +277,6 @@ def response_error(
         message=reason.message if reason else None,
         status_errors=status_errors,
     )
-
-
-def raise_for_response(
-    response: requests.Response,
-    *,
-    service: str,
-    extract_error: ErrorExtractor | None = None,
-    status_errors: Mapping[int, type[ProviderError]] | None = None,
-) -> requests.Response:
-    """Raise :func:`response_error`'s error unless the status is 2xx; returns the response."""
-    error = response_error(response, service=service, extract_error=extract_error, status_errors=status_errors)
-    if error is not None:
-        raise error
-    return response
 
 
 # --- transport failures -----------------------------------------------------------------------------
@@ -477,7 +439,7 @@ class HttpClient:
     """Pooled ``requests`` sessions, one per thread, for one provider; every request is bounded by timeouts
     and its failures are raised as the hub's errors (see the module's table).
 
-    :param service: how error messages name the other side (``"Twilio"``); never put a URL here.
+    :param service: how error messages name the other side (``"Acme SMS"``); never put a URL here.
     :param base_url: joined with the relative paths given to :meth:`request` (``"/v1/messages"``).
     :param timeout: seconds for each read of the answer. :param connect_timeout: seconds to connect
         (default: ``timeout``).
@@ -581,7 +543,7 @@ class HttpClient:
         :param sent_error: this request's class for failures after sending (a payment's
             ``OutcomeUnknownError``).
         :param service: how this request's errors name the other side, when not as the client's do
-            (``"the Slack webhook for #ops"``).
+            (``"the webhook for #ops"``).
         :param options: passed to ``requests`` (``params``, ``data``, ``json``, ``headers``, ``auth``,
             ``allow_redirects`` -- ``False`` unless given).
         :raises ProviderError: the failure, mapped as the module's table says.

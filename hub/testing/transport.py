@@ -522,7 +522,7 @@ def check_transport_errors(
     :param call: one call of the provider's main hook (``lambda p: harness.call(p, "pay", payment=...)``);
         for notify providers it defaults to :func:`notify_message` sent with ``notify``.
     :param error_body: the body of the error answers (a small JSON document by default), for an SDK that
-        refuses to read anything but its service's error shape (botocore expects XML from SNS);
+        refuses to read anything but its service's error shape (an XML error document, say);
         ``error_content_type`` its type.
     :returns: each scenario's name -> the error raised.
     """
