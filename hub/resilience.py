@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import pybreaker
 from limits import RateLimitItem, parse_many
-from limits.storage import storage_from_string
+from limits.storage import MemoryStorage, storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
@@ -123,6 +123,41 @@ class Breakers:
         return self.get(provider_name).call(function, *args, **kwargs)
 
 
+class SweptMemoryStorage(MemoryStorage):
+    """limits' in-memory storage, expiring old entries from one long-lived sweeper thread.
+
+    The stock storage starts a new 10 ms ``threading.Timer`` after almost every hit: under load that is a
+    thread created per request. Expiry here only frees memory (limits checks windows by their timestamps),
+    so sweeping once a second changes no decision."""
+
+    SWEEP_SECONDS = 1.0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._sweeper: threading.Thread | None = None
+        self._sweeper_lock = threading.Lock()
+
+    def _MemoryStorage__schedule_expiry(self) -> None:  # replaces the stock per-hit timer (name-mangled)
+        if self._sweeper is not None:
+            return
+        with self._sweeper_lock:
+            if self._sweeper is None:
+                self._sweeper = threading.Thread(target=self._sweep, name="hub-rate-limit-sweeper", daemon=True)
+                self._sweeper.start()
+
+    def _sweep(self) -> None:
+        while True:
+            time.sleep(self.SWEEP_SECONDS)
+            try:
+                self._MemoryStorage__expire_events()  # type: ignore[attr-defined]
+            except Exception:  # never let the sweeper die: memory would only grow
+                log.exception("rate-limit expiry sweep failed")
+
+
+if not hasattr(MemoryStorage, "_MemoryStorage__schedule_expiry"):  # a limits release changed its internals
+    SweptMemoryStorage = MemoryStorage  # type: ignore[misc,assignment]
+
+
 class RateLimits:
     """Per-tenant, per-service limits with the seed's defaults (email 100/min, SMS 50/min, payment
     200/min); memory storage by default, Redis when configured."""
@@ -136,7 +171,7 @@ class RateLimits:
         if storage_uri.startswith("redis"):
             options["key_prefix"] = f"hub-limits-{config.get('rate_limit_namespace', 'hub')}"
         self.storage_uri = storage_uri
-        self.storage = storage_from_string(storage_uri, **options)
+        self.storage = SweptMemoryStorage() if storage_uri.startswith("memory") else storage_from_string(storage_uri, **options)
         self.limiter = MovingWindowRateLimiter(self.storage)
         self._defaults = {**DEFAULT_RATE_LIMITS, **{service_key(k): v for k, v in rate_config["limits"].items()}}
         self._tenants = {tenant: t.get("rate_limits", {}) for tenant, t in config["tenants"].items()}

@@ -19,7 +19,7 @@ from werkzeug.exceptions import HTTPException
 from hub.errors import Conflict, HubError, RateLimitedError, ValidationError
 from hub.observability import request_id_var, tenant_var
 from hub.records import IdempotentRequest, utcnow
-from hub.runtime.ledger import request_scope, riding_along, run_deferred
+from hub.runtime.ledger import request_scope, riding_along, take_deferred
 
 if TYPE_CHECKING:
     from hub.manager import IntegrationManager
@@ -141,16 +141,19 @@ def _commit_request(hub: IntegrationManager, response: Response) -> Response:
     """The request's last transaction, before the response leaves: the writes services deferred to it
     (an inline notification's outcomes and status), its idempotent answer and its audit rows."""
     rows = hub.runtime.audit.take()
+    work = take_deferred()
     try:
         with hub.db.session() as session:
-            run_deferred(session)
+            for write in work:
+                write(session)
             _save_answer(session)
-            session.add_all(rows)
+            hub.runtime.audit.write(session, rows)
     except IntegrityError:
         # A concurrent request with the same key answered first: its answer stands; the rest is kept.
         with hub.db.session() as session:
-            run_deferred(session)
-            session.add_all(rows)
+            for write in work:
+                write(session)
+            hub.runtime.audit.write(session, rows)
     except Exception:
         current_app.logger.exception("the request's last transaction failed")
         return error_response(500, "Internal server error", f"the result could not be saved (request {request_id_var.get()})")

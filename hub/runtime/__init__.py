@@ -18,7 +18,7 @@ from hub.config import SERVICES, load_config
 from hub.errors import HubError
 from hub.observability import Metrics, redact_text, request_id_var, tenant_var
 from hub.plugins import PluginHost, PluginPolicy
-from hub.records import AuditEntry, Database, Record, normalise_database_url, utcnow
+from hub.records import Database, Record, normalise_database_url
 from hub.registry import ProviderRegistry
 from hub.resilience import Breakers, RateLimits, RetryPolicy
 from hub.runtime.callers import ProviderCalls
@@ -106,16 +106,12 @@ class Runtime:
 
     def audit_api_call(self, tenant: str | None, operation: str, outcome: str, latency_ms: float, detail: str | None = None) -> None:
         self.audit.add(
-            AuditEntry(
-                at=utcnow(),
-                tenant=tenant,
-                request_id=request_id_var.get(),
-                capability="api",
-                operation=operation[:60],
-                outcome=outcome,
-                latency_ms=round(latency_ms, 3),
-                detail=redact_text(detail) if detail else None,
-            )
+            tenant=tenant,
+            capability="api",
+            operation=operation[:60],
+            outcome=outcome,
+            latency_ms=round(latency_ms, 3),
+            detail=redact_text(detail) if detail else None,
         )
 
     # --- background work ------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 
 from hub.errors import Conflict, NotFound, ValidationError
@@ -45,10 +45,15 @@ def request_scope() -> Iterator[list[Callable[[Session], None]]]:
         _deferred.reset(token)
 
 
-def run_deferred(session: Session) -> None:
+def take_deferred() -> list[Callable[[Session], None]]:
+    """The writes deferred so far (removed: the caller runs each with a session, and may run them again
+    in a new transaction if the first failed)."""
     pending = _deferred.get()
-    while pending:
-        pending.pop(0)(session)
+    if not pending:
+        return []
+    work = list(pending)
+    pending.clear()
+    return work
 
 
 @contextmanager
@@ -72,6 +77,11 @@ class RecordLedger:
         self.metrics = metrics
         self.audit = audit
         self.jobs = jobs
+
+        self._insert = Record.__table__.insert()
+        self._updates: dict[tuple[str, ...], Any] = {}
+        # (attribute, column) pairs of the records table, for Core inserts and updates
+        self._columns = [(attribute.key, attribute.columns[0].name) for attribute in Record.__mapper__.column_attrs]
 
     @property
     def lease_seconds(self) -> int:
@@ -108,7 +118,8 @@ class RecordLedger:
         extra = _ride_along.get()
         try:
             with self.db.session() as session:
-                session.add(record)
+                # Core, not the ORM's unit of work: this is on every request's path.
+                session.execute(self._insert, [{column: getattr(record, key) for key, column in self._columns}])
                 if extra:
                     session.add_all(extra)
         except IntegrityError:
@@ -186,13 +197,30 @@ class RecordLedger:
             record.finished_at = record.updated_at
             record.lease_until = None
 
+        values = {key: getattr(record, key) for key in (*changes, "updated_at", "finished_at", "lease_until")}
+        if record.status in FINISHED:
+            self.metrics.jobs.labels(record.kind, record.status).inc()
+
+        statement = self._update_statement(tuple(values))
+        values["_record_id"] = record.id
+
         def settle(session: Session) -> None:
             if work is not None:
                 work(session)
-            self.apply(session, record.id, changes)
+            session.execute(statement, values)
 
         self.write(settle)
         return record
+
+    def _update_statement(self, keys: tuple[str, ...]) -> Any:
+        """An UPDATE of these attributes by record id, built once per set of attributes (building and
+        caching a statement per call costs more than running it)."""
+        statement = self._updates.get(keys)
+        if statement is None:
+            table = Record.__table__
+            statement = table.update().where(table.c.id == bindparam("_record_id")).values({Record.__mapper__.attrs[key].columns[0].name: bindparam(key) for key in keys})
+            self._updates[keys] = statement
+        return statement
 
     def save(self, record_id: str, **changes: Any) -> Record:
         with self.db.session() as session:

@@ -57,23 +57,35 @@ class CallResult:
     attempts: list[dict[str, Any]] = field(default_factory=list)
 
 
-_audit_buffer: contextvars.ContextVar[list[AuditEntry] | None] = contextvars.ContextVar("hub_audit_buffer", default=None)
+_audit_buffer: contextvars.ContextVar[list[dict[str, Any]] | None] = contextvars.ContextVar("hub_audit_buffer", default=None)
 
 
 class AuditTrail:
-    """Audit rows of provider and API calls. Inside :meth:`buffered` (a request or a job) rows wait to be
-    written by :meth:`drain` in the caller's own transaction; outside, each is written at once."""
+    """Audit rows of provider and API calls (column -> value, as :class:`~hub.records.AuditEntry` has them).
+
+    Inside :meth:`buffered` (a request or a job) rows wait to be written by :meth:`drain` in the caller's
+    own transaction, as one multi-row insert; outside, each is written at once.
+    """
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._insert = AuditEntry.__table__.insert()
 
-    def add(self, entry: AuditEntry) -> None:
+    def add(self, **row: Any) -> None:
+        row.setdefault("at", utcnow())
+        row.setdefault("request_id", request_id_var.get())
+        for column in ("tenant", "capability", "service", "provider", "latency_ms", "record_id", "detail"):
+            row.setdefault(column, None)
         buffer = _audit_buffer.get()
         if buffer is not None:
-            buffer.append(entry)
+            buffer.append(row)
             return
         with self.db.session() as session:
-            session.add(entry)
+            self.write(session, [row])
+
+    def write(self, session: Session, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            session.execute(self._insert, rows)  # Core executemany: no ORM unit of work for audit rows
 
     @contextmanager
     def buffered(self) -> Iterator[None]:
@@ -85,10 +97,10 @@ class AuditTrail:
             _audit_buffer.reset(token)
             if leftover:
                 with self.db.session() as session:
-                    session.add_all(leftover)
+                    self.write(session, leftover)
 
-    def take(self) -> list[AuditEntry]:
-        """The buffered rows, removed from the buffer (the caller writes them)."""
+    def take(self) -> list[dict[str, Any]]:
+        """The buffered rows, removed from the buffer (the caller writes them with :meth:`write`)."""
         buffer = _audit_buffer.get()
         if not buffer:
             return []
@@ -97,11 +109,8 @@ class AuditTrail:
         return rows
 
     def drain(self, session: Session) -> None:
-        """Add the buffered rows to ``session`` (written when it commits)."""
-        buffer = _audit_buffer.get()
-        if buffer:
-            session.add_all(buffer)
-            buffer.clear()
+        """Write the buffered rows in ``session`` (committed with it)."""
+        self.write(session, self.take())
 
 
 class ProviderPipeline:
@@ -208,19 +217,15 @@ class ProviderPipeline:
         self.metrics.provider_calls.labels(service, provider, operation, outcome).inc()
         self.metrics.provider_latency.labels(service, provider, operation).observe(latency_ms / 1000)
         self.audit.add(
-            AuditEntry(
-                at=utcnow(),
-                tenant=tenant,
-                request_id=request_id_var.get(),
-                capability=capability,
-                service=service,
-                provider=provider,
-                operation=operation,
-                outcome=outcome,
-                latency_ms=round(latency_ms, 3),
-                record_id=record_id,
-                detail=redact_text(detail) if detail else None,
-            )
+            tenant=tenant,
+            capability=capability,
+            service=service,
+            provider=provider,
+            operation=operation,
+            outcome=outcome,
+            latency_ms=round(latency_ms, 3),
+            record_id=record_id,
+            detail=redact_text(detail) if detail else None,
         )
         if log.isEnabledFor(logging.INFO):
             log.info(

@@ -8,6 +8,7 @@ writes each batch's outcomes as soon as the provider answered, so a crash resume
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -390,10 +391,8 @@ def _check_notify_result(outcome: Any, expected: int, provider: str) -> None:
         raise ProviderError(f"provider {provider} broke the notify contract: {got} results for {expected} recipients")
 
 
-def _insert_ignoring_duplicates(session: Any, table: Any) -> Any:
-    """An INSERT that skips rows whose key exists: a provider may reuse a message id (a retried send),
-    and failing after the message went out would send it again."""
-    dialect = session.get_bind().dialect.name
+@functools.cache
+def _insert_ignoring_duplicates_for(dialect: str, table: Any) -> Any:
     if dialect == "sqlite":
         from sqlalchemy.dialects.sqlite import insert as dialect_insert
     elif dialect == "postgresql":
@@ -401,6 +400,12 @@ def _insert_ignoring_duplicates(session: Any, table: Any) -> Any:
     else:
         return insert(table).prefix_with("IGNORE")  # MySQL/MariaDB
     return dialect_insert(table).on_conflict_do_nothing()
+
+
+def _insert_ignoring_duplicates(session: Any, table: Any) -> Any:
+    """An INSERT that skips rows whose key exists: a provider may reuse a message id (a retried send),
+    and failing after the message went out would send it again."""
+    return _insert_ignoring_duplicates_for(session.get_bind().dialect.name, table)
 
 
 def _outcome(
