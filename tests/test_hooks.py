@@ -60,6 +60,7 @@ HOOK_TESTS: dict[str, str] = {
     "publish": "tests/test_api.py::test_events_and_consumer_groups",
     "consumer_groups": "tests/test_hooks.py::test_consumer_groups_lists_only_the_tenants_groups",
     "sync": "tests/test_api.py::test_sync_jobs_are_accepted_and_run_by_a_worker",
+    "sync_push": "tests/test_sync.py::test_file_source_push_sets_and_adjusts_and_the_next_incremental_sync_sees_only_those_rows",
     "health": "tests/test_hooks.py::test_health_results_errors_and_missing_hooks_in_get_health",
     "handle_webhook": "tests/test_hooks.py::test_handle_webhook_verifies_deduplicates_and_updates_deliveries",
     "close": "tests/test_hooks.py::test_close_is_called_for_every_provider_instance_on_shutdown",
