@@ -331,14 +331,16 @@ class InventoryUpdate:
     mode: str = "set"
     #: Why (``"received"``, ``"correction"``, ``"sale"``...), for sources that record a reason.
     reason: str | None = None
+    #: The hub's id of this update, stable across retries (also when it is retried alone): use it as the
+    #: system's idempotency key where there is one, so a retried ``adjust`` is applied once.
+    id: str | None = None
 
 
 @dataclass
 class InventoryPush:
     """Quantity updates for one external system, from ``POST /inventory/updates`` or the facade."""
 
-    #: The hub's id of the push, stable across retries: use ``f"{push.id}:{index}"`` as a per-item
-    #: idempotency key where the system has one, so a retried ``adjust`` is not applied twice.
+    #: The hub's id of the push (a later attempt with the updates left to retry has the same id).
     id: str
     tenant: str
     updates: list[InventoryUpdate]

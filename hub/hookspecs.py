@@ -283,8 +283,8 @@ def sync_push(push: InventoryPush) -> PushResult:
     (``mode="adjust"``, ``quantity`` is added, negative to take away). Updates of one push go to one
     provider only: they are never failed over to another system.
 
-    :param push: a :class:`hub.capabilities.InventoryPush`; ``push.id`` is stable across retries (use
-        ``f"{push.id}:{index}"`` as an idempotency key where the system has one).
+    :param push: a :class:`hub.capabilities.InventoryPush`. Each update's ``id`` is stable across
+        retries, also when it is retried without the others: use it as the system's idempotency key.
     :returns: a :class:`hub.capabilities.PushResult` with one ``PushItemResult`` per update, in order:
         ``sent`` (applied; set ``quantity`` to the resulting level when the system tells it), ``failed``
         with the reason when the system refused *that* update (unknown SKU or location), or ``retry``

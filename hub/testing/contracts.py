@@ -837,8 +837,8 @@ def _check_sync_push(
     assert target is not None
     sku, location, before = str(target["sku"]), str(target["location"]), target["quantity"]
     updates = [
-        InventoryUpdate(sku, location, before + 3, "set", "contract check"),
-        InventoryUpdate(sku, location, -1, "adjust"),
+        InventoryUpdate(sku, location, before + 3, "set", "contract check", id=_unique("contract-update")),
+        InventoryUpdate(sku, location, -1, "adjust", id=_unique("contract-update")),
     ]
     result = push(updates, f"setting then adjusting {sku} at {location}")
     _expect(
@@ -865,7 +865,8 @@ def _check_sync_push(
                 "after the cursor the last run ended with",
             )
     finally:
-        push([InventoryUpdate(sku, location, before, "set", "contract check: restore")], "restoring the level")
+        restore = InventoryUpdate(sku, location, before, "set", "contract check: restore", id=_unique("contract-update"))
+        push([restore], "restoring the level")
 
 
 # --- health -----------------------------------------------------------------------------------
