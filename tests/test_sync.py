@@ -859,3 +859,24 @@ def test_the_openapi_document_describes_the_sync_and_inventory_endpoints(client:
     assert push["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("/InventoryPush")
     sync_job = document["components"]["schemas"]["Sync"]["properties"]
     assert {"fullResync", "pageSize", "maxPages", "maxRecords"} <= set(sync_job)
+
+
+def test_paging_checkpoints_and_push_on_postgresql(tmp_path: Path, postgres_url: str, stock_api: StockApi) -> None:
+    config = _stock_config(tmp_path / "var", stock_api.url) | {"database_url": postgres_url}
+    hub = IntegrationManager(config, environ={}, entry_points=False, plugins=[(RestStockPlugin(), "rest-stock")])
+    try:
+        stock_api.fail_at, stock_api.overlap = 20, 1
+        job = hub.sync_external_data("acme", "inventory", page_size=5, asynchronous=True)
+        hub.run_record(job["jobId"])
+        assert _levels_by_key(hub) == (20, 20)
+        stock_api.fail_at = None
+        hub.run_record(job["jobId"])
+        done = hub.sync.view(hub.get_record(job["jobId"], "acme"))
+        assert done["status"] == "succeeded" and _levels_by_key(hub) == (30, 30)
+        assert hub.sync_external_data("acme", "suppliers", page_size=7)["count"] == 30 + 4
+        assert _count(hub, select(func.count()).select_from(SyncedRecord)) == 30
+        pushed = hub.push_inventory([InventoryUpdate("SKU-004", "WH-0", 6, "adjust")], tenant_id="acme")
+        assert pushed["results"][0]["level"] == 10
+        assert [level["quantity"] for level in hub.inventory_levels("acme", sku="SKU-004")] == [10]
+    finally:
+        hub.close()

@@ -327,6 +327,14 @@ class SyncService:
             results[name] = {"success": True, "count": result.get("count", 0), "snapshotId": result.get("snapshotId"), "jobId": record.id}
         return results
 
+    def apply_webhook_event(self, session: Any, record: Record, reference: Any, provider_name: str, event: Any) -> bool:
+        """A sync source's webhook about a job: kept on the job (sources rarely send them)."""
+        result = dict(record.result or {})
+        result["providerStatus"] = event.status
+        result["events"] = [*result.get("events", []), {"eventId": event.event_id, "status": event.status, "type": event.type}]
+        record.result = result
+        return True
+
     def snapshots(self, tenant: str, provider: str | None = None, limit: int = 20) -> list[InventorySnapshot]:
         return self.store.snapshots(tenant, provider, limit)
 
