@@ -186,11 +186,26 @@ class ScheduleSchema(Schema):
     tenant = fields.String(load_default=None, allow_none=True)
     provider = fields.String(load_default=None, allow_none=True)
     options = fields.Dict(load_default=dict)
+    #: Read the stream from the beginning each time (a nightly full resync beside incremental runs).
+    full_resync = fields.Boolean(load_default=False)
 
     @validates_schema
     def _cron(self, data: dict[str, Any], **_: Any) -> None:
         if len(data["cron"].split()) != 5:
             raise MarshmallowValidationError({"cron": ["five fields: minute hour day month weekday"]})
+
+
+class SyncSettingsSchema(Schema):
+    """``sync:``: how the core pages through a stream."""
+
+    class Meta:
+        unknown = RAISE
+
+    #: Records asked of the provider per page.
+    page_size = fields.Integer(load_default=500, validate=validate.Range(min=1, max=10_000))
+    #: A run stops after this many pages or records (the next run goes on from its checkpoint).
+    max_pages = fields.Integer(load_default=100, validate=validate.Range(min=1))
+    max_records = fields.Integer(load_default=50_000, validate=validate.Range(min=1))
 
 
 class TenantSchema(Schema):
@@ -245,6 +260,7 @@ class HubConfigSchema(Schema):
     templates = fields.Dict(keys=fields.String(), values=fields.List(fields.Nested(TemplateSchema)), load_default=dict)
     tenants = fields.Dict(keys=fields.String(), values=fields.Nested(TenantSchema), load_default=dict)
     sync_schedules = fields.List(fields.Nested(ScheduleSchema), load_default=list)
+    sync = fields.Nested(SyncSettingsSchema, load_default=lambda: SyncSettingsSchema().load({}))
 
     @validates_schema
     def _services_refer_to_providers(self, data: dict[str, Any], **_: Any) -> None:

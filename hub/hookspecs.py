@@ -21,7 +21,7 @@ notify     :func:`notify`                                         :func:`health`
 pay        :func:`pay`, :func:`refund`                            :func:`health`, :func:`handle_webhook`
 store      :func:`store`, :func:`store_read`, :func:`store_delete` :func:`store_url`, :func:`health`
 publish    :func:`publish`                                        :func:`consumer_groups`, :func:`health`
-sync       :func:`sync`                                           :func:`health`
+sync       :func:`sync`                                           :func:`sync_push`, :func:`health`
 ========== ====================================================== ================================
 
 Every provider may also implement :func:`close`.
@@ -62,11 +62,13 @@ if TYPE_CHECKING:
     from hub.capabilities import (
         Event,
         HealthResult,
+        InventoryPush,
         Message,
         NotifyResult,
         PaymentRequest,
         PaymentResult,
         PublishResult,
+        PushResult,
         RefundRequest,
         RefundResult,
         StoredFile,
@@ -244,18 +246,54 @@ def consumer_groups() -> list[dict[str, Any]]:
 
 @hookspec(firstresult=True)
 def sync(request: SyncRequest) -> SyncResult:
-    """Fetch ``request.data_type`` records from the external system.
+    """Return one page of ``request.data_type`` records (the stream), starting after ``request.cursor``.
 
-    ``options`` narrows the fetch (``{"supplierId": ...}``, ``{"since": ...}``, ``{"location": ...}``).
-    For ``data_type == "inventory"`` return one record per SKU and location with at least ``sku``,
-    ``location`` and ``quantity``: the core stores them as an inventory snapshot. Page through the
-    source's results yourself and respect its rate limits (raise ``TransientError`` with
-    ``retry_after`` when throttled).
+    The **core** pages: it calls ``sync`` with ``cursor=None`` on a first run (or a full resync), then
+    again with the ``cursor`` each result returns while ``has_more`` is true. After each page it stores
+    the records (deduplicated by primary key) and saves the cursor per tenant, provider and stream *in
+    the same transaction*, so a run that fails part-way resumes after the last stored page, and the next
+    run starts where this one ended: return only records changed since (an ``updated_at`` or change-log
+    cursor) where the source can tell. Do not loop over the source's pages yourself.
 
-    :returns: a :class:`hub.capabilities.SyncResult`.
+    :param request: a :class:`hub.capabilities.SyncRequest`. ``cursor`` is ``None`` or a string this
+        provider returned earlier, unchanged. ``page_size`` is the most records to return (fewer is
+        fine: a source may cap its pages). ``options`` narrow the fetch (``{"supplierId": ...}``,
+        ``{"location": ...}``); the core keeps one cursor per set of options.
+    :returns: a :class:`hub.capabilities.SyncResult`: ``records`` (JSON-serialisable dicts, at most
+        ``page_size``), ``cursor`` (where the next page or run starts; it must change while
+        ``has_more``), ``has_more``, and optionally ``primary_key`` (the fields identifying a record;
+        ``("id",)`` by default). For ``data_type == "inventory"`` each record has ``sku``, ``location``
+        and ``quantity`` (the primary key is ``(sku, location)``); the core keeps one level per SKU,
+        location and provider, with the history of each run as a snapshot.
     :raises UnsupportedError: the source does not offer ``data_type`` (say which it offers); the core
         then asks the next sync provider.
-    :raises PermanentError: the request is invalid for this source (a bad option value).
+    :raises PermanentError: the request is invalid for this source (a bad option value, a cursor it
+        cannot read -- the user then asks for a full resync).
+    :raises TransientError: the source could not be reached or throttled you (set ``retry_after``);
+        the pages already stored are kept and a later attempt resumes after them.
+    """
+
+
+@hookspec(firstresult=True)
+def sync_push(push: InventoryPush) -> PushResult:
+    """Optional. Send quantity updates to the external system (``POST /inventory/updates``).
+
+    Each :class:`hub.capabilities.InventoryUpdate` in ``push.updates`` names a ``sku`` and ``location``
+    and either sets the level (``mode="set"``, ``quantity`` is the new level) or changes it
+    (``mode="adjust"``, ``quantity`` is added, negative to take away). Updates of one push go to one
+    provider only: they are never failed over to another system.
+
+    :param push: a :class:`hub.capabilities.InventoryPush`. Each update's ``id`` is stable across
+        retries, also when it is retried without the others: use it as the system's idempotency key.
+    :returns: a :class:`hub.capabilities.PushResult` with one ``PushItemResult`` per update, in order:
+        ``sent`` (applied; set ``quantity`` to the resulting level when the system tells it), ``failed``
+        with the reason when the system refused *that* update (unknown SKU or location), or ``retry``
+        when it was not applied because of a transient problem: the core sends only those again later,
+        so no adjustment is applied twice.
+    :raises TransientError: only when nothing was applied and trying again may help; once some updates
+        were applied, return ``retry`` for the rest (``PushResult.cut_short`` does it).
+    :raises ConfigurationError: bad credentials or settings.
+    :raises PermanentError: the whole push was refused; every update is marked failed with the reason.
     """
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from hub.capabilities import InventoryUpdate
 from hub.config import SERVICES, service_key
 from hub.records import AuditEntry, InventorySnapshot, Record
 from hub.runtime import Runtime, ServicesShutDown
@@ -22,7 +23,8 @@ from hub.services.notify import NotificationRequest, NotifyService
 from hub.services.pay import PayService
 from hub.services.publish import PublishService
 from hub.services.store import StoreService
-from hub.services.sync import SyncService
+from hub.services.sync import PushJob, SyncJob, SyncService
+from hub.services.sync_store import Snapshot
 from hub.services.webhooks import WebhookService
 
 __all__ = ["IntegrationManager", "ServicesShutDown"]
@@ -204,18 +206,48 @@ class IntegrationManager:
         provider: str | None = None,
         asynchronous: bool = False,
         idempotency_key: str | None = None,
+        full_resync: bool = False,
+        page_size: int | None = None,
+        max_pages: int | None = None,
+        max_records: int | None = None,
     ) -> dict[str, Any]:
-        raw = {"dataType": data_type, "options": options or {}, "provider": provider, "async": asynchronous}
-        view, _queued = self.sync.accept(self.runtime.tenant(tenant_id), raw, idempotency_key)
+        """Sync one stream (``data_type``) page by page from its saved cursor (``full_resync``: from the
+        beginning); returns the job view (queued when ``asynchronous``)."""
+        job = SyncJob(data_type, dict(options or {}), provider, asynchronous, full_resync, page_size, max_pages, max_records)
+        view, _queued = self.sync.start(self.runtime.tenant(tenant_id), job, idempotency_key)
         return view
 
-    def sync_all_inventory(self, tenant_id: str | None = None) -> dict[str, Any]:
-        return self.sync.sync_all_inventory(self.runtime.tenant(tenant_id))
+    def sync_all_inventory(self, tenant_id: str | None = None, *, full_resync: bool = False) -> dict[str, Any]:
+        """Sync inventory from every sync provider now: ``{provider: {success, count, snapshotId, jobId}}``."""
+        return self.sync.sync_all_inventory(self.runtime.tenant(tenant_id), full_resync=full_resync)
+
+    def push_inventory(
+        self,
+        updates: list[InventoryUpdate | dict[str, Any]],
+        *,
+        provider: str | None = None,
+        tenant_id: str | None = None,
+        asynchronous: bool = False,
+        metadata: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        """Set or adjust quantities in one external system (``InventoryUpdate`` or ``{"sku", "location",
+        "quantity", "mode"}``); returns the push view with one result per update."""
+        job = PushJob(list(updates), provider, asynchronous, dict(metadata or {}))
+        view, _queued = self.sync.start_push(self.runtime.tenant(tenant_id), job, idempotency_key)
+        return view
+
+    def inventory_levels(
+        self, tenant_id: str | None = None, *, provider: str | None = None, sku: str | None = None, location: str | None = None, limit: int = 500
+    ) -> list[dict[str, Any]]:
+        levels = self.sync.store.levels(self.runtime.tenant(tenant_id), provider=provider, sku=sku, location=location, limit=limit)
+        return [level.to_dict() for level in levels]
 
     def inventory_snapshots(self, tenant: str, provider: str | None = None, limit: int = 20) -> list[InventorySnapshot]:
         return self.sync.snapshots(tenant, provider, limit)
 
-    def get_snapshot(self, snapshot_id: str, tenant: str) -> InventorySnapshot:
+    def get_snapshot(self, snapshot_id: str, tenant: str) -> Snapshot:
+        """A snapshot with ``items`` (the rows its run stored)."""
         return self.sync.snapshot(snapshot_id, tenant)
 
     # --- providers, records, audit, health --------------------------------------------------------

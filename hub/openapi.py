@@ -27,6 +27,8 @@ REQUEST_BODIES: dict[str, tuple[type, int]] = {
     "upload_file": (schemas.FileUploadSchema, 201),
     "test_sync": (schemas.TestSyncSchema, 200),
     "create_sync_job": (schemas.SyncSchema, 202),
+    "sync_inventory": (schemas.InventorySyncSchema, 200),
+    "push_inventory_updates": (schemas.InventoryPushSchema, 200),
     "save_template": (TemplateSchema, 200),
 }
 

@@ -126,10 +126,51 @@ class SyncSchema(StrictSchema):
     options = fields.Dict(keys=fields.String(), load_default=dict)
     provider = fields.String(load_default=None, allow_none=True)
     asynchronous = fields.Boolean(data_key="async", load_default=True)
+    #: Ignore the saved cursor and read the stream from the beginning.
+    full_resync = fields.Boolean(data_key="fullResync", load_default=False)
+    #: Records per page asked of the provider, and the run's limits; hub.yaml's ``sync:`` section by default.
+    page_size = fields.Integer(data_key="pageSize", load_default=None, allow_none=True, validate=validate.Range(min=1, max=10_000))
+    max_pages = fields.Integer(data_key="maxPages", load_default=None, allow_none=True, validate=validate.Range(min=1, max=100_000))
+    max_records = fields.Integer(data_key="maxRecords", load_default=None, allow_none=True, validate=validate.Range(min=1, max=10_000_000))
 
 
 class TestSyncSchema(SyncSchema):
     asynchronous = fields.Boolean(data_key="async", load_default=False)
+
+
+class InventorySyncSchema(StrictSchema):
+    full_resync = fields.Boolean(data_key="fullResync", load_default=False)
+
+
+class Quantity(fields.Number):
+    """A number kept as the caller wrote it: ``5`` stays an integer, ``2.5`` a float."""
+
+    num_type = float
+
+    def _format_num(self, value: Any) -> int | float:
+        if isinstance(value, bool):
+            raise ValidationError("a number, not a boolean")
+        number = float(value)
+        if number != number or number in (float("inf"), float("-inf")):
+            raise ValidationError("a finite number")
+        return int(number) if number.is_integer() else number
+
+
+class InventoryUpdateSchema(StrictSchema):
+    sku = fields.String(required=True, validate=validate.Length(min=1, max=255))
+    location = fields.String(required=True, validate=validate.Length(min=1, max=255))
+    #: The new level (``mode: set``) or the change, negative to take away (``mode: adjust``).
+    quantity = Quantity(required=True)
+    mode = fields.String(load_default="set", validate=validate.OneOf(["set", "adjust"]))
+    reason = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=200))
+
+
+class InventoryPushSchema(StrictSchema):
+    #: The sync provider to send the updates to; the first of the tenant's that can push by default.
+    provider = fields.String(load_default=None, allow_none=True)
+    updates = fields.List(fields.Nested(InventoryUpdateSchema), required=True, validate=validate.Length(min=1, max=1000))
+    asynchronous = fields.Boolean(data_key="async", load_default=False)
+    metadata = fields.Dict(keys=fields.String(), load_default=dict)
 
 
 class ErrorSchema(Schema):

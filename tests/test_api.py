@@ -321,21 +321,6 @@ def test_events_and_consumer_groups(client: Any, headers: dict[str, str]) -> Non
     assert data_of(client.get(f"{API}/events/consumer-groups", headers=headers)) == {"groups": []}
 
 
-def test_sync_jobs_are_accepted_and_run_by_a_worker(client: Any, manager: Any, headers: dict[str, str]) -> None:
-    job = data_of(client.post(f"{API}/sync", json={"dataType": "inventory"}, headers=headers), 202)
-    assert job["status"] == "queued"
-    manager.run_record(job["jobId"])  # what a worker does with the queued id
-    done = data_of(client.get(f"{API}/sync/{job['jobId']}", headers=headers))
-    assert done["status"] == "succeeded" and done["count"] > 0 and done["snapshotId"]
-    snapshot = data_of(client.get(f"{API}/inventory/snapshots/{done['snapshotId']}", headers=headers))
-    assert snapshot["itemCount"] == done["count"] and {"sku", "location", "quantity"} <= set(snapshot["items"][0])
-    unknown = data_of(client.post(f"{API}/sync", json={"dataType": "spaceships"}, headers=headers), 202)
-    manager.run_record(unknown["jobId"])
-    assert data_of(client.get(f"{API}/sync/{unknown['jobId']}", headers=headers))["status"] == "failed"
-    everything = data_of(client.post(f"{API}/inventory/sync", headers=headers))
-    assert everything["local-files"]["success"]
-
-
 def test_bulk_notification_is_accepted_with_202_and_delivered_by_a_worker(client: Any, manager: Any, headers: dict[str, str], hub_config: dict[str, Any]) -> None:
     recipients = [{"email": f"user{i}@example.com"} for i in range(60)]
     body = {"type": "email", "recipients": recipients, "template": "low_stock_alert", "data": {"sku": "W-1", "location": "A", "current_stock": 5, "threshold": 10}}

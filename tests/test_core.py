@@ -1,11 +1,10 @@
-"""Configuration, the Python API, logs and redaction, PostgreSQL, schedules and the CLI."""
+"""Configuration, the Python API, logs and redaction, PostgreSQL and the CLI (sync schedules: tests/test_sync.py)."""
 
 from __future__ import annotations
 
 import io
 import json
 import logging
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -125,34 +124,6 @@ def test_python_api_mirrors_the_seed_examples(manager: IntegrationManager) -> No
     assert manager.status()["total"] == 7 and manager.health()["email"]["status"] == "healthy"
     with pytest.raises(ValidationError):
         manager.send_notification(type="email", recipients=[], tenant_id="acme")
-
-
-def test_register_integration_adds_a_sync_source_at_run_time(manager: IntegrationManager, tmp_path: Path) -> None:
-    from hub.builtins.file_source import FileSource
-    from hub.capabilities import ProviderContext
-
-    (tmp_path / "shop").mkdir()
-    (tmp_path / "shop" / "inventory.json").write_text(json.dumps([{"sku": "S-1", "location": "store", "quantity": 3}]))
-    shop = FileSource("shop", {"directory": str(tmp_path / "shop")}, ProviderContext(None, "development", str(tmp_path)))
-    manager.register_integration("shop", shop)
-    results = manager.sync_all_inventory("acme")
-    assert results["shop"] == {"success": True, "count": 1, "snapshotId": results["shop"]["snapshotId"]}
-    assert manager.get_snapshot(results["shop"]["snapshotId"], "acme").items == [{"sku": "S-1", "location": "store", "quantity": 3}]
-
-
-def test_scheduled_sync_jobs_are_created_once_per_minute(tmp_path: Path) -> None:
-    config = base_config(tmp_path / "var", sync_schedules=[{"data_type": "inventory", "cron": "*/15 * * * *", "tenant": "acme"}])
-    hub = IntegrationManager(config, environ={}, entry_points=False)
-    try:
-        at = datetime(2026, 11, 23, 10, 30, tzinfo=UTC)
-        first = hub.run_schedules(at)
-        again = hub.run_schedules(at)  # another hub process in the same minute
-        assert len(first) == 1 and again == first
-        assert hub.run_schedules(datetime(2026, 11, 23, 10, 31, tzinfo=UTC)) == []
-        hub.run_record(first[0])
-        assert hub.get_record(first[0], "acme").status == "succeeded"
-    finally:
-        hub.close()
 
 
 # --- logs and redaction --------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Sync jobs and inventory snapshots."""
+"""Sync jobs, synced records and checkpoints; inventory levels, history, snapshots and pushed updates."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from typing import Any
 from flask import Blueprint, g, request
 
 from hub.api.middleware import idempotency_key, idempotent, json_body, list_records, manager, ok, paging
+from hub.errors import ValidationError
+from hub.schemas import InventorySyncSchema, load
 
 blueprint = Blueprint("sync", __name__)
 
@@ -21,7 +23,27 @@ def create_sync_job() -> Any:
 
 @blueprint.get("/sync")
 def list_sync_jobs() -> Any:
+    """The tenant's sync jobs, newest first."""
     return list_records("sync", manager().sync.view)
+
+
+@blueprint.get("/sync/checkpoints")
+def list_sync_checkpoints() -> Any:
+    """Where each stream's next sync starts (``?provider=&dataType=``)."""
+    checkpoints = manager().sync.store.checkpoints(g.tenant, request.args.get("provider"), request.args.get("dataType"))
+    return ok({"items": [checkpoint.to_dict() for checkpoint in checkpoints]})
+
+
+@blueprint.get("/sync/records")
+def list_synced_records() -> Any:
+    """Stored records of one stream by primary key (``?dataType=suppliers&provider=&limit=&offset=``)."""
+    data_type = request.args.get("dataType")
+    if not data_type:
+        raise ValidationError({"dataType": ["required: the stream to list"]})
+    limit, offset = paging()
+    rows = manager().sync.store.records(g.tenant, data_type, request.args.get("provider"), limit, offset)
+    items = [{"provider": row.provider, "key": row.key, "record": row.data, "jobId": row.record_id, "syncedAt": row.synced_at.isoformat()} for row in rows]
+    return ok({"items": items, "limit": limit, "offset": offset})
 
 
 @blueprint.get("/sync/<record_id>")
@@ -33,17 +55,58 @@ def get_sync_job(record_id: str) -> Any:
 @blueprint.post("/inventory/sync")
 @idempotent(with_record=False)
 def sync_inventory() -> Any:
-    """Snapshot inventory from every sync provider."""
-    return ok(manager().sync.sync_all_inventory(g.tenant))
+    """Sync inventory from every sync provider now (``fullResync: true`` ignores the saved cursors)."""
+    body = load(InventorySyncSchema(), json_body() or {})
+    return ok(manager().sync.sync_all_inventory(g.tenant, full_resync=body["full_resync"]))
+
+
+@blueprint.post("/inventory/updates")
+@idempotent
+def push_inventory_updates() -> Any:
+    """Send quantity updates to a sync provider (200; 202 when queued: ``async: true`` or updates to retry)."""
+    view, queued = manager().sync.accept_push(g.tenant, json_body(), idempotency_key())
+    return ok(view, 202 if queued else 200)
+
+
+@blueprint.get("/inventory/updates")
+def list_inventory_updates() -> Any:
+    """The tenant's pushed updates, newest first."""
+    return list_records("inventory_push", manager().sync.push_view)
+
+
+@blueprint.get("/inventory/updates/<record_id>")
+def get_inventory_update(record_id: str) -> Any:
+    hub = manager()
+    return ok(hub.sync.push_view(hub.get_record(record_id, g.tenant, "inventory_push")))
+
+
+@blueprint.get("/inventory/levels")
+def list_inventory_levels() -> Any:
+    """Current levels per SKU, location and provider (``?provider=&sku=&location=&limit=&offset=``)."""
+    limit, offset = paging()
+    args = request.args
+    levels = manager().sync.store.levels(g.tenant, provider=args.get("provider"), sku=args.get("sku"), location=args.get("location"), limit=limit, offset=offset)
+    return ok({"items": [level.to_dict() for level in levels], "limit": limit, "offset": offset})
+
+
+@blueprint.get("/inventory/history")
+def list_inventory_history() -> Any:
+    """Observed levels, newest first: sync rows and pushed updates (``?provider=&sku=&location=&limit=``)."""
+    limit, _ = paging()
+    args = request.args
+    changes = manager().sync.store.history(g.tenant, provider=args.get("provider"), sku=args.get("sku"), location=args.get("location"), limit=limit)
+    return ok({"items": [change.to_dict() for change in changes]})
 
 
 @blueprint.get("/inventory/snapshots")
 def list_snapshots() -> Any:
+    """Inventory snapshots (one per inventory sync run that stored rows), newest first."""
     limit, _ = paging()
     snapshots = manager().sync.snapshots(g.tenant, request.args.get("provider"), limit)
-    return ok({"items": [snapshot.to_dict(with_items=False) for snapshot in snapshots]})
+    return ok({"items": [snapshot.to_dict() for snapshot in snapshots]})
 
 
 @blueprint.get("/inventory/snapshots/<snapshot_id>")
 def get_snapshot(snapshot_id: str) -> Any:
+    """One snapshot with its items: the rows its run stored."""
     return ok(manager().sync.snapshot(snapshot_id, g.tenant).to_dict())

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from hub.runtime.pipeline import CallResult, ProviderPipeline
 
 if TYPE_CHECKING:
-    from hub.capabilities import Event, Message, PaymentRequest, RefundRequest, StoredFile, SyncRequest
+    from hub.capabilities import Event, InventoryPush, Message, PaymentRequest, RefundRequest, StoredFile, SyncRequest
 
 Providers = list[str] | None
 
@@ -60,3 +60,7 @@ class ProviderCalls:
 
     def sync(self, tenant: str, request: SyncRequest, *, providers: Providers = None, record_id: str | None = None) -> CallResult:
         return self.pipeline.call("externalAPI", tenant, "sync", {"request": request}, providers=providers, record_id=record_id)
+
+    def sync_push(self, tenant: str, push: InventoryPush, *, provider: str, record_id: str | None = None) -> CallResult:
+        # One provider only: updates meant for one system are never failed over to another.
+        return self.pipeline.call("externalAPI", tenant, "sync_push", {"push": push}, providers=[provider], record_id=record_id)
