@@ -134,8 +134,13 @@ def notify(message: Message) -> NotifyResult:
     and recipients validated: email addresses are syntactically valid, phone numbers are E.164.
     A bulk send arrives in batches of up to a few hundred recipients: reuse one connection for them.
 
-    :param message: a :class:`hub.capabilities.Message`; ``message.id`` is the hub's id, stable across
-        retries -- use it as the provider's idempotency key where there is one.
+    :param message: a :class:`hub.capabilities.Message`. ``message.id`` is the *batch's* id,
+        ``<notification id>-<channel>-<index of its first recipient>``, stable across retries of that batch
+        -- use it as the provider's idempotency key where there is one. ``message.notification_id`` is the
+        notification the batch belongs to (what the caller got as ``messageId``) and ``message.batch_index``
+        the batch's position in it (0 for a small send). Also set: ``tenant``, ``channel``, ``recipients``
+        (``address`` and ``name``), ``text``, ``subject`` (email), ``html`` (email, when the template has it),
+        ``blocks`` (chat), ``template``, ``priority`` and ``metadata`` (``recordId``).
     :returns: a :class:`hub.capabilities.NotifyResult` with one ``RecipientResult`` per recipient, in
         order: ``status="sent"`` (or ``"queued"`` when the provider reports delivery later through
         :func:`handle_webhook`) with the provider's message id, or ``status="failed"`` with the reason
