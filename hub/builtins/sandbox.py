@@ -566,28 +566,29 @@ def sign_webhook(secret: str, body: bytes) -> str:
 
 
 def _find_payment(connection: sqlite3.Connection, lookup: PaymentLookup) -> sqlite3.Row | None:
-    """The payment ``lookup`` names, searched as a gateway can: its id, else the idempotency key, the hub's
-    payment id, the order id (the latest with that amount and currency)."""
+    """The payment ``lookup`` names, searched as a gateway can: by its id when given (and nothing else);
+    otherwise by the idempotency key, then the hub's payment id, then the order id (the latest payment of
+    the order with that amount and currency)."""
+
+    def latest(column: str, value: str) -> list[sqlite3.Row]:
+        return connection.execute(
+            f"SELECT * FROM payments WHERE tenant = ? AND {column} = ? ORDER BY created_at DESC",
+            (lookup.tenant, value),
+        ).fetchall()
+
     if lookup.transaction_id:
-        where, values = "transaction_id = ?", [lookup.transaction_id]
-    elif lookup.idempotency_key:
-        where, values = "idempotency_key = ?", [lookup.idempotency_key]
-    elif lookup.payment_id:
-        where, values = "hub_payment_id = ?", [lookup.payment_id]
-    elif lookup.order_id:
-        where, values = "order_id = ?", [lookup.order_id]
-        if lookup.amount is not None:
-            where, values = f"{where} AND amount = ?", [*values, str(_positive_amount(lookup.amount))]
-        if lookup.currency:
-            where, values = f"{where} AND currency = ?", [*values, lookup.currency.upper()]
-    else:
-        raise PermanentError(
-            "sandbox: a lookup needs a transaction id, an idempotency key, a payment id or an order id"
-        )
-    return connection.execute(
-        f"SELECT * FROM payments WHERE tenant = ? AND {where} ORDER BY created_at DESC LIMIT 1",  # noqa: S608
-        (lookup.tenant, *values),
-    ).fetchone()
+        return next(iter(latest("transaction_id", lookup.transaction_id)), None)
+    for column, value in (("idempotency_key", lookup.idempotency_key), ("hub_payment_id", lookup.payment_id)):
+        if value and (rows := latest(column, value)):
+            return rows[0]
+    if lookup.order_id:
+        for row in latest("order_id", lookup.order_id):
+            if lookup.amount is not None and Decimal(row["amount"]) != Decimal(lookup.amount):
+                continue
+            if lookup.currency and row["currency"] != lookup.currency.upper():
+                continue
+            return row
+    return None
 
 
 def _positive_amount(value: Any) -> Decimal:
