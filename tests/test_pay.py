@@ -48,6 +48,7 @@ from hub.errors import (
     ValidationError,
 )
 from hub.manager import IntegrationManager
+from hub.records import utcnow
 from hub.resilience import allows_failover, is_retryable
 from hub.testing import ProviderHarness
 from hub.testing.contracts import check_pay, run_contract
@@ -587,6 +588,7 @@ class PayTestPlugin:
     def register_providers(register: Any) -> None:
         register(LossySandbox)
         register(ChargeOnlyGateway)
+        register(MemoryGateway)
 
 
 class Hub:
@@ -630,6 +632,7 @@ def make_hub(tmp_path: Path) -> Iterator[Any]:
             },
             "backup": {"type": "sandbox", "database": "backup.db"},
             "charge-only": {"type": "charge-only"},
+            "says-pending": {"type": "memory-gateway", "flaw": "pending"},
         }
         config = base_config(
             tmp_path / f"var-{len(made)}",
@@ -925,3 +928,25 @@ def test_the_openapi_document_describes_capture_cancel_and_refresh(client: Any) 
     assert refresh and refresh[0]["in"] == "query"
     assert "202" in paths[f"{API}/payments"]["post"]["responses"]
     assert "capture" in document["components"]["schemas"]["Payment"]["properties"]
+
+
+def test_a_status_outside_the_hub_set_is_kept_as_processing_and_never_refunded(make_hub: Any) -> None:
+    hub = make_hub(services=["says-pending"])
+    paid = hub.post("/payments", {"amount": "8.00", "currency": "USD"}, 202)
+    assert (paid["status"], paid["rawStatus"], paid["success"]) == ("processing", "pending", False)  # not "succeeded"
+    assert hub.post(f"/payments/{paid['paymentId']}/refunds", {}, 422)["code"] == "payment_intent_unexpected_state"
+
+
+def test_the_reconciliation_job_backs_off_and_checks_each_payment_once(make_hub: Any) -> None:
+    hub = make_hub("lossy-sandbox", circuit_breaker={"fail_max": 100, "reset_timeout": 1})
+    LossySandbox.lookups_down = True
+    paid = hub.post("/payments", {"amount": "6.00", "currency": "USD", "paymentMethod": LOST_EVERY_TIME}, 202)
+    ledger = hub.manager.runtime.ledger
+    assert hub.manager.pay.reconcile_due() == 0  # the first check is a minute away
+    waits = []
+    for _ in range(3):
+        ledger.save(paid["paymentId"], lease_until=utcnow() - timedelta(seconds=1))  # due now
+        assert hub.manager.pay.reconcile_due() == 1
+        assert hub.manager.pay.reconcile_due() == 0  # claimed: not checked twice
+        waits.append(round((ledger.get(paid["paymentId"], "demo").lease_until - utcnow()) / timedelta(minutes=1)))
+    assert waits == [2, 4, 8]  # doubling, up to an hour

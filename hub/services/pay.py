@@ -185,8 +185,11 @@ class PayService:
                 stored.update(data, status=status)
                 changes["status"] = status
                 changes["error"] = f"the gateway reports the payment {status}" if status == "failed" else None
-                # The next lookup of a payment still processing; nothing to look up for the others.
-                changes.setdefault("lease_until", utcnow() + self.reconcile_first if status == "processing" else None)
+                # When to look a processing payment up (the job's backoff, once it is processing); others: never.
+                if status != "processing":
+                    changes.setdefault("lease_until", None)
+                elif current != "processing":
+                    changes.setdefault("lease_until", utcnow() + self.reconcile_first)
             else:
                 stored.update({key: data[key] for key in ("amount_captured", "amount_refunded") if key in data})
             stored.pop("outcomeUnknown", None)
@@ -355,17 +358,15 @@ class PayService:
             reason=record.payload.get("reason"),
             idempotency_key=_gateway_key(record),
         )
+        # When to send it again if it stays processing: soon the first time, then the job's backoff.
+        next_check = {} if record.status == "processing" else {"lease_until": utcnow() + self.reconcile_first}
         try:
             # A refund goes to the gateway that took the payment, never to another.
             call = runtime.calls.refund(record.tenant, refund, provider=payment.provider or "", record_id=record.id)
         except OutcomeUnknownError as error:
             # Sent again later with the same key by the reconciliation job: the gateway refunds once.
             return runtime.ledger.save(
-                record.id,
-                status="processing",
-                provider=payment.provider,
-                error=describe(error),
-                lease_until=utcnow() + self.reconcile_first,
+                record.id, status="processing", provider=payment.provider, error=describe(error), **next_check
             )
         except (ProviderError, NoProviderError) as error:
             runtime.ledger.save(record.id, status="failed", error=describe(error), provider=payment.provider)
@@ -405,7 +406,7 @@ class PayService:
                 "error": None,
             }
             if status == "processing":
-                changes["lease_until"] = utcnow() + self.reconcile_first
+                changes.update(next_check)
             return runtime.ledger.apply(session, record.id, changes)
 
     def find_payment(self, tenant: str, payment_id: str | None, transaction_id: str | None) -> Record:
@@ -522,7 +523,7 @@ class PayService:
                 errors.append(f"{gateway}: {describe(error)}")
                 continue
             if found is not None:
-                return self._apply_result(record.id, gateway, found, lease_until=utcnow() + self.reconcile_first)
+                return self._apply_result(record.id, gateway, found)
         if record.status != "processing":
             return record  # a refresh of a payment the gateway no longer answers for: keep what is known
         if errors or record.provider_reference:
