@@ -8,6 +8,10 @@ A provider raises:
   unknown transaction). The core neither retries nor fails over: the caller gets a 422.
 * :class:`ConfigurationError` when the provider itself is unusable (missing or rejected credentials, a bad
   setting). The core does not retry it, but fails over to the next provider.
+* :class:`OutcomeUnknownError` (a :class:`TransientError`) when the request may have reached the provider and
+  its answer was lost (a timeout after sending, a connection dropped while reading the reply). The core
+  retries the *same* provider with the same idempotency key and never fails over: a second provider would
+  charge again.
 
 Anything else a provider raises is treated as transient (a bug in a plugin must not be mistaken for a
 declined card), and logged with its traceback.
@@ -53,10 +57,24 @@ class ProviderError(HubError):
 
 
 class TransientError(ProviderError):
-    """The call failed for a reason that may go away: retry with backoff, then fail over."""
+    """The call failed for a reason that may go away: retry with backoff, then fail over. Raise it only when
+    the request certainly did nothing (refused before sending, a 429/503 the provider says it did not
+    process); when it may have, raise :class:`OutcomeUnknownError`."""
 
     retryable = True
     failover = True
+    status_code = 503
+
+
+class OutcomeUnknownError(TransientError):
+    """The request may have reached the provider, and whether it did anything is unknown: a timeout after
+    the request was sent, a connection dropped while reading the answer, a 5xx from a gateway that may have
+    processed the request. Retried on the same provider with the same idempotency key (which makes the retry
+    safe), never failed over: another provider would do it a second time. A payment whose outcome stays
+    unknown is kept ``processing`` and looked up later, never marked failed."""
+
+    retryable = True
+    failover = False
     status_code = 503
 
 

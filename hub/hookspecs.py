@@ -18,7 +18,7 @@ chose, never to every payment plugin. Which hooks a provider must implement depe
 capability required hooks                                          optional hooks
 ========== ====================================================== ================================
 notify     :func:`notify`                                         :func:`health`, :func:`handle_webhook`
-pay        :func:`pay`, :func:`refund`                            :func:`health`, :func:`handle_webhook`
+pay        :func:`pay`, :func:`refund`, :func:`payment_status`    :func:`capture`, :func:`cancel`, :func:`health`, :func:`handle_webhook`
 store      :func:`store`, :func:`store_read`, :func:`store_delete` :func:`store_url`, :func:`health`
 publish    :func:`publish`                                        :func:`consumer_groups`, :func:`health`
 sync       :func:`sync`                                           :func:`sync_push`, :func:`health`
@@ -27,8 +27,10 @@ sync       :func:`sync`                                           :func:`sync_pu
 Every provider may also implement :func:`close`.
 
 Errors: raise the classes in :mod:`hub.errors` -- :class:`~hub.errors.TransientError` (retried with
-backoff, then the next provider is tried), :class:`~hub.errors.PermanentError` (the caller gets a 422,
-nothing is retried) or :class:`~hub.errors.ConfigurationError` (the next provider is tried). Never put a
+backoff, then the next provider is tried), :class:`~hub.errors.OutcomeUnknownError` (the request may have
+reached the provider: retried on the same provider, never the next), :class:`~hub.errors.PermanentError`
+(the caller gets a 422, nothing is retried) or :class:`~hub.errors.ConfigurationError` (the next provider is
+tried). Never put a
 credential in an error message. Provider hooks run in worker threads: they must be thread-safe, and may
 block (the core applies the timeouts and the circuit breaker).
 
@@ -60,11 +62,14 @@ import pluggy
 
 if TYPE_CHECKING:
     from hub.capabilities import (
+        CancelRequest,
+        CaptureRequest,
         Event,
         HealthResult,
         InventoryPush,
         Message,
         NotifyResult,
+        PaymentLookup,
         PaymentRequest,
         PaymentResult,
         PublishResult,
@@ -161,22 +166,102 @@ def notify(message: Message) -> NotifyResult:
 
 
 # --- pay ---------------------------------------------------------------------------------------
+#
+# Statuses: every pay hook returns a PaymentResult whose ``status`` is one of
+# hub.capabilities.PAYMENT_STATUSES (requires_action, processing, requires_capture, succeeded, failed,
+# canceled, refunded, partially_refunded), with the provider's own word in ``raw_status``.
+#
+# Which error when the network fails: the rule that keeps a customer from being charged twice.
+# * TransientError: the request certainly did nothing (connection refused, DNS failure, a 429 or 503 the
+#   provider documents as "not processed"). Retried, then the next gateway is tried.
+# * OutcomeUnknownError: the request may have been processed (a timeout after sending, a connection reset
+#   while reading the answer, a 500 from the gateway). Retried on the same gateway with the same
+#   idempotency key, then looked up with payment_status; never sent to another gateway.
 
 
 @hookspec(firstresult=True)
 def pay(payment: PaymentRequest) -> PaymentResult:
-    """Charge ``payment.amount`` (a ``Decimal`` in major units, e.g. ``10.00``) in ``payment.currency``.
+    """Charge (or, with ``payment.capture`` false, authorise) ``payment.amount`` in ``payment.currency``.
 
-    :param payment: a :class:`hub.capabilities.PaymentRequest`. Pass ``payment.idempotency_key`` to the
-        provider's idempotency mechanism: the core may call again after a timeout.
+    Called on ``POST /payments`` (and ``IntegrationManager.process_payment``) on the gateway the request
+    names, else on the payment service's gateways in priority order -- the next one only when this one
+    raised an error proving nothing was charged.
+
+    :param payment: a :class:`hub.capabilities.PaymentRequest`. ``amount`` is a ``Decimal`` in major units
+        (``10.00``). Pass ``payment.idempotency_key`` to the provider's idempotency mechanism: the core calls
+        again with the same key after a timeout, and that call must return the first payment, not make a
+        second one. Send ``payment.id`` along (as metadata ``hub_payment_id``) so :func:`payment_status` can
+        find the payment when the answer was lost. ``payment.capture`` false: authorise only and return
+        ``requires_capture``; only providers implementing :func:`capture` are sent such payments.
     :returns: a :class:`hub.capabilities.PaymentResult`; ``transaction_id`` is the provider's id, used for
-        refunds and to match webhooks. ``status`` is ``succeeded``, ``pending``, ``requires_action``
-        or ``failed``.
+        refunds, captures, lookups and to match webhooks. ``status`` is ``succeeded`` (``requires_capture``
+        when not capturing), ``requires_action``, ``processing`` (settled later: by a webhook or a lookup) or
+        ``failed``; ``raw_status`` the provider's own word.
     :raises PermanentError: the payment was declined or is invalid (set ``provider_code``, e.g.
         ``card_declined``); the caller sees a 422.
     :raises TransientError: the provider could not be reached and **no charge was made**; only then may
         the core fail over to another gateway.
-    :raises ConfigurationError: credentials missing or rejected.
+    :raises OutcomeUnknownError: the request may have reached the provider (timeout after sending, connection
+        dropped while reading the answer). The core retries this gateway with the same idempotency key, then
+        calls :func:`payment_status`; the payment stays ``processing`` until the outcome is known.
+    :raises ConfigurationError: credentials missing or rejected (the next gateway is tried).
+    """
+
+
+@hookspec(firstresult=True)
+def payment_status(lookup: PaymentLookup) -> PaymentResult | None:
+    """Look a payment up at the provider: its status now.
+
+    Called after :func:`pay` raised :class:`~hub.errors.OutcomeUnknownError` on every try (no
+    ``transaction_id`` then), by the reconciliation job for payments still ``processing``, and on
+    ``GET /payments/<id>?refresh=true``. Always on the gateway that took (or may have taken) the payment.
+
+    :param lookup: a :class:`hub.capabilities.PaymentLookup`. With ``transaction_id`` set, fetch that
+        payment. Without it, search by ``idempotency_key``, then by ``payment_id`` (what ``pay`` sent as
+        metadata ``hub_payment_id``) or ``order_id`` with ``amount`` and ``currency``, as the provider can.
+    :returns: a :class:`hub.capabilities.PaymentResult` as :func:`pay` does -- with ``amount_captured`` and
+        ``amount_refunded`` when the provider says, and ``partially_refunded`` / ``refunded`` once refunds
+        were made -- or ``None`` when the provider has **no payment** for that key (nothing was charged: the
+        core may then mark the payment failed). Return ``None`` only when sure; a payment of another tenant
+        counts as none.
+    :raises UnsupportedError: the provider cannot search by what ``lookup`` carries (only by
+        ``transaction_id``, say): the payment stays ``processing`` until a webhook settles it.
+    :raises TransientError: the provider could not be reached (looked up again later).
+    """
+
+
+@hookspec(firstresult=True)
+def capture(capture: CaptureRequest) -> PaymentResult:
+    """Optional (required to accept ``capture=False`` payments). Take the money of an authorised payment.
+
+    Called on ``POST /payments/<id>/capture`` (``IntegrationManager.capture_payment``) for a payment in
+    ``requires_capture``, on the gateway that authorised it.
+
+    :param capture: a :class:`hub.capabilities.CaptureRequest`: ``transaction_id``, ``amount`` (``None`` for
+        the whole authorisation; less for a partial capture, the rest being released), ``currency`` and
+        ``idempotency_key`` (pass it on, as for :func:`pay`).
+    :returns: the :class:`hub.capabilities.PaymentResult` after the capture: ``succeeded``, with
+        ``amount_captured`` the amount taken.
+    :raises NotFoundError: unknown transaction.
+    :raises PermanentError: not capturable (not ``requires_capture``, authorisation expired, ``amount``
+        above the authorised amount).
+    :raises OutcomeUnknownError: as for :func:`pay`; retried with the same idempotency key.
+    """
+
+
+@hookspec(firstresult=True)
+def cancel(cancel: CancelRequest) -> PaymentResult:
+    """Optional. Cancel a payment that has taken no money: an authorisation (``requires_capture``), or one
+    in ``requires_action`` or ``processing`` where the provider allows it.
+
+    Called on ``POST /payments/<id>/cancel`` (``IntegrationManager.cancel_payment``), on the gateway that
+    took the payment.
+
+    :param cancel: a :class:`hub.capabilities.CancelRequest`: ``transaction_id``, ``reason`` and
+        ``idempotency_key``.
+    :returns: the :class:`hub.capabilities.PaymentResult` after cancelling: ``canceled``.
+    :raises NotFoundError: unknown transaction.
+    :raises PermanentError: the payment cannot be cancelled (it succeeded: refund it instead; it failed).
     """
 
 
@@ -184,11 +269,16 @@ def pay(payment: PaymentRequest) -> PaymentResult:
 def refund(refund: RefundRequest) -> RefundResult:
     """Refund all (``refund.amount is None``) or part of an earlier payment.
 
+    Called only for payments the hub holds as ``succeeded`` or ``partially_refunded``, for at most what is
+    left (captured minus refunded); always on the provider that took the payment.
+
     :param refund: a :class:`hub.capabilities.RefundRequest`; ``transaction_id`` is what :func:`pay`
-        returned. Always sent to the provider that took the payment.
-    :returns: a :class:`hub.capabilities.RefundResult`.
+        returned; pass ``idempotency_key`` on, as for :func:`pay`.
+    :returns: a :class:`hub.capabilities.RefundResult`: ``status`` ``succeeded``, ``processing`` or
+        ``failed``, ``amount`` the ``Decimal`` refunded.
     :raises NotFoundError: unknown transaction. :raises PermanentError: refund refused (more than what is
         left to refund, payment not captured).
+    :raises OutcomeUnknownError: as for :func:`pay`; retried with the same idempotency key.
     """
 
 
@@ -329,6 +419,8 @@ def handle_webhook(webhook: WebhookRequest) -> list[WebhookEvent]:
     :returns: the status changes it carries, as :class:`hub.capabilities.WebhookEvent`; the core
         deduplicates them by ``event_id`` and updates the matching delivery or payment records. A
         ``status`` of ``bounced``, ``failed``, ``undelivered`` or ``dropped`` marks the recipient failed.
+        For a payment, ``status`` is one of ``hub.capabilities.PAYMENT_STATUSES`` and moves the payment
+        to it when it is further along (a late ``processing`` after ``succeeded`` is ignored).
     :raises SignatureError: the signature is missing or does not verify (the API answers 401).
     """
 

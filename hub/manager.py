@@ -133,7 +133,10 @@ class IntegrationManager:
         metadata: dict[str, str] | None = None,
         tenant_id: str | None = None,
         idempotency_key: str | None = None,
+        capture: bool = True,
     ) -> dict[str, Any]:
+        """Charge a payment (``capture=False``: authorise only, then :meth:`capture_payment`). Returns the
+        payment's view; ``status`` ``processing`` means the outcome is not known yet (looked up later)."""
         raw = {
             "amount": str(amount),
             "currency": currency,
@@ -143,8 +146,21 @@ class IntegrationManager:
             "customer": customer or {},
             "description": description,
             "metadata": metadata or {},
+            "capture": capture,
         }
         return self.pay.accept(self.runtime.tenant(tenant_id), raw, idempotency_key)
+
+    def capture_payment(self, payment_id: str, amount: Decimal | float | str | None = None, *, tenant_id: str | None = None) -> dict[str, Any]:
+        """Take all (``amount=None``) or part of an authorised payment; the rest is released."""
+        return self.pay.capture(self.runtime.tenant(tenant_id), payment_id, {"amount": None if amount is None else str(amount)})
+
+    def cancel_payment(self, payment_id: str, reason: str | None = None, *, tenant_id: str | None = None) -> dict[str, Any]:
+        """Cancel a payment that has taken no money (an authorisation, one requiring action)."""
+        return self.pay.cancel(self.runtime.tenant(tenant_id), payment_id, {"reason": reason})
+
+    def payment_status(self, payment_id: str, *, refresh: bool = False, tenant_id: str | None = None) -> dict[str, Any]:
+        """A payment's view; ``refresh`` asks its gateway for the status first."""
+        return self.pay.get(self.runtime.tenant(tenant_id), payment_id, refresh=refresh)
 
     def refund(
         self,

@@ -20,6 +20,8 @@ REQUEST_BODIES: dict[str, tuple[type, int]] = {
     "test_payment": (schemas.TestPaymentSchema, 200),
     "create_payment": (schemas.PaymentSchema, 201),
     "refund_payment": (schemas.RefundSchema, 201),
+    "capture_payment": (schemas.CaptureSchema, 200),
+    "cancel_payment": (schemas.CancelSchema, 200),
     "create_refund": (schemas.RefundSchema, 201),
     "test_event": (schemas.EventSchema, 200),
     "publish_event": (schemas.EventSchema, 201),
@@ -30,6 +32,18 @@ REQUEST_BODIES: dict[str, tuple[type, int]] = {
     "sync_inventory": (schemas.InventorySyncSchema, 200),
     "push_inventory_updates": (schemas.InventoryPushSchema, 200),
     "save_template": (TemplateSchema, 200),
+}
+
+#: operation id -> its query parameters (name, type, description)
+QUERY_PARAMETERS: dict[str, list[tuple[str, str, str]]] = {
+    "get_payment": [("refresh", "boolean", "Ask the payment's gateway for its status first (payment_status)")],
+}
+
+#: operation id -> other success statuses it may answer with
+OTHER_SUCCESSES: dict[str, dict[str, str]] = {
+    "create_payment": {"202": "Accepted, outcome not known yet (status processing): looked up later, GET ?refresh=true"},
+    "refund_payment": {"202": "Refund sent, outcome not known yet (status processing): sent again later with the same key"},
+    "create_refund": {"202": "Refund sent, outcome not known yet (status processing): sent again later with the same key"},
 }
 
 ERROR_STATUSES = {
@@ -82,6 +96,10 @@ def build_spec(app: Flask) -> dict[str, Any]:
                 ],
                 "responses": {},
             }
+            operation["parameters"] += [
+                {"name": name, "in": "query", "required": False, "schema": {"type": kind}, "description": description}
+                for name, kind, description in QUERY_PARAMETERS.get(operation_id, [])
+            ]
             status = 200
             if operation_id in REQUEST_BODIES:
                 schema, status = REQUEST_BODIES[operation_id]
@@ -101,6 +119,11 @@ def build_spec(app: Flask) -> dict[str, Any]:
                     "description": "Success",
                     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Envelope"}}},
                 }
+                for code, description in OTHER_SUCCESSES.get(operation_id, {}).items():
+                    operation["responses"][code] = {
+                        "description": description,
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Envelope"}}},
+                    }
                 for code, description in ERROR_STATUSES.items():
                     operation["responses"][code] = {
                         "description": description,

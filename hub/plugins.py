@@ -41,7 +41,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
 #: Hooks each capability's providers must implement (checked when a provider type is registered).
 REQUIRED_HOOKS: dict[str, tuple[str, ...]] = {
     "notify": ("notify",),
-    "pay": ("pay", "refund"),
+    "pay": ("pay", "refund", "payment_status"),
     "store": ("store", "store_read", "store_delete"),
     "publish": ("publish",),
     "sync": ("sync",),

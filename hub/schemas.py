@@ -60,6 +60,8 @@ class PaymentSchema(StrictSchema):
     customer = fields.Dict(load_default=dict)
     description = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=1000))
     metadata = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict)
+    #: False: authorise only (status requires_capture); POST /payments/<id>/capture takes the money later.
+    capture = fields.Boolean(load_default=True)
 
     @validates("amount")
     def _amount(self, value: Decimal, **_: Any) -> None:
@@ -90,6 +92,20 @@ class RefundSchema(StrictSchema):
     def _amount(self, value: Decimal | None, **_: Any) -> None:
         if value is not None and (not value.is_finite() or value <= 0 or value.as_tuple().exponent < -2):  # type: ignore[operator]
             raise ValidationError("a positive amount with at most 2 decimal places")
+
+
+class CaptureSchema(StrictSchema):
+    #: Omitted: the whole authorised amount; less: a partial capture (the rest is released).
+    amount = fields.Decimal(load_default=None, allow_none=True, as_string=True)
+
+    @validates("amount")
+    def _amount(self, value: Decimal | None, **_: Any) -> None:
+        if value is not None and (not value.is_finite() or value <= 0 or value.as_tuple().exponent < -2):  # type: ignore[operator]
+            raise ValidationError("a positive amount with at most 2 decimal places")
+
+
+class CancelSchema(StrictSchema):
+    reason = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=500))
 
 
 class EventSchema(StrictSchema):

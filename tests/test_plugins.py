@@ -144,7 +144,7 @@ def test_strict_mode_names_a_refused_provider_type_once(site: Path) -> None:
     host = PluginHost(PluginPolicy.from_settings({}, {"HUB_STRICT_PLUGINS": "1", "HUB_PLUGINS_ALLOW": "lazy"}))
     with pytest.raises(PluginLoadError) as raised:
         host.load()
-    assert str(raised.value) == "plugin 'lazy': lazy-pay: a pay provider must implement pay, refund"
+    assert str(raised.value) == "plugin 'lazy': lazy-pay: a pay provider must implement pay, refund, payment_status"
     assert "lazy-pay" not in host.provider_types
 
 
@@ -166,7 +166,7 @@ def test_plugins_list_each_provider_type_with_its_capability_channels_and_hooks(
         assert listed["pager5"]["providerTypes"] == [
             {"type": "pager", "capability": "notify", "channels": ["sms"], "hooks": ["notify", "health", "close"]}
         ]
-        assert listed["sandbox"]["providerTypes"] == [{"type": "sandbox", "capability": "pay", "channels": [], "hooks": ["pay", "refund", "health"]}]
+        assert listed["sandbox"]["providerTypes"] == [{"type": "sandbox", "capability": "pay", "channels": [], "hooks": ["pay", "payment_status", "capture", "cancel", "refund", "health", "handle_webhook"]}]
         assert listed["templates"]["providerTypes"] == [] and "register_templates" in listed["templates"]["hooks"]
     finally:
         hub.close()

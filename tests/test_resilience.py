@@ -82,6 +82,10 @@ class ScriptedGateway(Provider):
     def refund(self, refund: Any) -> RefundResult:
         return RefundResult(f"re_{refund.id}", "succeeded", refund.amount, refund.currency)
 
+    @hookimpl
+    def payment_status(self, lookup: Any) -> PaymentResult | None:
+        return None  # never asked: these gateways answer every pay() or raise an error that proves no charge
+
 
 class ScriptedPlugin:
     @staticmethod

@@ -12,7 +12,18 @@ from typing import TYPE_CHECKING
 from hub.runtime.pipeline import CallResult, ProviderPipeline
 
 if TYPE_CHECKING:
-    from hub.capabilities import Event, InventoryPush, Message, PaymentRequest, RefundRequest, StoredFile, SyncRequest
+    from hub.capabilities import (
+        CancelRequest,
+        CaptureRequest,
+        Event,
+        InventoryPush,
+        Message,
+        PaymentLookup,
+        PaymentRequest,
+        RefundRequest,
+        StoredFile,
+        SyncRequest,
+    )
 
 Providers = list[str] | None
 
@@ -33,6 +44,17 @@ class ProviderCalls:
 
     def refund(self, tenant: str, refund: RefundRequest, *, provider: str, record_id: str | None = None) -> CallResult:
         return self.pipeline.call("payment", tenant, "refund", {"refund": refund}, providers=[provider], record_id=record_id)
+
+    # Lookups, captures and cancels go to the gateway that took the payment, never to another.
+
+    def payment_status(self, tenant: str, lookup: PaymentLookup, *, provider: str, record_id: str | None = None) -> CallResult:
+        return self.pipeline.call("payment", tenant, "payment_status", {"lookup": lookup}, providers=[provider], record_id=record_id)
+
+    def capture(self, tenant: str, capture: CaptureRequest, *, provider: str, record_id: str | None = None) -> CallResult:
+        return self.pipeline.call("payment", tenant, "capture", {"capture": capture}, providers=[provider], record_id=record_id)
+
+    def cancel(self, tenant: str, cancel: CancelRequest, *, provider: str, record_id: str | None = None) -> CallResult:
+        return self.pipeline.call("payment", tenant, "cancel", {"cancel": cancel}, providers=[provider], record_id=record_id)
 
     # --- store ------------------------------------------------------------------------------------
 

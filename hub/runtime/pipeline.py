@@ -157,6 +157,8 @@ class ProviderPipeline:
         for name in names:
             started = time.perf_counter()
             retries: list[str] = []
+            #: Errors of earlier tries that forbid failover (the request may have done something).
+            unsafe: list[BaseException] = []
             try:
                 instance = self.registry.instance(name, tenant)
                 function = self.host.hook_for(instance, hook)
@@ -169,11 +171,15 @@ class ProviderPipeline:
                 def once(function: Any = function, breaker: pybreaker.CircuitBreaker = breaker) -> Any:
                     return breaker.call(function, **kwargs)
 
-                def note_retry(error: BaseException, _attempt: int, retries: list[str] = retries) -> None:
+                def note_retry(error: BaseException, _attempt: int, retries: list[str] = retries, unsafe: list[BaseException] = unsafe) -> None:
                     retries.append(describe(error))
+                    if not allows_failover(error):
+                        unsafe.append(error)
 
                 result = self.retry.call(once, on_retry=note_retry)
-            except Exception as error:
+            except Exception as caught:
+                # A circuit that opened during the retries must not turn an outcome-unknown call into a failover.
+                error = unsafe[0] if unsafe and allows_failover(caught) else caught
                 latency = (time.perf_counter() - started) * 1000
                 description = describe(error)
                 attempts.append(
@@ -188,7 +194,9 @@ class ProviderPipeline:
                 if not allows_failover(error):
                     if isinstance(error, ProviderError):
                         error.attempts = attempts  # type: ignore[attr-defined]
-                    raise
+                    if error is caught:
+                        raise
+                    raise error from caught
                 continue
             latency = (time.perf_counter() - started) * 1000
             attempts.append({"provider": name, "outcome": "succeeded", "retries": len(retries), "latencyMs": round(latency, 2), "at": utcnow().isoformat()})

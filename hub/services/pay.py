@@ -1,38 +1,111 @@
-"""pay: charge a payment at the chosen gateway (or the configured ones in order), refund it at the gateway
-that took it, and keep the payment and refund records."""
+"""pay: charge (or authorise) a payment at the chosen gateway, or the configured ones in order; capture,
+cancel and refund it at the gateway that took it; keep its status in step with the gateway.
+
+The rule that keeps a customer from being charged twice: a payment moves to another gateway only after an
+error proving nothing was charged (``TransientError`` before sending, ``ConfigurationError``). When the
+outcome is unknown (``OutcomeUnknownError``: a timeout after sending) the pipeline retries the same gateway
+with the same idempotency key; if that does not settle it, the payment is looked up (``payment_status``) and,
+while still unknown, kept ``processing`` and looked up again by the reconciliation job -- never ``failed``
+while money may have moved. Status updates (lookups, webhooks) only move a payment forwards.
+"""
 
 from __future__ import annotations
 
+import logging
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select, update
 
-from hub.capabilities import PaymentRequest, RefundRequest, to_dict
-from hub.errors import NoProviderError, NotFound, ProviderError, ValidationError
-from hub.records import ProviderReference, Record
+from hub.capabilities import (
+    PAYMENT_STATUSES,
+    REFUNDABLE_STATUSES,
+    CancelRequest,
+    CaptureRequest,
+    PaymentLookup,
+    PaymentRequest,
+    PaymentResult,
+    RefundRequest,
+    payment_status_supersedes,
+    to_dict,
+)
+from hub.errors import NoProviderError, NotFound, OutcomeUnknownError, ProviderError, ValidationError
+from hub.records import ProviderReference, Record, utcnow
 from hub.runtime import Runtime, describe
-from hub.schemas import PaymentSchema, RefundSchema, load
+from hub.schemas import CancelSchema, CaptureSchema, PaymentSchema, RefundSchema, load
+
+log = logging.getLogger("hub.pay")
+
+#: Statuses in which a payment has taken no money yet and can be cancelled.
+CANCELABLE = ("requires_capture", "requires_action", "processing")
+#: Statuses a view counts as a successful payment (money taken or reserved).
+SUCCESSFUL = ("succeeded", "requires_capture", "partially_refunded", "refunded")
+
+
+class PaymentStateError(ValidationError):
+    """What the payment's state does not allow (refunding more than is left, capturing twice): a 422 naming
+    the field, with a code as a gateway would give it."""
+
+    def __init__(self, field: str, message: str, code: str) -> None:
+        super().__init__({field: [message]}, message)
+        self.provider_code = code
 
 
 class PayService:
+    #: A payment whose answer was lost and that the gateway does not know is marked failed only after this
+    #: long (the request may still be on its way); until then it stays ``processing``.
+    unknown_grace = timedelta(minutes=10)
+    #: The reconciliation job's backoff between two lookups of one payment: doubling, up to the maximum.
+    reconcile_first = timedelta(minutes=1)
+    reconcile_max = timedelta(hours=1)
+
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
+        # A record left "running" by a process that died mid-call: its outcome is unknown, so look it up.
+        runtime.jobs.register_handler("payment", self._recover_payment)
+        runtime.jobs.register_handler("refund", self._recover_refund)
+        runtime.jobs.register_periodic(self.reconcile_due)
 
-    def gateway_providers(self, gateway: str | None, tenant: str) -> list[str]:
+    # --- gateways ---------------------------------------------------------------------------------
+
+    def gateway_providers(self, gateway: str | None, tenant: str, *, capture: bool = True) -> list[str]:
         registry = self.runtime.registry
         configured = registry.service_providers("payment", tenant)
         if gateway is None:
-            return configured
-        if gateway in registry.slots and registry.slots[gateway].capability == "pay":
-            return [gateway]
-        # Accept the provider type too ("stripe"), as the seed's examples do.
-        by_type = [name for name in configured if registry.slots.get(name) and registry.slots[name].type_name == gateway]
-        if by_type:
-            return by_type[:1]
-        raise ValidationError({"gateway": [f"no payment gateway named {gateway!r}; configured: {', '.join(configured) or 'none'}"]})
+            names = configured
+        elif gateway in registry.slots and registry.slots[gateway].capability == "pay":
+            names = [gateway]
+        else:
+            # Accept the provider type too ("stripe"), as the seed's examples do.
+            names = [
+                name for name in configured if registry.slots.get(name) and registry.slots[name].type_name == gateway
+            ][:1]
+            if not names:
+                raise ValidationError(
+                    {
+                        "gateway": [
+                            f"no payment gateway named {gateway!r}; configured: {', '.join(configured) or 'none'}"
+                        ]
+                    }
+                )
+        if not capture:
+            names = [name for name in names if self.runtime.hook_for(name, tenant, "capture") is not None]
+            if not names:
+                raise ValidationError(
+                    {
+                        "capture": [
+                            "no gateway for this payment can authorise without capturing (none implements capture)"
+                        ]
+                    }
+                )
+        return names
 
-    def accept(self, tenant: str, raw: Any, idempotency_key: str | None = None, *, schema: PaymentSchema | None = None) -> dict[str, Any]:
+    # --- pay --------------------------------------------------------------------------------------
+
+    def accept(
+        self, tenant: str, raw: Any, idempotency_key: str | None = None, *, schema: PaymentSchema | None = None
+    ) -> dict[str, Any]:
         self.runtime.require_running()
         request = load(schema or PaymentSchema(), raw)
         return self.charge(tenant, request, idempotency_key)
@@ -40,9 +113,21 @@ class PayService:
     def charge(self, tenant: str, request: dict[str, Any], idempotency_key: str | None = None) -> dict[str, Any]:
         runtime = self.runtime
         request["currency"] = request["currency"].upper()
-        providers = self.gateway_providers(request["gateway"], tenant)
-        payload = {**request, "amount": str(request["amount"]), "payment_method": _mask_payment_method(request["payment_method"])}
-        record, replayed = runtime.ledger.begin("payment", tenant, "payment", payload, idempotency_key, self.view, before=lambda: runtime.hit_rate_limit(tenant, "payment"))
+        providers = self.gateway_providers(request["gateway"], tenant, capture=request["capture"])
+        payload = {
+            **request,
+            "amount": str(request["amount"]),
+            "payment_method": _mask_payment_method(request["payment_method"]),
+        }
+        record, replayed = runtime.ledger.begin(
+            "payment",
+            tenant,
+            "payment",
+            payload,
+            idempotency_key,
+            self.view,
+            before=lambda: runtime.hit_rate_limit(tenant, "payment"),
+        )
         if record is None:
             return replayed
         payment = PaymentRequest(
@@ -55,93 +140,285 @@ class PayService:
             customer=request["customer"],
             description=request["description"],
             metadata={**request["metadata"], "hub_payment_id": record.id, "tenant": tenant},
-            idempotency_key=idempotency_key or record.id,
+            idempotency_key=_gateway_key(record),
+            capture=request["capture"],
         )
         try:
             call = runtime.calls.pay(tenant, payment, providers=providers, record_id=record.id)
-        except (ProviderError, NoProviderError) as error:
-            runtime.ledger.save(record.id, status="failed", error=describe(error), attempt_log=getattr(error, "attempts", []))
-            raise
-        result = call.result
-        status = "succeeded" if result.status == "succeeded" else ("failed" if result.status == "failed" else "running")
-        with runtime.db.session() as session:
-            session.merge(ProviderReference(provider=call.provider, reference=result.transaction_id, record_id=record.id))
-            record = runtime.ledger.apply(
-                session,
+        except OutcomeUnknownError as error:
+            # Retried on that gateway already; it may have charged: never another gateway, never "failed".
+            attempts = getattr(error, "attempts", [])
+            gateway = attempts[-1]["provider"] if attempts else providers[0]
+            unknown = {"status": "processing", "outcomeUnknown": True}
+            record = runtime.ledger.save(
                 record.id,
-                {
-                    "status": status if status != "running" else "succeeded",
-                    "provider": call.provider,
-                    "provider_reference": result.transaction_id,
-                    "result": to_dict(result),
-                    "attempt_log": call.attempts,
-                },
+                status="processing",
+                provider=gateway,
+                error=describe(error),
+                attempt_log=attempts,
+                result=unknown,
+                lease_until=utcnow() + self.reconcile_first,
             )
-        return self.view(record)
+            return self.view(self._reconcile(record))
+        except (ProviderError, NoProviderError) as error:
+            runtime.ledger.save(
+                record.id, status="failed", error=describe(error), attempt_log=getattr(error, "attempts", [])
+            )
+            raise
+        return self.view(self._apply_result(record.id, call.provider, call.result, attempt_log=call.attempts))
+
+    def _apply_result(self, record_id: str, provider: str, result: PaymentResult, **changes: Any) -> Record:
+        """Store what the gateway says about the payment, if it moves the payment forwards (a lookup may be
+        older than a webhook already applied); amounts and raw status are kept either way."""
+        status = result.status if result.status in PAYMENT_STATUSES else "processing"
+        if status != result.status:
+            log.warning("gateway %s answered status %r, not a hub status; kept as processing", provider, result.status)
+        with self.runtime.db.session() as session:
+            record = session.get(Record, record_id)
+            assert record is not None
+            stored = dict(record.result or {})
+            current = record.status if record.status in PAYMENT_STATUSES else None
+            data = {key: value for key, value in to_dict(result).items() if value is not None}
+            if "amount_refunded" in data:  # a lookup may not see a refund made a moment ago
+                data["amount_refunded"] = str(max(Decimal(data["amount_refunded"]), _refunded(record)))
+            if payment_status_supersedes(status, current) or current == status:
+                stored.update(data, status=status)
+                changes["status"] = status
+                changes["error"] = f"the gateway reports the payment {status}" if status == "failed" else None
+                # When to look a processing payment up (the job's backoff, once it is processing); others: never.
+                if status != "processing":
+                    changes.setdefault("lease_until", None)
+                elif current != "processing":
+                    changes.setdefault("lease_until", utcnow() + self.reconcile_first)
+            else:
+                stored.update({key: data[key] for key in ("amount_captured", "amount_refunded") if key in data})
+            stored.pop("outcomeUnknown", None)
+            stored["checkedAt"] = utcnow().isoformat()
+            session.merge(ProviderReference(provider=provider, reference=result.transaction_id, record_id=record_id))
+            return self.runtime.ledger.apply(
+                session,
+                record_id,
+                {**changes, "provider": provider, "provider_reference": result.transaction_id, "result": stored},
+            )
 
     def view(self, record: Record) -> dict[str, Any]:
         result = record.result or {}
-        amount = result.get("amount", record.payload.get("amount"))
+        payload = record.payload
+        status = record.status if record.status in (*PAYMENT_STATUSES, "failed") else "processing"
         return {
-            "success": record.status == "succeeded" and result.get("status") != "failed",
+            "success": status in SUCCESSFUL,
             "paymentId": record.id,
             "transactionId": result.get("transaction_id"),
-            "status": result.get("status", record.status),
-            "amount": float(Decimal(amount)) if amount is not None else None,
-            "currency": result.get("currency", record.payload.get("currency")),
+            "status": status,
+            "rawStatus": result.get("raw_status"),
+            "amount": _number(result.get("amount", payload.get("amount"))),
+            "amountCaptured": _number(_captured(record)) if status in (*REFUNDABLE_STATUSES, "refunded") else None,
+            "amountRefunded": _number(_refunded(record)),
+            "currency": result.get("currency", payload.get("currency")),
             "gateway": record.provider,
-            "orderId": record.payload.get("order_id"),
+            "orderId": payload.get("order_id"),
+            "capture": payload.get("capture", True),
+            "outcomeUnknown": bool(result.get("outcomeUnknown")),
             "refunds": result.get("refunds", []),
+            "events": result.get("events", []),
             "error": record.error,
             "createdAt": record.created_at.isoformat(),
+            "updatedAt": record.updated_at.isoformat() if record.updated_at else None,
         }
+
+    def get(self, tenant: str, payment_id: str, *, refresh: bool = False) -> dict[str, Any]:
+        """A payment's view; ``refresh`` first asks its gateway (``payment_status``) for its status now."""
+        record = self.runtime.ledger.get(payment_id, tenant, "payment")
+        if refresh and record.provider and record.status not in ("running", "queued"):
+            record = self._reconcile(record)
+        return self.view(record)
+
+    # --- capture and cancel ---------------------------------------------------------------------------
+
+    def capture(self, tenant: str, payment_id: str, raw: Any) -> dict[str, Any]:
+        runtime = self.runtime
+        runtime.require_running()
+        request = load(CaptureSchema(), raw or {})
+        record = runtime.ledger.get(payment_id, tenant, "payment")
+        if record.status != "requires_capture":
+            raise PaymentStateError(
+                "paymentId",
+                f"payment is {record.status}; only a payment in requires_capture can be captured",
+                "payment_intent_unexpected_state",
+            )
+        authorised = Decimal(record.result["amount"])
+        if request["amount"] is not None and request["amount"] > authorised:
+            raise PaymentStateError(
+                "amount", f"{request['amount']} is more than the {authorised} authorised", "amount_too_large"
+            )
+        runtime.hit_rate_limit(tenant, "payment")
+        capture = CaptureRequest(
+            id=f"{record.id}-capture",
+            tenant=tenant,
+            transaction_id=record.provider_reference or "",
+            amount=request["amount"],
+            currency=record.result["currency"],
+            idempotency_key=f"{_gateway_key(record)}:capture",  # one capture per payment, whoever retries it
+        )
+        return self._call_or_look_up(
+            record,
+            "succeeded",
+            lambda: runtime.calls.capture(tenant, capture, provider=record.provider or "", record_id=record.id),
+        )
+
+    def cancel(self, tenant: str, payment_id: str, raw: Any) -> dict[str, Any]:
+        runtime = self.runtime
+        runtime.require_running()
+        request = load(CancelSchema(), raw or {})
+        record = runtime.ledger.get(payment_id, tenant, "payment")
+        if record.status not in CANCELABLE or not record.provider_reference:
+            reason = "its outcome is not known yet" if record.status == "processing" else f"it is {record.status}"
+            raise PaymentStateError(
+                "paymentId",
+                f"payment cannot be canceled: {reason}; only one that has taken no money can",
+                "payment_intent_unexpected_state",
+            )
+        if runtime.hook_for(record.provider or "", tenant, "cancel") is None:
+            raise PaymentStateError(
+                "paymentId", f"gateway {record.provider} cannot cancel payments (no cancel hook)", "unsupported"
+            )
+        runtime.hit_rate_limit(tenant, "payment")
+        cancel = CancelRequest(
+            id=f"{record.id}-cancel",
+            tenant=tenant,
+            transaction_id=record.provider_reference,
+            reason=request["reason"],
+            idempotency_key=f"{_gateway_key(record)}:cancel",
+        )
+        return self._call_or_look_up(
+            record,
+            "canceled",
+            lambda: runtime.calls.cancel(tenant, cancel, provider=record.provider or "", record_id=record.id),
+        )
+
+    def _call_or_look_up(self, record: Record, expected: str, call: Any) -> dict[str, Any]:
+        """Make a capture or cancel call and store its answer. When the answer is lost, look the payment up:
+        if it reached ``expected`` the call went through; otherwise the error goes to the caller, who may
+        repeat the call safely (it carries the same idempotency key)."""
+        try:
+            made = call()
+        except OutcomeUnknownError:
+            record = self._reconcile(record)
+            if record.status == expected:
+                return self.view(record)
+            raise
+        return self.view(self._apply_result(record.id, made.provider, made.result))
 
     # --- refunds --------------------------------------------------------------------------------
 
-    def accept_refund(self, tenant: str, payment_id: str | None, raw: Any, idempotency_key: str | None = None) -> dict[str, Any]:
+    def accept_refund(
+        self, tenant: str, payment_id: str | None, raw: Any, idempotency_key: str | None = None
+    ) -> dict[str, Any]:
         runtime = self.runtime
         runtime.require_running()
         request = load(RefundSchema(), raw or {})
         payment = self.find_payment(tenant, payment_id, request["transaction_id"])
-        if payment.status != "succeeded":
-            raise ValidationError({"paymentId": [f"payment is {payment.status}; only a succeeded payment can be refunded"]})
-        payload = {"paymentId": payment.id, "amount": str(request["amount"]) if request["amount"] else None, "reason": request["reason"]}
-        record, replayed = runtime.ledger.begin("refund", tenant, "payment", payload, idempotency_key, self.refund_view, before=lambda: runtime.hit_rate_limit(tenant, "payment"))
+        if payment.status not in REFUNDABLE_STATUSES:
+            raise PaymentStateError(
+                "paymentId",
+                f"payment is {payment.status}; only a succeeded or partially refunded payment can be refunded",
+                "payment_intent_unexpected_state",
+            )
+        left = _captured(payment) - _refunded(payment)
+        if request["amount"] is not None and request["amount"] > left:
+            raise PaymentStateError(
+                "amount", f"{request['amount']} is more than the {left} left to refund", "amount_too_large"
+            )
+        payload = {
+            "paymentId": payment.id,
+            "amount": str(request["amount"]) if request["amount"] else None,
+            "reason": request["reason"],
+        }
+        record, replayed = runtime.ledger.begin(
+            "refund",
+            tenant,
+            "payment",
+            payload,
+            idempotency_key,
+            self.refund_view,
+            before=lambda: runtime.hit_rate_limit(tenant, "payment"),
+        )
         if record is None:
             return replayed
+        return self.refund_view(self._send_refund(record, payment))
+
+    def _send_refund(self, record: Record, payment: Record) -> Record:
+        runtime = self.runtime
         refund = RefundRequest(
             id=record.id,
-            tenant=tenant,
+            tenant=record.tenant,
             transaction_id=payment.provider_reference or "",
-            amount=request["amount"],
+            amount=Decimal(record.payload["amount"]) if record.payload.get("amount") else None,
             currency=payment.payload["currency"],
-            reason=request["reason"],
-            idempotency_key=idempotency_key or record.id,
+            reason=record.payload.get("reason"),
+            idempotency_key=_gateway_key(record),
         )
+        # When to send it again if it stays processing: soon the first time, then the job's backoff.
+        next_check = {} if record.status == "processing" else {"lease_until": utcnow() + self.reconcile_first}
         try:
             # A refund goes to the gateway that took the payment, never to another.
-            call = runtime.calls.refund(tenant, refund, provider=payment.provider or "", record_id=record.id)
+            call = runtime.calls.refund(record.tenant, refund, provider=payment.provider or "", record_id=record.id)
+        except OutcomeUnknownError as error:
+            # Sent again later with the same key by the reconciliation job: the gateway refunds once.
+            return runtime.ledger.save(
+                record.id, status="processing", provider=payment.provider, error=describe(error), **next_check
+            )
         except (ProviderError, NoProviderError) as error:
             runtime.ledger.save(record.id, status="failed", error=describe(error), provider=payment.provider)
             raise
         refund_data = to_dict(call.result)
+        status = call.result.status if call.result.status in ("succeeded", "processing", "failed") else "processing"
         with runtime.db.session() as session:
-            record = runtime.ledger.apply(
-                session, record.id, {"status": "succeeded", "provider": call.provider, "provider_reference": call.result.refund_id, "result": refund_data, "attempt_log": call.attempts}
+            session.merge(
+                ProviderReference(provider=call.provider, reference=call.result.refund_id, record_id=record.id)
             )
             stored = session.get(Record, payment.id)
             assert stored is not None
-            stored_result = dict(stored.result or {})
-            stored_result["refunds"] = [*stored_result.get("refunds", []), {"refundId": record.id, **refund_data}]
-            stored.result = stored_result
-        return self.refund_view(record)
+            result = dict(stored.result or {})
+            earlier = [entry for entry in result.get("refunds", []) if entry.get("refundId") == record.id]
+            counted = sum(
+                (Decimal(entry["amount"]) for entry in earlier if entry.get("status") != "failed"), Decimal(0)
+            )
+            result["refunds"] = [
+                *(entry for entry in result.get("refunds", []) if entry not in earlier),
+                {"refundId": record.id, **refund_data},
+            ]
+            if status != "failed":
+                # A refund sent again (its answer was lost, or it was processing) is counted once.
+                result["amount_refunded"] = str(_refunded(stored) - counted + call.result.amount)
+                refunded_all = Decimal(result["amount_refunded"]) >= _captured(stored)
+                moved = "refunded" if refunded_all else "partially_refunded"
+                if payment_status_supersedes(moved, stored.status):
+                    stored.status = result["status"] = moved
+            stored.result = result
+            stored.updated_at = utcnow()
+            changes = {
+                "status": status,
+                "provider": call.provider,
+                "provider_reference": call.result.refund_id,
+                "result": refund_data,
+                "attempt_log": call.attempts,
+                "error": None,
+            }
+            if status == "processing":
+                changes.update(next_check)
+            return runtime.ledger.apply(session, record.id, changes)
 
     def find_payment(self, tenant: str, payment_id: str | None, transaction_id: str | None) -> Record:
         if payment_id:
             return self.runtime.ledger.get(payment_id, tenant, "payment")
         if transaction_id:
             with self.runtime.db.session() as session:
-                record = session.scalar(select(Record).where(Record.tenant == tenant, Record.kind == "payment", Record.provider_reference == transaction_id))
+                record = session.scalar(
+                    select(Record).where(
+                        Record.tenant == tenant, Record.kind == "payment", Record.provider_reference == transaction_id
+                    )
+                )
             if record is not None:
                 return record
             raise NotFound(f"No payment with transaction id {transaction_id}")
@@ -149,26 +426,184 @@ class PayService:
 
     def refund_view(self, record: Record) -> dict[str, Any]:
         result = record.result or {}
+        status = record.status if record.status != "running" else "processing"
         return {
-            "success": record.status == "succeeded",
+            "success": status == "succeeded",
             "refundId": record.id,
             "paymentId": record.payload.get("paymentId"),
             "providerRefundId": result.get("refund_id"),
-            "status": result.get("status", record.status),
-            "amount": float(Decimal(result["amount"])) if result.get("amount") is not None else None,
+            "status": status,
+            "amount": _number(result.get("amount", record.payload.get("amount"))),
             "currency": result.get("currency"),
             "gateway": record.provider,
             "error": record.error,
         }
 
+    # --- reconciliation ---------------------------------------------------------------------------
+
+    def reconcile_due(self, limit: int = 100) -> int:
+        """The periodic job: look up every payment still ``processing`` whose next check is due, and send
+        again every refund whose answer was lost (same idempotency key). Each record is claimed first (its
+        next check moved forward) so that several hub processes never check one twice. Returns how many."""
+        now = utcnow()
+        with self.runtime.db.session() as session:
+            due = list(
+                session.scalars(
+                    select(Record.id)
+                    .where(
+                        Record.kind.in_(("payment", "refund")),
+                        Record.status == "processing",
+                        or_(Record.lease_until.is_(None), Record.lease_until <= now),
+                    )
+                    .order_by(Record.lease_until)
+                    .limit(limit)
+                )
+            )
+        checked = 0
+        for record_id in due:
+            record = self._claim_check(record_id)
+            if record is None:
+                continue  # another process took it
+            checked += 1
+            try:
+                if record.kind == "payment":
+                    self._reconcile(record)
+                else:
+                    self._send_refund(
+                        record, self.runtime.ledger.get(record.payload["paymentId"], record.tenant, "payment")
+                    )
+            except Exception:  # one bad record must not stop the others
+                log.exception("reconciling %s failed", record_id)
+        return checked
+
+    def _claim_check(self, record_id: str) -> Record | None:
+        now = utcnow()
+        with self.runtime.db.session() as session:
+            record = session.get(Record, record_id)
+            if record is None:
+                return None
+            wait = min(self.reconcile_first * (2 ** min(record.attempts or 0, 10)), self.reconcile_max)
+            claimed = session.execute(
+                update(Record)
+                .where(
+                    Record.id == record_id,
+                    Record.status == "processing",
+                    or_(Record.lease_until.is_(None), Record.lease_until <= now),
+                )
+                .values(lease_until=now + wait, attempts=Record.attempts + 1)
+            ).rowcount
+            return session.get(Record, record_id) if claimed else None
+
+    def _reconcile(self, record: Record) -> Record:
+        """Ask the payment's gateway (or, if the hub never learnt which, each candidate) for its status now and
+        apply it. A payment whose answer was lost and which the gateway does not have is failed only after
+        :attr:`unknown_grace`; a lookup that fails leaves everything as it is."""
+        payload = record.payload
+        lookup = PaymentLookup(
+            tenant=record.tenant,
+            payment_id=record.id,
+            transaction_id=record.provider_reference,
+            idempotency_key=_gateway_key(record),
+            order_id=payload.get("order_id"),
+            amount=Decimal(payload["amount"]),
+            currency=payload.get("currency"),
+        )
+        gateways = (
+            [record.provider]
+            if record.provider
+            else self.gateway_providers(payload.get("gateway"), record.tenant, capture=payload.get("capture", True))
+        )
+        errors = []
+        for gateway in gateways:
+            try:
+                found = self.runtime.calls.payment_status(
+                    record.tenant, lookup, provider=gateway, record_id=record.id
+                ).result
+            except (ProviderError, NoProviderError) as error:
+                errors.append(f"{gateway}: {describe(error)}")
+                continue
+            if found is not None:
+                return self._apply_result(record.id, gateway, found)
+        if record.status != "processing":
+            return record  # a refresh of a payment the gateway no longer answers for: keep what is known
+        if errors or record.provider_reference:
+            note = "; ".join(errors) or "the gateway has no payment with this transaction id"
+            log.warning("payment %s: status lookup did not settle it (%s)", record.id, note)
+            return record
+        if utcnow() - record.created_at >= self.unknown_grace:
+            result = {key: value for key, value in (record.result or {}).items() if key != "outcomeUnknown"}
+            error = f"{', '.join(gateways)} has no payment for this idempotency key: nothing was charged"
+            return self.runtime.ledger.save(
+                record.id, status="failed", error=error, result={**result, "status": "failed"}
+            )
+        return record
+
+    def _recover_payment(self, record: Record) -> None:
+        """A worker claimed a payment left ``running`` (its process died during the gateway call)."""
+        record = self.runtime.ledger.save(
+            record.id,
+            status="processing",
+            result={**(record.result or {}), "status": "processing", "outcomeUnknown": True},
+            lease_until=utcnow() + self.reconcile_first,
+        )
+        self._reconcile(record)
+
+    def _recover_refund(self, record: Record) -> None:
+        self._send_refund(record, self.runtime.ledger.get(record.payload["paymentId"], record.tenant, "payment"))
+
     # --- webhooks -------------------------------------------------------------------------------
 
-    def apply_webhook_event(self, session: Any, record: Record, reference: ProviderReference, provider_name: str, event: Any) -> bool:
+    def apply_webhook_event(
+        self, session: Any, record: Record, reference: ProviderReference, provider_name: str, event: Any
+    ) -> bool:
+        """Record the event in the payment's (or refund's) history and move its status when the event is
+        further along; an event older than the current state changes nothing else."""
         result = dict(record.result or {})
-        result["providerStatus"] = event.status
-        result["events"] = [*result.get("events", []), {"eventId": event.event_id, "status": event.status, "type": event.type}]
+        details = event.details or {}
+        result["events"] = [
+            *result.get("events", []),
+            {"eventId": event.event_id, "status": event.status, "type": event.type, "at": utcnow().isoformat()},
+        ]
+        if record.kind == "payment" and payment_status_supersedes(
+            event.status, record.status if record.status in PAYMENT_STATUSES else None
+        ):
+            record.status = result["status"] = event.status
+            result["raw_status"] = details.get("raw_status", result.get("raw_status"))
+            record.error = f"the gateway reports the payment {event.status}" if event.status == "failed" else None
+        if record.kind == "payment" and details.get("amount_refunded") is not None:
+            result["amount_refunded"] = str(max(Decimal(str(details["amount_refunded"])), _refunded(record)))
+        if (
+            record.kind == "refund"
+            and record.status in ("processing", "running")
+            and event.status in ("succeeded", "failed")
+        ):
+            record.status = event.status
         record.result = result
         return True
+
+
+def _gateway_key(record: Record) -> str:
+    """The idempotency key the gateway sees for this record: the caller's, else the record's id."""
+    return record.idempotency_key or record.id
+
+
+def _captured(record: Record) -> Decimal:
+    result = record.result or {}
+    return Decimal(str(result.get("amount_captured") or result.get("amount") or record.payload["amount"]))
+
+
+def _refunded(record: Record) -> Decimal:
+    result = record.result or {}
+    if result.get("amount_refunded") is not None:
+        return Decimal(str(result["amount_refunded"]))
+    return sum(
+        (Decimal(str(entry["amount"])) for entry in result.get("refunds", []) if entry.get("status") != "failed"),
+        Decimal(0),
+    )
+
+
+def _number(value: Any) -> float | None:
+    return float(Decimal(str(value))) if value is not None else None
 
 
 def _mask_payment_method(method: str | None) -> str | None:
