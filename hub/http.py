@@ -40,7 +40,9 @@ can say ``{404: ConfigurationError}`` (a wrong URL is a setting to fix, and the 
 **Payments.** A read timeout or a dropped connection means the request may have been received: a charge may
 exist. Pass ``sent_error=OutcomeUnknownError`` (from :mod:`hub.errors`) to the client or to one call, so the core
 retries the same gateway with the same idempotency key and looks the payment up, never failing it over to
-another gateway. :func:`may_have_reached_provider` answers the same question for an exception you caught.
+another gateway. A gateway's 5xx may also come after it processed the request: where its documentation says so,
+add ``status_errors={500: OutcomeUnknownError, 502: OutcomeUnknownError, 504: OutcomeUnknownError}``.
+:func:`may_have_reached_provider` answers the same question for an exception you caught.
 
 For an SDK with its own HTTP stack, the same mapping is available piecemeal: :func:`status_error` (a status,
 headers and the provider's code and message), :func:`transport_error` (a ``requests``, ``urllib3``,
