@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import inspect
 import re
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import pytest
 
 from hub.builtins.templates import CUSTOM
 from hub.config import BreakerSchema, RetrySchema
+from hub.testing import contracts
 
 REPO = Path(__file__).resolve().parent.parent
 GUIDE = REPO / "docs" / "writing-a-plugin.md"
@@ -89,6 +91,16 @@ def test_every_name_the_python_blocks_use_is_shown() -> None:
             if name not in defined:
                 missing.append(f"block {number}, line {line}: {name}")
     assert not missing, "the guide's code uses names it never shows (import or define them):\n" + "\n".join(missing)
+
+
+def test_run_contracts_inputs_are_all_listed() -> None:
+    text = guide()
+    for capability, check in contracts._CAPABILITY_CHECKS.items():
+        row = re.search(rf"^\| {capability} +\| ([^\n]+)\|$", text, re.MULTILINE)
+        assert row, f"the guide's run_contract table has no row for {capability}"
+        inputs = [name for name in inspect.signature(check).parameters if name not in ("harness", "provider")]
+        missing = [name for name in inputs if f"`{name}=`" not in row.group(1)]
+        assert not missing, f"the guide's run_contract table does not list {capability}'s inputs {missing}"
 
 
 def test_the_retry_and_breaker_defaults_are_the_cores() -> None:
