@@ -133,6 +133,29 @@ class ValidationError(HubError):
         super().__init__(message or f"Invalid input: {fields}", field=fields)
 
 
+class PayloadTooLargeError(ValidationError):
+    """An upload went past ``storage_limits.max_file_size`` while it was being read; nothing was stored.
+    The API answers 413. Raised by :class:`hub.capabilities.UploadStream` from ``read()``: a store
+    provider lets it propagate."""
+
+    status_code = 413
+
+    def __init__(self, limit: int) -> None:
+        super().__init__({"file": [f"the file is over the limit of {limit} bytes"]}, "File too large")
+        self.limit = limit
+
+
+class IncompleteUploadError(ValidationError):
+    """An upload ended before the length it announced, or its source broke while it was being read (the
+    client went away); nothing was stored. The API answers 400. Raised by
+    :class:`hub.capabilities.UploadStream` from ``read()``: a store provider lets it propagate."""
+
+    status_code = 400
+
+    def __init__(self, reason: str) -> None:
+        super().__init__({"file": [reason]}, "The upload is incomplete")
+
+
 class RateLimitedError(HubError):
     """A tenant exceeded its rate limit for a service."""
 

@@ -19,7 +19,8 @@ capability required hooks                                          optional hook
 ========== ====================================================== ================================
 notify     :func:`notify`                                         :func:`health`, :func:`handle_webhook`
 pay        :func:`pay`, :func:`refund`, :func:`payment_status`    :func:`capture`, :func:`cancel`, :func:`health`, :func:`handle_webhook`
-store      :func:`store`, :func:`store_read`, :func:`store_delete` :func:`store_url`, :func:`health`
+store      :func:`store`, :func:`store_read`,                     :func:`store_url`, :func:`store_upload_url`,
+           :func:`store_head`, :func:`store_delete`               :func:`health`
 publish    :func:`publish`                                        :func:`consumer_groups`, :func:`health`
 sync       :func:`sync`                                           :func:`sync_push`, :func:`health`
 ========== ====================================================== ================================
@@ -56,7 +57,7 @@ A minimal plugin::
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import pluggy
 
@@ -72,13 +73,16 @@ if TYPE_CHECKING:
         PaymentLookup,
         PaymentRequest,
         PaymentResult,
+        PresignedUpload,
         PublishResult,
         PushResult,
         RefundRequest,
         RefundResult,
         StoredFile,
+        StoredObject,
         SyncRequest,
         SyncResult,
+        UploadStream,
         WebhookEvent,
         WebhookRequest,
     )
@@ -286,34 +290,87 @@ def refund(refund: RefundRequest) -> RefundResult:
 
 
 @hookspec(firstresult=True)
-def store(file: StoredFile, data: bytes) -> StoredFile:
-    """Store ``data`` under ``file.key`` with ``file.content_type`` and ``file.metadata``.
+def store(file: StoredFile, stream: UploadStream) -> StoredFile:
+    """Store the bytes read from ``stream`` under ``file.key``, with ``file.content_type`` and ``file.metadata``.
 
-    The key is already tenant-prefixed and unique; never change it. Overwrite silently if it exists
-    (a retried upload writes the same bytes).
+    Called for every upload (``POST /files`` multipart, raw body or base64 JSON; ``upload_file`` in Python)
+    after the core checked the content type, on the ``fileStorage`` providers in priority order.
 
-    :returns: the same :class:`hub.capabilities.StoredFile`, with ``url`` set when the provider can give
-        a URL (leave ``None`` otherwise; the API then serves the file itself).
+    :param file: a :class:`hub.capabilities.StoredFile`. The key is tenant-prefixed and unique: never change
+        it; overwrite silently when it exists (a retried upload writes the same bytes). ``file.size`` is the
+        length the client announced, or ``None``: a hint only, do not rely on it before the stream ends.
+        ``file.checksum`` is ``None``: the core computes SHA-256 (and sniffs the content type) on the
+        stream as it passes.
+    :param stream: a :class:`hub.capabilities.UploadStream`, a readable binary file object that may be read
+        **once**, from start to end, and cannot seek. Read it in chunks (``shutil.copyfileobj``,
+        ``upload_fileobj``); never ``stream.read()`` without a size, which would hold the whole file in
+        memory. Do not close it (the core does, after the hook returned) and do not keep it. Once ``read()``
+        returned ``b""``, ``stream.size`` and ``stream.checksum`` (SHA-256 hex) are final.
+    :returns: the same ``StoredFile`` (``dataclasses.replace`` it), with ``url`` set when the provider has a
+        permanent URL for it (leave ``None``: the API serves the file itself).
+    :raises: when ``read()`` raises (:class:`~hub.errors.PayloadTooLargeError` past the size limit,
+        :class:`~hub.errors.IncompleteUploadError` when the client went away or sent less than it announced),
+        let it propagate. Whatever stops an upload half-way, **no partial object may become visible under
+        the key** (and an existing one stays as it was): write to a temporary name and rename at the end, or
+        abort the multipart upload. ``TransientError`` is retried (the core rewinds the stream when it can:
+        a request body read past its first 64 KiB cannot be replayed, and then the upload fails with 503),
+        then the next provider is tried; ``PermanentError`` gives 422.
     """
 
 
 @hookspec(firstresult=True)
-def store_read(key: str) -> bytes:
-    """Return the bytes stored under ``key``.
+def store_read(key: str, byte_range: tuple[int, int | None] | None) -> BinaryIO:
+    """Open the content stored under ``key``, or the part ``byte_range`` names, for reading.
 
+    :param key: what :func:`store` was given.
+    :param byte_range: ``None`` for everything, else ``(first, last)``: byte offsets, both **inclusive**
+        (as in HTTP ``Range``; S3 and GCS take them as they are), ``last=None`` meaning to the end. The
+        core resolves the client's ``Range`` against the file's size first: ``0 <= first``, and
+        ``first <= last < size`` when ``last`` is set.
+    :returns: a readable binary file object (anything with ``read(size)``) giving exactly those bytes;
+        wrap an SDK's chunk iterator in :class:`hub.capabilities.IteratorStream` and a seekable file in
+        :class:`hub.capabilities.LimitedReader`. The core reads it in chunks as the client downloads and
+        calls its ``close()`` when done or when the client goes away. Do not read the content into memory.
     :raises NotFoundError: no such key.
     """
 
 
 @hookspec(firstresult=True)
+def store_head(key: str) -> StoredObject:
+    """Describe what is stored under ``key`` without reading it: size, content type, metadata, checksum or
+    entity tag (a ``HEAD``).
+
+    :returns: a :class:`hub.capabilities.StoredObject`; ``checksum`` is the core's SHA-256 when the provider
+        kept it, ``etag`` the provider's own tag, ``None`` where unknown.
+    :raises NotFoundError: no such key (a half-written upload must not be found either).
+    """
+
+
+@hookspec(firstresult=True)
 def store_delete(key: str) -> bool:
-    """Delete ``key``. Returns ``True`` if it existed, ``False`` if it did not (not an error)."""
+    """Delete ``key``. Returns ``True`` if it existed, ``False`` if it did not (not an error: deleting is
+    idempotent)."""
 
 
 @hookspec(firstresult=True)
 def store_url(key: str, expires_in: int) -> str | None:
     """Optional. A time-limited URL to download ``key`` directly from the provider (a presigned URL),
-    valid ``expires_in`` seconds, or ``None`` when the provider has no such thing."""
+    valid ``expires_in`` seconds, or ``None`` when the provider has no such thing (the API then serves
+    the file itself)."""
+
+
+@hookspec(firstresult=True)
+def store_upload_url(file: StoredFile, expires_in: int) -> PresignedUpload | None:
+    """Optional. A time-limited way for a client to upload ``file`` straight to the provider (an S3
+    presigned PUT or POST, a GCS signed URL, an Azure SAS URL), bypassing the hub.
+
+    :param file: the :class:`~hub.capabilities.StoredFile` the upload will create: ``key``,
+        ``content_type``, ``metadata`` and ``size`` (the length the client announced, or ``None``). Bind
+        what the provider can bind (content type, length, metadata) into the signature.
+    :param expires_in: seconds the URL must stay valid.
+    :returns: a :class:`hub.capabilities.PresignedUpload`, or ``None`` when the provider cannot presign.
+        The core confirms the upload afterwards with :func:`store_head`.
+    """
 
 
 # --- publish -----------------------------------------------------------------------------------

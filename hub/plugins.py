@@ -42,7 +42,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
 REQUIRED_HOOKS: dict[str, tuple[str, ...]] = {
     "notify": ("notify",),
     "pay": ("pay", "refund", "payment_status"),
-    "store": ("store", "store_read", "store_delete"),
+    "store": ("store", "store_read", "store_head", "store_delete"),
     "publish": ("publish",),
     "sync": ("sync",),
 }

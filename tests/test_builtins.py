@@ -6,6 +6,8 @@ builds it, and talks to real files and SQLite databases in a temporary data dire
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import logging
 import os
@@ -39,7 +41,9 @@ from hub.capabilities import (
     RecipientResult,
     RefundRequest,
     StoredFile,
+    StoredObject,
     SyncRequest,
+    UploadStream,
 )
 from hub.errors import (
     ConfigError,
@@ -385,10 +389,13 @@ def _file(key: str, data: bytes = b"data", content_type: str = "application/pdf"
         filename=key.rsplit("/", 1)[-1],
         content_type=content_type,
         size=len(data),
-        checksum="sha256-of-data",
         category="invoices",
         metadata={"orderId": "42"},
     )
+
+
+def _stream(data: bytes = b"x") -> UploadStream:
+    return UploadStream(io.BytesIO(data))
 
 
 @pytest.mark.parametrize(
@@ -408,8 +415,9 @@ def _file(key: str, data: bytes = b"data", content_type: str = "application/pdf"
 def test_local_disk_refuses_keys_that_escape_the_root(provider_harness: ProviderHarness, key: str) -> None:
     disk = provider_harness.build("local-disk")
     for hook_name, arguments in (
-        ("store", {"file": _file(key), "data": b"x"}),
-        ("store_read", {"key": key}),
+        ("store", {"file": _file(key), "stream": _stream()}),
+        ("store_read", {"key": key, "byte_range": None}),
+        ("store_head", {"key": key}),
         ("store_delete", {"key": key}),
     ):
         with pytest.raises(PermanentError, match="refusing key"):
@@ -424,17 +432,18 @@ def test_local_disk_refuses_a_symlink_out_of_the_root(provider_harness: Provider
     (disk.root / "acme").mkdir(parents=True)
     (disk.root / "acme" / "link").symlink_to(outside, target_is_directory=True)
     with pytest.raises(PermanentError, match="outside the storage root"):
-        provider_harness.call(disk, "store", file=_file("acme/link/evil.txt"), data=b"x")
+        provider_harness.call(disk, "store", file=_file("acme/link/evil.txt"), stream=_stream())
     assert list(outside.iterdir()) == []
 
 
 def test_local_disk_keeps_content_type_and_metadata_in_a_sidecar(provider_harness: ProviderHarness) -> None:
     disk = provider_harness.build("local-disk", {"public_base_url": "https://files.example.com/hub/"})
     key = "acme/invoices/1700000000-ab12-invoice 7.pdf"
-    stored = provider_harness.call(disk, "store", file=_file(key, b"%PDF-1.7"), data=b"%PDF-1.7")
+    stored = provider_harness.call(disk, "store", file=_file(key, b"%PDF-1.7"), stream=_stream(b"%PDF-1.7"))
     assert stored.url == "https://files.example.com/hub/acme/invoices/1700000000-ab12-invoice%207.pdf"
     sidecar = json.loads(disk.metadata_path(key).read_text())
     assert (sidecar["content_type"], sidecar["metadata"], sidecar["size"]) == ("application/pdf", {"orderId": "42"}, 8)
+    assert sidecar["checksum"] == hashlib.sha256(b"%PDF-1.7").hexdigest()
     assert provider_harness.call(disk, "store_url", key=key, expires_in=60) is None
     assert provider_harness.call(disk, "store_delete", key=key) is True
     assert not disk.metadata_path(key).exists()
@@ -710,23 +719,30 @@ class ShuffledNotifier(LossyNotifier):
 
 
 class ForgetfulStore(Provider):
-    """Returns empty bytes for a missing key instead of raising NotFoundError."""
+    """Returns empty content for a missing key instead of raising NotFoundError."""
 
     type_name = "forgetful"
     capability = "store"
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
-        self.files: dict[str, bytes] = {}
+        self.files: dict[str, tuple[bytes, StoredFile]] = {}
 
     @hookimpl
-    def store(self, file: StoredFile, data: bytes) -> StoredFile:
-        self.files[file.key] = data
+    def store(self, file: StoredFile, stream: UploadStream) -> StoredFile:
+        self.files[file.key] = (b"".join(iter(lambda: stream.read(65536), b"")), file)
         return file
 
     @hookimpl
-    def store_read(self, key: str) -> bytes:
-        return self.files.get(key, b"")
+    def store_read(self, key: str, byte_range: tuple[int, int | None] | None) -> Any:
+        first, last = byte_range or (0, None)
+        data = self.files[key][0] if key in self.files else b""
+        return io.BytesIO(data[first : None if last is None else last + 1])
+
+    @hookimpl
+    def store_head(self, key: str) -> StoredObject:
+        data, file = self.files.get(key, (b"", None))
+        return StoredObject(key, len(data), file and file.content_type, dict(file.metadata) if file else {})
 
     @hookimpl
     def store_delete(self, key: str) -> bool:
@@ -786,7 +802,7 @@ class CarelessSource(Provider):
     [
         (LossyNotifier, lambda h, p: check_notify(h, p), "returned 1 results for 2 recipients"),
         (ShuffledNotifier, lambda h, p: check_notify(h, p), "keep the order of message.recipients"),
-        (ForgetfulStore, check_store, "store_read() of a missing key returned b''"),
+        (ForgetfulStore, lambda h, p: check_store(h, p, memory_bound=0), "it must raise NotFoundError"),
         (GenerousGateway, check_pay, "must raise PermanentError"),
         (PanickyHealth, check_health, "health() raised RuntimeError"),
         (CarelessSource, lambda h, p: check_sync(h, p, "inventory"), "unknown data type"),

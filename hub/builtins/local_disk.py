@@ -2,26 +2,40 @@
 
 Content lives at ``<root>/<key>``, its metadata (content type, checksum, the caller's metadata) in a
 sidecar ``<root>/.meta/<key>.json``. Keys are the core's ``<tenant>/<category>/<ts>-<rand>-<name>``;
-a key that could reach outside the root is refused.
+a key that could reach outside the root is refused. Uploads stream to a hidden temporary file beside the
+target and are renamed into place only once complete, so a broken upload never shows under its key;
+reads stream from the file, seeking for byte ranges. There are no presigned URLs: the API serves files.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import json
+import stat
 import threading
 import zlib
 from collections.abc import Callable
 from dataclasses import asdict, replace
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, BinaryIO, ClassVar
 from urllib.parse import quote
 
 from marshmallow import Schema, fields, validate
 
 from hub import hookimpl
-from hub.builtins.local_files import atomic_write, directory_health, resolve_in_data_dir
-from hub.capabilities import HealthResult, Provider, ProviderContext, StoredFile, utcnow
+from hub.builtins.local_files import commit_staged, directory_health, discard_staged, resolve_in_data_dir, stage_stream
+from hub.capabilities import (
+    HealthResult,
+    LimitedReader,
+    Provider,
+    ProviderContext,
+    StoredFile,
+    StoredObject,
+    UploadStream,
+    utcnow,
+)
 from hub.errors import NotFoundError, PermanentError
 
 #: Keys never start a path component with a dot, so the sidecar folder cannot collide with a key.
@@ -77,26 +91,68 @@ class LocalDisk(Provider):
     # --- hooks -----------------------------------------------------------------------------------
 
     @hookimpl
-    def store(self, file: StoredFile, data: bytes) -> StoredFile:
+    def store(self, file: StoredFile, stream: UploadStream) -> StoredFile:
         path = self.content_path(file.key)
+        sidecar_path = self.metadata_path(file.key)
         url = f"{self.public_base_url.rstrip('/')}/{quote(file.key)}" if self.public_base_url else None
-        stored = replace(file, url=url)
-        sidecar = {**asdict(stored), "size": len(data), "stored_at": utcnow().isoformat()}
-        with self._lock_for(file.key):
-            try:
-                atomic_write(path, data)
-                atomic_write(self.metadata_path(file.key), json.dumps(sidecar, indent=2).encode("utf-8"))
-            except (NotADirectoryError, FileExistsError, IsADirectoryError) as error:
-                raise PermanentError(f"local-disk: key {file.key!r} clashes with another key's folder") from error
+        staged: list[Path] = []
+        try:
+            # Copied outside the key's lock: a long upload must not hold up other keys on the same stripe.
+            staged.append(stage_stream(path, stream))
+            stored = replace(file, url=url, size=staged[0].stat().st_size, checksum=stream.checksum)
+            sidecar = {**asdict(stored), "stored_at": utcnow().isoformat()}
+            staged.append(stage_stream(sidecar_path, io.BytesIO(json.dumps(sidecar, indent=2).encode("utf-8"))))
+            with self._lock_for(file.key):
+                # Content and sidecar change together for readers that take the lock (store_head).
+                commit_staged(staged.pop(0), path)
+                commit_staged(staged.pop(0), sidecar_path)
+        except (NotADirectoryError, FileExistsError, IsADirectoryError) as error:
+            raise PermanentError(f"local-disk: key {file.key!r} clashes with another key's folder") from error
+        finally:
+            for leftover in staged:
+                discard_staged(leftover)  # a broken upload leaves no trace
         return stored
 
     @hookimpl
-    def store_read(self, key: str) -> bytes:
+    def store_read(self, key: str, byte_range: tuple[int, int | None] | None) -> BinaryIO:
         path = self.content_path(key)
         try:
-            return path.read_bytes()
+            handle = path.open("rb")  # an open handle keeps reading the old content if the key is overwritten
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             raise NotFoundError(f"local-disk: no file stored under {key!r}") from None
+        if byte_range is None:
+            return handle
+        first, last = byte_range
+        if first < 0 or (last is not None and last < first):
+            handle.close()
+            raise PermanentError(f"local-disk: invalid byte range {byte_range!r}")
+        handle.seek(first)
+        return handle if last is None else LimitedReader(handle, last - first + 1)
+
+    @hookimpl
+    def store_head(self, key: str) -> StoredObject:
+        path = self.content_path(key)
+        with self._lock_for(key):
+            try:
+                status = path.stat()
+            except (FileNotFoundError, NotADirectoryError):
+                status = None
+            if status is None or not stat.S_ISREG(status.st_mode):
+                raise NotFoundError(f"local-disk: no file stored under {key!r}")
+            try:
+                sidecar = json.loads(self.metadata_path(key).read_text(encoding="utf-8"))
+            except (FileNotFoundError, ValueError):
+                sidecar = {}  # content copied in by hand: still a file, described by what the disk knows
+        checksum = sidecar.get("checksum")
+        return StoredObject(
+            key=key,
+            size=status.st_size,
+            content_type=sidecar.get("content_type"),
+            metadata=dict(sidecar.get("metadata") or {}),
+            checksum=checksum,
+            etag=checksum or f"{status.st_mtime_ns:x}-{status.st_size:x}",
+            updated_at=datetime.fromtimestamp(status.st_mtime, UTC),
+        )
 
     @hookimpl
     def store_delete(self, key: str) -> bool:
