@@ -141,7 +141,7 @@ class PayloadTooLargeError(ValidationError):
     status_code = 413
 
     def __init__(self, limit: int) -> None:
-        super().__init__({"file": [f"the file is over the limit of {limit} bytes"]}, "File too large")
+        super().__init__({"file": [f"the file is over the limit of {limit} bytes"]}, f"File too large: over {limit} bytes")
         self.limit = limit
 
 
@@ -153,7 +153,7 @@ class IncompleteUploadError(ValidationError):
     status_code = 400
 
     def __init__(self, reason: str) -> None:
-        super().__init__({"file": [reason]}, "The upload is incomplete")
+        super().__init__({"file": [reason]}, f"The upload is incomplete: {reason}")
 
 
 class RateLimitedError(HubError):

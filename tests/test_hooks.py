@@ -14,6 +14,7 @@ import base64
 import hashlib
 import hmac
 import inspect
+import io
 import json
 import re
 from collections.abc import Callable, Iterator
@@ -35,6 +36,8 @@ from hub.capabilities import (
     PublishResult,
     RecipientResult,
     StoredFile,
+    StoredObject,
+    UploadStream,
     WebhookEvent,
     WebhookRequest,
 )
@@ -56,10 +59,12 @@ HOOK_TESTS: dict[str, str] = {
     "payment_status": "tests/test_pay.py::test_unknown_outcome_stays_processing_until_the_reconciliation_job_finds_it",
     "capture": "tests/test_pay.py::test_authorise_capture_part_refund_what_was_captured_and_cancel",
     "cancel": "tests/test_pay.py::test_authorise_capture_part_refund_what_was_captured_and_cancel",
-    "store": "tests/test_api.py::test_file_upload_download_metadata_list_delete",
-    "store_read": "tests/test_api.py::test_file_upload_download_metadata_list_delete",
-    "store_delete": "tests/test_api.py::test_file_upload_download_metadata_list_delete",
+    "store": "tests/test_store.py::test_file_upload_download_metadata_list_delete",
+    "store_read": "tests/test_store.py::test_downloads_stream_with_byte_ranges",
+    "store_head": "tests/test_store.py::test_head_and_verify_ask_the_provider_what_it_holds",
+    "store_delete": "tests/test_store.py::test_file_upload_download_metadata_list_delete",
     "store_url": "tests/test_hooks.py::test_store_url_gives_file_metadata_its_download_url",
+    "store_upload_url": "tests/test_store.py::test_direct_upload_through_a_presigned_url_is_confirmed_by_head",
     "publish": "tests/test_api.py::test_events_and_consumer_groups",
     "consumer_groups": "tests/test_hooks.py::test_consumer_groups_lists_only_the_tenants_groups",
     "sync": "tests/test_sync.py::test_sync_jobs_are_accepted_and_run_by_a_worker",
@@ -179,15 +184,22 @@ class MemoryStore(Provider):
         self.url_requests: list[tuple[str, int]] = []
 
     @hookimpl
-    def store(self, file: StoredFile, data: bytes) -> StoredFile:
-        self.files[file.key] = data
+    def store(self, file: StoredFile, stream: UploadStream) -> StoredFile:
+        self.files[file.key] = b"".join(iter(lambda: stream.read(65536), b""))
         return file
 
     @hookimpl
-    def store_read(self, key: str) -> bytes:
+    def store_read(self, key: str, byte_range: tuple[int, int | None] | None) -> io.BytesIO:
         if key not in self.files:
             raise NotFoundError(f"no file {key}")
-        return self.files[key]
+        first, last = byte_range or (0, None)
+        return io.BytesIO(self.files[key][first : None if last is None else last + 1])
+
+    @hookimpl
+    def store_head(self, key: str) -> StoredObject:
+        if key not in self.files:
+            raise NotFoundError(f"no file {key}")
+        return StoredObject(key, len(self.files[key]))
 
     @hookimpl
     def store_delete(self, key: str) -> bool:
