@@ -387,8 +387,8 @@ class UploadStream(io.RawIOBase):
     ``expected_size`` or breaks (the client went away). Once ``read()`` returned ``b""``, :attr:`size` and
     :attr:`checksum` are final.
 
-    The core (not the provider) owns the stream and closes it. :meth:`peek` and :meth:`rewind` are the
-    core's: it sniffs the content type on the first bytes before calling the provider, and replays the
+    The core (not the provider) owns the stream and closes it (a file object given as ``source`` stays open:
+    it is its opener's to close). :meth:`peek` and :meth:`rewind` are the core's: it sniffs the content type on the first bytes before calling the provider, and replays the
     stream for a retry when the source allows it.
     """
 
@@ -401,7 +401,10 @@ class UploadStream(io.RawIOBase):
         head_bytes: int = UPLOAD_HEAD_BYTES,
     ) -> None:
         super().__init__()
-        self._source: Any = source if hasattr(source, "read") else IteratorStream(source)
+        # A file object stays its opener's to close (a request body, the caller's file); an iterable is
+        # wrapped here, and closed with the stream.
+        self._owns_source = not hasattr(source, "read")
+        self._source: Any = IteratorStream(source) if self._owns_source else source  # type: ignore[arg-type]
         self.limit = limit
         self.expected_size = expected_size
         self._head_limit = head_bytes
@@ -468,7 +471,7 @@ class UploadStream(io.RawIOBase):
         return len(chunk)
 
     def close(self) -> None:
-        if not self.closed:
+        if not self.closed and self._owns_source:
             with contextlib.suppress(Exception):
                 self._source.close()
         super().close()

@@ -109,11 +109,22 @@ def test_upload_stream_peeks_without_consuming_and_rewinds_when_it_can() -> None
     assert replayable.checksum == hashlib.sha256(data).hexdigest() and replayable.size == len(data)
 
 
-def test_upload_stream_closes_its_source() -> None:
+def test_upload_stream_closes_the_iterator_it_wraps_but_not_a_file_it_was_given() -> None:
     source = io.BytesIO(b"data")
     with UploadStream(source) as stream:
         stream.read(2)
-    assert source.closed and stream.closed
+    assert stream.closed and not source.closed  # the caller's file (a request body) is the caller's to close
+    closed: list[bool] = []
+
+    def chunks() -> Iterator[bytes]:
+        try:
+            yield b"data"
+        finally:
+            closed.append(True)
+
+    with UploadStream(chunks()) as stream:
+        stream.read(2)
+    assert closed == [True]
 
 
 def test_iterator_stream_and_limited_reader() -> None:
