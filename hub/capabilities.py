@@ -453,9 +453,12 @@ class UploadStream(io.RawIOBase):
             return 0
         # Bytes before len(_head) come from the kept head (after a peek or a rewind); the source always stands
         # right after what was handed out or kept, so the rest of a read continues from it.
-        chunk = bytes(self._head[self._position : self._position + wanted])
-        if len(chunk) < wanted:
-            chunk += self._pull(wanted - len(chunk))
+        if self._position < len(self._head):
+            chunk = bytes(self._head[self._position : self._position + wanted])
+            if len(chunk) < wanted:
+                chunk += self._pull(wanted - len(chunk))
+        else:
+            chunk = self._pull(wanted)  # the common case: no copy beyond the one into the reader's buffer
         if not chunk:
             if self.expected_size is not None and self._position < self.expected_size:
                 self._fail(IncompleteUploadError(f"the upload ended after {self._position} of {self.expected_size} bytes"))

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from decimal import Decimal
 from os import PathLike
-from typing import Any
+from typing import Any, BinaryIO
 
 from sqlalchemy import select
 
@@ -22,7 +22,7 @@ from hub.services.health import HealthService
 from hub.services.notify import NotificationRequest, NotifyService
 from hub.services.pay import PayService
 from hub.services.publish import PublishService
-from hub.services.store import StoreService
+from hub.services.store import Download, StoreService
 from hub.services.sync import PushJob, SyncJob, SyncService
 from hub.services.sync_store import Snapshot
 from hub.services.webhooks import WebhookService
@@ -180,20 +180,25 @@ class IntegrationManager:
     def upload_file(
         self,
         file_name: str,
-        data: bytes,
+        data: bytes | BinaryIO,
         content_type: str | None = None,
         category: str = "general",
         file_type: str | None = None,
         metadata: dict[str, str] | None = None,
         *,
+        size: int | None = None,
         tenant_id: str | None = None,
         idempotency_key: str | None = None,
     ) -> dict[str, Any]:
+        """Store ``data``: bytes, or a binary file object read in chunks (never whole) and left open.
+        ``size`` is its length when known (checked: a shorter or longer stream fails the upload)."""
         raw = {"fileName": file_name, "contentType": content_type, "category": category, "fileType": file_type, "metadata": metadata or {}}
-        return self.store.accept_upload(self.runtime.tenant(tenant_id), raw, data, idempotency_key)
+        return self.store.accept_upload(self.runtime.tenant(tenant_id), raw, data, idempotency_key, size=size)
 
-    def download_file(self, file_id: str, *, tenant_id: str | None = None) -> tuple[Any, bytes]:
-        return self.store.download(file_id, self.runtime.tenant(tenant_id))
+    def download_file(self, file_id: str, *, byte_range: tuple[int, int] | None = None, tenant_id: str | None = None) -> Download:
+        """Open a file (or the inclusive ``byte_range``) for reading: ``with hub.download_file(id) as download:
+        shutil.copyfileobj(download.stream, target)``; ``download.file`` is its record."""
+        return self.store.download(file_id, self.runtime.tenant(tenant_id), byte_range)
 
     # --- publish --------------------------------------------------------------------------------
 

@@ -121,11 +121,24 @@ class EventSchema(StrictSchema):
 
 
 class FileUploadSchema(StrictSchema):
-    """JSON upload (``content`` base64); multipart uploads use the same fields as form fields."""
+    """JSON upload (``content`` base64, for small files); multipart uploads use the same fields as form
+    fields, raw-body uploads as query parameters (``fileName`` also as the ``X-File-Name`` header)."""
 
     file_name = fields.String(data_key="fileName", required=True, validate=validate.Length(min=1, max=255))
     content = fields.String(load_default=None, allow_none=True)
     content_type = fields.String(data_key="contentType", load_default=None, allow_none=True)
+    category = fields.String(load_default="general", validate=validate.Regexp(r"^[A-Za-z0-9_-]{1,100}$"))
+    file_type = fields.String(data_key="fileType", load_default=None, allow_none=True, validate=validate.Length(max=50))
+    metadata = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict)
+
+
+class DirectUploadSchema(StrictSchema):
+    """``POST /files/uploads``: ask for a URL to upload a file straight to the storage provider."""
+
+    file_name = fields.String(data_key="fileName", required=True, validate=validate.Length(min=1, max=255))
+    content_type = fields.String(data_key="contentType", load_default=None, allow_none=True)
+    #: Bytes the client will send; checked against ``storage_limits.max_file_size`` now and when it completes.
+    size = fields.Integer(required=True, validate=validate.Range(min=1))
     category = fields.String(load_default="general", validate=validate.Regexp(r"^[A-Za-z0-9_-]{1,100}$"))
     file_type = fields.String(data_key="fileType", load_default=None, allow_none=True, validate=validate.Length(max=50))
     metadata = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import io
 import json
 from pathlib import Path
 from typing import Any
@@ -244,48 +243,6 @@ def test_rate_limit_answers_429_with_retry_after(tmp_path: Path) -> None:
 
 
 # --- resources ----------------------------------------------------------------------------------------
-
-
-def test_file_upload_download_metadata_list_delete(client: Any, headers: dict[str, str]) -> None:
-    payload = bytes(range(256)) * 10
-    uploaded = data_of(
-        client.post(
-            f"{API}/files",
-            data={"file": (io.BytesIO(payload), "report.bin"), "category": "reports", "metadata": json.dumps({"po": "PO-1"})},
-            headers=headers,
-            content_type="multipart/form-data",
-        ),
-        201,
-    )
-    assert uploaded["size"] == len(payload) and uploaded["metadata"] == {"po": "PO-1"} and uploaded["category"] == "reports"
-    assert client.get(f"{API}/files/{uploaded['fileId']}/content", headers=headers).data == payload
-    metadata = data_of(client.get(f"{API}/files/{uploaded['fileId']}", headers=headers))
-    assert metadata["fileName"] == "report.bin"
-    json_upload = data_of(client.post(f"{API}/files", json={"fileName": "notes.txt", "content": base64.b64encode(b"hello").decode()}, headers=headers), 201)
-    assert json_upload["contentType"] == "text/plain"
-    listed = data_of(client.get(f"{API}/files?category=reports", headers=headers))
-    assert [item["fileId"] for item in listed["items"]] == [uploaded["fileId"]] and listed["total"] == 1
-    data_of(client.delete(f"{API}/files/{uploaded['fileId']}", headers=headers))
-    error_of(client.get(f"{API}/files/{uploaded['fileId']}", headers=headers), 404)
-
-
-def test_file_limits(tmp_path: Path) -> None:
-    from hub.api import create_app
-    from hub.manager import IntegrationManager
-    from tests.conftest import base_config
-
-    config = base_config(tmp_path / "var", storage_limits={"max_file_size": 1000, "allowed_content_types": ["image/*", "application/pdf"]})
-    hub = IntegrationManager(config, environ={}, entry_points=False)
-    try:
-        client = create_app(manager=hub).test_client()
-        headers = {"Authorization": f"Bearer {hub.tokens.create('t')[1]}", "X-Tenant-ID": "t"}
-        big = error_of(client.post(f"{API}/files", data={"file": (io.BytesIO(b"x" * 1001), "a.png")}, headers=headers, content_type="multipart/form-data"), 422)
-        assert "file" in big["errors"]
-        wrong = error_of(client.post(f"{API}/files", data={"file": (io.BytesIO(b"x"), "a.txt")}, headers=headers, content_type="multipart/form-data"), 422)
-        assert "contentType" in wrong["errors"]
-        data_of(client.post(f"{API}/files", data={"file": (io.BytesIO(b"x"), "a.png")}, headers=headers, content_type="multipart/form-data"), 201)
-    finally:
-        hub.close()
 
 
 def test_events_and_consumer_groups(client: Any, headers: dict[str, str]) -> None:

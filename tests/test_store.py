@@ -3,28 +3,51 @@ check_store against broken providers, local-disk's streaming, and the files API 
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
 import io
+import json
 import threading
+import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, unquote, urlencode
 
 import pytest
+import requests
+from marshmallow import Schema, fields, validate
+from werkzeug.wrappers import Request
+from werkzeug.wrappers import Response as WerkzeugResponse
 
 from hub import hookimpl
+from hub.api import create_app
+from hub.builtins.local_disk import LocalDisk, LocalDiskSettings
 from hub.capabilities import (
     UPLOAD_HEAD_BYTES,
     IteratorStream,
     LimitedReader,
+    PresignedUpload,
     Provider,
     StoredFile,
     StoredObject,
     UploadStream,
 )
-from hub.errors import IncompleteUploadError, NotFoundError, PayloadTooLargeError
+from hub.errors import (
+    ConfigurationError,
+    IncompleteUploadError,
+    NotFoundError,
+    PayloadTooLargeError,
+    TransientError,
+    ValidationError,
+)
+from hub.manager import IntegrationManager
 from hub.testing import ProviderHarness
 from hub.testing.contracts import check_store
+from hub.testing.servers import WsgiServer
+from tests.conftest import base_config
 
 MIB = 1024 * 1024
 
@@ -374,3 +397,364 @@ def test_local_disk_head_of_a_file_without_sidecar(provider_harness: ProviderHar
     assert head.etag and head.updated_at is not None
     with pytest.raises(NotFoundError):
         provider_harness.call(disk, "store_head", key="acme/imports")  # a folder is not a file
+
+
+# --- the files API through the core ------------------------------------------------------------------
+
+API = "/api/integrations"
+
+
+class FlakySettings(Schema):
+    #: The first ``failures`` tries stop after reading ``fail_after`` bytes and raise ``error``.
+    fail_after = fields.Integer(load_default=100_000)
+    failures = fields.Integer(load_default=1)
+    error = fields.String(load_default="transient", validate=validate.OneOf(["transient", "configuration"]))
+
+
+class FlakyStore(MemoryStore):
+    """Reads part of the upload, then fails (a connection to the storage service dropped)."""
+
+    type_name = "flaky-store"
+    settings_schema = FlakySettings
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.tries: list[int] = []
+
+    @hookimpl
+    def store(self, file: StoredFile, stream: UploadStream) -> StoredFile:
+        if len(self.tries) < self.settings["failures"]:
+            taken = len(stream.read(self.settings["fail_after"]))
+            self.tries.append(taken)
+            error = TransientError if self.settings["error"] == "transient" else ConfigurationError
+            raise error("storage connection dropped")
+        self.objects[file.key] = (self._collect(stream), file)
+        self.tries.append(len(self.objects[file.key][0]))
+        return file
+
+
+class SigningDiskSettings(LocalDiskSettings):
+    upload_base_url = fields.String(required=True)
+    secret = fields.String(required=True)
+
+
+class SigningDisk(LocalDisk):
+    """local-disk plus presigned uploads to its own upload endpoint (:class:`UploadEndpoint`): an HMAC of
+    the key, the expiry and the content type, as a cloud store signs them."""
+
+    type_name = "signing-disk"
+    settings_schema = SigningDiskSettings
+    secret_settings = ("secret",)
+
+    def signature(self, key: str, expires: int, content_type: str) -> str:
+        message = f"{key}\n{expires}\n{content_type}".encode()
+        return hmac.new(self.settings["secret"].encode(), message, hashlib.sha256).hexdigest()
+
+    @hookimpl
+    def store_upload_url(self, file: StoredFile, expires_in: int) -> PresignedUpload:
+        expires = int(time.time()) + expires_in
+        query = urlencode({"expires": expires, "signature": self.signature(file.key, expires, file.content_type)})
+        url = f"{self.settings['upload_base_url']}/upload/{quote(file.key)}?{query}"
+        return PresignedUpload(url, "PUT", {"Content-Type": file.content_type}, expires_at=datetime.fromtimestamp(expires, UTC))
+
+
+class UploadEndpoint(WsgiServer):
+    """The storage service's side of a presigned upload: checks the signature and expiry, then stores."""
+
+    def __init__(self) -> None:
+        super().__init__(name="upload-endpoint")
+        self.disk: SigningDisk | None = None
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        request = Request(environ)
+        assert self.disk is not None and request.path.startswith("/upload/")
+        key = unquote(request.path.removeprefix("/upload/"))
+        expires = int(request.args.get("expires", "0"))
+        expected = self.disk.signature(key, expires, request.mimetype)
+        if not hmac.compare_digest(request.args.get("signature", ""), expected) or expires < time.time():
+            return WerkzeugResponse("signature does not match or expired", 403)(environ, start_response)
+        file = StoredFile(key=key, tenant=key.split("/")[0], filename=key.rsplit("/", 1)[-1], content_type=request.mimetype)
+        with UploadStream(request.stream, expected_size=request.content_length) as stream:
+            self.disk.store(file, stream)
+        return WerkzeugResponse("", 200)(environ, start_response)
+
+
+class StoreTestsPlugin:
+    @hookimpl
+    def register_providers(self, register: Any) -> None:
+        for provider_class in (MemoryStore, FlakyStore, SwallowingStore, SigningDisk):
+            register(provider_class)
+
+
+class Hub:
+    def __init__(self, manager: IntegrationManager) -> None:
+        self.manager = manager
+        self.client = create_app(manager=manager).test_client()
+        self.headers = {"Authorization": f"Bearer {manager.tokens.create('demo', 'store-tests')[1]}", "X-Tenant-ID": "demo"}
+
+    def instance(self, name: str) -> Any:
+        return self.manager.registry.slots[name].instance
+
+    def upload(self, status: int = 201, **kwargs: Any) -> Any:
+        response = self.client.post(f"{API}/files", headers={**self.headers, **kwargs.pop("headers", {})}, **kwargs)
+        body = response.get_json()
+        assert response.status_code == status, body
+        return body["data"] if status < 300 else body
+
+    def get(self, path: str, status: int = 200, **headers: str) -> Any:
+        response = self.client.get(f"{API}{path}", headers={**self.headers, **headers})
+        assert response.status_code == status, response.get_data(as_text=True)[:500]
+        return response
+
+
+@pytest.fixture
+def make_hub(tmp_path: Path) -> Iterator[Any]:
+    made: list[IntegrationManager] = []
+
+    def make(providers: dict[str, Any] | None = None, services: dict[str, Any] | None = None, **overrides: Any) -> Hub:
+        config = base_config(tmp_path / f"var-{len(made)}", providers, services, **overrides)
+        manager = IntegrationManager(config, environ={}, entry_points=False, plugins=[(StoreTestsPlugin(), "store-tests")])
+        made.append(manager)
+        return Hub(manager)
+
+    yield make
+    for manager in made:
+        manager.close()
+
+
+def test_file_upload_download_metadata_list_delete(make_hub: Any) -> None:
+    hub = make_hub()
+    payload = bytes(range(256)) * 10
+    form = {"file": (io.BytesIO(payload), "report.bin"), "category": "reports", "metadata": json.dumps({"po": "PO-1"})}
+    uploaded = hub.upload(data=form, content_type="multipart/form-data")
+    assert uploaded["size"] == len(payload) and uploaded["metadata"] == {"po": "PO-1"} and uploaded["category"] == "reports"
+    assert uploaded["checksum"] == hashlib.sha256(payload).hexdigest() and uploaded["provider"] == "local"
+    content = hub.get(f"/files/{uploaded['fileId']}/content")
+    assert content.data == payload and content.headers["Accept-Ranges"] == "bytes"
+    assert content.headers["ETag"] == f'"{uploaded["checksum"]}"' and content.headers["Content-Length"] == str(len(payload))
+    assert hub.get(f"/files/{uploaded['fileId']}").get_json()["data"]["fileName"] == "report.bin"
+    json_upload = hub.upload(json={"fileName": "notes.txt", "content": base64.b64encode(b"hello").decode()})
+    assert json_upload["contentType"] == "text/plain"
+    listed = hub.get("/files?category=reports").get_json()["data"]
+    assert [item["fileId"] for item in listed["items"]] == [uploaded["fileId"]] and listed["total"] == 1
+    deleted = hub.client.delete(f"{API}/files/{uploaded['fileId']}", headers=hub.headers).get_json()["data"]
+    assert deleted["existedAtProvider"] is True
+    hub.get(f"/files/{uploaded['fileId']}", status=404)
+    assert not (Path(hub.manager.config["data_dir"]) / "files" / uploaded["fileKey"]).exists()
+
+
+def test_raw_body_uploads_name_and_type_the_file_from_headers_and_query(make_hub: Any) -> None:
+    hub = make_hub()
+    pdf = b"%PDF-1.7\n" + b"x" * 200_000
+    uploaded = hub.upload(
+        data=pdf,
+        headers={"Content-Type": "application/pdf", "X-File-Name": quote("Bon de commande n°7.pdf")},
+        query_string={"category": "purchase-orders", "fileType": "document", "metadata": json.dumps({"po": "7"})},
+    )
+    assert (uploaded["fileName"], uploaded["contentType"], uploaded["size"]) == ("Bon de commande n°7.pdf", "application/pdf", len(pdf))
+    assert uploaded["fileKey"].startswith("demo/purchase-orders/") and uploaded["metadata"] == {"po": "7"}
+    assert uploaded["fileType"] == "document" and uploaded["checksum"] == hashlib.sha256(pdf).hexdigest()
+    # No declared type: sniffed from the bytes, whatever the name says.
+    png = b"\x89PNG\r\n\x1a\n" + b"\x00" * 100
+    sniffed = hub.upload(data=png, headers={"Content-Type": "application/octet-stream"}, query_string={"fileName": "scan.dat"})
+    assert sniffed["contentType"] == "image/png"
+    assert hub.manager.store.runtime.ledger.get(sniffed["fileId"], "demo").payload["sniffedType"] == "image/png"
+    missing_name = hub.upload(422, data=b"abc", headers={"Content-Type": "text/plain"})
+    assert "fileName" in missing_name["errors"]
+    empty = hub.upload(422, data=b"", headers={"Content-Type": "text/plain"}, query_string={"fileName": "a.txt"})
+    assert empty["errors"] == {"file": ["the file is empty"]}
+
+
+def test_file_limits_answer_413_while_reading_and_check_the_sniffed_type(make_hub: Any) -> None:
+    hub = make_hub(storage_limits={"max_file_size": 1000, "allowed_content_types": ["image/*", "application/pdf"]})
+    multipart = {"file": (io.BytesIO(b"x" * 1001), "a.png")}
+    too_big = hub.upload(413, data=multipart, content_type="multipart/form-data")
+    assert too_big["errors"] == {"file": ["the file is over the limit of 1000 bytes"]}
+    hub.upload(413, data=b"x" * 1001, headers={"Content-Type": "image/png"}, query_string={"fileName": "a.png"})
+    hub.upload(413, json={"fileName": "a.png", "content": base64.b64encode(b"x" * 1100).decode()})
+    # Past MAX_CONTENT_LENGTH (the multipart framing allowance): refused by the server before the view.
+    huge = hub.upload(413, data={"file": (io.BytesIO(b"x" * 5000), "a.png")}, content_type="multipart/form-data")
+    assert "file" in huge["errors"]
+
+    # A chunked body announces no length: the limit stops it as it streams, after reading just past it.
+    pulled: list[int] = []
+
+    def chunks() -> Iterator[bytes]:
+        for _ in range(100):
+            pulled.append(1)
+            yield b"\x89PNG\r\n\x1a\n" + b"y" * 92
+
+    chunked = {"wsgi.input": IteratorStream(chunks()), "wsgi.input_terminated": True}  # as gunicorn hands it over
+    streamed = hub.client.post(f"{API}/files?fileName=a.png", environ_overrides=chunked, headers={**hub.headers, "Content-Type": "image/png"})
+    assert streamed.status_code == 413 and len(pulled) <= 12
+    assert list(hub.manager.store.list("demo")[0]) == []
+
+    wrong = hub.upload(422, data={"file": (io.BytesIO(b"x"), "a.txt")}, content_type="multipart/form-data")
+    assert "contentType" in wrong["errors"]
+    # Declared as an image, but the bytes are an executable: the sniffed type must be allowed too.
+    disguised = hub.upload(422, data=b"MZ\x90\x00\x03" + b"\x00" * 300, headers={"Content-Type": "image/png"}, query_string={"fileName": "cat.png"})
+    assert disguised["errors"]["contentType"] == ["the content is application/x-msdownload, which is not accepted; allowed: image/*, application/pdf"]
+    hub.upload(data={"file": (io.BytesIO(b"x"), "a.png")}, content_type="multipart/form-data")  # no signature: the name decides
+
+
+def test_downloads_stream_with_byte_ranges(make_hub: Any) -> None:
+    hub = make_hub()
+    data = bytes(range(256)) * 40  # 10240 bytes
+    file = hub.upload(data=data, headers={"Content-Type": "application/octet-stream"}, query_string={"fileName": "data.bin"})
+    path = f"/files/{file['fileId']}/content"
+    etag = f'"{file["checksum"]}"'
+
+    def ranged(header: str, **extra: str) -> Any:
+        return hub.client.get(f"{API}{path}", headers={**hub.headers, "Range": header, **extra})
+
+    for header, first, last in (("bytes=0-9", 0, 9), ("bytes=100-", 100, 10239), ("bytes=-16", 10224, 10239), ("bytes=10000-99999", 10000, 10239)):
+        response = ranged(header)
+        assert response.status_code == 206, header
+        assert response.data == data[first : last + 1]
+        assert response.headers["Content-Range"] == f"bytes {first}-{last}/10240"
+        assert response.headers["Content-Length"] == str(last - first + 1)
+    unsatisfiable = ranged("bytes=10240-")
+    assert unsatisfiable.status_code == 416 and unsatisfiable.headers["Content-Range"] == "bytes */10240"
+    assert unsatisfiable.get_json()["success"] is False
+    assert ranged("bytes=0-1,5-6").data == data  # several ranges: the whole file, 200
+    assert ranged("bytes=0-1,5-6").status_code == 200
+    assert ranged("bytes=0-3", **{"If-Range": etag}).status_code == 206
+    stale = ranged("bytes=0-3", **{"If-Range": '"an-older-version"'})
+    assert stale.status_code == 200 and stale.data == data
+    head = hub.client.head(f"{API}{path}", headers=hub.headers)
+    assert head.status_code == 200 and head.data == b"" and head.headers["Content-Length"] == "10240"
+
+    # The Python API streams too: a file object in, a bounded stream out.
+    source = io.BytesIO(data)
+    uploaded = hub.manager.upload_file("copy.bin", source, size=len(data), tenant_id="demo")
+    assert not source.closed and uploaded["size"] == len(data)
+    with hub.manager.download_file(uploaded["fileId"], byte_range=(256, 511), tenant_id="demo") as download:
+        assert download.length == 256 and download.stream.read() == data[256:512]
+        assert download.file.checksum == hashlib.sha256(data).hexdigest()
+    with pytest.raises(ValidationError, match="range"):
+        hub.manager.download_file(uploaded["fileId"], byte_range=(0, 10240), tenant_id="demo")
+
+
+def test_head_and_verify_ask_the_provider_what_it_holds(make_hub: Any) -> None:
+    hub = make_hub()
+    file = hub.upload(data=b"inventory,42\n", headers={"Content-Type": "text/csv"}, query_string={"fileName": "stock.csv"})
+    storage = hub.get(f"/files/{file['fileId']}?verify=true").get_json()["data"]["storage"]
+    assert storage["exists"] and storage["intact"] and storage["size"] == 13 and storage["checksum"] == file["checksum"]
+    assert storage["contentType"] == "text/csv" and storage["etag"] and storage["updatedAt"].endswith("Z")
+    assert "storage" not in hub.get(f"/files/{file['fileId']}").get_json()["data"]
+    on_disk = Path(hub.manager.config["data_dir"]) / "files" / file["fileKey"]
+    on_disk.write_bytes(b"changed behind the hub's back")
+    assert hub.get(f"/files/{file['fileId']}?verify=1").get_json()["data"]["storage"]["intact"] is False
+    on_disk.unlink()
+    assert hub.get(f"/files/{file['fileId']}?verify=true").get_json()["data"]["storage"] == {"exists": False, "intact": False}
+    assert hub.client.head(f"{API}/files/{file['fileId']}/content", headers=hub.headers).status_code == 404
+
+
+def test_a_failed_try_replays_the_upload_from_its_first_byte(make_hub: Any) -> None:
+    hub = make_hub({"flaky": {"type": "flaky-store", "fail_after": 100_000}}, {"fileStorage": {"providers": ["flaky"]}})
+    flaky = hub.instance("flaky")
+    data = bytes(range(256)) * 2000  # 512000 bytes: far past the kept head
+    # A multipart part is spooled to a file: the retry reads it again from the start.
+    uploaded = hub.upload(data={"file": (io.BytesIO(data), "big.bin")}, content_type="multipart/form-data")
+    assert flaky.tries == [100_000, len(data)] and flaky.objects[uploaded["fileKey"]][0] == data
+    assert uploaded["size"] == len(data) and uploaded["checksum"] == hashlib.sha256(data).hexdigest()
+
+    # A large raw body read past its kept head cannot be read again: 503, nothing stored, the client sends it again.
+    flaky.tries.clear()
+    refused = hub.upload(503, data=data * 3, headers={"Content-Type": "application/octet-stream"}, query_string={"fileName": "big.bin"})
+    assert "cannot be read again" in refused["message"] and flaky.tries == [100_000]
+    assert len(flaky.objects) == 1
+    # ... but a small one can: a body up to 1 MiB is read whole, and one within the kept head is replayed from it.
+    for small in (data, bytes(range(256)) * 100):
+        flaky.tries.clear()
+        kept = hub.upload(data=small, headers={"Content-Type": "application/octet-stream"}, query_string={"fileName": "small.bin"})
+        assert flaky.tries == [min(len(small), 100_000), len(small)] and flaky.objects[kept["fileKey"]][0] == small
+    chunked = {"wsgi.input": IteratorStream(iter([small[:1000], small[1000:]])), "wsgi.input_terminated": True}
+    flaky.tries.clear()
+    response = hub.client.post(f"{API}/files?fileName=c.bin", environ_overrides=chunked, headers={**hub.headers, "Content-Type": "application/octet-stream"})
+    assert response.status_code == 201 and flaky.tries == [len(small), len(small)]
+
+
+def test_failover_hands_the_next_provider_the_whole_upload(make_hub: Any) -> None:
+    hub = make_hub(
+        {"broken": {"type": "flaky-store", "fail_after": 70_000, "failures": 99, "error": "configuration"}, "spare": {"type": "kit-memory"}},
+        {"fileStorage": {"providers": ["broken", "spare"]}},
+    )
+    data = b"%PDF-1.7\n" + bytes(range(256)) * 1000
+    uploaded = hub.upload(data={"file": (io.BytesIO(data), "po.pdf")}, content_type="multipart/form-data")
+    assert uploaded["provider"] == "spare" and hub.instance("spare").objects[uploaded["fileKey"]][0] == data
+    assert hub.instance("broken").tries == [70_000] and uploaded["contentType"] == "application/pdf"
+
+
+def test_a_provider_that_swallows_the_stream_error_does_not_keep_the_file(make_hub: Any) -> None:
+    hub = make_hub({"swallowing": {"type": "kit-swallowing"}}, {"fileStorage": {"providers": ["swallowing"]}}, storage_limits={"max_file_size": 100_000})
+    # Chunked: no length announced, so the limit is only found while the provider reads.
+    chunked = {"wsgi.input": IteratorStream(iter([b"z" * 50_000] * 3)), "wsgi.input_terminated": True}
+    response = hub.client.post(f"{API}/files", environ_overrides=chunked, headers={**hub.headers, "Content-Type": "text/plain", "X-File-Name": "big.txt"})
+    assert response.status_code == 413
+    assert response.get_json()["errors"] == {"file": ["the file is over the limit of 100000 bytes"]}
+    assert hub.instance("swallowing").objects == {}  # it reported success; the core deleted what it kept
+    records = hub.manager.store.runtime.ledger.list("demo", "file")
+    assert [(record.status, record.error) for record in records] == [("failed", "File too large: over 100000 bytes")]
+
+
+def test_idempotent_raw_upload_is_answered_once_without_reading_the_body_twice(make_hub: Any) -> None:
+    hub = make_hub()
+    body = b"R" * (2 * 1024 * 1024)  # larger than a fingerprinted body: described by its headers
+    headers = {"Content-Type": "text/plain", "X-File-Name": "r.txt", "Idempotency-Key": "upload-1"}
+    first = hub.upload(data=body, headers=headers)
+    again = hub.client.post(f"{API}/files", data=body, headers={**hub.headers, **headers})
+    assert again.status_code == 201 and again.headers["Idempotent-Replayed"] == "true"
+    assert again.get_json()["data"]["fileId"] == first["fileId"]
+    other = hub.client.post(f"{API}/files", data=body[:-1], headers={**hub.headers, **headers})
+    assert other.status_code == 422 and "Idempotency-Key" in other.get_json()["errors"]
+    assert hub.manager.store.list("demo")[1] == 1
+
+
+def test_direct_upload_through_a_presigned_url_is_confirmed_by_head(make_hub: Any, provider_harness: ProviderHarness) -> None:
+    with UploadEndpoint() as endpoint:
+        hub = make_hub(
+            {"signing": {"type": "signing-disk", "upload_base_url": endpoint.url, "secret": "s3cr3t"}},
+            {"fileStorage": {"providers": ["signing"]}},
+            storage_limits={"max_file_size": 50_000, "allowed_content_types": ["text/*", "application/pdf"], "url_expiry": 600},
+            tenants={"acme": {"services": {"fileStorage": {"providers": ["local"]}}}},
+        )
+        endpoint.disk = hub.instance("signing")
+        started = hub.client.post(f"{API}/files/uploads", json={"fileName": "po.pdf", "contentType": "application/pdf", "size": 9, "metadata": {"po": "9"}}, headers=hub.headers)
+        assert started.status_code == 201, started.get_json()
+        upload = started.get_json()["data"]
+        assert upload["status"] == "awaiting_upload" and upload["upload"]["method"] == "PUT" and upload["upload"]["expiresAt"]
+        complete = f"{API}/files/uploads/{upload['uploadId']}/complete"
+        early = hub.client.post(complete, headers=hub.headers)
+        assert early.status_code == 409 and "Nothing was uploaded" in early.get_json()["message"]
+        forged = requests.put(upload["upload"]["url"].replace("signature=", "signature=0"), data=b"%PDF-1.7\n", headers=upload["upload"]["headers"], timeout=10)
+        assert forged.status_code == 403
+        sent = requests.put(upload["upload"]["url"], data=b"%PDF-1.7\n", headers=upload["upload"]["headers"], timeout=10)
+        assert sent.status_code == 200
+        done = hub.client.post(complete, headers=hub.headers)
+        assert done.status_code == 201, done.get_json()
+        file = done.get_json()["data"]
+        assert (file["fileId"], file["size"], file["contentType"], file["metadata"]) == (upload["fileId"], 9, "application/pdf", {"po": "9"})
+        assert file["checksum"] == hashlib.sha256(b"%PDF-1.7\n").hexdigest()
+        assert hub.get(f"/files/{file['fileId']}/content").data == b"%PDF-1.7\n"
+        assert hub.client.post(complete, headers=hub.headers).get_json()["data"]["fileId"] == file["fileId"]  # completing again: same answer
+
+        # What arrived is checked, not what was announced: over the limit, or not an allowed type, it is deleted.
+        for content, status in ((b"a" * 60_000, 413), (b"MZ\x90\x00" + b"\x00" * 100, 422)):
+            started = hub.client.post(f"{API}/files/uploads", json={"fileName": "n.txt", "contentType": "text/plain", "size": 10}, headers=hub.headers).get_json()["data"]
+            assert requests.put(started["upload"]["url"], data=content, headers=started["upload"]["headers"], timeout=10).ok
+            refused = hub.client.post(f"{API}/files/uploads/{started['uploadId']}/complete", headers=hub.headers)
+            assert refused.status_code == status, refused.get_json()
+            with pytest.raises(NotFoundError):
+                endpoint.disk.store_head(started["fileKey"])
+        announced = hub.client.post(f"{API}/files/uploads", json={"fileName": "big.pdf", "size": 60_000}, headers=hub.headers)
+        assert announced.status_code == 413
+        # local-disk cannot presign: a tenant on it is told to upload through the hub.
+        acme = {"Authorization": f"Bearer {hub.manager.tokens.create('acme', 't')[1]}", "X-Tenant-ID": "acme"}
+        refused = hub.client.post(f"{API}/files/uploads", json={"fileName": "a.txt", "size": 3}, headers=acme)
+        assert refused.status_code == 409 and "POST /files" in refused.get_json()["message"]
+
+        # The kit's check_store uploads through the presigned URL too.
+        provider_harness.add_provider_classes(SigningDisk)
+        endpoint.disk = provider_harness.build("signing-disk", {"upload_base_url": endpoint.url, "secret": "kit"})
+        check_store(provider_harness, endpoint.disk)

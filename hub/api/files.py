@@ -1,37 +1,76 @@
-"""Files: upload, list, metadata, download, delete."""
+"""Files: upload (multipart, raw body or base64 JSON; or directly to the provider), list, metadata, download
+(with ``Range``), delete.
+
+Uploads stream: a multipart part is spooled to a temporary file by werkzeug's parser (not memory), a raw body
+is read from ``request.stream`` in chunks as the provider takes it. Downloads stream the provider's file
+object to the client in chunks.
+"""
 
 from __future__ import annotations
 
 import json
-from typing import Any
+import os
+from collections.abc import Iterator
+from typing import Any, BinaryIO
+from urllib.parse import unquote
 
 from flask import Blueprint, Response, current_app, g, request
 
-from hub.api.middleware import idempotency_key, idempotent, json_body, manager, ok, paging
+from hub.api.middleware import SMALL_BODY, error_response, idempotency_key, idempotent, json_body, manager, ok, paging
 from hub.errors import ValidationError
+from hub.records import FileRecord
 
 blueprint = Blueprint("files", __name__)
+
+#: The header naming a raw-body upload (percent-encoded UTF-8 allowed), else the ``fileName`` query parameter.
+FILE_NAME_HEADER = "X-File-Name"
+#: Bytes per chunk sent to a downloading client.
+DOWNLOAD_CHUNK = 256 * 1024
 
 
 @blueprint.post("/files")
 @idempotent
 def upload_file() -> Any:
-    """Upload a file: multipart (``file`` plus form fields) or JSON with base64 ``content``."""
+    """Upload a file: multipart (``file`` plus form fields), a raw body, or JSON with base64 ``content``.
+
+    A raw body carries the file's type in ``Content-Type`` and its name in ``X-File-Name`` (or ``?fileName=``);
+    ``category``, ``fileType`` and ``metadata`` (JSON) are query parameters. Past ``max_file_size``: 413.
+    """
     store = manager().store
-    if request.files:
+    mimetype = request.mimetype
+    if mimetype == "multipart/form-data":
         upload = request.files.get("file")
         if upload is None:
             raise ValidationError({"file": ["multipart field 'file' is required"]})
-        raw = {key: value for key, value in request.form.items()}
-        if "metadata" in raw:
-            try:
-                raw["metadata"] = json.loads(raw["metadata"])
-            except ValueError:
-                raise ValidationError({"metadata": ["must be a JSON object"]}) from None
+        raw = _fields(request.form)
         raw.setdefault("fileName", upload.filename or "file")
         raw.setdefault("contentType", upload.mimetype if upload.mimetype != "application/octet-stream" else None)
-        return ok(store.accept_upload(g.tenant, raw, upload.read(), idempotency_key()), 201)
-    return ok(store.accept_upload(g.tenant, json_body(), None, idempotency_key()), 201)
+        part: BinaryIO = upload.stream  # type: ignore[assignment]
+        return ok(store.accept_upload(g.tenant, raw, part, idempotency_key(), size=_spooled_size(part)), 201)
+    if mimetype == "application/json":
+        return ok(store.accept_upload(g.tenant, json_body(), None, idempotency_key()), 201)
+    raw = _fields(request.args)
+    name = request.headers.get(FILE_NAME_HEADER)
+    if name:
+        raw["fileName"] = unquote(name)
+    raw.setdefault("contentType", mimetype or None)
+    size = request.content_length
+    # A small body may have been read already (the idempotency fingerprint); a large one is streamed.
+    source: bytes | BinaryIO = request.get_data() if size is not None and size <= SMALL_BODY else request.stream
+    return ok(store.accept_upload(g.tenant, raw, source, idempotency_key(), size=size), 201)
+
+
+@blueprint.post("/files/uploads")
+@idempotent
+def start_direct_upload() -> Any:
+    """Ask for a presigned URL to upload a file straight to the storage provider (then call ``complete``)."""
+    return ok(manager().store.start_direct_upload(g.tenant, json_body(), idempotency_key()), 201)
+
+
+@blueprint.post("/files/uploads/<upload_id>/complete")
+def complete_direct_upload(upload_id: str) -> Any:
+    """Confirm a direct upload: the provider is asked what arrived, and the file is recorded."""
+    return ok(manager().store.complete_direct_upload(upload_id, g.tenant), 201)
 
 
 @blueprint.get("/files")
@@ -44,18 +83,93 @@ def list_files() -> Any:
 
 @blueprint.get("/files/<file_id>")
 def file_metadata(file_id: str) -> Any:
-    return ok(manager().store.metadata_view(file_id, g.tenant, current_app.logger.warning))
+    """A file's metadata; ``?verify=true`` adds what the provider holds (``storage``)."""
+    verify = request.args.get("verify", "").lower() in ("1", "true", "yes")
+    return ok(manager().store.metadata_view(file_id, g.tenant, current_app.logger.warning, verify=verify))
 
 
 @blueprint.get("/files/<file_id>/content")
 def download_file(file_id: str) -> Any:
-    file_record, data = manager().store.download(file_id, g.tenant)
-    response = Response(data, mimetype=file_record.content_type)
-    response.headers["Content-Disposition"] = f'attachment; filename="{file_record.filename.replace(chr(34), "")}"'
-    response.headers["ETag"] = file_record.checksum
+    """Download a file's content, whole or one ``Range`` (206); an unsatisfiable range: 416."""
+    store = manager().store
+    file_record = store.get(file_id, g.tenant)
+    if request.method == "HEAD":
+        store.head(file_record)  # 404 when the provider lost it
+        response = Response(status=200, mimetype=file_record.content_type)
+        _describe(response, file_record, file_record.size)
+        return response
+    byte_range = _requested_range(file_record)
+    if byte_range == "unsatisfiable":
+        response = error_response(416, "Range not satisfiable", f"the file has {file_record.size} bytes")
+        response.headers["Content-Range"] = f"bytes */{file_record.size}"
+        return response
+    download = store.open(file_record, byte_range)
+    response = Response(_chunks(download.stream), status=206 if download.byte_range else 200, mimetype=file_record.content_type, direct_passthrough=True)
+    response.call_on_close(download.stream.close)  # also when the client goes away before the first chunk
+    _describe(response, file_record, download.length)
+    if download.byte_range:
+        first, last = download.byte_range
+        response.headers["Content-Range"] = f"bytes {first}-{last}/{file_record.size}"
     return response
 
 
 @blueprint.delete("/files/<file_id>")
 def delete_file(file_id: str) -> Any:
     return ok(manager().store.delete(file_id, g.tenant))
+
+
+# --- helpers -------------------------------------------------------------------------------------------
+
+
+def _fields(source: Any) -> dict[str, Any]:
+    raw = {key: value for key, value in source.items()}
+    if "metadata" in raw:
+        try:
+            raw["metadata"] = json.loads(raw["metadata"])
+        except ValueError:
+            raise ValidationError({"metadata": ["must be a JSON object"]}) from None
+    return raw
+
+
+def _spooled_size(part: BinaryIO) -> int | None:
+    """The size of a multipart part werkzeug spooled (to memory or a temporary file), without reading it."""
+    try:
+        start = part.tell()
+        size = part.seek(0, os.SEEK_END) - start
+        part.seek(start)
+    except (AttributeError, OSError, ValueError):
+        return None
+    return size
+
+
+def _requested_range(file_record: FileRecord) -> tuple[int, int] | str | None:
+    """The client's single byte range as inclusive ``(first, last)``; ``None`` for the whole file (no
+    ``Range``, several ranges, or an ``If-Range`` that no longer matches); ``"unsatisfiable"``."""
+    if "Range" not in request.headers:
+        return None
+    requested = request.range
+    if requested is None or requested.units != "bytes" or len(requested.ranges) != 1:
+        return None  # unparsable or several ranges: the whole file is a valid answer
+    if_range = request.if_range
+    if if_range and (if_range.etag or if_range.date) and if_range.etag != file_record.checksum:
+        return None  # the client's copy is of another version: send this one whole
+    resolved = requested.range_for_length(file_record.size)
+    if resolved is None:
+        return "unsatisfiable"
+    start, stop = resolved
+    return start, stop - 1
+
+
+def _describe(response: Response, file_record: FileRecord, length: int) -> None:
+    response.headers["Content-Length"] = str(length)
+    response.headers["Accept-Ranges"] = "bytes"
+    response.set_etag(file_record.checksum)
+    response.headers["Content-Disposition"] = f'attachment; filename="{file_record.filename.replace(chr(34), "")}"'
+
+
+def _chunks(stream: BinaryIO) -> Iterator[bytes]:
+    try:
+        while chunk := stream.read(DOWNLOAD_CHUNK):
+            yield chunk
+    finally:
+        stream.close()

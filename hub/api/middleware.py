@@ -78,8 +78,9 @@ def hub_error(error: HubError) -> Response:
 def http_error(error: HTTPException) -> Response:
     status = error.code or 500
     if status == 413:
-        # The documented codes stop at 4xx validation errors; an oversized body is one.
-        return error_response(422, "Request body is too large", "file: over the configured max_file_size")
+        # Past MAX_CONTENT_LENGTH (a multipart body parsed before the view): the same answer as an upload
+        # found too large while it streams.
+        return error_response(413, "Request body is too large", "file: over the configured max_file_size", errors={"file": ["over the configured max_file_size"]})
     return error_response(status, error.name, error.description)
 
 
@@ -227,7 +228,7 @@ def idempotent(view: Callable[..., Any] | None = None, *, with_record: bool = Tr
         if len(key) > 255:
             raise ValidationError({IDEMPOTENCY_HEADER: ["at most 255 characters"]})
         hub = manager()
-        fingerprint = hashlib.sha256(request.method.encode() + request.path.encode() + b"\0" + request.get_data()).hexdigest()
+        fingerprint = hashlib.sha256(request.method.encode() + request.path.encode() + b"\0" + _body_fingerprint()).hexdigest()
         with hub.db.session() as session:
             stored = session.get(IdempotentRequest, (g.tenant, key))
             if stored is not None:
@@ -273,6 +274,21 @@ def idempotent(view: Callable[..., Any] | None = None, *, with_record: bool = Tr
         return response
 
     return wrapper
+
+
+#: Bodies up to this size may be read whole (the idempotency fingerprint, small raw uploads); larger ones
+#: are streamed, never held in memory.
+SMALL_BODY = 1024 * 1024
+
+
+def _body_fingerprint() -> bytes:
+    """What identifies the request's body: the body itself when it is small, else what describes it (a
+    streamed upload: its type, length, name and query), since reading it here would hold it in memory."""
+    if request.content_length is not None and request.content_length <= SMALL_BODY:
+        return request.get_data()
+    # The type without its parameters: a multipart boundary is new on every try of the same upload.
+    described = (request.mimetype, str(request.content_length), request.headers.get("X-File-Name", ""), request.query_string.decode("latin-1"))
+    return "\0".join(described).encode()
 
 
 def _save_answer(session: Any) -> None:

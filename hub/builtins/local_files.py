@@ -21,7 +21,7 @@ def resolve_in_data_dir(setting: str, data_dir: str) -> Path:
 
 
 #: Chunk size for copying streams to and from disk: large enough for throughput, small enough for memory.
-COPY_CHUNK = 1024 * 1024
+COPY_CHUNK = 256 * 1024
 
 
 def atomic_write(path: Path, data: bytes, *, fsync: bool = True) -> None:

@@ -1,51 +1,125 @@
-"""store: validate an upload, give it a tenant-prefixed key, store it at the first storage provider that
-takes it, and serve downloads, URLs, listings and deletes from the provider that holds each file."""
+"""store: validate an upload, give it a tenant-prefixed key, stream it to the first storage provider that
+takes it, and serve downloads (whole or by byte range), heads, URLs, listings and deletes from the provider
+that holds each file. Direct uploads: presign at a provider, then confirm what arrived.
+
+Nothing here holds a whole file: uploads pass through a :class:`~hub.capabilities.UploadStream` (size limit,
+SHA-256 and content sniffing on the way), downloads are the provider's file object, bounded to the length
+the response promised.
+"""
 
 from __future__ import annotations
 
 import base64
+import binascii
+import contextlib
 import hashlib
+import io
 import mimetypes
 import secrets
 import time
-from typing import Any
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, BinaryIO
 
+import filetype
 from sqlalchemy import func, select
 from werkzeug.utils import secure_filename
 
-from hub.capabilities import StoredFile
-from hub.errors import HubError, NoProviderError, NotFound, ProviderError, ValidationError
-from hub.records import FileRecord, utcnow
+from hub.capabilities import LimitedReader, StoredFile, StoredObject, UploadStream, to_dict
+from hub.errors import (
+    Conflict,
+    HubError,
+    NoProviderError,
+    NotFound,
+    NotFoundError,
+    PayloadTooLargeError,
+    ProviderError,
+    ValidationError,
+)
+from hub.records import FileRecord, Record, utcnow
 from hub.runtime import Runtime, describe
-from hub.schemas import FileUploadSchema, load
+from hub.schemas import DirectUploadSchema, FileUploadSchema, load
+
+#: Bytes the content type is sniffed from (all that ``filetype`` looks at).
+SNIFF_BYTES = 8192
+#: Chunk size when the core itself reads a stored file (confirming a direct upload).
+READ_CHUNK = 1024 * 1024
+#: A content type that says nothing: the sniffed one, or the file name's, is used instead.
+UNKNOWN_TYPE = "application/octet-stream"
+
+#: What an upload's content may be: bytes, a readable binary file object (a request body, a spooled
+#: multipart part, a file the Python caller opened), or ``None`` for the base64 ``content`` field.
+UploadSource = bytes | bytearray | memoryview | BinaryIO | None
+
+
+@dataclass
+class Download:
+    """An open download: the provider's stream, bounded to ``length`` bytes starting at ``first``."""
+
+    file: FileRecord
+    stream: BinaryIO
+    #: ``(first, last)`` inclusive for a partial download, ``None`` for the whole file.
+    byte_range: tuple[int, int] | None
+    length: int
+
+    def __enter__(self) -> Download:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stream.close()
 
 
 class StoreService:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
 
-    def accept_upload(self, tenant: str, raw: Any, data: bytes | None, idempotency_key: str | None = None) -> dict[str, Any]:
-        runtime = self.runtime
-        runtime.require_running()
+    @property
+    def limits(self) -> dict[str, Any]:
+        return self.runtime.config["storage_limits"]
+
+    # --- uploads through the hub -----------------------------------------------------------------
+
+    def accept_upload(
+        self,
+        tenant: str,
+        raw: Any,
+        source: UploadSource,
+        idempotency_key: str | None = None,
+        *,
+        size: int | None = None,
+    ) -> dict[str, Any]:
+        """Store an upload and record it. ``raw`` holds the camelCase fields of :class:`FileUploadSchema`;
+        ``size`` is the length the client announced (a request's ``Content-Length``), when it did."""
+        self.runtime.require_running()
         request = load(FileUploadSchema(), raw)
-        if data is None:
-            if request["content"] is None:
-                raise ValidationError({"content": ["file content is required (multipart 'file' or base64 'content')"]})
-            try:
-                data = base64.b64decode(request["content"], validate=True)
-            except ValueError:
-                raise ValidationError({"content": ["not valid base64"]}) from None
-        limits = runtime.config["storage_limits"]
-        if len(data) > limits["max_file_size"]:
-            raise ValidationError({"file": [f"{len(data)} bytes is over the limit of {limits['max_file_size']} bytes"]})
-        if not data:
+        limit = self.limits["max_file_size"]
+        if source is None:
+            source = _decode_base64(request["content"], limit)
+        if isinstance(source, bytes | bytearray | memoryview):
+            size = len(source)
+            source = io.BytesIO(source)
+        if size is not None and size > limit:
+            raise PayloadTooLargeError(limit)  # refused before a byte is read
+        with UploadStream(source, limit=limit, expected_size=size) as stream:
+            return self._upload(tenant, request, stream, idempotency_key)
+
+    def _upload(self, tenant: str, request: dict[str, Any], stream: UploadStream, idempotency_key: str | None) -> dict[str, Any]:
+        runtime = self.runtime
+        head = stream.peek(min(SNIFF_BYTES, self.limits["max_file_size"] + 1))  # never read ahead far past the limit
+        if not head:
             raise ValidationError({"file": ["the file is empty"]})
         safe_name = secure_filename(request["file_name"]) or "file"
-        content_type = (request["content_type"] or mimetypes.guess_type(safe_name)[0] or "application/octet-stream").lower()
-        if not _content_type_allowed(content_type, limits["allowed_content_types"]):
-            raise ValidationError({"contentType": [f"{content_type} is not accepted; allowed: {', '.join(limits['allowed_content_types'])}"]})
-        key = f"{tenant}/{request['category']}/{int(time.time() * 1000)}-{secrets.token_hex(4)}-{safe_name}"
-        payload = {"fileName": request["file_name"], "key": key, "size": len(data), "contentType": content_type, "category": request["category"]}
+        sniffed = filetype.guess_mime(head)
+        content_type = self._content_type(request["content_type"], sniffed, safe_name)
+        key = _new_key(tenant, request["category"], safe_name)
+        payload = {
+            "fileName": request["file_name"],
+            "key": key,
+            "announcedSize": stream.expected_size,
+            "contentType": content_type,
+            "sniffedType": sniffed,
+            "category": request["category"],
+        }
         record, replayed = runtime.ledger.begin(
             "file", tenant, "fileStorage", payload, idempotency_key, lambda done: self.view(self.get(done.id, tenant)), before=lambda: runtime.hit_rate_limit(tenant, "fileStorage")
         )
@@ -56,15 +130,19 @@ class StoreService:
             tenant=tenant,
             filename=safe_name,
             content_type=content_type,
-            size=len(data),
-            checksum=hashlib.sha256(data).hexdigest(),
             category=request["category"],
             metadata={**request["metadata"], "tenant": tenant, "original-name": request["file_name"][:200]},
+            size=stream.expected_size,
         )
         try:
-            call = runtime.calls.store(tenant, stored, data, record_id=record.id)
-        except (ProviderError, NoProviderError) as error:
-            runtime.ledger.save(record.id, status="failed", error=describe(error), attempt_log=getattr(error, "attempts", []))
+            call = runtime.calls.store(tenant, stored, stream, record_id=record.id)
+            self._check_stream_was_consumed(tenant, call.provider, key, stream)
+        except HubError as error:
+            # The stream's own error (too large, cut short) is the client's answer, whatever the provider made of it.
+            failure = stream.error or error
+            runtime.ledger.save(record.id, status="failed", error=describe(failure), attempt_log=getattr(error, "attempts", []))
+            if stream.error is not None:
+                raise stream.error from None
             raise
         file_record = FileRecord(
             id=record.id,
@@ -72,8 +150,8 @@ class StoreService:
             key=key,
             filename=request["file_name"],
             content_type=content_type,
-            size=len(data),
-            checksum=stored.checksum,
+            size=stream.size,
+            checksum=stream.checksum,
             category=request["category"],
             file_type=request["file_type"],
             meta=request["metadata"],
@@ -83,8 +161,168 @@ class StoreService:
         )
         with runtime.db.session() as session:
             session.add(file_record)
-            runtime.ledger.apply(session, record.id, {"status": "succeeded", "provider": call.provider, "provider_reference": key, "result": {"key": key, "url": file_record.url}, "attempt_log": call.attempts})
+            runtime.ledger.apply(session, record.id, {"status": "succeeded", "provider": call.provider, "provider_reference": key, "result": {"key": key, "url": file_record.url, "size": stream.size}, "attempt_log": call.attempts})
         return self.view(file_record)
+
+    def _content_type(self, declared: str | None, sniffed: str | None, safe_name: str) -> str:
+        """What the client declared, else what the bytes look like, else what the name says; refused when
+        it, or what the content really is, is not an allowed type."""
+        declared = (declared or "").strip().lower() or None
+        if declared == UNKNOWN_TYPE:
+            declared = None  # "I don't know": the content can say better
+        content_type = (declared or sniffed or mimetypes.guess_type(safe_name)[0] or UNKNOWN_TYPE).lower()
+        allowed = self.limits["allowed_content_types"]
+        if not _content_type_allowed(content_type, allowed):
+            raise ValidationError({"contentType": [f"{content_type} is not accepted; allowed: {', '.join(allowed)}"]})
+        if sniffed and sniffed != content_type and not _content_type_allowed(sniffed, allowed):
+            # A declared image/png whose bytes are an executable.
+            raise ValidationError({"contentType": [f"the content is {sniffed}, which is not accepted; allowed: {', '.join(allowed)}"]})
+        return content_type
+
+    def _check_stream_was_consumed(self, tenant: str, provider: str, key: str, stream: UploadStream) -> None:
+        """A provider that returned success must have read the whole stream without an error."""
+        if stream.finished and stream.error is None:
+            return
+        with contextlib.suppress(HubError):  # whatever it kept is not the file: do not leave it behind
+            self.runtime.calls.store_delete(tenant, key, provider=provider)
+        if stream.error is not None:
+            raise stream.error
+        raise NoProviderError(f"storage provider {provider!r} returned before reading the whole upload ({stream.size} bytes read)")
+
+    # --- direct uploads (presigned at the provider) ------------------------------------------------
+
+    def start_direct_upload(self, tenant: str, raw: Any, idempotency_key: str | None = None) -> dict[str, Any]:
+        """Presign an upload at the first ``fileStorage`` provider that can, for the client to send the
+        bytes there; :meth:`complete_direct_upload` records the file once they arrived."""
+        runtime = self.runtime
+        runtime.require_running()
+        request = load(DirectUploadSchema(), raw)
+        limit = self.limits["max_file_size"]
+        if request["size"] > limit:
+            raise PayloadTooLargeError(limit)
+        safe_name = secure_filename(request["file_name"]) or "file"
+        content_type = self._content_type(request["content_type"], None, safe_name)
+        providers = [name for name in runtime.registry.service_providers("fileStorage", tenant) if runtime.hook_for(name, tenant, "store_upload_url")]
+        if not providers:
+            raise Conflict("No storage provider of this tenant can take direct uploads: upload through POST /files")
+        key = _new_key(tenant, request["category"], safe_name)
+        payload = {
+            "fileName": request["file_name"],
+            "key": key,
+            "announcedSize": request["size"],
+            "contentType": content_type,
+            "category": request["category"],
+            "fileType": request["file_type"],
+            "metadata": request["metadata"],
+        }
+        record, replayed = runtime.ledger.begin("file", tenant, "fileStorage", payload, idempotency_key, self._direct_view, before=lambda: runtime.hit_rate_limit(tenant, "fileStorage"))
+        if record is None:
+            return replayed
+        stored = StoredFile(
+            key=key,
+            tenant=tenant,
+            filename=safe_name,
+            content_type=content_type,
+            category=request["category"],
+            metadata={**request["metadata"], "tenant": tenant, "original-name": request["file_name"][:200]},
+            size=request["size"],
+        )
+        expires_in = self.limits["url_expiry"]
+        try:
+            call = runtime.calls.store_upload_url(tenant, stored, expires_in, providers=providers, record_id=record.id)
+        except HubError as error:
+            runtime.ledger.save(record.id, status="failed", error=describe(error), attempt_log=getattr(error, "attempts", []))
+            raise
+        if call.result is None:
+            runtime.ledger.save(record.id, status="failed", error=f"{call.provider} gave no upload URL", attempt_log=call.attempts)
+            raise Conflict(f"Storage provider {call.provider!r} cannot presign this upload: upload through POST /files")
+        upload = to_dict(call.result)
+        upload["expiresAt"] = upload.pop("expires_at") or (utcnow() + timedelta(seconds=expires_in)).isoformat()
+        saved = runtime.ledger.save(record.id, status="awaiting_upload", provider=call.provider, provider_reference=key, result={"upload": upload}, attempt_log=call.attempts)
+        return self._direct_view(saved)
+
+    def complete_direct_upload(self, upload_id: str, tenant: str) -> dict[str, Any]:
+        """Confirm a direct upload with the provider (``store_head``), read it once to compute its SHA-256 and
+        sniff its type, and record the file; an upload over the limit or of a refused type is deleted."""
+        runtime = self.runtime
+        runtime.require_running()
+        record = runtime.ledger.get(upload_id, tenant, "file")
+        if record.status == "succeeded":
+            return self.view(self.get(record.id, tenant))  # completing twice answers the same
+        if record.status != "awaiting_upload":
+            raise Conflict(f"Upload {upload_id} is {record.status}, not awaiting its content")
+        payload, provider = record.payload, str(record.provider)
+        key = payload["key"]
+        try:
+            head = runtime.calls.store_head(tenant, key, provider=provider).result
+        except NotFoundError:
+            raise Conflict(f"Nothing was uploaded for {upload_id} yet: send the content to the upload URL first") from None
+        limit = self.limits["max_file_size"]
+        try:
+            if head.size > limit:
+                raise PayloadTooLargeError(limit)
+            size, checksum, sniffed = self._read_back(tenant, key, provider)
+            content_type = self._content_type(payload["contentType"], sniffed, secure_filename(payload["fileName"]) or "file")
+        except ValidationError as refused:
+            runtime.calls.store_delete(tenant, key, provider=provider)
+            runtime.ledger.save(record.id, status="failed", error=describe(refused))
+            raise
+        file_record = FileRecord(
+            id=record.id,
+            tenant=tenant,
+            key=key,
+            filename=payload["fileName"],
+            content_type=content_type,
+            size=size,
+            checksum=checksum,
+            category=payload["category"],
+            file_type=payload["fileType"],
+            meta=payload["metadata"],
+            provider=provider,
+            url=None,
+            created_at=utcnow(),
+        )
+        with runtime.db.session() as session:
+            session.add(file_record)
+            runtime.ledger.apply(session, record.id, {"status": "succeeded", "result": {**(record.result or {}), "key": key, "size": size, "etag": head.etag}})
+        return self.view(file_record)
+
+    def _read_back(self, tenant: str, key: str, provider: str) -> tuple[int, str, str | None]:
+        """Size, SHA-256 and sniffed type of a stored object, read once in chunks."""
+        opened = self.runtime.calls.store_read(tenant, key, None, provider=provider).result
+        digest = hashlib.sha256()
+        size = 0
+        head = b""
+        try:
+            while chunk := opened.read(READ_CHUNK):
+                if len(head) < SNIFF_BYTES:
+                    head += chunk[: SNIFF_BYTES - len(head)]
+                digest.update(chunk)
+                size += len(chunk)
+                if size > self.limits["max_file_size"]:
+                    raise PayloadTooLargeError(self.limits["max_file_size"])
+        finally:
+            opened.close()
+        return size, digest.hexdigest(), filetype.guess_mime(head) if head else None
+
+    def _direct_view(self, record: Record) -> dict[str, Any]:
+        if record.status == "succeeded":
+            return self.view(self.get(record.id, record.tenant))
+        payload = record.payload
+        return {
+            "success": True,
+            "uploadId": record.id,
+            "fileId": record.id,
+            "fileName": payload["fileName"],
+            "fileKey": payload["key"],
+            "contentType": payload["contentType"],
+            "status": record.status,
+            "provider": record.provider,
+            "upload": (record.result or {}).get("upload"),
+            "completeUrl": f"/api/integrations/files/uploads/{record.id}/complete",
+        }
+
+    # --- reading ---------------------------------------------------------------------------------
 
     def view(self, file_record: FileRecord) -> dict[str, Any]:
         return {"success": True, **file_record.to_dict(download_url=f"/api/integrations/files/{file_record.id}/content")}
@@ -105,21 +343,47 @@ class StoreService:
             rows = list(session.scalars(query.order_by(FileRecord.created_at.desc()).limit(limit).offset(offset)))
         return rows, total
 
-    def download(self, file_id: str, tenant: str) -> tuple[FileRecord, bytes]:
-        file_record = self.get(file_id, tenant)
-        call = self.runtime.calls.store_read(tenant, file_record.key, provider=file_record.provider)
-        return file_record, call.result
+    def open(self, file_record: FileRecord, byte_range: tuple[int, int] | None = None) -> Download:
+        """Open the file's content (or the inclusive ``byte_range``, already checked against its size) at
+        the provider that holds it. The caller reads the stream in chunks and closes it."""
+        if byte_range is not None:
+            first, last = byte_range
+            if not 0 <= first <= last < file_record.size:
+                raise ValidationError({"range": [f"bytes {first}-{last} are outside the file's {file_record.size} bytes"]})
+        call = self.runtime.calls.store_read(file_record.tenant, file_record.key, byte_range, provider=file_record.provider)
+        length = file_record.size if byte_range is None else byte_range[1] - byte_range[0] + 1
+        # Never more than the response promised, whatever the provider sends.
+        return Download(file_record, LimitedReader(call.result, length), byte_range, length)
+
+    def download(self, file_id: str, tenant: str, byte_range: tuple[int, int] | None = None) -> Download:
+        return self.open(self.get(file_id, tenant), byte_range)
+
+    def head(self, file_record: FileRecord) -> StoredObject:
+        """What the provider holds under the file's key (``NotFoundError`` when it is gone)."""
+        return self.runtime.calls.store_head(file_record.tenant, file_record.key, provider=file_record.provider).result
+
+    def verification(self, file_record: FileRecord) -> dict[str, Any]:
+        """The file as its provider reports it, and whether that matches the record."""
+        try:
+            head = self.head(file_record)
+        except NotFoundError:
+            return {"exists": False, "intact": False}
+        intact = head.size == file_record.size and head.checksum in (None, file_record.checksum)
+        updated = head.updated_at.astimezone(UTC).isoformat().replace("+00:00", "Z") if isinstance(head.updated_at, datetime) else None
+        return {"exists": True, "intact": intact, "size": head.size, "contentType": head.content_type, "checksum": head.checksum, "etag": head.etag, "updatedAt": updated}
 
     def download_url(self, file_id: str, tenant: str) -> str | None:
         file_record = self.get(file_id, tenant)
         if self.runtime.hook_for(file_record.provider, tenant, "store_url") is None:
             return None
-        call = self.runtime.calls.store_url(tenant, file_record.key, self.runtime.config["storage_limits"]["url_expiry"], provider=file_record.provider)
+        call = self.runtime.calls.store_url(tenant, file_record.key, self.limits["url_expiry"], provider=file_record.provider)
         return call.result
 
-    def metadata_view(self, file_id: str, tenant: str, warn: Any) -> dict[str, Any]:
-        """A file's metadata, with a time-limited direct URL when the provider gives one."""
-        view = self.view(self.get(file_id, tenant))
+    def metadata_view(self, file_id: str, tenant: str, warn: Any, *, verify: bool = False) -> dict[str, Any]:
+        """A file's metadata, with a time-limited direct URL when the provider gives one, and with
+        ``verify`` what the provider holds (``storage``)."""
+        file_record = self.get(file_id, tenant)
+        view = self.view(file_record)
         try:
             signed = self.download_url(file_id, tenant)
         except (HubError, ProviderError) as error:
@@ -128,7 +392,11 @@ class StoreService:
             signed = None
         if signed:
             view["downloadUrl"] = signed
+        if verify:
+            view["storage"] = self.verification(file_record)
         return view
+
+    # --- deleting --------------------------------------------------------------------------------
 
     def delete(self, file_id: str, tenant: str) -> dict[str, Any]:
         file_record = self.get(file_id, tenant)
@@ -138,6 +406,21 @@ class StoreService:
             assert stored is not None
             stored.deleted_at = utcnow()
         return {"success": True, "fileId": file_id, "deleted": True, "existedAtProvider": bool(call.result)}
+
+
+def _new_key(tenant: str, category: str, safe_name: str) -> str:
+    return f"{tenant}/{category}/{int(time.time() * 1000)}-{secrets.token_hex(4)}-{safe_name}"
+
+
+def _decode_base64(content: str | None, limit: int) -> bytes:
+    if content is None:
+        raise ValidationError({"content": ["file content is required (multipart 'file', a raw body, or base64 'content')"]})
+    if len(content) // 4 * 3 > limit + 3:
+        raise PayloadTooLargeError(limit)  # refused before decoding
+    try:
+        return base64.b64decode(content, validate=True)
+    except (ValueError, binascii.Error):
+        raise ValidationError({"content": ["not valid base64"]}) from None
 
 
 def _content_type_allowed(content_type: str, allowed: list[str]) -> bool:
