@@ -8,6 +8,11 @@ import hashlib
 import hmac
 import io
 import json
+import os
+import random
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -18,6 +23,7 @@ from urllib.parse import quote, unquote, urlencode
 
 import pytest
 import requests
+import yaml
 from marshmallow import Schema, fields, validate
 from werkzeug.wrappers import Request
 from werkzeug.wrappers import Response as WerkzeugResponse
@@ -46,8 +52,8 @@ from hub.errors import (
 from hub.manager import IntegrationManager
 from hub.testing import ProviderHarness
 from hub.testing.contracts import check_store
-from hub.testing.servers import WsgiServer
-from tests.conftest import base_config
+from hub.testing.servers import WsgiServer, free_port, wait_for_port
+from tests.conftest import REPO, base_config
 
 MIB = 1024 * 1024
 
@@ -758,3 +764,131 @@ def test_direct_upload_through_a_presigned_url_is_confirmed_by_head(make_hub: An
         provider_harness.add_provider_classes(SigningDisk)
         endpoint.disk = provider_harness.build("signing-disk", {"upload_base_url": endpoint.url, "secret": "kit"})
         check_store(provider_harness, endpoint.disk)
+
+
+# --- the memory bound, measured on a real server ------------------------------------------------------
+
+STREAMED_SIZE = 200 * MIB
+#: Peak resident memory the hub's worker may gain while 200 MB pass through it, either way.
+MEMORY_GROWTH_BOUND = 60 * MIB
+
+
+class GeneratedBody:
+    """``size`` bytes made as they are read (a repeated random block), with their SHA-256: an upload body that
+    the client never holds whole. ``prefix``/``suffix`` frame it (a hand-made multipart body)."""
+
+    def __init__(self, size: int, prefix: bytes = b"", suffix: bytes = b"") -> None:
+        self.block = random.Random(7).randbytes(MIB)
+        self.size = size
+        self.parts = [prefix, suffix]
+        self.position = -len(prefix)
+        self.digest = hashlib.sha256()
+        self.done = b""
+
+    def __len__(self) -> int:
+        return len(self.parts[0]) + self.size + len(self.parts[1])
+
+    def read(self, wanted: int = 65536) -> bytes:
+        if self.position < 0:
+            prefix = self.parts[0][len(self.parts[0]) + self.position :][:wanted]
+            self.position += len(prefix)
+            return prefix
+        if self.position >= self.size:
+            suffix = self.parts[1][self.position - self.size :][:wanted]
+            self.position += len(suffix)
+            return suffix
+        offset = self.position % MIB
+        chunk = self.block[offset : offset + min(wanted, self.size - self.position, MIB - offset)]
+        self.position += len(chunk)
+        self.digest.update(chunk)
+        return chunk
+
+
+def _memory(pid: int) -> dict[str, int]:
+    """VmRSS and VmHWM (peak) of a process, in bytes."""
+    values = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, rest = line.partition(":")
+        if name in ("VmRSS", "VmHWM"):
+            values[name] = int(rest.split()[0]) * 1024
+    return values
+
+
+def _peak_growth(pid: int, action: Any) -> tuple[int, Any]:
+    """How far the process's resident memory rose above where it stood while ``action`` ran."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")  # resets VmHWM to the current VmRSS
+    before = _memory(pid)["VmRSS"]
+    result = action()
+    return _memory(pid)["VmHWM"] - before, result
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc peak-RSS accounting")
+def test_200_mb_streams_through_hub_serve_in_and_out_within_60_mb_of_memory(tmp_path: Path) -> None:
+    folder = tmp_path / "site"
+    folder.mkdir()
+    config = yaml.safe_load((REPO / "hub.yaml").read_text())
+    config["storage_limits"] = {"max_file_size": 300 * MIB}
+    (folder / "hub.yaml").write_text(yaml.safe_dump(config))
+    env = {key: value for key, value in os.environ.items() if key not in ("DATABASE_URL", "REDIS_URL", "HUB_CONFIG")}
+    env["HUB_LOG_LEVEL"] = "WARNING"
+    hub_command = [sys.executable, "-m", "hub.cli"]
+    created = subprocess.run([*hub_command, "token", "create", "--tenant", "demo"], cwd=folder, capture_output=True, text=True, timeout=60, env=env)
+    assert created.returncode == 0, created.stderr
+    headers = {"Authorization": f"Bearer {created.stdout.strip().splitlines()[-1]}", "X-Tenant-ID": "demo"}
+    port = free_port()
+    base = f"http://127.0.0.1:{port}{API}"
+    with open(folder / "serve.log", "w") as log:
+        server = subprocess.Popen(
+            [*hub_command, "serve", "--port", str(port), "--workers", "1", "--job-workers", "0"],
+            cwd=folder, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env,
+        )
+        try:
+            wait_for_port("127.0.0.1", port, timeout=60, process=server)
+            session = requests.Session()
+            # Warm up (imports, the database, the first request's caches), then measure the worker process.
+            small = session.post(f"{base}/files", data=b"warm-up", headers={**headers, "Content-Type": "text/plain", "X-File-Name": "w.txt"}, timeout=30)
+            assert small.status_code == 201, small.text
+            assert session.get(f"{base}/files/{small.json()['data']['fileId']}/content", headers=headers, timeout=30).content == b"warm-up"
+            children = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
+            assert len(children) == 1, children
+            worker = int(children[0])
+
+            def upload_raw() -> Any:
+                body = GeneratedBody(STREAMED_SIZE)
+                response = session.post(f"{base}/files", data=body, headers={**headers, "Content-Type": "application/octet-stream", "X-File-Name": "big.bin"}, timeout=600)
+                assert response.status_code == 201, response.text
+                return response.json()["data"], body.digest.hexdigest()
+
+            def upload_multipart() -> Any:
+                boundary = "hub-memory-test"
+                prefix = f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.bin"\r\nContent-Type: application/octet-stream\r\n\r\n'.encode()
+                body = GeneratedBody(STREAMED_SIZE, prefix, f"\r\n--{boundary}--\r\n".encode())
+                response = session.post(f"{base}/files", data=body, headers={**headers, "Content-Type": f"multipart/form-data; boundary={boundary}"}, timeout=600)
+                assert response.status_code == 201, response.text
+                return response.json()["data"], body.digest.hexdigest()
+
+            def download(file_id: str) -> Any:
+                digest, size = hashlib.sha256(), 0
+                with session.get(f"{base}/files/{file_id}/content", headers=headers, stream=True, timeout=600) as response:
+                    assert response.status_code == 200
+                    for chunk in response.iter_content(MIB):
+                        digest.update(chunk)
+                        size += len(chunk)
+                return size, digest.hexdigest()
+
+            growth: dict[str, int] = {}
+            growth["raw upload"], (raw, sent) = _peak_growth(worker, upload_raw)
+            assert raw["size"] == STREAMED_SIZE and raw["checksum"] == sent
+            growth["download"], received = _peak_growth(worker, lambda: download(raw["fileId"]))
+            assert received == (STREAMED_SIZE, sent)
+            session.delete(f"{base}/files/{raw['fileId']}", headers=headers, timeout=30)
+            growth["multipart upload"], (multipart, sent) = _peak_growth(worker, upload_multipart)
+            assert multipart["size"] == STREAMED_SIZE and multipart["checksum"] == sent
+            print("peak RSS growth of the hub worker for 200 MB:", {name: f"{value / MIB:.1f} MB" for name, value in growth.items()})
+            assert all(value < MEMORY_GROWTH_BOUND for value in growth.values()), growth
+        finally:
+            os.killpg(server.pid, signal.SIGTERM)
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(server.pid, signal.SIGKILL)
