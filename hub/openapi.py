@@ -27,6 +27,7 @@ REQUEST_BODIES: dict[str, tuple[type, int]] = {
     "publish_event": (schemas.EventSchema, 201),
     "test_file": (schemas.TestFileSchema, 200),
     "upload_file": (schemas.FileUploadSchema, 201),
+    "start_direct_upload": (schemas.DirectUploadSchema, 201),
     "test_sync": (schemas.TestSyncSchema, 200),
     "create_sync_job": (schemas.SyncSchema, 202),
     "sync_inventory": (schemas.InventorySyncSchema, 200),
@@ -59,6 +60,102 @@ ERROR_STATUSES = {
 }
 
 _CACHE: dict[int, dict[str, Any]] = {}
+
+
+# --- files: bodies and answers that are not JSON envelopes ---------------------------------------------
+
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+
+
+def _upload_file_details(operation: dict[str, Any]) -> None:
+    content = operation["requestBody"]["content"]
+    content["application/json"]["schema"] = {"$ref": "#/components/schemas/FileUpload"}
+    content["multipart/form-data"] = {
+        "schema": {
+            "type": "object",
+            "required": ["file"],
+            "properties": {
+                "file": {"type": "string", "format": "binary"},
+                "fileName": {"type": "string"},
+                "contentType": {"type": "string"},
+                "category": {"type": "string"},
+                "fileType": {"type": "string"},
+                "metadata": {"type": "string", "description": "a JSON object of string values"},
+            },
+        }
+    }
+    content["application/octet-stream"] = {
+        "schema": {
+            "type": "string",
+            "format": "binary",
+            "description": "A raw body: any Content-Type but JSON and multipart is the file's type; name it with X-File-Name or ?fileName=.",
+        }
+    }
+    operation["description"] = (
+        "Three ways to send the content: multipart/form-data (a `file` part plus form fields), a raw body (the file's "
+        "Content-Type, its name in `X-File-Name` or `?fileName=`, other fields as query parameters; chunked bodies "
+        "are fine), or JSON with base64 `content` (for small files). The content streams to the storage provider: "
+        "its size limit is enforced while reading (413), its SHA-256 and sniffed content type computed on the way."
+    )
+    operation["parameters"] += [
+        {"name": "X-File-Name", "in": "header", "required": False, "schema": {"type": "string"}, "description": "raw body: the file's name (percent-encoded UTF-8 allowed)"},
+        {"name": "fileName", "in": "query", "required": False, "schema": {"type": "string"}, "description": "raw body: the file's name"},
+        {"name": "category", "in": "query", "required": False, "schema": {"type": "string"}},
+        {"name": "fileType", "in": "query", "required": False, "schema": {"type": "string"}},
+        {"name": "metadata", "in": "query", "required": False, "schema": {"type": "string"}, "description": "a JSON object of string values"},
+    ]
+    operation["responses"]["400"] = _error("The upload ended before its Content-Length, or the client went away")
+    operation["responses"]["413"] = _error("Over storage_limits.max_file_size (found before or while reading)")
+
+
+def _download_file_details(operation: dict[str, Any]) -> None:
+    operation["parameters"] += [
+        {"name": "Range", "in": "header", "required": False, "schema": {"type": "string"}, "description": "one byte range: bytes=0-99, bytes=100-, bytes=-100"},
+        {"name": "If-Range", "in": "header", "required": False, "schema": {"type": "string"}, "description": "the ETag: send the range only if the file is still that version"},
+    ]
+    headers = {name: {"schema": {"type": "string"}} for name in ("ETag", "Accept-Ranges", "Content-Length", "Content-Disposition")}
+    operation["responses"]["200"] = {"description": "The whole file (also for several ranges, or a stale If-Range)", "headers": headers, "content": {"*/*": _BINARY}}
+    operation["responses"]["206"] = {
+        "description": "The requested byte range",
+        "headers": {**headers, "Content-Range": {"schema": {"type": "string"}, "description": "bytes first-last/size"}},
+        "content": {"*/*": _BINARY},
+    }
+    operation["responses"]["416"] = {**_error("Range not satisfiable"), "headers": {"Content-Range": {"schema": {"type": "string"}, "description": "bytes */size"}}}
+
+
+def _file_metadata_details(operation: dict[str, Any]) -> None:
+    operation["parameters"].append(
+        {"name": "verify", "in": "query", "required": False, "schema": {"type": "boolean"}, "description": "add `storage`: what the provider holds (store_head) and whether it matches"}
+    )
+
+
+def _start_direct_upload_details(operation: dict[str, Any]) -> None:
+    operation["description"] = (
+        "Presign an upload at the first storage provider that can: send the bytes to `upload.url` (`upload.method`, "
+        "`upload.headers`, for POST `upload.fields`), then call `completeUrl`. 409 when no provider can presign."
+    )
+    operation["responses"]["413"] = _error("The announced size is over storage_limits.max_file_size")
+
+
+def _complete_direct_upload_details(operation: dict[str, Any]) -> None:
+    operation["responses"].pop("200", None)
+    operation["responses"]["201"] = {"description": "The file, recorded", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Envelope"}}}}
+    operation["responses"]["409"] = _error("Nothing was uploaded yet, or the upload is not awaiting its content")
+    operation["responses"]["413"] = _error("What arrived is over storage_limits.max_file_size: it was deleted")
+
+
+#: operation id -> a function completing its generated operation (non-JSON bodies and answers).
+OPERATION_DETAILS: dict[str, Any] = {
+    "upload_file": _upload_file_details,
+    "download_file": _download_file_details,
+    "file_metadata": _file_metadata_details,
+    "start_direct_upload": _start_direct_upload_details,
+    "complete_direct_upload": _complete_direct_upload_details,
+}
 
 
 def build_spec(app: Flask) -> dict[str, Any]:
@@ -105,10 +202,6 @@ def build_spec(app: Flask) -> dict[str, Any]:
                 schema, status = REQUEST_BODIES[operation_id]
                 component = schema.__name__.removesuffix("Schema")
                 content = {"application/json": {"schema": {"$ref": f"#/components/schemas/{component}"}}}
-                if operation_id == "upload_file":
-                    content["multipart/form-data"] = {
-                        "schema": {"type": "object", "properties": {"file": {"type": "string", "format": "binary"}, "category": {"type": "string"}}}
-                    }
                 operation["requestBody"] = {"required": True, "content": content}
             if method == "POST":
                 operation["parameters"].append(
@@ -135,6 +228,9 @@ def build_spec(app: Flask) -> dict[str, Any]:
                 operation["security"] = []
             else:
                 operation["parameters"].append({"name": "X-Tenant-ID", "in": "header", "required": True, "schema": {"type": "string"}})
+            amend = OPERATION_DETAILS.get(operation_id)
+            if amend is not None:
+                amend(operation)
             paths.setdefault(path, {})[method.lower()] = operation
     for path, operations in paths.items():
         spec.path(path=path, operations=operations)

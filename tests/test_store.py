@@ -892,3 +892,21 @@ def test_200_mb_streams_through_hub_serve_in_and_out_within_60_mb_of_memory(tmp_
                 server.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 os.killpg(server.pid, signal.SIGKILL)
+
+
+def test_openapi_describes_streamed_uploads_ranges_and_direct_uploads(make_hub: Any) -> None:
+    from openapi_spec_validator import validate
+
+    document = make_hub().client.get(f"{API}/openapi.json").get_json()
+    validate(document)
+    upload = document["paths"][f"{API}/files"]["post"]
+    assert {"multipart/form-data", "application/octet-stream", "application/json"} <= set(upload["requestBody"]["content"])
+    assert {"X-File-Name", "fileName", "Idempotency-Key"} <= {parameter["name"] for parameter in upload["parameters"]}
+    assert {"201", "400", "413"} <= set(upload["responses"])
+    download = document["paths"][f"{API}/files/{{file_id}}/content"]["get"]
+    assert {"Range", "If-Range"} <= {parameter["name"] for parameter in download["parameters"]}
+    assert download["responses"]["206"]["headers"]["Content-Range"] and "416" in download["responses"]
+    assert "*/*" in download["responses"]["200"]["content"]
+    direct = document["paths"][f"{API}/files/uploads"]["post"]
+    assert direct["requestBody"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/DirectUpload"}
+    assert "201" in document["paths"][f"{API}/files/uploads/{{upload_id}}/complete"]["post"]["responses"]
