@@ -68,34 +68,6 @@ def test_tenant_overrides_are_validated_at_start_up(tmp_path: Path) -> None:
         IntegrationManager(config, environ={}, entry_points=False)
 
 
-def test_tenant_templates_override_the_built_in_ones(tmp_path: Path) -> None:
-    template = {"channel": "email", "subject": "Stock low: {{ sku }}", "text": "Only {{ current_stock }} left of {{ sku }}.", "required": ["sku"]}
-    hub = IntegrationManager(base_config(tmp_path / "var", tenants={"acme": {"templates": {"low_stock_alert": [template]}}}), environ={}, entry_points=False)
-    try:
-        data = {"sku": "W-1", "location": "A", "current_stock": 2, "threshold": 5}
-        assert hub.templates.render("low_stock_alert", "email", data, "acme").subject == "Stock low: W-1"
-        assert hub.templates.render("low_stock_alert", "email", data, "other").subject != "Stock low: W-1"
-        with pytest.raises(ValidationError) as raised:
-            hub.templates.render("low_stock_alert", "email", {"current_stock": 1}, "acme")
-        assert "sku" in json.dumps(raised.value.errors)
-    finally:
-        hub.close()
-
-
-def test_templates_are_sandboxed_and_html_is_escaped(manager: IntegrationManager) -> None:
-    rendered = manager.templates.render("custom", "email", {"subject": "Hi", "message": "<script>alert(1)</script>"}, "t")
-    assert "<script>" not in (rendered.html or "") and "&lt;script&gt;" in (rendered.html or "")
-    from hub.config import validate_config as validate
-
-    evil = {"templates": {"evil": [{"channel": "sms", "text": "{{ ''.__class__.__mro__[1].__subclasses__() }}"}]}}
-    hub_config = {**manager.config, "templates": validate(evil, environ={})["templates"]}
-    from hub.delivery import TemplateLibrary
-
-    library = TemplateLibrary(manager.host.templates, hub_config)
-    with pytest.raises(ValidationError, match="failed to render"):
-        library.render("evil", "sms", {}, None)
-
-
 # --- the Python API (seed examples) --------------------------------------------------------------
 
 
