@@ -53,7 +53,7 @@ API = "/api/integrations"
 HOOK_TESTS: dict[str, str] = {
     "register_providers": "tests/test_plugins.py::test_an_installed_plugin_is_discovered_and_serves",
     "register_templates": "tests/test_hooks.py::test_register_templates_from_a_plugin_serves_notifications",
-    "notify": "tests/test_api.py::test_test_notification",
+    "notify": "tests/test_notify.py::test_test_notification",
     "pay": "tests/test_pay.py::test_payment_refunds",
     "refund": "tests/test_pay.py::test_payment_refunds",
     "payment_status": "tests/test_pay.py::test_unknown_outcome_stays_processing_until_the_reconciliation_job_finds_it",
