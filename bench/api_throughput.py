@@ -324,7 +324,9 @@ async def _python_round(port: int, request: bytes, connections: int, seconds: fl
             writer.close()
 
     started = time.perf_counter()
-    await asyncio.gather(*(one_connection() for _ in range(connections)))
+    # Bounded even if a server stops answering mid-round: the connections still open are cancelled.
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.gather(*(one_connection() for _ in range(connections))), seconds + 30)
     elapsed = time.perf_counter() - started
     cuts = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [0.0] * 99
     return Round(len(latencies), elapsed, cuts[49], cuts[98], statuses["non_2xx"], statuses["socket_errors"])

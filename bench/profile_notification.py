@@ -45,7 +45,7 @@ from api_throughput import NOTIFICATION, PATH, REPO, TENANT, write_hub_config  #
 
 HUB_PACKAGE = str(REPO / "hub") + os.sep
 #: Frames that only forward a transaction (the session context manager, contextlib): the caller is named instead.
-FORWARDING_FUNCTIONS = {"session", "__enter__", "__exit__", "helper", "wrapper"}
+FORWARDING_FUNCTIONS = {"session", "__enter__", "__exit__"}
 
 
 @dataclass
@@ -305,7 +305,7 @@ def main() -> None:
         if args.profiler == "pyinstrument":
             from pyinstrument import Profiler
 
-            profiler = Profiler(interval=0.0005)
+            profiler = Profiler(interval=0.001)
             profiler.start()
         else:
             profiler = cProfile.Profile()
