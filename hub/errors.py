@@ -202,3 +202,10 @@ def _flatten_paths(errors: object, prefix: str = "") -> list[str]:
         else:
             paths.append(path)
     return paths
+
+
+class UploadNotReplayable(HubError):
+    """A store try failed after reading part of an upload that cannot be read again (a request body past
+    the head the hub keeps): nothing is stored and the client must send it again."""
+
+    status_code = 503

@@ -553,29 +553,32 @@ _WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE")
 def _serialise_sqlite_writers(engine: Engine) -> None:
     """SQLite has one writer at a time; a thread that finds the database locked sleeps in SQLite's busy
     handler (1, 2, 5... 100 ms steps), which under concurrency costs far more than the writes. So the
-    threads of one process take turns with a lock from their first write statement to commit/rollback,
-    and SQLite's own locking only arbitrates between processes."""
+    threads of one process take turns with a lock from their first write statement until the driver's
+    COMMIT or ROLLBACK has returned, and SQLite's own locking only arbitrates between processes."""
     lock = threading.Lock()
+    holder = threading.local()  # a session's statements and its commit run on one thread
+    dialect = engine.dialect
 
-    def before_execute(connection: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        info = connection.info
-        if not info.get("hub_writing") and statement.lstrip()[:7].upper().startswith(_WRITES):
+    def before_execute(_connection: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if not getattr(holder, "writing", False) and statement.lstrip()[:7].upper().startswith(_WRITES):
             lock.acquire()
-            info["hub_writing"] = True
+            holder.writing = True
 
-    def release(connection: Any, *_args: Any) -> None:
-        if connection.info.pop("hub_writing", False):
-            lock.release()
+    def released(end_transaction: Any) -> Any:
+        def end(dbapi_connection: Any) -> None:
+            try:
+                end_transaction(dbapi_connection)
+            finally:
+                if getattr(holder, "writing", False):
+                    holder.writing = False
+                    lock.release()
 
-    def release_on_reset(_dbapi_connection: Any, record: Any, _state: Any) -> None:
-        if record.info.pop("hub_writing", False):
-            lock.release()
+        return end
 
     event.listen(engine, "before_cursor_execute", before_execute)
-    event.listen(engine, "commit", release)
-    event.listen(engine, "rollback", release)
-    event.listen(engine.pool, "reset", release_on_reset)
-    event.listen(engine.pool, "invalidate", release_on_reset)  # (dbapi_connection, record, exception)
+    # The engine's commit event fires before the driver's COMMIT: release only once it has returned.
+    dialect.do_commit = released(dialect.do_commit)  # type: ignore[method-assign]
+    dialect.do_rollback = released(dialect.do_rollback)  # type: ignore[method-assign]
 
 
 def _sqlite_pragmas(connection: Any, _record: Any) -> None:
@@ -584,4 +587,6 @@ def _sqlite_pragmas(connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=30000")
+    # Truncate the WAL after a checkpoint: under steady load it otherwise keeps its largest size for good.
+    cursor.execute("PRAGMA journal_size_limit=16777216")
     cursor.close()

@@ -743,7 +743,7 @@ def test_an_open_circuit_during_the_retries_does_not_fail_an_unknown_outcome_ove
 def test_unknown_outcome_stays_processing_until_the_reconciliation_job_finds_it(make_hub: Any) -> None:
     # A breaker that stays closed: this test is about the lookups, not about the circuit.
     hub = make_hub("lossy-sandbox", circuit_breaker={"fail_max": 100, "reset_timeout": 1})
-    hub.manager.pay.reconcile_first = timedelta(0)  # every check due at once
+    hub.manager.pay.reconciler.reconcile_first = timedelta(0)  # every check due at once
     LossySandbox.lookups_down = True
     paid = hub.post("/payments", {"amount": "15.00", "currency": "USD", "paymentMethod": LOST_EVERY_TIME}, 202)
     assert (paid["status"], paid["transactionId"], paid["outcomeUnknown"], paid["success"]) == (
@@ -760,27 +760,27 @@ def test_unknown_outcome_stays_processing_until_the_reconciliation_job_finds_it(
     assert refused["code"] == "payment_intent_unexpected_state"
     assert "outcome is not known" in hub.post(f"/payments/{paid['paymentId']}/cancel", {}, 422)["message"]
 
-    assert hub.manager.pay.reconcile_due() == 1  # the lookup still fails: still processing
+    assert hub.manager.pay.reconciler.reconcile_due() == 1  # the lookup still fails: still processing
     assert hub.get(f"/payments/{paid['paymentId']}")["status"] == "processing"
     LossySandbox.lookups_down = False
-    assert hub.manager.pay.reconcile_due() == 1
+    assert hub.manager.pay.reconciler.reconcile_due() == 1
     settled = hub.get(f"/payments/{paid['paymentId']}")
     assert (settled["status"], settled["outcomeUnknown"], settled["error"]) == ("succeeded", False, None)
     assert settled["transactionId"].startswith("sbx_pi_") and settled["gateway"] == "primary"
-    assert hub.manager.pay.reconcile_due() == 0  # nothing left to look up
+    assert hub.manager.pay.reconciler.reconcile_due() == 0  # nothing left to look up
     assert hub.post(f"/payments/{paid['paymentId']}/refunds", {}, 201)["amount"] == 15.0
 
 
 def test_a_request_lost_on_the_way_fails_only_after_the_grace_period(make_hub: Any) -> None:
     hub = make_hub()
-    hub.manager.pay.reconcile_first = timedelta(0)
+    hub.manager.pay.reconciler.reconcile_first = timedelta(0)
     paid = hub.post("/payments", {"amount": "5.00", "currency": "USD", "paymentMethod": LOST_ON_THE_WAY}, 202)
     assert paid["status"] == "processing" and paid["gateway"] == "primary"
     assert payment_count(hub.gateway("backup")) == 0  # never failed over, though nothing was charged
-    hub.manager.pay.reconcile_due()
+    hub.manager.pay.reconciler.reconcile_due()
     assert hub.get(f"/payments/{paid['paymentId']}")["status"] == "processing"  # it may still arrive
-    hub.manager.pay.unknown_grace = timedelta(0)
-    hub.manager.pay.reconcile_due()
+    hub.manager.pay.reconciler.unknown_grace = timedelta(0)
+    hub.manager.pay.reconciler.reconcile_due()
     failed = hub.get(f"/payments/{paid['paymentId']}")
     assert failed["status"] == "failed" and "nothing was charged" in failed["error"] and not failed["outcomeUnknown"]
 
@@ -888,14 +888,14 @@ def test_authorise_only_payments_go_only_to_gateways_that_can_capture(make_hub: 
 
 def test_a_refund_whose_answer_was_lost_is_sent_again_with_its_key_and_counted_once(make_hub: Any) -> None:
     hub = make_hub("lossy-sandbox")
-    hub.manager.pay.reconcile_first = timedelta(0)
+    hub.manager.pay.reconciler.reconcile_first = timedelta(0)
     paid = hub.post("/payments", {"amount": "50.00", "currency": "USD"}, 201)
     LossySandbox.lose_refund_answers = 2  # the first try and its retry: both answers lost
     pending = hub.post(f"/payments/{paid['paymentId']}/refunds", {"amount": "20.00"}, 202)
     assert pending["status"] == "processing"
     with sqlite3.connect(hub.gateway("primary").database) as connection:
         assert connection.execute("SELECT COUNT(*) FROM refunds").fetchone() == (1,)  # refunded once, answer lost
-    assert hub.manager.pay.reconcile_due() == 1
+    assert hub.manager.pay.reconciler.reconcile_due() == 1
     done = hub.get(f"/refunds/{pending['refundId']}")
     assert (done["status"], done["amount"]) == ("succeeded", 20.0)
     with sqlite3.connect(hub.gateway("primary").database) as connection:
@@ -942,11 +942,11 @@ def test_the_reconciliation_job_backs_off_and_checks_each_payment_once(make_hub:
     LossySandbox.lookups_down = True
     paid = hub.post("/payments", {"amount": "6.00", "currency": "USD", "paymentMethod": LOST_EVERY_TIME}, 202)
     ledger = hub.manager.runtime.ledger
-    assert hub.manager.pay.reconcile_due() == 0  # the first check is a minute away
+    assert hub.manager.pay.reconciler.reconcile_due() == 0  # the first check is a minute away
     waits = []
     for _ in range(3):
         ledger.save(paid["paymentId"], lease_until=utcnow() - timedelta(seconds=1))  # due now
-        assert hub.manager.pay.reconcile_due() == 1
-        assert hub.manager.pay.reconcile_due() == 0  # claimed: not checked twice
+        assert hub.manager.pay.reconciler.reconcile_due() == 1
+        assert hub.manager.pay.reconciler.reconcile_due() == 0  # claimed: not checked twice
         waits.append(round((ledger.get(paid["paymentId"], "demo").lease_until - utcnow()) / timedelta(minutes=1)))
     assert waits == [2, 4, 8]  # doubling, up to an hour

@@ -7,10 +7,9 @@ Each capability owns its section.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from hub.errors import HubError
+from hub.errors import UploadNotReplayable
 from hub.runtime.pipeline import CallResult, ProviderPipeline
 
 if TYPE_CHECKING:
@@ -64,7 +63,13 @@ class ProviderCalls:
     def store(self, tenant: str, file: StoredFile, stream: UploadStream, *, providers: Providers = None, record_id: str | None = None) -> CallResult:
         """``stream`` is replayed from its first byte for each try after the first; when it cannot be (a
         request body read past its kept head), the call stops with :class:`UploadNotReplayable`."""
-        return self.pipeline.call("fileStorage", tenant, "store", _StoreArguments(file, stream), providers=providers, record_id=record_id)  # type: ignore[arg-type]
+        def rewind() -> None:
+            # Every try after the first must read the upload from its first byte again; a half-read stream
+            # would make the provider store only the tail.
+            if not stream.rewind():
+                raise stream.error or UploadNotReplayable(f"the upload failed at the provider after {stream.size} bytes and cannot be read again; send it again")
+
+        return self.pipeline.call("fileStorage", tenant, "store", {"file": file, "stream": stream}, providers=providers, record_id=record_id, before_retry=rewind)
 
     def store_read(self, tenant: str, key: str, byte_range: tuple[int, int | None] | None, *, provider: str) -> CallResult:
         return self.pipeline.call("fileStorage", tenant, "store_read", {"key": key, "byte_range": byte_range}, providers=[provider])
@@ -97,45 +102,3 @@ class ProviderCalls:
     def sync_push(self, tenant: str, push: InventoryPush, *, provider: str, record_id: str | None = None) -> CallResult:
         # One provider only: updates meant for one system are never failed over to another.
         return self.pipeline.call("externalAPI", tenant, "sync_push", {"push": push}, providers=[provider], record_id=record_id)
-
-
-# --- store: one upload, several tries ---------------------------------------------------------------
-
-
-class UploadNotReplayable(HubError):
-    """A store try failed after reading part of an upload that cannot be read again (a request body past
-    its kept head): the client must send it again."""
-
-    status_code = 503
-
-
-class _StoreArguments(Mapping[str, Any]):
-    """``store``'s keyword arguments, handed out afresh for each try.
-
-    The pipeline unpacks its arguments once per try (``function(**kwargs)``); every try after the first must
-    read the upload from its first byte again, so the stream is rewound as it is handed out. A plain dict
-    would give the second try a half-read stream, and the provider would store the tail as the file.
-    """
-
-    def __init__(self, file: StoredFile, stream: UploadStream) -> None:
-        self.file = file
-        self.stream = stream
-        self.tries = 0
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(("file", "stream"))
-
-    def __len__(self) -> int:
-        return 2
-
-    def __getitem__(self, name: str) -> Any:
-        if name == "file":
-            return self.file
-        if name != "stream":
-            raise KeyError(name)
-        self.tries += 1
-        if self.tries > 1 and not self.stream.rewind():
-            raise self.stream.error or UploadNotReplayable(
-                f"the upload failed at the provider after {self.stream.size} bytes and cannot be read again; send it again"
-            )
-        return self.stream

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -141,8 +141,12 @@ class ProviderPipeline:
         *,
         providers: list[str] | None = None,
         record_id: str | None = None,
+        before_retry: Callable[[], None] | None = None,
     ) -> CallResult:
         """Call ``hook`` on the service's providers in priority order until one succeeds.
+
+        ``before_retry`` runs before every try after the first, on this provider or the next (an upload's
+        stream is rewound there); an error it raises ends the call.
 
         A permanent error is raised at once; when every provider failed, :class:`NoProviderError`
         carries the attempts. An error whose class forbids failover (a payment whose outcome is unknown)
@@ -154,6 +158,7 @@ class ProviderPipeline:
         capability = self._capability_of(service)
         attempts: list[dict[str, Any]] = []
         last_error: BaseException | None = None
+        tries: list[str] = []  # every try made, on any provider
         for name in names:
             started = time.perf_counter()
             retries: list[str] = []
@@ -168,7 +173,10 @@ class ProviderPipeline:
                 if _circuit_open(breaker):
                     raise pybreaker.CircuitBreakerError(CIRCUIT_OPEN)
 
-                def once(function: Any = function, breaker: pybreaker.CircuitBreaker = breaker) -> Any:
+                def once(function: Any = function, breaker: pybreaker.CircuitBreaker = breaker, name: str = name) -> Any:
+                    if before_retry is not None and tries:
+                        before_retry()
+                    tries.append(name)
                     return breaker.call(function, **kwargs)
 
                 def note_retry(error: BaseException, _attempt: int, retries: list[str] = retries, unsafe: list[BaseException] = unsafe) -> None:

@@ -12,18 +12,16 @@ while money may have moved. Status updates (lookups, webhooks) only move a payme
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import select
 
 from hub.capabilities import (
     PAYMENT_STATUSES,
     REFUNDABLE_STATUSES,
     CancelRequest,
     CaptureRequest,
-    PaymentLookup,
     PaymentRequest,
     PaymentResult,
     RefundRequest,
@@ -34,6 +32,7 @@ from hub.errors import NoProviderError, NotFound, OutcomeUnknownError, ProviderE
 from hub.records import ProviderReference, Record, utcnow
 from hub.runtime import Runtime, describe
 from hub.schemas import CancelSchema, CaptureSchema, PaymentSchema, RefundSchema, load
+from hub.services.reconcile import PaymentReconciler, gateway_key
 
 log = logging.getLogger("hub.pay")
 
@@ -53,19 +52,9 @@ class PaymentStateError(ValidationError):
 
 
 class PayService:
-    #: A payment whose answer was lost and that the gateway does not know is marked failed only after this
-    #: long (the request may still be on its way); until then it stays ``processing``.
-    unknown_grace = timedelta(minutes=10)
-    #: The reconciliation job's backoff between two lookups of one payment: doubling, up to the maximum.
-    reconcile_first = timedelta(minutes=1)
-    reconcile_max = timedelta(hours=1)
-
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
-        # A record left "running" by a process that died mid-call: its outcome is unknown, so look it up.
-        runtime.jobs.register_handler("payment", self._recover_payment)
-        runtime.jobs.register_handler("refund", self._recover_refund)
-        runtime.jobs.register_periodic(self.reconcile_due)
+        self.reconciler = PaymentReconciler(self)
 
     # --- gateways ---------------------------------------------------------------------------------
 
@@ -140,7 +129,7 @@ class PayService:
             customer=request["customer"],
             description=request["description"],
             metadata={**request["metadata"], "hub_payment_id": record.id, "tenant": tenant},
-            idempotency_key=_gateway_key(record),
+            idempotency_key=gateway_key(record),
             capture=request["capture"],
         )
         try:
@@ -157,9 +146,9 @@ class PayService:
                 error=describe(error),
                 attempt_log=attempts,
                 result=unknown,
-                lease_until=utcnow() + self.reconcile_first,
+                lease_until=utcnow() + self.reconciler.reconcile_first,
             )
-            return self.view(self._reconcile(record))
+            return self.view(self.reconciler.reconcile(record))
         except (ProviderError, NoProviderError) as error:
             runtime.ledger.save(
                 record.id, status="failed", error=describe(error), attempt_log=getattr(error, "attempts", [])
@@ -189,7 +178,7 @@ class PayService:
                 if status != "processing":
                     changes.setdefault("lease_until", None)
                 elif current != "processing":
-                    changes.setdefault("lease_until", utcnow() + self.reconcile_first)
+                    changes.setdefault("lease_until", utcnow() + self.reconciler.reconcile_first)
             else:
                 stored.update({key: data[key] for key in ("amount_captured", "amount_refunded") if key in data})
             stored.pop("outcomeUnknown", None)
@@ -230,7 +219,7 @@ class PayService:
         """A payment's view; ``refresh`` first asks its gateway (``payment_status``) for its status now."""
         record = self.runtime.ledger.get(payment_id, tenant, "payment")
         if refresh and record.provider and record.status not in ("running", "queued"):
-            record = self._reconcile(record)
+            record = self.reconciler.reconcile(record)
         return self.view(record)
 
     # --- capture and cancel ---------------------------------------------------------------------------
@@ -258,7 +247,7 @@ class PayService:
             transaction_id=record.provider_reference or "",
             amount=request["amount"],
             currency=record.result["currency"],
-            idempotency_key=f"{_gateway_key(record)}:capture",  # one capture per payment, whoever retries it
+            idempotency_key=f"{gateway_key(record)}:capture",  # one capture per payment, whoever retries it
         )
         return self._call_or_look_up(
             record,
@@ -288,7 +277,7 @@ class PayService:
             tenant=tenant,
             transaction_id=record.provider_reference,
             reason=request["reason"],
-            idempotency_key=f"{_gateway_key(record)}:cancel",
+            idempotency_key=f"{gateway_key(record)}:cancel",
         )
         return self._call_or_look_up(
             record,
@@ -303,7 +292,7 @@ class PayService:
         try:
             made = call()
         except OutcomeUnknownError:
-            record = self._reconcile(record)
+            record = self.reconciler.reconcile(record)
             if record.status == expected:
                 return self.view(record)
             raise
@@ -356,10 +345,10 @@ class PayService:
             amount=Decimal(record.payload["amount"]) if record.payload.get("amount") else None,
             currency=payment.payload["currency"],
             reason=record.payload.get("reason"),
-            idempotency_key=_gateway_key(record),
+            idempotency_key=gateway_key(record),
         )
         # When to send it again if it stays processing: soon the first time, then the job's backoff.
-        next_check = {} if record.status == "processing" else {"lease_until": utcnow() + self.reconcile_first}
+        next_check = {} if record.status == "processing" else {"lease_until": utcnow() + self.reconciler.reconcile_first}
         try:
             # A refund goes to the gateway that took the payment, never to another.
             call = runtime.calls.refund(record.tenant, refund, provider=payment.provider or "", record_id=record.id)
@@ -439,118 +428,6 @@ class PayService:
             "error": record.error,
         }
 
-    # --- reconciliation ---------------------------------------------------------------------------
-
-    def reconcile_due(self, limit: int = 100) -> int:
-        """The periodic job: look up every payment still ``processing`` whose next check is due, and send
-        again every refund whose answer was lost (same idempotency key). Each record is claimed first (its
-        next check moved forward) so that several hub processes never check one twice. Returns how many."""
-        now = utcnow()
-        with self.runtime.db.session() as session:
-            due = list(
-                session.scalars(
-                    select(Record.id)
-                    .where(
-                        Record.kind.in_(("payment", "refund")),
-                        Record.status == "processing",
-                        or_(Record.lease_until.is_(None), Record.lease_until <= now),
-                    )
-                    .order_by(Record.lease_until)
-                    .limit(limit)
-                )
-            )
-        checked = 0
-        for record_id in due:
-            record = self._claim_check(record_id)
-            if record is None:
-                continue  # another process took it
-            checked += 1
-            try:
-                if record.kind == "payment":
-                    self._reconcile(record)
-                else:
-                    self._send_refund(
-                        record, self.runtime.ledger.get(record.payload["paymentId"], record.tenant, "payment")
-                    )
-            except Exception:  # one bad record must not stop the others
-                log.exception("reconciling %s failed", record_id)
-        return checked
-
-    def _claim_check(self, record_id: str) -> Record | None:
-        now = utcnow()
-        with self.runtime.db.session() as session:
-            record = session.get(Record, record_id)
-            if record is None:
-                return None
-            wait = min(self.reconcile_first * (2 ** min(record.attempts or 0, 10)), self.reconcile_max)
-            claimed = session.execute(
-                update(Record)
-                .where(
-                    Record.id == record_id,
-                    Record.status == "processing",
-                    or_(Record.lease_until.is_(None), Record.lease_until <= now),
-                )
-                .values(lease_until=now + wait, attempts=Record.attempts + 1)
-            ).rowcount
-            return session.get(Record, record_id) if claimed else None
-
-    def _reconcile(self, record: Record) -> Record:
-        """Ask the payment's gateway (or, if the hub never learnt which, each candidate) for its status now and
-        apply it. A payment whose answer was lost and which the gateway does not have is failed only after
-        :attr:`unknown_grace`; a lookup that fails leaves everything as it is."""
-        payload = record.payload
-        lookup = PaymentLookup(
-            tenant=record.tenant,
-            payment_id=record.id,
-            transaction_id=record.provider_reference,
-            idempotency_key=_gateway_key(record),
-            order_id=payload.get("order_id"),
-            amount=Decimal(payload["amount"]),
-            currency=payload.get("currency"),
-        )
-        gateways = (
-            [record.provider]
-            if record.provider
-            else self.gateway_providers(payload.get("gateway"), record.tenant, capture=payload.get("capture", True))
-        )
-        errors = []
-        for gateway in gateways:
-            try:
-                found = self.runtime.calls.payment_status(
-                    record.tenant, lookup, provider=gateway, record_id=record.id
-                ).result
-            except (ProviderError, NoProviderError) as error:
-                errors.append(f"{gateway}: {describe(error)}")
-                continue
-            if found is not None:
-                return self._apply_result(record.id, gateway, found)
-        if record.status != "processing":
-            return record  # a refresh of a payment the gateway no longer answers for: keep what is known
-        if errors or record.provider_reference:
-            note = "; ".join(errors) or "the gateway has no payment with this transaction id"
-            log.warning("payment %s: status lookup did not settle it (%s)", record.id, note)
-            return record
-        if utcnow() - record.created_at >= self.unknown_grace:
-            result = {key: value for key, value in (record.result or {}).items() if key != "outcomeUnknown"}
-            error = f"{', '.join(gateways)} has no payment for this idempotency key: nothing was charged"
-            return self.runtime.ledger.save(
-                record.id, status="failed", error=error, result={**result, "status": "failed"}
-            )
-        return record
-
-    def _recover_payment(self, record: Record) -> None:
-        """A worker claimed a payment left ``running`` (its process died during the gateway call)."""
-        record = self.runtime.ledger.save(
-            record.id,
-            status="processing",
-            result={**(record.result or {}), "status": "processing", "outcomeUnknown": True},
-            lease_until=utcnow() + self.reconcile_first,
-        )
-        self._reconcile(record)
-
-    def _recover_refund(self, record: Record) -> None:
-        self._send_refund(record, self.runtime.ledger.get(record.payload["paymentId"], record.tenant, "payment"))
-
     # --- webhooks -------------------------------------------------------------------------------
 
     def apply_webhook_event(
@@ -580,11 +457,6 @@ class PayService:
             record.status = event.status
         record.result = result
         return True
-
-
-def _gateway_key(record: Record) -> str:
-    """The idempotency key the gateway sees for this record: the caller's, else the record's id."""
-    return record.idempotency_key or record.id
 
 
 def _captured(record: Record) -> Decimal:
