@@ -216,7 +216,44 @@ def _quiet_request_handler() -> type:
     return QuietRequestHandler
 
 
-class WsgiServer:
+class ThreadedServer:
+    """What a server served from a background thread of this process shares: :meth:`serve` starts its
+    loop, :meth:`stop` ends it and closes the port, and it is a context manager. Subclasses call
+    :meth:`serve` (with a ``socketserver``-style server) from their ``start``."""
+
+    _server: Any = None
+    _thread: threading.Thread | None = None
+
+    def serve(self, server: Any, name: str) -> None:
+        self._server = server
+        # A short poll interval: stop() waits for the serving loop to notice the shutdown.
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name=name, daemon=True
+        )
+        self._thread.start()
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Stop serving and close the port (connections are then refused); stopping a stopped server does nothing."""
+        server, thread = self._server, self._thread
+        if server is None:
+            return
+        self._server = self._thread = None
+        server.shutdown()
+        server.server_close()
+        if thread is not None:
+            thread.join(timeout=5)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+class WsgiServer(ThreadedServer):
     """A WSGI application served over HTTP by werkzeug on ``host:port``, from a background thread of this process.
 
     For fakes of HTTP APIs: a test points the provider at :attr:`url` and the provider's own HTTP client (its SDK,
@@ -257,8 +294,6 @@ class WsgiServer:
         self.host = host
         self._port = free_port(host) if port is None else port
         self.name = name or type(self).__name__
-        self._server: Any = None
-        self._thread: threading.Thread | None = None
 
     @property
     def port(self) -> int:
@@ -278,32 +313,11 @@ class WsgiServer:
         from werkzeug.serving import make_server
 
         if self._server is None:
-            self._server = make_server(
-                self.host, self._port, self.app, threaded=True, request_handler=_quiet_request_handler()
+            self.serve(
+                make_server(self.host, self._port, self.app, threaded=True, request_handler=_quiet_request_handler()),
+                self.name,
             )
-            # A short poll interval: stop() waits for the serving loop to notice the shutdown.
-            self._thread = threading.Thread(
-                target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name=self.name, daemon=True
-            )
-            self._thread.start()
         return self
-
-    def stop(self) -> None:
-        """Stop serving and close the port (connections are then refused); stopping a stopped server does nothing."""
-        server, thread = self._server, self._thread
-        if server is None:
-            return
-        self._server = self._thread = None
-        server.shutdown()
-        server.server_close()
-        if thread is not None:
-            thread.join(timeout=5)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -61,7 +61,7 @@ from hub.capabilities import (
 )
 from hub.errors import ConfigurationError, ProviderError, SignatureError, TransientError
 from hub.testing.contracts import DEFAULT_ADDRESSES
-from hub.testing.servers import refused_url
+from hub.testing.servers import ThreadedServer, refused_url
 
 if TYPE_CHECKING:
     from hub.testing import ProviderHarness
@@ -113,7 +113,7 @@ class ReceivedRequest:
     body: bytes
 
 
-class FaultServer:
+class FaultServer(ThreadedServer):
     """An HTTP server on ``127.0.0.1`` answering every request (any method, any path) with :attr:`fault`.
 
     ``with FaultServer() as server:`` starts it on a free port; point the provider at :attr:`url`, set
@@ -127,8 +127,6 @@ class FaultServer:
         self.requests: list[ReceivedRequest] = []
         self._lock = threading.Lock()
         self._stopping = threading.Event()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
@@ -188,12 +186,9 @@ class FaultServer:
                 return None
 
         self._stopping.clear()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="fault-server", daemon=True
-        )
-        self._thread.start()
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        server.daemon_threads = True
+        self.serve(server, "fault-server")
         return self
 
     @staticmethod
@@ -211,24 +206,12 @@ class FaultServer:
         return handler.rfile.read(length) if length else b""
 
     def stop(self) -> None:
-        server, thread = self._server, self._thread
-        if server is None:
-            return
-        self._server = self._thread = None
-        self._stopping.set()
-        server.shutdown()
-        server.server_close()
-        if thread is not None:
-            thread.join(timeout=5)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
+        if self._server is not None:
+            self._stopping.set()  # wakes answers still waiting out a delay
+        super().stop()
 
 
-class ConnectionCountingProxy:
+class ConnectionCountingProxy(ThreadedServer):
     """An HTTP relay on ``127.0.0.1`` in front of ``upstream`` (``http://host:port/...``) that counts the
     connections clients open to it: how a test sees whether a provider pools its connections.
 
@@ -254,8 +237,6 @@ class ConnectionCountingProxy:
         #: Requests relayed so far.
         self.requests = 0
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     @property
     def port(self) -> int:
@@ -316,29 +297,10 @@ class ConnectionCountingProxy:
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
                 return None
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Relay)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="connection-counter", daemon=True
-        )
-        self._thread.start()
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Relay)
+        server.daemon_threads = True
+        self.serve(server, "connection-counter")
         return self
-
-    def stop(self) -> None:
-        server, thread = self._server, self._thread
-        if server is None:
-            return
-        self._server = self._thread = None
-        server.shutdown()
-        server.server_close()
-        if thread is not None:
-            thread.join(timeout=5)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
 
 # ---------------------------------------------------------------------------------------------------------------
