@@ -20,6 +20,25 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 
+API = "/api/integrations"
+
+
+def data_of(response: Any, status: int = 200) -> Any:
+    """The ``data`` of a success envelope, after checking the status."""
+    body = response.get_json()
+    assert response.status_code == status, body
+    assert body["success"] is True, body
+    return body["data"]
+
+
+def error_of(response: Any, status: int) -> dict[str, Any]:
+    """An error envelope, after checking the status and that it says what went wrong."""
+    body = response.get_json()
+    assert response.status_code == status, body
+    assert body["success"] is False and body["message"] and body["error"], body
+    return body
+
+
 def base_config(
     data_dir: Path, providers: dict[str, Any] | None = None, services: dict[str, Any] | None = None, **overrides: Any
 ) -> dict[str, Any]:

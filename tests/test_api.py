@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-API = "/api/integrations"
+from tests.conftest import API, data_of, error_of
 
 SEED_NOTIFICATION = {
     "type": "email",
@@ -19,18 +19,6 @@ SEED_NOTIFICATION = {
 }
 
 
-def data_of(response: Any, status: int = 200) -> Any:
-    body = response.get_json()
-    assert response.status_code == status, body
-    assert body["success"] is True, body
-    return body["data"]
-
-
-def error_of(response: Any, status: int) -> dict[str, Any]:
-    body = response.get_json()
-    assert response.status_code == status, body
-    assert body["success"] is False and body["message"] and body["error"], body
-    return body
 
 
 # --- authentication and tenancy ------------------------------------------------------------------

@@ -12,8 +12,8 @@ from sqlalchemy import event
 
 from hub import IntegrationManager
 from hub.errors import ValidationError
-from tests.conftest import base_config
-from tests.test_api import API, SEED_NOTIFICATION, data_of, error_of
+from tests.conftest import API, base_config, data_of, error_of
+from tests.test_api import SEED_NOTIFICATION
 
 
 def test_test_notification(client: Any, headers: dict[str, str], hub_config: dict[str, Any]) -> None:

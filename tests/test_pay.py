@@ -52,7 +52,7 @@ from hub.records import utcnow
 from hub.resilience import allows_failover, is_retryable
 from hub.testing import ProviderHarness
 from hub.testing.contracts import check_pay, run_contract
-from tests.conftest import base_config
+from tests.conftest import API, base_config, data_of, error_of
 
 TENANT = "acme"
 LOST_EVERY_TIME = "4000000000000408"
@@ -523,21 +523,8 @@ def test_every_payment_status_is_documented_in_the_hook_reference() -> None:
 
 # --- through the core: the REST API and the Python facade -------------------------------------------
 
-API = "/api/integrations"
 
 
-def data_of(response: Any, status: int = 200) -> Any:
-    body = response.get_json()
-    assert response.status_code == status, body
-    assert body["success"] is True, body
-    return body["data"]
-
-
-def error_of(response: Any, status: int) -> dict[str, Any]:
-    body = response.get_json()
-    assert response.status_code == status, body
-    assert body["success"] is False and body["message"] and body["error"], body
-    return body
 
 
 class LossySandbox(SandboxGateway):

@@ -53,7 +53,7 @@ from hub.manager import IntegrationManager
 from hub.testing import ProviderHarness
 from hub.testing.contracts import check_store
 from hub.testing.servers import WsgiServer, free_port, wait_for_port
-from tests.conftest import REPO, base_config
+from tests.conftest import API, REPO, base_config
 
 MIB = 1024 * 1024
 
@@ -407,7 +407,6 @@ def test_local_disk_head_of_a_file_without_sidecar(provider_harness: ProviderHar
 
 # --- the files API through the core ------------------------------------------------------------------
 
-API = "/api/integrations"
 
 
 class FlakySettings(Schema):

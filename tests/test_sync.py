@@ -44,7 +44,7 @@ from hub.records import InventoryChange, InventoryLevel, Record, SyncedRecord, u
 from hub.testing import ProviderHarness
 from hub.testing.contracts import check_sync
 from hub.testing.servers import WsgiServer
-from tests.conftest import base_config
+from tests.conftest import API, base_config, data_of
 
 TENANT = "acme"
 SAMPLE_INVENTORY = Path(__file__).resolve().parent.parent / "hub" / "builtins" / "sample_data" / "inventory.csv"
@@ -388,7 +388,6 @@ def test_file_source_meets_the_sync_contract_with_push(provider_harness: Provide
 
 # --- the core: a stock API over real HTTP, paged by the hub ---------------------------------------
 
-API = "/api/integrations"
 
 
 class StockApi(WsgiServer):
@@ -519,12 +518,6 @@ def stock_hub(tmp_path: Path, stock_api: StockApi) -> Iterator[IntegrationManage
     yield hub
     hub.close()
 
-
-def data_of(response: Any, status: int = 200) -> Any:
-    body = response.get_json()
-    assert response.status_code == status, body
-    assert body["success"] is True, body
-    return body["data"]
 
 
 def _client(hub: IntegrationManager, tenant: str = "acme") -> tuple[Any, dict[str, str]]:
