@@ -222,6 +222,14 @@ class RecordLedger:
             self._updates[keys] = statement
         return statement
 
+    def fail(self, record_id: str, error: BaseException, **changes: Any) -> Record:
+        """Settle a record as ``failed`` by ``error``: its safe one-line description, and the provider tries
+        the pipeline attached to it."""
+        from hub.runtime.pipeline import describe
+
+        changes.setdefault("attempt_log", getattr(error, "attempts", []))
+        return self.save(record_id, status="failed", error=describe(error), **changes)
+
     def save(self, record_id: str, **changes: Any) -> Record:
         with self.db.session() as session:
             return self.apply(session, record_id, changes)

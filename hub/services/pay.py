@@ -150,9 +150,7 @@ class PayService:
             )
             return self.view(self.reconciler.reconcile(record))
         except (ProviderError, NoProviderError) as error:
-            runtime.ledger.save(
-                record.id, status="failed", error=describe(error), attempt_log=getattr(error, "attempts", [])
-            )
+            runtime.ledger.fail(record.id, error)
             raise
         return self.view(self._apply_result(record.id, call.provider, call.result, attempt_log=call.attempts))
 
@@ -358,7 +356,7 @@ class PayService:
                 record.id, status="processing", provider=payment.provider, error=describe(error), **next_check
             )
         except (ProviderError, NoProviderError) as error:
-            runtime.ledger.save(record.id, status="failed", error=describe(error), provider=payment.provider)
+            runtime.ledger.fail(record.id, error, provider=payment.provider)
             raise
         refund_data = to_dict(call.result)
         status = call.result.status if call.result.status in ("succeeded", "processing", "failed") else "processing"

@@ -125,22 +125,14 @@ class StoreService:
         )
         if record is None:
             return replayed
-        stored = StoredFile(
-            key=key,
-            tenant=tenant,
-            filename=safe_name,
-            content_type=content_type,
-            category=request["category"],
-            metadata={**request["metadata"], "tenant": tenant, "original-name": request["file_name"][:200]},
-            size=stream.expected_size,
-        )
+        stored = _stored_file(tenant, key, safe_name, content_type, request, stream.expected_size)
         try:
             call = runtime.calls.store(tenant, stored, stream, record_id=record.id)
             self._check_stream_was_consumed(tenant, call.provider, key, stream)
         except HubError as error:
             # The stream's own error (too large, cut short) is the client's answer, whatever the provider made of it.
             failure = stream.error or error
-            runtime.ledger.save(record.id, status="failed", error=describe(failure), attempt_log=getattr(error, "attempts", []))
+            runtime.ledger.fail(record.id, failure, attempt_log=getattr(error, "attempts", []))
             if stream.error is not None:
                 raise stream.error from None
             raise
@@ -218,20 +210,12 @@ class StoreService:
         record, replayed = runtime.ledger.begin("file", tenant, "fileStorage", payload, idempotency_key, self._direct_view, before=lambda: runtime.hit_rate_limit(tenant, "fileStorage"))
         if record is None:
             return replayed
-        stored = StoredFile(
-            key=key,
-            tenant=tenant,
-            filename=safe_name,
-            content_type=content_type,
-            category=request["category"],
-            metadata={**request["metadata"], "tenant": tenant, "original-name": request["file_name"][:200]},
-            size=request["size"],
-        )
+        stored = _stored_file(tenant, key, safe_name, content_type, request, request["size"])
         expires_in = self.limits["url_expiry"]
         try:
             call = runtime.calls.store_upload_url(tenant, stored, expires_in, providers=providers, record_id=record.id)
         except HubError as error:
-            runtime.ledger.save(record.id, status="failed", error=describe(error), attempt_log=getattr(error, "attempts", []))
+            runtime.ledger.fail(record.id, error)
             raise
         if call.result is None:
             runtime.ledger.save(record.id, status="failed", error=f"{call.provider} gave no upload URL", attempt_log=call.attempts)
@@ -421,6 +405,19 @@ def _decode_base64(content: str | None, limit: int) -> bytes:
         return base64.b64decode(content, validate=True)
     except (ValueError, binascii.Error):
         raise ValidationError({"content": ["not valid base64"]}) from None
+
+
+def _stored_file(tenant: str, key: str, safe_name: str, content_type: str, request: dict[str, Any], size: int | None) -> StoredFile:
+    """What the provider is told about a new file (the caller's metadata plus the tenant and original name)."""
+    return StoredFile(
+        key=key,
+        tenant=tenant,
+        filename=safe_name,
+        content_type=content_type,
+        category=request["category"],
+        metadata={**request["metadata"], "tenant": tenant, "original-name": request["file_name"][:200]},
+        size=size,
+    )
 
 
 def _content_type_allowed(content_type: str, allowed: list[str]) -> bool:
