@@ -1,0 +1,770 @@
+"""publish: the hooks, the event log's consumer side, the conformance kit's check_publish, and leases.
+
+No mocks: providers are built through :class:`hub.testing.ProviderHarness` as the core builds them; the event
+log talks to real files and SQLite; leases to a real database, with a second process where it matters.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import hub
+from hub import hookimpl
+from hub.capabilities import (
+    ConsumedRecord,
+    ConsumerGroup,
+    Event,
+    GroupMember,
+    OffsetReset,
+    PartitionLag,
+    PartitionOffset,
+    Provider,
+    PublishResult,
+    Subscription,
+)
+from hub.errors import InUseError, PermanentError, TransientError
+from hub.records import Database, Lease
+from hub.runtime.leases import LeaseManager
+from hub.testing import ProviderHarness
+from hub.testing.contracts import check_publish, run_contract
+
+TENANT = "acme"
+PACKAGE_ROOT = str(Path(hub.__file__).resolve().parent.parent)
+
+
+def _event(topic: str = "orders", key: str | None = "SO-1", **data: Any) -> Event:
+    return Event(id=uuid.uuid4().hex, tenant=TENANT, topic=topic, event_type="order.created", data=data, key=key)
+
+
+def _subscription(name: str = "orders-to-erp", topics: tuple[str, ...] = ("orders",), start: str = "earliest") -> Subscription:
+    return Subscription(name=name, tenant=TENANT, group=f"{TENANT}.{name}", topics=topics, start=start)
+
+
+def _drain(harness: ProviderHarness, provider: Any, subscription: Subscription, *, batch: int = 100, timeout: float = 0.2) -> list[ConsumedRecord]:
+    """Consume until a call returns nothing."""
+    records: list[ConsumedRecord] = []
+    while chunk := harness.call(provider, "consume", subscription=subscription, max_records=batch, timeout=timeout):
+        records += chunk
+    return records
+
+
+def _subprocess_environment() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [PACKAGE_ROOT, os.environ.get("PYTHONPATH")]))}
+
+
+# --- data types ---------------------------------------------------------------------------------
+
+
+def test_consumed_record_gives_back_the_published_event_and_its_next_offset() -> None:
+    event = _event(sku="W-1")
+    record = ConsumedRecord("orders", 2, 41, json.loads(json.dumps(event.envelope())), key="SO-1", headers={"a": "b"})
+    again = record.event()
+    assert again is not None
+    assert (again.id, again.tenant, again.event_type, again.data, again.key) == (event.id, TENANT, "order.created", {"sku": "W-1"}, "SO-1")
+    assert again.timestamp == event.timestamp
+    assert record.next_offset == PartitionOffset("orders", 2, 42)
+    assert ConsumedRecord("orders", 0, 0, {"not": "an envelope"}).event() is None
+    assert ConsumedRecord("orders", 0, 0, "plain text").event() is None
+
+
+def test_value_types_refuse_what_the_hooks_cannot_mean() -> None:
+    with pytest.raises(ValueError, match="start"):
+        Subscription("s", TENANT, "acme.s", ("orders",), start="beginning")
+    with pytest.raises(ValueError, match="topic"):
+        Subscription("s", TENANT, "acme.s", ())
+    with pytest.raises(ValueError, match="timestamp"):
+        OffsetReset("timestamp")
+    with pytest.raises(ValueError, match="offsets"):
+        OffsetReset("explicit")
+    with pytest.raises(ValueError, match="offsets"):
+        OffsetReset("earliest", offsets={0: 1})
+    with pytest.raises(ValueError, match="one of"):
+        OffsetReset("yesterday")
+    assert PartitionLag("orders", 0, committed=3, end=10).lag == 7
+    assert PartitionLag("orders", 0, committed=None, end=4).lag == 4  # never committed: everything is behind
+    assert PartitionLag("orders", 0, committed=3, end=None).lag is None
+    group = ConsumerGroup("acme.x", "Empty", partitions=[PartitionLag("a", 0, 1, 3), PartitionLag("a", 1, 0, None)])
+    assert group.lag == 2 and ConsumerGroup("acme.y", "Empty").lag is None
+    assert PublishResult.failed("orders", "broker said no") == PublishResult(-1, "", "orders", "broker said no")
+    assert not PublishResult.failed("orders", "x").ok and PublishResult(0, "1").ok
+
+
+# --- register_handlers -------------------------------------------------------------------------
+
+
+def test_register_handlers_from_a_plugin_are_listed_and_bad_ones_reported(provider_harness: ProviderHarness) -> None:
+    def reserve_stock(record: ConsumedRecord, subscription: Subscription) -> None:
+        pass
+
+    class HandlerPlugin:
+        @hookimpl
+        def register_handlers(self, register: Callable[..., None]) -> None:
+            register("reserve-stock", reserve_stock)
+            register("not-callable", "reserve_stock")
+
+    class LaterPlugin:
+        @hookimpl
+        def register_handlers(self, register: Callable[..., None]) -> None:
+            register("reserve-stock", print)
+
+    host = provider_harness.host
+    record = host.add_plugin(HandlerPlugin(), "handlers")
+    assert host.handlers["reserve-stock"] == (reserve_stock, "handlers") and "not-callable" not in host.handlers
+    assert record.handlers == ["reserve-stock"] and record.status == "failed" and "not-callable" in (record.error or "")
+    assert "register_handlers" in record.hooks and record.to_dict()["handlers"] == ["reserve-stock"]
+    host.add_plugin(LaterPlugin(), "later")
+    assert host.handlers["reserve-stock"] == (print, "later")  # a later registration replaces an earlier one
+
+
+# --- the kit: a correct in-memory broker passes, each defect fails ------------------------------
+
+
+class MemoryBroker(Provider):
+    """A single-partition broker in memory that keeps the whole publish contract."""
+
+    type_name = "memory-broker"
+    capability = "publish"
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.logs: dict[str, list[tuple[Event, datetime]]] = {}
+        self.committed: dict[tuple[str, str], int] = {}
+        self.positions: dict[Subscription, dict[str, int]] = {}
+        self.lock = threading.Lock()
+
+    def _record(self, topic: str, offset: int) -> ConsumedRecord:
+        event, written = self.logs[topic][offset]
+        value = json.loads(json.dumps(event.envelope()))
+        return ConsumedRecord(topic, 0, offset, value, event.key, dict(event.headers), written)
+
+    @hookimpl
+    def publish(self, event: Event) -> PublishResult:
+        with self.lock:
+            log = self.logs.setdefault(event.topic, [])
+            log.append((event, datetime.now(UTC)))
+            return PublishResult(0, str(len(log) - 1), event.topic)
+
+    @hookimpl
+    def publish_batch(self, events: list[Event]) -> list[PublishResult]:
+        return [self.publish(event) for event in events]
+
+    @hookimpl
+    def consume(self, subscription: Subscription, max_records: int, timeout: float) -> list[ConsumedRecord]:
+        with self.lock:
+            positions = self.positions.get(subscription)
+            if positions is None:
+                positions = self.positions[subscription] = {}
+                for topic in subscription.topics:
+                    start = 0 if subscription.start == "earliest" else len(self.logs.get(topic, []))
+                    positions[topic] = self.committed.setdefault((subscription.group, topic), start)
+            return self._take(positions, max_records)
+
+    def _take(self, positions: dict[str, int], max_records: int) -> list[ConsumedRecord]:
+        records = []
+        for topic, position in positions.items():
+            available = len(self.logs.get(topic, []))
+            while position < available and len(records) < max_records:
+                records.append(self._record(topic, position))
+                position += 1
+            positions[topic] = position
+        return records
+
+    @hookimpl
+    def commit(self, subscription: Subscription, offsets: list[PartitionOffset]) -> None:
+        with self.lock:
+            for offset in offsets:
+                self.committed[(subscription.group, offset.topic)] = offset.offset
+
+    @hookimpl
+    def unsubscribe(self, subscription: Subscription) -> None:
+        with self.lock:
+            self.positions.pop(subscription, None)
+
+    def _members(self, group: str) -> list[Subscription]:
+        return [subscription for subscription in self.positions if subscription.group == group]
+
+    @hookimpl
+    def consumer_groups(self) -> list[ConsumerGroup]:
+        with self.lock:
+            groups: dict[str, list[PartitionLag]] = {}
+            for (group, topic), offset in sorted(self.committed.items()):
+                groups.setdefault(group, []).append(PartitionLag(topic, 0, offset, len(self.logs.get(topic, []))))
+            return [
+                ConsumerGroup(
+                    group,
+                    "Stable" if self._members(group) else "Empty",
+                    [GroupMember(member.name) for member in self._members(group)],
+                    sorted({lag.topic for lag in lags}),
+                    lags,
+                )
+                for group, lags in groups.items()
+            ]
+
+    @hookimpl
+    def reset_offsets(self, group: str, topic: str, to: OffsetReset) -> list[PartitionOffset]:
+        with self.lock:
+            if self._members(group):
+                raise InUseError(f"group {group} has active members")
+            log = self.logs.get(topic, [])
+            if to.to == "earliest":
+                offset = 0
+            elif to.to == "latest":
+                offset = len(log)
+            elif to.to == "timestamp":
+                assert to.timestamp is not None
+                offset = next((n for n, (_, written) in enumerate(log) if written >= to.timestamp), len(log))
+            else:
+                if set(to.offsets) != {0} or to.offsets[0] > len(log):
+                    raise PermanentError(f"no such position {to.offsets}")
+                offset = to.offsets[0]
+            self.committed[(group, topic)] = offset
+            return [PartitionOffset(topic, 0, offset)]
+
+
+class CommitIgnoringBroker(MemoryBroker):
+    type_name = "commit-ignoring-broker"
+
+    @hookimpl
+    def commit(self, subscription: Subscription, offsets: list[PartitionOffset]) -> None:
+        pass
+
+
+class NoRedeliveryBroker(MemoryBroker):
+    """Keeps its in-memory position across unsubscribe: uncommitted records are never delivered again."""
+
+    type_name = "no-redelivery-broker"
+
+    @hookimpl
+    def unsubscribe(self, subscription: Subscription) -> None:
+        pass
+
+
+class GreedyBroker(MemoryBroker):
+    type_name = "greedy-broker"
+
+    @hookimpl
+    def consume(self, subscription: Subscription, max_records: int, timeout: float) -> list[ConsumedRecord]:
+        return super().consume(subscription, max_records + 1, timeout)
+
+
+class KeepAliveAdvancingBroker(MemoryBroker):
+    """Treats the keep-alive as a read of one record and drops it."""
+
+    type_name = "keep-alive-advancing-broker"
+
+    @hookimpl
+    def consume(self, subscription: Subscription, max_records: int, timeout: float) -> list[ConsumedRecord]:
+        records = super().consume(subscription, max(max_records, 1), timeout)
+        return records if max_records else []
+
+
+class StringValueBroker(MemoryBroker):
+    """Hands the JSON text to the hub instead of the decoded value."""
+
+    type_name = "string-value-broker"
+
+    def _record(self, topic: str, offset: int) -> ConsumedRecord:
+        record = super()._record(topic, offset)
+        record.value = json.dumps(record.value)
+        return record
+
+
+class DictGroupsBroker(MemoryBroker):
+    """The old contract: consumer groups as dicts."""
+
+    type_name = "dict-groups-broker"
+
+    @hookimpl
+    def consumer_groups(self) -> list[ConsumerGroup]:
+        return [{"groupId": group.group_id, "state": group.state} for group in super().consumer_groups()]  # type: ignore[misc]
+
+
+class LaglessBroker(MemoryBroker):
+    """Reports the groups but forgets the committed offsets."""
+
+    type_name = "lagless-broker"
+
+    @hookimpl
+    def consumer_groups(self) -> list[ConsumerGroup]:
+        groups = super().consumer_groups()
+        for group in groups:
+            group.partitions = [PartitionLag(lag.topic, lag.partition, None, lag.end) for lag in group.partitions]
+        return groups
+
+
+class EagerResetBroker(MemoryBroker):
+    """Resets offsets under an active consumer's feet."""
+
+    type_name = "eager-reset-broker"
+
+    def _members(self, group: str) -> list[Subscription]:
+        return []
+
+
+class LatestIgnoringBroker(MemoryBroker):
+    """Resets to 'latest' by doing nothing."""
+
+    type_name = "latest-ignoring-broker"
+
+    @hookimpl
+    def reset_offsets(self, group: str, topic: str, to: OffsetReset) -> list[PartitionOffset]:
+        if to.to == "latest":
+            return [PartitionOffset(topic, 0, len(self.logs.get(topic, [])))]
+        return super().reset_offsets(group, topic, to)
+
+
+class ShortBatchBroker(MemoryBroker):
+    type_name = "short-batch-broker"
+
+    @hookimpl
+    def publish_batch(self, events: list[Event]) -> list[PublishResult]:
+        return super().publish_batch(events)[:-1]
+
+
+class ConsumeOnlyBroker(MemoryBroker):
+    """consume without commit and unsubscribe hooks: the hub could not run a subscription on it."""
+
+    type_name = "consume-only-broker"
+
+    def commit(self, subscription: Subscription, offsets: list[PartitionOffset]) -> None:  # noqa: D102 (no @hookimpl)
+        raise AssertionError("never called: not a hook implementation")
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        raise AssertionError("never called: not a hook implementation")
+
+
+BROKEN_BROKERS: list[tuple[type, str]] = [
+    (CommitIgnoringBroker, "after commit of 3 records and unsubscribe"),
+    (NoRedeliveryBroker, "after commit of 3 records and unsubscribe"),
+    (GreedyBroker, "return at most max_records"),
+    (KeepAliveAdvancingBroker, "the first reading of 5 records"),
+    (StringValueBroker, "decoded from JSON"),
+    (DictGroupsBroker, "not a ConsumerGroup"),
+    (LaglessBroker, "shows a committed offset"),
+    (EagerResetBroker, "while the group has an active consumer"),
+    (LatestIgnoringBroker, "after a reset to latest"),
+    (ShortBatchBroker, "return one per event"),
+    (ConsumeOnlyBroker, "not commit()"),
+]
+
+
+@pytest.fixture
+def brokers(provider_harness: ProviderHarness) -> ProviderHarness:
+    provider_harness.add_provider_classes(MemoryBroker, *(broker for broker, _ in BROKEN_BROKERS))
+    return provider_harness
+
+
+def test_a_broker_keeping_the_contract_passes_check_publish(brokers: ProviderHarness) -> None:
+    provider = brokers.build("memory-broker")
+    results = run_contract(brokers, provider, topic="orders", wait=2, settle=0.1)
+    assert results["publish"].partition == 0
+    # The check exercised every hook: its group is there, moved to the end by the last reset.
+    groups = {group.group_id: group for group in brokers.call(provider, "consumer_groups")}
+    (contract_group,) = [group for group in groups.values() if group.group_id.startswith("contract-tests.")]
+    assert contract_group.state == "Empty" and contract_group.lag == 0
+    assert [lag.committed for lag in contract_group.partitions] == [5]
+
+
+@pytest.mark.parametrize(("broker", "problem"), BROKEN_BROKERS, ids=[broker.type_name for broker, _ in BROKEN_BROKERS])
+def test_check_publish_fails_a_broker_that_breaks_the_contract(brokers: ProviderHarness, broker: type, problem: str) -> None:
+    provider = brokers.build(broker.type_name)
+    with pytest.raises(AssertionError, match=problem):
+        check_publish(brokers, provider, "orders", wait=1, settle=0.1)
+
+
+# --- the event log: consuming ------------------------------------------------------------------
+
+
+def test_event_log_consumes_in_order_resumes_from_the_committed_offset_and_redelivers_the_rest(
+    provider_harness: ProviderHarness,
+) -> None:
+    log = provider_harness.build("event-log", {"fsync": False})
+    events = [_event(n=n) for n in range(6)]
+    for event in events:
+        provider_harness.call(log, "publish", event=event)
+    subscription = _subscription()
+    first = provider_harness.call(log, "consume", subscription=subscription, max_records=4, timeout=1)
+    assert [(record.offset, record.value["data"]["n"]) for record in first] == [(0, 0), (1, 1), (2, 2), (3, 3)]
+    assert first[0].event() is not None and first[0].event().id == events[0].id  # type: ignore[union-attr]
+    assert first[0].timestamp is not None and first[0].key == "SO-1"
+    provider_harness.call(log, "commit", subscription=subscription, offsets=[first[1].next_offset])
+    assert [record.offset for record in _drain(provider_harness, log, subscription)] == [4, 5]  # the position, not the commit
+
+    # A new instance (another process, after a restart) starts from the committed offset: 2 and 3 again.
+    restarted = provider_harness.build("event-log", {"fsync": False})
+    assert [record.offset for record in _drain(provider_harness, restarted, subscription)] == [2, 3, 4, 5]
+    provider_harness.call(restarted, "commit", subscription=subscription, offsets=[PartitionOffset("orders", 0, 6)])
+    provider_harness.call(restarted, "unsubscribe", subscription=subscription)
+    assert _drain(provider_harness, restarted, subscription) == []
+    provider_harness.call(restarted, "publish", event=_event(n=6))
+    assert [record.offset for record in _drain(provider_harness, restarted, subscription)] == [6]
+
+
+def test_event_log_consume_waits_for_records_up_to_the_timeout(provider_harness: ProviderHarness) -> None:
+    log = provider_harness.build("event-log", {"fsync": False})
+    subscription = _subscription()
+    started = time.monotonic()
+    assert provider_harness.call(log, "consume", subscription=subscription, max_records=10, timeout=0.3) == []
+    assert 0.3 <= time.monotonic() - started < 1.5
+    publisher = threading.Timer(0.2, lambda: provider_harness.call(log, "publish", event=_event(n=1)))
+    publisher.start()
+    started = time.monotonic()
+    records = provider_harness.call(log, "consume", subscription=subscription, max_records=10, timeout=5)
+    assert [record.value["data"] for record in records] == [{"n": 1}]
+    assert time.monotonic() - started < 2  # woke up when the record came, not at the timeout
+    publisher.join()
+
+
+def test_event_log_reads_every_partition_and_every_topic_of_a_subscription(provider_harness: ProviderHarness) -> None:
+    log = provider_harness.build("event-log", {"partitions": 3, "fsync": False})
+    keys = [f"SKU-{n}" for n in range(12)]
+    for key in keys:
+        provider_harness.call(log, "publish", event=_event("orders", key=key, key_name=key))
+    provider_harness.call(log, "publish", event=_event("returns", key="SKU-0", key_name="return"))
+    subscription = _subscription(topics=("orders", "returns"))
+    records = _drain(provider_harness, log, subscription, batch=5)
+    assert sorted(record.value["data"]["key_name"] for record in records) == sorted([*keys, "return"])
+    by_partition: dict[tuple[str, int], list[int]] = {}
+    for record in records:
+        by_partition.setdefault((record.topic, record.partition), []).append(record.offset)
+    assert all(offsets == list(range(len(offsets))) for offsets in by_partition.values())  # in order, no gap
+    assert {partition for topic, partition in by_partition if topic == "orders"} == {0, 1, 2}
+
+
+def test_event_log_never_delivers_a_half_written_line(provider_harness: ProviderHarness) -> None:
+    log = provider_harness.build("event-log", {"fsync": False})
+    provider_harness.call(log, "publish", event=_event(n=0))
+    path = log.directory / "orders-0.jsonl"
+    whole = (path.read_text().splitlines()[0].replace('"offset":0', '"offset":1') + "\n").encode()
+    subscription = _subscription()
+    with path.open("ab") as handle:
+        handle.write(whole[:20])  # a writer in the middle of its write
+        handle.flush()
+        assert [record.offset for record in _drain(provider_harness, log, subscription)] == [0]
+        handle.write(whole[20:])
+    assert [record.offset for record in _drain(provider_harness, log, subscription)] == [1]
+
+
+def test_event_log_latest_start_is_committed_at_once_so_a_restart_skips_nothing(provider_harness: ProviderHarness) -> None:
+    log = provider_harness.build("event-log", {"fsync": False})
+    for n in range(3):
+        provider_harness.call(log, "publish", event=_event(n=n))  # before the subscription existed
+    subscription = _subscription(start="latest")
+    assert _drain(provider_harness, log, subscription) == []
+    provider_harness.call(log, "publish", event=_event(n=3))
+    # The process dies before handling it: nothing was committed after the join...
+    restarted = provider_harness.build("event-log", {"fsync": False})
+    # ...yet the next process starts where the first joined, not at the (new) latest.
+    assert [record.value["data"]["n"] for record in _drain(provider_harness, restarted, subscription)] == [3]
+
+
+def test_event_log_resumes_from_a_byte_hint_and_checks_it(provider_harness: ProviderHarness) -> None:
+    log = provider_harness.build("event-log", {"fsync": False})
+    for n in range(50):
+        provider_harness.call(log, "publish", event=_event(n=n, padding="x" * (n % 7)))
+    subscription = _subscription()
+    records = provider_harness.call(log, "consume", subscription=subscription, max_records=20, timeout=1)
+    provider_harness.call(log, "commit", subscription=subscription, offsets=[records[-1].next_offset])
+    database = log.directory / "consumer-offsets.db"
+    with sqlite3.connect(database) as connection:
+        ((offset, byte),) = connection.execute("SELECT next_offset, byte_position FROM offsets").fetchall()
+    lines = (log.directory / "orders-0.jsonl").read_bytes().splitlines(keepends=True)
+    assert (offset, byte) == (20, sum(len(line) for line in lines[:20]))
+
+    def next_offset_after_restart() -> int:
+        restarted = provider_harness.build("event-log", {"fsync": False})
+        return provider_harness.call(restarted, "consume", subscription=subscription, max_records=1, timeout=1)[0].offset
+
+    assert next_offset_after_restart() == 20
+    for wrong in (byte - 3, byte + len(lines[20]), 10**9, 0):  # mid-line, the next line, past the end, the start
+        with sqlite3.connect(database) as connection:
+            connection.execute("UPDATE offsets SET byte_position = ?", (wrong,))
+        assert next_offset_after_restart() == 20, wrong  # a wrong hint is noticed; the lines are counted instead
+
+
+def test_event_log_commits_and_groups_are_shared_with_another_process(provider_harness: ProviderHarness) -> None:
+    log = provider_harness.build("event-log", {"directory": "events", "fsync": False})
+    for n in range(4):
+        provider_harness.call(log, "publish", event=_event(n=n))
+    subscription = _subscription()
+    provider_harness.call(log, "consume", subscription=subscription, max_records=10, timeout=1)
+    provider_harness.call(log, "commit", subscription=subscription, offsets=[PartitionOffset("orders", 0, 3)])
+    provider_harness.call(log, "unsubscribe", subscription=subscription)
+    script = (
+        "import json, sys\n"
+        "from hub.builtins.event_log import EventLog\n"
+        "from hub.capabilities import ProviderContext, Subscription, PartitionOffset\n"
+        "log = EventLog('other', {'directory': 'events', 'partitions': 1, 'fsync': False, 'session_timeout': 10.0},"
+        " ProviderContext(None, 'development', sys.argv[1]))\n"
+        "subscription = Subscription('orders-to-erp', 'acme', 'acme.orders-to-erp', ('orders',))\n"
+        "records = log.consume(subscription, 10, 1.0)\n"
+        "log.commit(subscription, [records[-1].next_offset])\n"
+        "print(json.dumps([record.offset for record in records]))\n"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", script, provider_harness.data_dir],
+        capture_output=True, text=True, env=_subprocess_environment(), timeout=60, check=True,
+    )
+    assert json.loads(completed.stdout) == [3]
+    (group,) = provider_harness.call(log, "consumer_groups")
+    assert group.group_id == "acme.orders-to-erp" and group.partitions == [PartitionLag("orders", 0, 4, 4, 0)]
+    # The other process exited without unsubscribing: its member counts until its session times out.
+    assert group.state == "Stable" and len(group.members) == 1 and group.members[0].assignment == {"orders": [0]}
+
+
+# --- the event log: groups and resets ------------------------------------------------------------
+
+
+def test_event_log_consumer_groups_show_members_committed_offsets_and_lag(provider_harness: ProviderHarness) -> None:
+    log = provider_harness.build("event-log", {"partitions": 2, "fsync": False, "session_timeout": 0.5})
+    assert provider_harness.call(log, "consumer_groups") == []
+    for n in range(6):
+        provider_harness.call(log, "publish", event=_event(key=f"k{n}", n=n))
+    subscription = _subscription()
+    records = provider_harness.call(log, "consume", subscription=subscription, max_records=100, timeout=1)
+    last = {}
+    for record in records[:4]:
+        last[record.partition] = record.next_offset
+    provider_harness.call(log, "commit", subscription=subscription, offsets=list(last.values()))
+    (group,) = provider_harness.call(log, "consumer_groups")
+    assert group.state == "Stable" and group.topics == ["orders"]
+    assert [(member.host, member.assignment) for member in group.members] == [(os.uname().nodename, {"orders": [0, 1]})]
+    ends = {partition: sum(1 for record in records if record.partition == partition) for partition in (0, 1)}
+    assert {(lag.partition, lag.end) for lag in group.partitions} == set(ends.items())
+    assert group.lag == 2 and sum(lag.committed or 0 for lag in group.partitions) == 4
+    provider_harness.call(log, "unsubscribe", subscription=subscription)
+    assert provider_harness.call(log, "consumer_groups")[0].state == "Empty"
+    # A consumer that stops calling (a process that died) leaves the group once its session times out.
+    provider_harness.call(log, "consume", subscription=subscription, max_records=0, timeout=0)
+    assert provider_harness.call(log, "consumer_groups")[0].state == "Stable"
+    time.sleep(0.7)
+    assert provider_harness.call(log, "consumer_groups")[0].members == []
+
+
+def test_event_log_resets_offsets_of_an_idle_group_only(provider_harness: ProviderHarness) -> None:
+    log = provider_harness.build("event-log", {"fsync": False})
+    for n in range(3):
+        provider_harness.call(log, "publish", event=_event(n=n))
+    middle = datetime.now(UTC)
+    time.sleep(0.01)
+    for n in range(3, 5):
+        provider_harness.call(log, "publish", event=_event(n=n))
+    subscription = _subscription()
+    assert len(_drain(provider_harness, log, subscription)) == 5
+    group = subscription.group
+
+    def reset(to: OffsetReset) -> list[PartitionOffset]:
+        return provider_harness.call(log, "reset_offsets", group=group, topic="orders", to=to)
+
+    with pytest.raises(InUseError, match="active member"):
+        reset(OffsetReset("earliest"))
+    provider_harness.call(log, "unsubscribe", subscription=subscription)
+    assert reset(OffsetReset("timestamp", timestamp=middle)) == [PartitionOffset("orders", 0, 3)]
+    assert [record.offset for record in _drain(provider_harness, log, subscription)] == [3, 4]
+    provider_harness.call(log, "unsubscribe", subscription=subscription)
+    assert reset(OffsetReset("explicit", offsets={0: 1})) == [PartitionOffset("orders", 0, 1)]
+    assert [record.offset for record in _drain(provider_harness, log, subscription)] == [1, 2, 3, 4]
+    provider_harness.call(log, "unsubscribe", subscription=subscription)
+    assert reset(OffsetReset("latest")) == [PartitionOffset("orders", 0, 5)]
+    assert reset(OffsetReset("timestamp", timestamp=datetime.now(UTC) + timedelta(hours=1))) == [PartitionOffset("orders", 0, 5)]
+    with pytest.raises(PermanentError, match="past the end"):
+        reset(OffsetReset("explicit", offsets={0: 6}))
+    with pytest.raises(PermanentError, match="no partition 3"):
+        reset(OffsetReset("explicit", offsets={3: 0}))
+    # A group nobody consumed yet can be positioned before it starts.
+    fresh = provider_harness.call(log, "reset_offsets", group="acme.fresh", topic="orders", to=OffsetReset("explicit", offsets={0: 4}))
+    assert fresh == [PartitionOffset("orders", 0, 4)]
+    assert [record.offset for record in _drain(provider_harness, log, _subscription("fresh"))] == [4]
+
+
+def test_event_log_consumer_that_missed_a_reset_refuses_to_commit_and_starts_over(provider_harness: ProviderHarness) -> None:
+    log = provider_harness.build("event-log", {"fsync": False, "session_timeout": 0.5})
+    for n in range(4):
+        provider_harness.call(log, "publish", event=_event(n=n))
+    subscription = _subscription()
+    assert len(_drain(provider_harness, log, subscription)) == 4
+    time.sleep(0.7)  # stalled past its session: the group counts as idle, so an operator may reset it
+    other = provider_harness.build("event-log", {"fsync": False, "session_timeout": 0.5})
+    provider_harness.call(other, "reset_offsets", group=subscription.group, topic="orders", to=OffsetReset("earliest"))
+    with pytest.raises(TransientError, match="were reset"):
+        provider_harness.call(log, "commit", subscription=subscription, offsets=[PartitionOffset("orders", 0, 4)])
+    assert [record.offset for record in _drain(provider_harness, log, subscription)] == [0, 1, 2, 3]
+
+
+def test_event_log_publish_batch_writes_each_file_once_and_reports_a_file_it_could_not_write(
+    provider_harness: ProviderHarness,
+) -> None:
+    log = provider_harness.build("event-log", {"partitions": 2, "fsync": False})
+    keys = ["k0", "k1", "k2", "k3", "k4", "k5"]
+    partitions = [log.partition_for("orders", key) for key in keys]
+    assert set(partitions) == {0, 1}
+    results = provider_harness.call(log, "publish_batch", events=[_event(key=key, key_name=key) for key in keys])
+    assert [result.partition for result in results] == partitions and all(result.ok for result in results)
+    for partition in (0, 1):
+        offsets = [int(result.offset) for result in results if result.partition == partition]
+        assert offsets == list(range(len(offsets)))
+
+    # Partition 1's file cannot be opened (a directory stands in its way): its events fail, the others are written.
+    (log.directory / "orders-1.jsonl").rename(log.directory / "saved")
+    (log.directory / "orders-1.jsonl").mkdir()
+    again = provider_harness.call(log, "publish_batch", events=[_event(key=key) for key in keys])
+    assert [result.ok for result in again] == [partition == 0 for partition in partitions]
+    assert all(result.partition == -1 and "directory" in (result.error or "") for result in again if not result.ok)
+    only_failures = [_event(key=key) for key, partition in zip(keys, partitions, strict=True) if partition == 1]
+    with pytest.raises(TransientError, match="nothing written"):
+        provider_harness.call(log, "publish_batch", events=only_failures)
+    with pytest.raises(PermanentError, match="invalid topic"):
+        provider_harness.call(log, "publish_batch", events=[_event(key="k0"), _event(topic="bad topic")])
+    assert provider_harness.call(log, "publish_batch", events=[]) == []
+
+
+# --- leases ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def database(tmp_path: Path) -> Iterator[Database]:
+    db = Database(f"sqlite:///{tmp_path / 'hub.db'}")
+    db.create_all()
+    yield db
+    db.engine.dispose()
+
+
+@pytest.fixture
+def managers(database: Database) -> Iterator[Callable[[], LeaseManager]]:
+    made: list[LeaseManager] = []
+
+    def make() -> LeaseManager:
+        made.append(LeaseManager(database))
+        return made[-1]
+
+    yield make
+    for manager in made:
+        manager.close()
+
+
+def test_a_lease_is_held_by_one_manager_until_released(managers: Callable[[], LeaseManager]) -> None:
+    first, second = managers(), managers()
+    lease = first.acquire("subscription:orders", ttl=5)
+    assert lease is not None and lease.valid() and lease.token == 1
+    assert second.acquire("subscription:orders", ttl=5) is None
+    assert first.acquire("subscription:orders", ttl=5) is None  # not re-entrant either
+    assert second.acquire("subscription:returns", ttl=5) is not None  # another name is another lease
+    state = second.state("subscription:orders")
+    assert state["held"] and state["owner"] == first.owner and not state["paused"]
+    first.release(lease)
+    assert not lease.valid()
+    taken = second.acquire("subscription:orders", ttl=5)
+    assert taken is not None and taken.token == 2  # a new token: the old holder cannot renew
+    assert not first.renew(lease)
+
+
+def test_a_lease_is_renewed_while_held_and_taken_over_once_it_expires(
+    managers: Callable[[], LeaseManager], database: Database
+) -> None:
+    holder, other = managers(), managers()
+    lease = holder.acquire("subscription:orders", ttl=0.6)
+    assert lease is not None
+    time.sleep(1.5)  # more than twice the ttl: the keeper renewed it meanwhile
+    assert lease.valid() and other.acquire("subscription:orders", ttl=0.6) is None
+    # The holder stops renewing (as a process that died would): after the ttl the other takes it.
+    holder._held.clear()
+    started = time.monotonic()
+    while (taken := other.acquire("subscription:orders", ttl=0.6)) is None:
+        assert time.monotonic() - started < 3
+        time.sleep(0.05)
+    assert 0.2 < time.monotonic() - started < 1.2
+    assert not lease.valid()  # its local deadline passed too: it would stop before the other started
+    assert not holder.renew(lease) and lease.lost.is_set()
+    assert taken.valid()
+
+
+def test_pausing_a_lease_stops_its_holder_and_keeps_everyone_out(managers: Callable[[], LeaseManager]) -> None:
+    holder, other = managers(), managers()
+    lease = holder.acquire("subscription:orders", ttl=3)
+    assert lease is not None
+    other.pause("subscription:orders")
+    assert lease.lost.wait(2), "the holder's next renewal must fail"
+    assert other.acquire("subscription:orders", ttl=3) is None and holder.acquire("subscription:orders", ttl=3) is None
+    assert other.state("subscription:orders")["paused"] and other.state("subscription:orders")["held"]
+    holder.release(lease)  # what its worker does once it stopped: now the row says nobody holds it
+    assert not other.state("subscription:orders")["held"]
+    other.pause("subscription:orders", paused=False)
+    assert other.acquire("subscription:orders", ttl=3) is not None
+    # Pausing a name nobody has used yet creates it paused.
+    other.pause("subscription:new")
+    assert holder.acquire("subscription:new", ttl=3) is None
+    assert [state["name"] for state in holder.states("subscription:")] == ["subscription:new", "subscription:orders"]
+
+
+def test_racing_managers_never_share_a_lease(database: Database) -> None:
+    managers = [LeaseManager(database) for _ in range(8)]
+    winners: list[str] = []
+    barrier = threading.Barrier(len(managers))
+
+    def race(manager: LeaseManager) -> None:
+        barrier.wait()
+        for _ in range(20):
+            if manager.acquire("subscription:contended", ttl=30) is not None:
+                winners.append(manager.owner)
+
+    threads = [threading.Thread(target=race, args=(manager,)) for manager in managers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    try:
+        assert len(winners) == 1
+        with database.session() as session:
+            row = session.get(Lease, "subscription:contended")
+            assert row is not None and row.owner == winners[0] and row.token == 1
+    finally:
+        for manager in managers:
+            manager.close()
+
+
+def test_a_lease_held_by_a_killed_process_is_taken_over_within_its_ttl(
+    tmp_path: Path, managers: Callable[[], LeaseManager]
+) -> None:
+    script = (
+        "import sys, time\n"
+        "from hub.records import Database\n"
+        "from hub.runtime.leases import LeaseManager\n"
+        "manager = LeaseManager(Database(sys.argv[1]))\n"
+        "lease = manager.acquire('subscription:orders', ttl=1.5)\n"
+        "print('held' if lease else 'refused', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", script, f"sqlite:///{tmp_path / 'hub.db'}"],
+        stdout=subprocess.PIPE, text=True, env=_subprocess_environment(),
+    )
+    try:
+        assert process.stdout is not None and process.stdout.readline().strip() == "held"
+        other = managers()
+        time.sleep(2)  # the other process keeps renewing: still refused after its ttl
+        assert other.acquire("subscription:orders", ttl=1.5) is None
+        process.send_signal(signal.SIGKILL)
+        process.wait(10)
+        killed = time.monotonic()
+        while other.acquire("subscription:orders", ttl=1.5) is None:
+            assert time.monotonic() - killed < 5, "the lease of a dead process must expire"
+            time.sleep(0.05)
+        assert time.monotonic() - killed < 1.5 + 0.3
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
