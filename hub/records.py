@@ -489,6 +489,8 @@ class Lease(Base):
     renewed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     #: A paused lease is acquired by nobody, and its holder stops at the next renewal.
     paused: Mapped[bool] = mapped_column(default=False)
+    #: What the holder's worker last reported (status, counts, last error), written with each renewal.
+    note: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class DeadLetter(Base):

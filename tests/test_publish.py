@@ -6,6 +6,8 @@ log talks to real files and SQLite; leases to a real database, with a second pro
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
 import signal
@@ -18,12 +20,14 @@ import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
+from werkzeug.wrappers import Request, Response
 
 import hub
 from hub import hookimpl
+from hub.api import create_app
 from hub.capabilities import (
     ConsumedRecord,
     ConsumerGroup,
@@ -36,11 +40,14 @@ from hub.capabilities import (
     PublishResult,
     Subscription,
 )
-from hub.errors import InUseError, PermanentError, TransientError
+from hub.errors import ConfigError, InUseError, PermanentError, TransientError
+from hub.manager import IntegrationManager
 from hub.records import Database, Lease
 from hub.runtime.leases import LeaseManager
 from hub.testing import ProviderHarness
 from hub.testing.contracts import check_publish, run_contract
+from hub.testing.servers import WsgiServer
+from tests.conftest import base_config
 
 TENANT = "acme"
 PACKAGE_ROOT = str(Path(hub.__file__).resolve().parent.parent)
@@ -768,3 +775,475 @@ def test_a_lease_held_by_a_killed_process_is_taken_over_within_its_ttl(
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+# =================================================================================================
+# Through the core: the publish service, its API and its subscription workers
+# =================================================================================================
+
+API = "/api/integrations"
+
+
+class Receiver(WsgiServer):
+    """A webhook receiver: keeps every POST (path, headers, JSON body); ``fail`` maps an event's
+    ``data["n"]`` to how many times to answer it with an error status first (``-1``: always)."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        super().__init__(name="subscription-receiver")
+        self.lock = threading.Lock()
+        self.deliveries: list[tuple[str, dict[str, str], dict[str, Any]]] = []
+        self.fail: dict[int, tuple[int, int]] = {}  # n -> (times, status)
+        self.delay = delay
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        request = Request(environ)
+        body = json.loads(request.get_data())
+        number = (body.get("value") or {}).get("data", {}).get("n")
+        if self.delay:
+            time.sleep(self.delay)
+        with self.lock:
+            times, status = self.fail.get(number, (0, 200))
+            if times:
+                self.fail[number] = (times - 1 if times > 0 else times, status)
+                return Response("refused", status=status)(environ, start_response)
+            self.deliveries.append((request.path, dict(request.headers), body))
+        return Response("ok")(environ, start_response)
+
+    def numbers(self, path: str | None = None) -> list[int]:
+        with self.lock:
+            return [body["value"]["data"]["n"] for where, _, body in self.deliveries if path is None or where == path]
+
+    def wait_for(self, count: int, path: str | None = None, timeout: float = 20.0) -> list[int]:
+        deadline = time.monotonic() + timeout
+        while len(numbers := self.numbers(path)) < count:
+            assert time.monotonic() < deadline, f"{len(numbers)} of {count} deliveries after {timeout} s: {numbers}"
+            time.sleep(0.02)
+        return numbers
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    with Receiver() as server:
+        yield server
+
+
+def _webhook_subscription(url: str, **options: Any) -> dict[str, Any]:
+    return {"tenant": "demo", "topics": ["orders"], "handler": {"type": "webhook", "url": url}, "lease_seconds": 2, **options}
+
+
+class Hub:
+    """An IntegrationManager with the API's test client and a token for tenant demo."""
+
+    def __init__(self, manager: IntegrationManager) -> None:
+        self.manager = manager
+        self.client = create_app(manager=manager).test_client()
+        self.headers = {"Authorization": f"Bearer {manager.tokens.create('demo', 'publish-tests')[1]}", "X-Tenant-ID": "demo"}
+
+    def data(self, response: Any, status: int = 200) -> Any:
+        body = response.get_json()
+        assert response.status_code == status, body
+        return body["data"]
+
+    def get(self, path: str, status: int = 200) -> Any:
+        return self.data(self.client.get(f"{API}{path}", headers=self.headers), status)
+
+    def post(self, path: str, body: Any = None, status: int = 200, headers: dict[str, str] | None = None) -> Any:
+        return self.data(self.client.post(f"{API}{path}", json=body, headers={**self.headers, **(headers or {})}), status)
+
+    def publish(self, n: int, key: str = "SO-1", topic: str = "orders") -> dict[str, Any]:
+        return self.post("/events", {"topic": topic, "eventType": "order.created", "data": {"n": n}, "key": key}, 201)
+
+    def subscription(self, name: str) -> dict[str, Any]:
+        return self.get(f"/events/subscriptions/{name}")
+
+    def wait_until(self, condition: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            assert time.monotonic() < deadline, f"{what} not reached in {timeout} s"
+            time.sleep(0.05)
+
+
+@pytest.fixture
+def make_hub(tmp_path: Path) -> Iterator[Callable[..., Hub]]:
+    made: list[IntegrationManager] = []
+
+    def make(subscriptions: dict[str, Any] | None = None, *, workers: int = 1, plugins: tuple[tuple[object, str], ...] = (), **overrides: Any) -> Hub:
+        config = base_config(tmp_path / "var", subscriptions=subscriptions or {}, **overrides)
+        manager = IntegrationManager(config, environ={}, entry_points=False, plugins=plugins)
+        made.append(manager)
+        if workers:
+            manager.start_workers(workers)
+        return Hub(manager)
+
+    yield make
+    for manager in made:
+        manager.close()
+
+
+# --- publishing --------------------------------------------------------------------------------------
+
+
+def test_events_and_consumer_groups(client: Any, headers: dict[str, str]) -> None:
+    def data_of(response: Any, status: int = 200) -> Any:
+        assert response.status_code == status, response.get_json()
+        return response.get_json()["data"]
+
+    first = data_of(client.post(f"{API}/events", json={"topic": "sales-events", "eventType": "sales.order.created", "data": {"orderId": "1"}, "key": "o1"}, headers=headers), 201)
+    second = data_of(client.post(f"{API}/events", json={"topic": "sales-events", "eventType": "sales.order.created", "data": {"orderId": "1"}, "key": "o1"}, headers=headers), 201)
+    assert first["partition"] == second["partition"] and int(second["offset"]) == int(first["offset"]) + 1
+    assert data_of(client.get(f"{API}/events/{first['eventId']}", headers=headers))["topic"] == "sales-events"
+    assert data_of(client.get(f"{API}/events/consumer-groups", headers=headers)) == {"groups": []}
+
+
+def test_a_batch_is_published_in_one_round_trip_and_replayed_by_its_idempotency_key(make_hub: Callable[..., Hub]) -> None:
+    hub = make_hub(workers=0)
+    events = [{"topic": "orders", "eventType": "order.created", "data": {"n": n}, "key": f"SO-{n % 2}"} for n in range(6)]
+    events.append({"topic": "returns", "eventType": "order.returned", "data": {"n": 6}})
+    batch = hub.post("/events/batch", {"events": events}, 201, headers={"Idempotency-Key": "batch-1"})
+    assert (batch["status"], batch["published"], batch["failed"]) == ("succeeded", 7, 0)
+    assert [event["eventId"] for event in batch["events"]] == [f"{batch['batchId']}-{n}" for n in range(7)]
+    assert all(event["status"] == "published" and event["provider"] == "eventlog" for event in batch["events"])
+    by_key: dict[str | None, list[int]] = {}
+    for event in batch["events"][:6]:
+        by_key.setdefault(event["key"], []).append(int(event["offset"]))
+    assert all(offsets == sorted(offsets) for offsets in by_key.values())
+    again = hub.post("/events/batch", {"events": events}, 201, headers={"Idempotency-Key": "batch-1"})
+    assert again == batch
+    assert hub.get(f"/events/{batch['batchId']}") == batch
+    # Each event went to the log once, with its own id, under the batch's.
+    log = hub.manager.registry.instance("eventlog", "demo")
+    published = [json.loads(line)["value"] for path in sorted(log.directory.glob("*.jsonl")) for line in path.read_text().splitlines()]
+    assert sorted(value["id"] for value in published) == sorted(event["eventId"] for event in batch["events"])
+    bad = hub.client.post(f"{API}/events/batch", json={"events": [{"topic": "bad topic", "eventType": "a.b", "data": {}}]}, headers=hub.headers)
+    assert bad.status_code == 422 and "events" in bad.get_json()["errors"]
+    assert hub.client.post(f"{API}/events/batch", json={"events": []}, headers=hub.headers).status_code == 422
+
+
+class PerEventBroker(Provider):
+    """No publish_batch; refuses events whose data says so."""
+
+    type_name = "per-event-broker"
+    capability = "publish"
+
+    @hookimpl
+    def publish(self, event: Event) -> PublishResult:
+        if event.data.get("refuse"):
+            raise TransientError("broker busy")
+        return PublishResult(0, event.id, event.topic)
+
+
+class HalfBatchBroker(MemoryBroker):
+    """Acknowledges only the even positions of each batch it is given."""
+
+    type_name = "half-batch-broker"
+    calls: ClassVar[list[int]] = []
+
+    @hookimpl
+    def publish_batch(self, events: list[Event]) -> list[PublishResult]:
+        HalfBatchBroker.calls.append(len(events))
+        return [self.publish(event) if index % 2 == 0 else PublishResult.failed(event.topic, "not acknowledged") for index, event in enumerate(events)]
+
+
+class BrokerPlugin:
+    @hookimpl
+    def register_providers(self, register: Callable[[type], None]) -> None:
+        for broker in (PerEventBroker, HalfBatchBroker, MemoryBroker):
+            register(broker)
+
+
+def test_a_batch_without_the_batch_hook_or_half_acknowledged_is_partial_with_each_events_outcome(make_hub: Callable[..., Hub]) -> None:
+    events = [{"topic": "orders", "eventType": "order.created", "data": {"n": n, "refuse": n == 1}} for n in range(3)]
+    hub = make_hub(
+        workers=0,
+        providers={"per-event": {"type": "per-event-broker"}, "half": {"type": "half-batch-broker"}},
+        services={"kafka": {"providers": ["per-event"]}},
+        tenants={"acme": {"services": {"kafka": {"providers": ["half"]}}}},
+        plugins=((BrokerPlugin(), "brokers"),),
+    )
+    batch = hub.post("/events/batch", {"events": events}, 201)
+    assert (batch["status"], batch["published"], batch["failed"]) == ("partial", 2, 1)
+    assert [event["status"] for event in batch["events"]] == ["published", "failed", "published"]
+    assert batch["events"][1]["error"] == "All providers for kafka failed: per-event: broker busy"
+    assert hub.manager.get_record(batch["batchId"], "demo").status == "partial"
+    # Not even one event published: the caller gets a 503, the record says failed.
+    refused = hub.client.post(f"{API}/events/batch", json={"events": [events[1]]}, headers=hub.headers)
+    assert refused.status_code == 503
+
+    HalfBatchBroker.calls.clear()
+    acme = {"Authorization": f"Bearer {hub.manager.tokens.create('acme', 't')[1]}", "X-Tenant-ID": "acme"}
+    four = [{"topic": "orders", "eventType": "order.created", "data": {"n": n}} for n in range(4)]
+    answer = hub.data(hub.client.post(f"{API}/events/batch", json={"events": four}, headers=acme), 201)
+    # Round 1 acknowledged events 0 and 2; round 2 (1 and 3 only) acknowledged 1: event 3 failed.
+    assert HalfBatchBroker.calls == [4, 2]
+    assert [event["status"] for event in answer["events"]] == ["published", "published", "published", "failed"]
+    assert answer["events"][3]["error"] == "not acknowledged"
+
+
+def test_publish_events_and_consumer_groups_through_the_python_api(make_hub: Callable[..., Hub]) -> None:
+    manager = make_hub(workers=0).manager
+    batch = manager.publish_events([{"topic": "orders", "eventType": "order.created", "data": {"n": 1}}], tenant_id="demo")
+    assert batch["published"] == 1
+    assert manager.consumer_groups("demo") == []
+
+
+# --- subscriptions in one process ------------------------------------------------------------------
+
+
+def test_a_webhook_subscription_delivers_every_event_in_order_signed_and_commits(make_hub: Callable[..., Hub], receiver: Receiver) -> None:
+    secret = "whsec-subscription"
+    hub = make_hub({"orders-to-erp": _webhook_subscription(f"{receiver.url}/erp", handler={"type": "webhook", "url": f"{receiver.url}/erp", "secret": secret})})
+    published = [hub.publish(n) for n in range(10)]
+    assert receiver.wait_for(10) == list(range(10))
+    path, headers, body = receiver.deliveries[0]
+    assert path == "/erp" and body["subscription"] == "orders-to-erp" and body["groupId"] == "demo.orders-to-erp"
+    assert body["value"]["id"] == published[0]["eventId"] and headers["X-Hub-Event-Id"] == published[0]["eventId"]
+    assert headers["X-Hub-Delivery"] == f"orders:{body['partition']}:{body['offset']}"
+    stamp, signature = (part.split("=", 1)[1] for part in headers["X-Hub-Signature"].split(","))
+    raw = json.dumps(body, separators=(",", ":")).encode()
+    assert signature == hmac.new(secret.encode(), stamp.encode() + b"." + raw, hashlib.sha256).hexdigest()
+
+    def committed_all() -> bool:
+        groups = hub.get("/events/consumer-groups")["groups"]
+        return bool(groups) and groups[0]["lag"] == 0
+    hub.wait_until(committed_all, what="lag 0")
+    (group,) = hub.get("/events/consumer-groups")["groups"]
+    assert (group["groupId"], group["subscription"], group["provider"], group["state"]) == ("demo.orders-to-erp", "orders-to-erp", "eventlog", "Stable")
+    assert sum(partition["committed"] or 0 for partition in group["partitions"]) == 10
+    hub.wait_until(lambda: hub.subscription("orders-to-erp")["handledSinceStart"] == 10, what="the count in the lease's note")
+    view = hub.subscription("orders-to-erp")
+    assert view["running"] and view["owner"] == hub.manager.publish.leases.owner and view["status"] == "running"
+    assert view["handler"] == f"webhook 127.0.0.1:{receiver.port}" and view["deadLetters"] == 0 and view["source"] == "config"
+    assert [item["name"] for item in hub.get("/events/subscriptions")["subscriptions"]] == ["orders-to-erp"]
+    other = {"Authorization": f"Bearer {hub.manager.tokens.create('acme', 't')[1]}", "X-Tenant-ID": "acme"}
+    assert hub.client.get(f"{API}/events/subscriptions/orders-to-erp", headers=other).status_code == 404
+    assert hub.data(hub.client.get(f"{API}/events/subscriptions", headers=other)) == {"subscriptions": []}
+
+
+def test_a_failing_record_is_retried_then_dead_lettered_and_the_subscription_moves_on(make_hub: Callable[..., Hub], receiver: Receiver) -> None:
+    receiver.fail = {1: (2, 503), 2: (-1, 500), 3: (-1, 422)}  # 1 recovers; 2 never does; 3 is refused for good
+    subscription = _webhook_subscription(
+        f"{receiver.url}/erp", max_attempts=3, backoff={"initial": 0.05, "max": 0.2}, dead_letter_topic="orders.dead-letters"
+    )
+    hub = make_hub({"orders-to-erp": subscription})
+    for n in range(5):
+        hub.publish(n)
+    assert receiver.wait_for(3) == [0, 1, 4]  # in order; 2 and 3 skipped once given up
+    hub.wait_until(lambda: len(hub.get("/events/dead-letters")["items"]) == 2, what="two dead letters")
+    letters = {item["value"]["data"]["n"]: item for item in hub.get("/events/dead-letters?subscription=orders-to-erp")["items"]}
+    assert letters[2]["attempts"] == 3 and "500" in letters[2]["error"]
+    assert letters[3]["attempts"] == 1 and "422" in letters[3]["error"]  # a PermanentError: no retries
+    assert letters[2]["published"]["topic"] == "orders.dead-letters" and letters[2]["groupId"] == "demo.orders-to-erp"
+    log = hub.manager.registry.instance("eventlog", "demo")
+    dead = [json.loads(line)["value"] for path in log.directory.glob("orders.dead-letters-*.jsonl") for line in path.read_text().splitlines()]
+    assert sorted(value["data"]["value"]["data"]["n"] for value in dead) == [2, 3]
+    assert {value["eventType"] for value in dead} == {"hub.dead_letter"}
+    hub.wait_until(lambda: hub.get("/events/consumer-groups")["groups"][0]["lag"] == 0, what="committed past the dead letters")
+    assert hub.subscription("orders-to-erp")["deadLetters"] == 2
+    audit = hub.manager.audit_log("demo", outcome="dead")
+    assert len(audit) == 2 and all(entry.operation == "dead_letter" for entry in audit)
+
+
+def test_a_registered_callable_handler_and_one_added_from_python_both_consume(make_hub: Callable[..., Hub]) -> None:
+    seen: list[tuple[str, int]] = []
+    failures = {"left": 2}
+
+    def reserve_stock(record: ConsumedRecord, subscription: Subscription) -> None:
+        if record.value["data"]["n"] == 0 and failures["left"]:
+            failures["left"] -= 1
+            raise RuntimeError("stock service restarting")
+        seen.append((subscription.name, record.value["data"]["n"]))
+
+    class Handlers:
+        @hookimpl
+        def register_handlers(self, register: Callable[..., None]) -> None:
+            register("reserve-stock", reserve_stock)
+
+    subscription = {"tenant": "demo", "topics": ["orders"], "handler": {"type": "callable", "name": "reserve-stock"}, "backoff": {"initial": 0.05, "max": 0.1}}
+    hub = make_hub({"stock": subscription}, plugins=((Handlers(), "handlers"),))
+    for n in range(3):
+        hub.publish(n)
+    hub.wait_until(lambda: len(seen) == 3, what="three records handled")
+    assert seen == [("stock", 0), ("stock", 1), ("stock", 2)] and failures["left"] == 0  # retried, in order
+
+    received: list[int] = []
+    added = hub.manager.subscribe("orders", "audit", lambda record, _: received.append(record.value["data"]["n"]), tenant_id="demo", start="latest", lease_seconds=2)
+    assert (added.name, added.group, added.topics, added.start) == ("demo.audit", "demo.audit", ("orders",), "latest")
+    assert hub.subscription("demo.audit")["source"] == "python"
+    hub.wait_until(lambda: hub.subscription("demo.audit")["running"], what="the Python subscription running")
+    hub.publish(3)
+    hub.wait_until(lambda: received == [3], what="the latest-only subscriber got the new event")
+    assert hub.manager.unsubscribe("demo.audit") and not hub.manager.unsubscribe("demo.audit")
+    hub.wait_until(lambda: not hub.manager.publish.leases.state("subscription:demo.audit")["held"], what="its worker stopped")
+    hub.publish(4)
+    hub.wait_until(lambda: len(seen) == 5, what="the configured one still runs")
+    assert received == [3]
+
+
+def test_pausing_stops_deliveries_in_every_process_and_resuming_continues(make_hub: Callable[..., Hub], receiver: Receiver) -> None:
+    hub = make_hub({"orders-to-erp": _webhook_subscription(f"{receiver.url}/erp")})
+    hub.publish(0)
+    receiver.wait_for(1)
+    paused = hub.post("/events/subscriptions/orders-to-erp/pause")
+    assert paused["paused"]
+    hub.wait_until(lambda: not hub.subscription("orders-to-erp")["running"], what="the worker stopped")
+    assert hub.subscription("orders-to-erp")["status"] == "paused"
+    hub.publish(1)
+    time.sleep(1.0)
+    assert receiver.numbers() == [0]
+    assert not hub.post("/events/subscriptions/orders-to-erp/resume")["paused"]
+    assert receiver.wait_for(2) == [0, 1]
+    assert hub.client.post(f"{API}/events/subscriptions/nope/pause", headers=hub.headers).status_code == 404
+
+
+def test_resetting_a_running_subscriptions_group_pauses_it_and_redelivers_from_the_new_offset(make_hub: Callable[..., Hub], receiver: Receiver) -> None:
+    hub = make_hub({"orders-to-erp": _webhook_subscription(f"{receiver.url}/erp")})
+    offsets = [int(hub.publish(n)["offset"]) for n in range(4)]
+    partition = hub.publish(4)["partition"]
+    assert receiver.wait_for(5) == [0, 1, 2, 3, 4]
+    hub.wait_until(lambda: hub.get("/events/consumer-groups")["groups"][0]["lag"] == 0, what="everything committed")
+    reset = hub.post("/events/consumer-groups/demo.orders-to-erp/reset", {"topic": "orders", "to": "explicit", "offsets": {str(partition): offsets[2]}})
+    assert reset["subscriptions"] == ["orders-to-erp"] and reset["provider"] == "eventlog"
+    assert reset["offsets"] == [{"topic": "orders", "partition": partition, "offset": offsets[2]}]
+    assert receiver.wait_for(8) == [0, 1, 2, 3, 4, 2, 3, 4]  # the worker resumed from the new offset
+    assert not hub.subscription("orders-to-erp")["paused"]
+    earliest = hub.post("/events/consumer-groups/demo.orders-to-erp/reset", {"topic": "orders", "to": "earliest"})
+    assert {offset["offset"] for offset in earliest["offsets"]} == {0}
+    assert receiver.wait_for(13)[8:] == [0, 1, 2, 3, 4]
+    problems = [
+        ({"topic": "orders", "to": "timestamp"}, 422, "timestamp"),
+        ({"topic": "orders", "to": "explicit"}, 422, "offsets"),
+        ({"topic": "orders", "to": "explicit", "offsets": {"9": 0}}, 422, "no partition 9"),
+    ]
+    for body, status, text in problems:
+        answer = hub.client.post(f"{API}/events/consumer-groups/demo.orders-to-erp/reset", json=body, headers=hub.headers)
+        assert answer.status_code == status and text in json.dumps(answer.get_json()), answer.get_json()
+    assert hub.client.post(f"{API}/events/consumer-groups/acme.orders/reset", json={"topic": "orders", "to": "earliest"}, headers=hub.headers).status_code == 404
+    manual = hub.manager.reset_offsets("demo.manual", "orders", "latest", tenant_id="demo")
+    assert manual["subscriptions"] == [] and {offset["offset"] for offset in manual["offsets"]} >= {offsets[-1] + 2}
+
+
+def test_reset_offsets_refuses_a_group_with_a_consumer_outside_the_hub(make_hub: Callable[..., Hub], provider_harness: ProviderHarness) -> None:
+    hub = make_hub(workers=0)
+    hub.publish(0)
+    log = hub.manager.registry.instance("eventlog", "demo")
+    outsider = Subscription("outsider", "demo", "demo.outsider", ("orders",))
+    log.consume(outsider, 10, 0.1)  # a consumer the hub does not run: a live member of the group
+    answer = hub.client.post(f"{API}/events/consumer-groups/demo.outsider/reset", json={"topic": "orders", "to": "earliest"}, headers=hub.headers)
+    assert answer.status_code == 409 and "active member" in answer.get_json()["message"]
+    log.unsubscribe(outsider)
+    assert hub.post("/events/consumer-groups/demo.outsider/reset", {"topic": "orders", "to": "earliest"})["offsets"]
+
+
+@pytest.mark.parametrize(
+    ("subscription", "path", "reason"),
+    [
+        ({"tenant": "demo", "topics": ["orders"], "handler": {"type": "callable", "name": "missing"}}, "subscriptions.s.handler.name", "no handler 'missing'"),
+        ({"tenant": "demo", "group": "acme.s", "topics": ["orders"], "handler": {"type": "webhook", "url": "http://127.0.0.1:9/x"}}, "subscriptions.s.group", "'demo.'"),
+        ({"tenant": "demo", "provider": "outbox", "topics": ["orders"], "handler": {"type": "webhook", "url": "http://127.0.0.1:9/x"}}, "subscriptions.s.provider", "cannot be subscribed to"),
+        ({"tenant": "demo", "provider": "nobody", "topics": ["orders"], "handler": {"type": "webhook", "url": "http://127.0.0.1:9/x"}}, "subscriptions.s.provider", "no provider named"),
+        ({"tenant": "demo", "topics": ["bad topic"], "handler": {"type": "webhook", "url": "http://127.0.0.1:9/x"}}, "subscriptions.s.topics.0", "letters"),
+    ],
+)
+def test_a_subscription_that_cannot_run_stops_start_up_naming_its_key(tmp_path: Path, subscription: dict[str, Any], path: str, reason: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        IntegrationManager(base_config(tmp_path / "var", subscriptions={"s": subscription}), environ={}, entry_points=False).close()
+    assert raised.value.path == path and reason in str(raised.value), str(raised.value)
+
+
+# --- two hub processes ---------------------------------------------------------------------------------
+
+BATCH = 5
+
+
+def _lease_owners(database: Path) -> dict[str, str | None]:
+    with sqlite3.connect(database, timeout=30) as connection:
+        return dict(connection.execute("SELECT name, owner FROM hub_leases WHERE name LIKE 'subscription:%'").fetchall())
+
+
+def _pid_of(owner: str | None) -> int | None:
+    return int(owner.split(":")[1]) if owner else None
+
+
+def _start_worker(config: Path, log_file: Path) -> subprocess.Popen[bytes]:
+    with log_file.open("ab") as output:
+        return subprocess.Popen(
+            [sys.executable, "-c", "from hub.cli import main; main()", "--config", str(config), "worker", "--threads", "1"],
+            stdout=output, stderr=subprocess.STDOUT, env=_subprocess_environment(),
+        )
+
+
+def _wait(condition: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        assert time.monotonic() < deadline, f"{what}: not after {timeout} s"
+        time.sleep(0.05)
+    return value
+
+
+def test_two_hub_processes_run_each_subscription_once_and_take_over_within_seconds_of_a_sigkill(tmp_path: Path) -> None:
+    count, lease_seconds = 300, 2
+    receiver = Receiver(delay=0.01).start()
+    config = tmp_path / "hub.yaml"
+    subscription = {"tenant": "demo", "topics": ["orders"], "lease_seconds": lease_seconds, "batch_size": BATCH}
+    config.write_text(json.dumps({  # JSON is YAML
+        "data_dir": str(tmp_path / "var"),
+        "queue": {"backend": "sqlite", "workers": 1},
+        "providers": {"eventlog": {"type": "event-log", "directory": "events", "fsync": False}},
+        "services": {"kafka": {"providers": ["eventlog"]}},
+        "subscriptions": {
+            name: {**subscription, "handler": {"type": "webhook", "url": f"{receiver.url}/{name}"}} for name in ("orders-a", "orders-b")
+        },
+    }))
+    publisher = IntegrationManager(str(config), environ={}, entry_points=False)  # no workers: it only publishes
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        for start in range(0, count, 100):
+            publisher.publish_events([{"topic": "orders", "eventType": "order.created", "data": {"n": n}, "key": "SO-1"} for n in range(start, start + 100)], tenant_id="demo")
+        processes = [_start_worker(config, tmp_path / f"worker-{index}.log") for index in range(2)]
+        pids = {process.pid for process in processes}
+        database = tmp_path / "var" / "hub.db"
+
+        def both_held() -> dict[str, str | None] | None:
+            found = _lease_owners(database)
+            return found if len(found) == 2 and all(found.values()) else None
+
+        owners = _wait(both_held, 30, "both leases held")
+        assert {_pid_of(owner) for owner in owners.values()} <= pids  # each subscription held by one of them
+        receiver.wait_for(60, "/orders-a", timeout=30)
+        assert len(set(receiver.numbers("/orders-a"))) == len(receiver.numbers("/orders-a"))  # no duplicate while one runs it
+
+        victim_pid = _pid_of(owners["subscription:orders-a"])
+        victim = next(process for process in processes if process.pid == victim_pid)
+        survivor = next(process for process in processes if process is not victim)
+        victim.send_signal(signal.SIGKILL)
+        killed = time.monotonic()
+        victim.wait(10)
+        _wait(lambda: _pid_of(_lease_owners(database)["subscription:orders-a"]) == survivor.pid, 15, "the survivor took orders-a over")
+        takeover = time.monotonic() - killed
+        assert takeover < lease_seconds + 2.5, f"took {takeover:.1f} s"
+
+        for name in ("orders-a", "orders-b"):
+            receiver.wait_for(count, f"/{name}", timeout=90)
+            _wait(lambda name=name: set(receiver.numbers(f"/{name}")) == set(range(count)), 90, f"every event delivered to {name}")
+            delivered = receiver.numbers(f"/{name}")
+            # In order: the first process's run, then the survivor from the last committed offset. The only
+            # duplicates are the records the killed process had handled but not yet committed (one batch).
+            restart = next((index for index in range(1, len(delivered)) if delivered[index] <= delivered[index - 1]), len(delivered))
+            resumed_at = delivered[restart] if restart < len(delivered) else restart
+            assert delivered == list(range(restart)) + list(range(resumed_at, count)), name
+            duplicates = restart - resumed_at
+            assert 0 <= duplicates <= BATCH, (name, duplicates)
+            if name == "orders-b" and _pid_of(owners["subscription:orders-b"]) == survivor.pid:
+                assert duplicates == 0  # the process that ran it never died
+        # A graceful stop (SIGTERM) releases the leases at once instead of letting them expire.
+        survivor.send_signal(signal.SIGTERM)
+        survivor.wait(20)
+        assert _lease_owners(database) == {"subscription:orders-a": None, "subscription:orders-b": None}
+        print(f"takeover after SIGKILL: {takeover:.2f} s; duplicates: {[len(receiver.numbers(f'/{n}')) - count for n in ('orders-a', 'orders-b')]}")
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        publisher.close()
+        receiver.stop()

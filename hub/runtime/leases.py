@@ -50,6 +50,8 @@ class HeldLease:
     deadline: float
     renewed: float
     lost: threading.Event = field(default_factory=threading.Event)
+    #: What the worker wants others to see (``GET /events/subscriptions``); written with each renewal.
+    note: dict[str, Any] | None = None
 
     def valid(self) -> bool:
         return not self.lost.is_set() and time.monotonic() < self.deadline
@@ -133,7 +135,7 @@ class LeaseManager:
                     update(Lease)
                     .where(Lease.name == lease.name, Lease.owner == self.owner, Lease.token == lease.token)
                     .where(Lease.paused.is_(False))
-                    .values(expires_at=now + timedelta(seconds=lease.ttl), renewed_at=now)
+                    .values(expires_at=now + timedelta(seconds=lease.ttl), renewed_at=now, note=lease.note)
                 ).rowcount
         except OperationalError as error:
             log.warning("could not renew lease %s: %s", lease.name, error)
@@ -160,7 +162,7 @@ class LeaseManager:
                 session.execute(
                     update(Lease)
                     .where(Lease.name == lease.name, Lease.owner == self.owner, Lease.token == lease.token)
-                    .values(owner=None, expires_at=utcnow())
+                    .values(owner=None, expires_at=utcnow(), note=lease.note)
                 )
         except OperationalError as error:  # it will expire on its own
             log.warning("could not release lease %s: %s", lease.name, error)
@@ -242,7 +244,7 @@ class LeaseManager:
 
 def _lease_view(row: Lease | None, now: datetime, name: str) -> dict[str, Any]:
     if row is None:
-        return {"name": name, "held": False, "owner": None, "expiresAt": None, "paused": False, "token": 0}
+        return {"name": name, "held": False, "owner": None, "expiresAt": None, "paused": False, "token": 0, "note": None}
     held = row.owner is not None and row.expires_at >= now
     return {
         "name": row.name,
@@ -251,4 +253,5 @@ def _lease_view(row: Lease | None, now: datetime, name: str) -> dict[str, Any]:
         "expiresAt": row.expires_at.isoformat() if held else None,
         "paused": row.paused,
         "token": row.token,
+        "note": row.note,
     }
