@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+from sqlalchemy import select
 from werkzeug.wrappers import Request, Response
 
 import hub
@@ -42,7 +43,7 @@ from hub.capabilities import (
 )
 from hub.errors import ConfigError, InUseError, PermanentError, TransientError
 from hub.manager import IntegrationManager
-from hub.records import Database, Lease
+from hub.records import Database, Lease, normalise_database_url
 from hub.runtime.leases import LeaseManager
 from hub.testing import ProviderHarness
 from hub.testing.contracts import check_publish, run_contract
@@ -642,9 +643,17 @@ def test_event_log_publish_batch_writes_each_file_once_and_reports_a_file_it_cou
 # --- leases ----------------------------------------------------------------------------------------
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Leases on the default SQLite file and on PostgreSQL (the scaled-out set-up; skipped without a server)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'hub.db'}"
+    return str(request.getfixturevalue("postgres_url"))
+
+
 @pytest.fixture
-def database(tmp_path: Path) -> Iterator[Database]:
-    db = Database(f"sqlite:///{tmp_path / 'hub.db'}")
+def database(database_url: str, tmp_path: Path) -> Iterator[Database]:
+    db = Database(normalise_database_url(database_url, str(tmp_path)))
     db.create_all()
     yield db
     db.engine.dispose()
@@ -744,7 +753,7 @@ def test_racing_managers_never_share_a_lease(database: Database) -> None:
 
 
 def test_a_lease_held_by_a_killed_process_is_taken_over_within_its_ttl(
-    tmp_path: Path, managers: Callable[[], LeaseManager]
+    database: Database, managers: Callable[[], LeaseManager]
 ) -> None:
     script = (
         "import sys, time\n"
@@ -756,7 +765,7 @@ def test_a_lease_held_by_a_killed_process_is_taken_over_within_its_ttl(
         "time.sleep(60)\n"
     )
     process = subprocess.Popen(
-        [sys.executable, "-c", script, f"sqlite:///{tmp_path / 'hub.db'}"],
+        [sys.executable, "-c", script, database.url],
         stdout=subprocess.PIPE, text=True, env=_subprocess_environment(),
     )
     try:
@@ -1094,6 +1103,14 @@ def test_pausing_stops_deliveries_in_every_process_and_resuming_continues(make_h
     assert receiver.wait_for(2) == [0, 1]
     assert hub.client.post(f"{API}/events/subscriptions/nope/pause", headers=hub.headers).status_code == 404
 
+    # POST /shutdown closes the providers: the worker stops (and frees the lease) until POST /initialize.
+    admin = {"Authorization": f"Bearer {hub.manager.tokens.create('ops', 'admin', admin=True)[1]}", "X-Tenant-ID": "ops"}
+    assert hub.client.post(f"{API}/shutdown", headers=admin).status_code == 200
+    hub.wait_until(lambda: not hub.subscription("orders-to-erp")["running"], what="the worker stopped at shutdown")
+    assert hub.client.post(f"{API}/initialize", headers=admin).status_code == 200
+    hub.publish(2)
+    assert receiver.wait_for(3) == [0, 1, 2]
+
 
 def test_resetting_a_running_subscriptions_group_pauses_it_and_redelivers_from_the_new_offset(make_hub: Callable[..., Hub], receiver: Receiver) -> None:
     hub = make_hub({"orders-to-erp": _webhook_subscription(f"{receiver.url}/erp")})
@@ -1155,9 +1172,9 @@ def test_a_subscription_that_cannot_run_stops_start_up_naming_its_key(tmp_path: 
 BATCH = 5
 
 
-def _lease_owners(database: Path) -> dict[str, str | None]:
-    with sqlite3.connect(database, timeout=30) as connection:
-        return dict(connection.execute("SELECT name, owner FROM hub_leases WHERE name LIKE 'subscription:%'").fetchall())
+def _lease_owners(database: Database) -> dict[str, str | None]:
+    with database.session() as session:
+        return {row.name: row.owner for row in session.scalars(select(Lease).where(Lease.name.startswith("subscription:")))}
 
 
 def _pid_of(owner: str | None) -> int | None:
@@ -1180,13 +1197,16 @@ def _wait(condition: Callable[[], Any], timeout: float, what: str) -> Any:
     return value
 
 
-def test_two_hub_processes_run_each_subscription_once_and_take_over_within_seconds_of_a_sigkill(tmp_path: Path) -> None:
+def test_two_hub_processes_run_each_subscription_once_and_take_over_within_seconds_of_a_sigkill(
+    tmp_path: Path, database_url: str
+) -> None:
     count, lease_seconds = 300, 2
     receiver = Receiver(delay=0.01).start()
     config = tmp_path / "hub.yaml"
     subscription = {"tenant": "demo", "topics": ["orders"], "lease_seconds": lease_seconds, "batch_size": BATCH}
     config.write_text(json.dumps({  # JSON is YAML
         "data_dir": str(tmp_path / "var"),
+        "database_url": database_url if database_url.startswith("postgres") else None,
         "queue": {"backend": "sqlite", "workers": 1},
         "providers": {"eventlog": {"type": "event-log", "directory": "events", "fsync": False}},
         "services": {"kafka": {"providers": ["eventlog"]}},
@@ -1201,7 +1221,7 @@ def test_two_hub_processes_run_each_subscription_once_and_take_over_within_secon
             publisher.publish_events([{"topic": "orders", "eventType": "order.created", "data": {"n": n}, "key": "SO-1"} for n in range(start, start + 100)], tenant_id="demo")
         processes = [_start_worker(config, tmp_path / f"worker-{index}.log") for index in range(2)]
         pids = {process.pid for process in processes}
-        database = tmp_path / "var" / "hub.db"
+        database = publisher.db
 
         def both_held() -> dict[str, str | None] | None:
             found = _lease_owners(database)

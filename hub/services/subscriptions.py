@@ -160,7 +160,12 @@ class SubscriptionWorker:
         self.report("starting")
 
     def active(self) -> bool:
-        return not self.stop.is_set() and self.lease.valid() and self.service.specs.get(self.spec.name) is self.spec
+        return (
+            not self.stop.is_set()
+            and self.lease.valid()
+            and self.service.specs.get(self.spec.name) is self.spec
+            and self.service.runtime.state == "running"  # POST /shutdown closed the providers
+        )
 
     def report(self, status: str, error: str | None = None) -> None:
         """Shown in ``GET /events/subscriptions`` (written with the next lease renewal)."""
@@ -330,6 +335,8 @@ class SubscriptionRunner:
         for name, thread in list(self.threads.items()):
             if not thread.is_alive():
                 del self.threads[name]
+        if self.service.runtime.state != "running":
+            return
         for name, spec in list(self.service.specs.items()):
             if name in self.threads or not spec.enabled or stop.is_set():
                 continue
