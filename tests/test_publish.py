@@ -1078,7 +1078,8 @@ def test_a_registered_callable_handler_and_one_added_from_python_both_consume(ma
     added = hub.manager.subscribe("orders", "audit", lambda record, _: received.append(record.value["data"]["n"]), tenant_id="demo", start="latest", lease_seconds=2)
     assert (added.name, added.group, added.topics, added.start) == ("demo.audit", "demo.audit", ("orders",), "latest")
     assert hub.subscription("demo.audit")["source"] == "python"
-    hub.wait_until(lambda: hub.subscription("demo.audit")["running"], what="the Python subscription running")
+    # start="latest": it starts at the end as of its first consume, so wait until it has joined its group.
+    hub.wait_until(lambda: any(group["groupId"] == "demo.audit" for group in hub.get("/events/consumer-groups")["groups"]), what="joined")
     hub.publish(3)
     hub.wait_until(lambda: received == [3], what="the latest-only subscriber got the new event")
     assert hub.manager.unsubscribe("demo.audit") and not hub.manager.unsubscribe("demo.audit")
