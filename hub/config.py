@@ -238,6 +238,69 @@ class ServerSchema(Schema):
     workers = fields.Integer(load_default=1, validate=validate.Range(min=1, max=64))
 
 
+# --- subscriptions (publish) ---------------------------------------------------------------------
+
+#: Kafka's topic rule, as the API's (hub.schemas.TOPIC); a subscription's name is a lease name too.
+_TOPIC = validate.Regexp(r"^[A-Za-z0-9._-]{1,249}$", error="letters, digits, '.', '_' or '-'")
+_SUBSCRIPTION_NAME = validate.Regexp(r"^[A-Za-z0-9._-]{1,100}$", error="1-100 letters, digits, '.', '_' or '-'")
+
+
+class SubscriptionHandlerSchema(Schema):
+    """``subscriptions.<name>.handler``: ``{type: webhook, url: ...}`` POSTs each record as JSON;
+    ``{type: callable, name: ...}`` calls a handler a plugin registered with ``register_handlers``."""
+
+    class Meta:
+        unknown = RAISE
+
+    type = fields.String(required=True, validate=validate.OneOf(["webhook", "callable"]))
+    url = fields.Url(load_default=None, allow_none=True, require_tld=False, schemes={"http", "https"})
+    headers = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict)
+    timeout = fields.Float(load_default=10.0, validate=validate.Range(min=0.1, max=300))
+    #: Signs each POST (``X-Hub-Signature: t=<unix time>,v1=<hex HMAC-SHA256 of "<t>.<body>">``).
+    secret = fields.String(load_default=None, allow_none=True)
+    name = fields.String(load_default=None, allow_none=True)
+
+    @validates_schema
+    def _complete(self, data: dict[str, Any], **_: Any) -> None:
+        needed = "url" if data["type"] == "webhook" else "name"
+        if not data.get(needed):
+            raise MarshmallowValidationError({needed: [f"required for a {data['type']} handler"]})
+
+
+class SubscriptionBackoffSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    initial = fields.Float(load_default=1.0, validate=validate.Range(min=0))
+    max = fields.Float(load_default=60.0, validate=validate.Range(min=0))
+
+
+class SubscriptionSchema(Schema):
+    """``subscriptions.<name>``: a long-running consumer, run by one hub process at a time (a lease)."""
+
+    class Meta:
+        unknown = RAISE
+
+    #: Whose events these are (default: ``default_tenant``); the group id must carry its prefix.
+    tenant = fields.String(load_default=None, allow_none=True)
+    topics = fields.List(fields.String(validate=_TOPIC), required=True, validate=validate.Length(min=1))
+    #: The consumer group id (default ``<tenant>.<name>``); must start with ``<tenant>.`` or ``<tenant>-``.
+    group = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=255))
+    #: The publish provider to consume from (default: the tenant's first ``kafka`` provider offering consume).
+    provider = fields.String(load_default=None, allow_none=True)
+    start = fields.String(load_default="earliest", validate=validate.OneOf(["earliest", "latest"]))
+    handler = fields.Nested(SubscriptionHandlerSchema, required=True)
+    batch_size = fields.Integer(load_default=50, validate=validate.Range(min=1, max=1000))
+    #: Tries per record before it becomes a dead letter (a PermanentError from the handler: at once).
+    max_attempts = fields.Integer(load_default=5, validate=validate.Range(min=1, max=100))
+    backoff = fields.Nested(SubscriptionBackoffSchema, load_default=lambda: SubscriptionBackoffSchema().load({}))
+    #: Also publish dead letters to this topic (on the tenant's kafka providers).
+    dead_letter_topic = fields.String(load_default=None, allow_none=True, validate=_TOPIC)
+    #: Seconds a dead process keeps the subscription before another process takes over.
+    lease_seconds = fields.Float(load_default=10.0, validate=validate.Range(min=1, max=300))
+    enabled = fields.Boolean(load_default=True)
+
+
 class HubConfigSchema(Schema):
     class Meta:
         unknown = RAISE
@@ -261,6 +324,20 @@ class HubConfigSchema(Schema):
     tenants = fields.Dict(keys=fields.String(), values=fields.Nested(TenantSchema), load_default=dict)
     sync_schedules = fields.List(fields.Nested(ScheduleSchema), load_default=list)
     sync = fields.Nested(SyncSettingsSchema, load_default=lambda: SyncSettingsSchema().load({}))
+    subscriptions = fields.Dict(
+        keys=fields.String(validate=_SUBSCRIPTION_NAME), values=fields.Nested(SubscriptionSchema), load_default=dict
+    )
+
+    @validates_schema
+    def _subscriptions_refer_to_providers(self, data: dict[str, Any], **_: Any) -> None:
+        providers = data.get("providers", {})
+        unknown = {
+            name: {"provider": [f"no provider named {entry['provider']!r} under providers:"]}
+            for name, entry in data.get("subscriptions", {}).items()
+            if entry.get("provider") and entry["provider"] not in providers
+        }
+        if unknown:
+            raise MarshmallowValidationError({"subscriptions": unknown})
 
     @validates_schema
     def _services_refer_to_providers(self, data: dict[str, Any], **_: Any) -> None:

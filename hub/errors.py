@@ -99,6 +99,13 @@ class UnsupportedError(PermanentError):
     failover = True
 
 
+class InUseError(PermanentError):
+    """The request needs the resource idle and it is not (resetting the offsets of a consumer group that
+    still has active members): the caller gets a 409 and may try again once it is idle."""
+
+    status_code = 409
+
+
 class ConfigurationError(ProviderError):
     """The provider is misconfigured or its credentials were rejected: fail over, do not retry."""
 

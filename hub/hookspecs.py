@@ -7,6 +7,7 @@ are ``historic``: a plugin loaded late still receives them.
 
 * :func:`register_providers` -- declare provider types (classes).
 * :func:`register_templates` -- contribute notification templates.
+* :func:`register_handlers` -- contribute event handlers that subscriptions can name.
 
 **Provider hooks** are implemented as methods of a *provider instance*. The core builds one instance per
 entry in ``hub.yaml``'s ``providers:`` section, registers it with the plugin manager under its configured
@@ -21,7 +22,10 @@ notify     :func:`notify`                                         :func:`health`
 pay        :func:`pay`, :func:`refund`, :func:`payment_status`    :func:`capture`, :func:`cancel`, :func:`health`, :func:`handle_webhook`
 store      :func:`store`, :func:`store_read`,                     :func:`store_url`, :func:`store_upload_url`,
            :func:`store_head`, :func:`store_delete`               :func:`health`
-publish    :func:`publish`                                        :func:`consumer_groups`, :func:`health`
+publish    :func:`publish`                                        :func:`publish_batch`, :func:`consume` with
+                                                                  :func:`commit` and :func:`unsubscribe`,
+                                                                  :func:`consumer_groups`, :func:`reset_offsets`,
+                                                                  :func:`health`
 sync       :func:`sync`                                           :func:`sync_push`, :func:`health`
 ========== ====================================================== ================================
 
@@ -57,7 +61,7 @@ A minimal plugin::
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import pluggy
 
@@ -65,11 +69,15 @@ if TYPE_CHECKING:
     from hub.capabilities import (
         CancelRequest,
         CaptureRequest,
+        ConsumedRecord,
+        ConsumerGroup,
         Event,
         HealthResult,
         InventoryPush,
         Message,
         NotifyResult,
+        OffsetReset,
+        PartitionOffset,
         PaymentLookup,
         PaymentRequest,
         PaymentResult,
@@ -80,6 +88,7 @@ if TYPE_CHECKING:
         RefundResult,
         StoredFile,
         StoredObject,
+        Subscription,
         SyncRequest,
         SyncResult,
         UploadStream,
@@ -128,6 +137,26 @@ def register_templates(register: Callable[..., None]) -> None:
         ``required`` names the variables that must be present: a missing one is a 422 naming it.
         A later registration of the same ``(name, channel)`` replaces an earlier one; tenants'
         templates from ``hub.yaml`` replace both.
+    :returns: nothing.
+    """
+
+
+@hookspec(historic=True)
+def register_handlers(register: Callable[..., None]) -> None:
+    """Contribute event handlers that subscriptions in ``hub.yaml`` can name.
+
+    Called once when the plugin is loaded (historic).
+
+    :param register: call ``register(name, handler)``. ``hub.yaml`` names it as
+        ``subscriptions.<name>.handler: {type: callable, name: <name>}``. ``handler(record, subscription)``
+        is called by the subscription's worker thread with a :class:`hub.capabilities.ConsumedRecord` and
+        its :class:`hub.capabilities.Subscription`, one record at a time, in offset order per partition.
+        Returning (any value) means handled: the offset is committed after it. Raising means not handled:
+        the hub calls it again with backoff, and after the subscription's ``max_attempts`` records the
+        record as a dead letter and moves on; raise :class:`~hub.errors.PermanentError` to skip the retries.
+        Delivery is at-least-once: after a crash a record may be handled twice, so make the handler
+        idempotent (``record.event().id`` is stable). A later registration of the same name replaces an
+        earlier one.
     :returns: nothing.
     """
 
@@ -381,16 +410,118 @@ def publish(event: Event) -> PublishResult:
     """Publish ``event`` to ``event.topic``. Publish ``event.envelope()`` as the JSON value and
     ``event.key`` (if set) as the message key, so ordering per key holds where the broker offers it.
 
-    :returns: a :class:`hub.capabilities.PublishResult` with the partition and offset written.
+    Called on ``POST /events`` (and by the subscription workers for dead letters), from API or worker
+    threads, several at a time.
+
+    :returns: a :class:`hub.capabilities.PublishResult` with the partition and offset written, once the
+        broker acknowledged the write.
     :raises TransientError: the broker was unreachable or did not acknowledge the write.
+    :raises PermanentError: the event is invalid for this broker (a bad topic name, a message too large).
     """
 
 
 @hookspec(firstresult=True)
-def consumer_groups() -> list[dict[str, Any]]:
-    """Optional. The broker's consumer groups: ``[{"groupId": ..., "state": ..., "members": n,
-    "topics": [...], "lag": n}]`` (keys the broker cannot tell may be omitted). Return them all: the
-    core shows a tenant only the groups whose id starts with ``<tenant>.`` or ``<tenant>-``."""
+def publish_batch(events: list[Event]) -> list[PublishResult]:
+    """Optional. Publish several events in one round trip (``POST /events/batch``). Without it the core
+    calls :func:`publish` once per event.
+
+    :param events: up to a few hundred events, possibly for several topics, each to publish as
+        :func:`publish` would. Events with the same key keep their order.
+    :returns: exactly one :class:`hub.capabilities.PublishResult` per event, in order. An event the
+        broker refused or did not acknowledge while others were written gets
+        ``PublishResult.failed(topic, reason)``: the core publishes only those again (same event id).
+    :raises TransientError: only when *nothing* was written.
+    :raises PermanentError: the whole batch is invalid (nothing was written).
+    """
+
+
+@hookspec(firstresult=True)
+def consume(subscription: Subscription, max_records: int, timeout: float) -> list[ConsumedRecord]:
+    """Optional (with :func:`commit` and :func:`unsubscribe`). Return the next records of a subscription.
+
+    Called in a loop by the hub's worker for ``subscription`` -- one thread, in the one hub process that
+    holds the subscription's lease. ``consume``, ``commit`` and ``unsubscribe`` for one subscription are
+    called from that thread only, never concurrently; different subscriptions are consumed from different
+    threads at once, so keep the consumer state per subscription. The hub calls the handler itself: never
+    start a thread that calls back into the hub.
+
+    :param subscription: a :class:`hub.capabilities.Subscription`: ``group`` (the consumer group id,
+        tenant-prefixed), ``topics``, and ``start`` (``earliest``/``latest``). On the first call for a
+        subscription (and after :func:`unsubscribe`) join the group and start each partition at the
+        group's committed offset; where the group has none, at ``start`` -- and commit that position at
+        once, so a restart resumes there instead of resolving ``latest`` again (a record published in
+        between would be skipped). Later calls continue after the records already returned, whether or
+        not they were committed.
+    :param max_records: return at most this many records. ``0`` is a keep-alive, called while the
+        hub retries a failing handler: return ``[]`` at once *without* moving the position, but let the
+        broker know the consumer is alive (a Kafka provider pauses its partitions, polls, and resumes).
+    :param timeout: seconds to wait when no record is ready; return ``[]`` when none arrived in time.
+    :returns: a list of :class:`hub.capabilities.ConsumedRecord`, in offset order within each partition;
+        ``value`` is the decoded JSON value (for hub events, the :meth:`~hub.capabilities.Event.envelope`).
+    :raises TransientError: the broker is unreachable; the worker waits and calls again (records fetched
+        but not returned must not be lost: return them on the next call).
+    :raises ConfigurationError: credentials rejected, a topic missing; the worker stops the subscription
+        and reports it.
+    """
+
+
+@hookspec(firstresult=True)
+def commit(subscription: Subscription, offsets: list[PartitionOffset]) -> None:
+    """Optional (with :func:`consume`). Durably commit the group's position after the hub handled records.
+
+    Called by the subscription's worker (same thread as its :func:`consume`) once the handler succeeded
+    for every record up to these offsets (or a failing record was recorded as a dead letter): at-least-once
+    delivery depends on committing nothing earlier.
+
+    :param subscription: as given to :func:`consume`.
+    :param offsets: per partition, the *next* offset to consume (last handled offset + 1), as
+        :class:`hub.capabilities.PartitionOffset`. Partitions not listed keep their committed offset.
+    :returns: nothing, once the commit is durable (a restart resumes from these offsets).
+    :raises TransientError: the commit did not happen (broker unreachable, or the group rebalanced and
+        this consumer lost the partitions). The worker unsubscribes and consumes again from the committed
+        offsets: the records since are delivered again, never lost.
+    """
+
+
+@hookspec(firstresult=True)
+def unsubscribe(subscription: Subscription) -> None:
+    """Optional (with :func:`consume`). The worker for ``subscription`` stopped: leave the group, close the
+    consumer and forget its position.
+
+    Called from the subscription's worker thread when the hub shuts down, the subscription's lease was
+    lost, or the worker starts over after a failed commit. The next :func:`consume` for the subscription
+    (in this process or another) starts again from the committed offsets, so records returned but not
+    committed are delivered again. Unsubscribing a subscription that is not consuming is not an error.
+    """
+
+
+@hookspec(firstresult=True)
+def consumer_groups() -> list[ConsumerGroup]:
+    """Optional. Every consumer group the broker knows, as :class:`hub.capabilities.ConsumerGroup`
+    (``group_id``, ``state``, ``members``, ``topics`` and per-partition ``committed``/``end``/``lag``).
+
+    Called on ``GET /events/consumer-groups``. Return them all: the core shows a tenant only the groups
+    whose id starts with ``<tenant>.`` or ``<tenant>-``. Leave out what the broker cannot tell
+    (``end=None``), never guess.
+    """
+
+
+@hookspec(firstresult=True)
+def reset_offsets(group: str, topic: str, to: OffsetReset) -> list[PartitionOffset]:
+    """Optional. Move ``group``'s committed offsets in ``topic`` (``POST /events/consumer-groups/<group>/reset``).
+
+    The core pauses the hub's own subscription of that group first, so the group has no active members
+    when this is called; a group that still has some (a consumer outside the hub) must be refused.
+
+    :param group: the consumer group id (already checked to be the calling tenant's).
+    :param topic: the topic whose partitions to move.
+    :param to: a :class:`hub.capabilities.OffsetReset`: ``earliest``, ``latest``, ``timestamp`` (the
+        first offset at or after ``to.timestamp``, else the end) or ``explicit`` (``to.offsets``, partition ->
+        offset; only those partitions move).
+    :returns: the new committed offsets, one :class:`hub.capabilities.PartitionOffset` per partition moved.
+    :raises InUseError: the group has active members.
+    :raises PermanentError: an explicit partition or offset that does not exist (past the end).
+    """
 
 
 # --- sync --------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ the services in :mod:`hub.services`, on the shared :class:`hub.runtime.Runtime`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from decimal import Decimal
 from os import PathLike
@@ -14,7 +14,7 @@ from typing import Any, BinaryIO
 
 from sqlalchemy import select
 
-from hub.capabilities import InventoryUpdate
+from hub.capabilities import InventoryUpdate, Subscription
 from hub.config import SERVICES, service_key
 from hub.records import AuditEntry, InventorySnapshot, Record
 from hub.runtime import Runtime, ServicesShutDown
@@ -215,6 +215,28 @@ class IntegrationManager:
     ) -> dict[str, Any]:
         raw = {"topic": topic, "eventType": event_type, "data": data, "key": key, "headers": headers or {}}
         return self.publish.accept(self.runtime.tenant(tenant_id), raw, idempotency_key)
+
+    def publish_events(self, events: list[dict[str, Any]], *, tenant_id: str | None = None, idempotency_key: str | None = None) -> dict[str, Any]:
+        """Publish a batch; each item is ``{"topic", "eventType", "data", "key"?, "headers"?}``."""
+        return self.publish.accept_batch(self.runtime.tenant(tenant_id), {"events": events}, idempotency_key)
+
+    def subscribe(self, topic: str | list[str], group: str, handler: Callable[..., Any] | str, *, tenant_id: str | None = None, **options: Any) -> Subscription:
+        """Consume ``topic`` as consumer ``group`` (tenant-prefixed if it is not), calling ``handler(record,
+        subscription)`` for each record, at-least-once, in whichever hub process holds the subscription's lease.
+        ``options``: ``name``, ``start``, ``provider``, ``batch_size``, ``max_attempts``, ``backoff``,
+        ``dead_letter_topic``, ``lease_seconds`` (see ``subscriptions:`` in hub.yaml)."""
+        topics = [topic] if isinstance(topic, str) else list(topic)
+        return self.publish.subscribe(self.runtime.tenant(tenant_id), topics, group, handler, **options)
+
+    def unsubscribe(self, name: str) -> bool:
+        return self.publish.remove_subscription(name)
+
+    def consumer_groups(self, tenant_id: str | None = None) -> list[dict[str, Any]]:
+        return self.publish.consumer_groups(self.runtime.tenant(tenant_id))
+
+    def reset_offsets(self, group: str, topic: str, to: str, *, timestamp: datetime | None = None, offsets: dict[int, int] | None = None, tenant_id: str | None = None) -> dict[str, Any]:
+        raw = {"topic": topic, "to": to, "timestamp": timestamp.isoformat() if timestamp else None, "offsets": {str(p): o for p, o in (offsets or {}).items()}}
+        return self.publish.reset_offsets(self.runtime.tenant(tenant_id), group, raw)
 
     # --- sync -----------------------------------------------------------------------------------
 

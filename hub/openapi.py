@@ -25,6 +25,8 @@ REQUEST_BODIES: dict[str, tuple[type, int]] = {
     "create_refund": (schemas.RefundSchema, 201),
     "test_event": (schemas.EventSchema, 200),
     "publish_event": (schemas.EventSchema, 201),
+    "publish_events": (schemas.EventBatchSchema, 201),
+    "reset_offsets": (schemas.OffsetResetSchema, 200),
     "test_file": (schemas.TestFileSchema, 200),
     "upload_file": (schemas.FileUploadSchema, 201),
     "start_direct_upload": (schemas.DirectUploadSchema, 201),

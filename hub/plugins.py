@@ -108,6 +108,7 @@ class PluginRecord:
     providers: list[str] = field(default_factory=list)  # provider type names, as in provider_types
     provider_types: list[ProviderTypeInfo] = field(default_factory=list)
     templates: list[str] = field(default_factory=list)
+    handlers: list[str] = field(default_factory=list)
     status: str = "loaded"  # loaded | failed | blocked | not-allowed
     error: str | None = None
 
@@ -122,6 +123,7 @@ class PluginRecord:
             "providers": self.providers,
             "providerTypes": [info.to_dict() for info in self.provider_types],
             "templates": self.templates,
+            "handlers": self.handlers,
             "error": self.error,
         }
 
@@ -161,6 +163,8 @@ class PluginHost:
         self.provider_types: dict[str, type] = {}
         self.provider_type_plugin: dict[str, str] = {}
         self.templates: dict[tuple[str, str], TemplateDefinition] = {}
+        #: Event handlers from ``register_handlers``: name -> (handler, plugin name).
+        self.handlers: dict[str, tuple[Callable[..., Any], str]] = {}
         self.records: dict[str, PluginRecord] = {}
         self._hook_cache: dict[tuple[int, str], Callable[..., Any] | None] = {}
         self._lock = threading.RLock()
@@ -219,6 +223,8 @@ class PluginHost:
             del self.provider_types[type_name], self.provider_type_plugin[type_name]
         record.providers, record.provider_types = [], []
         self.templates = {key: template for key, template in self.templates.items() if template.source != record.name}
+        self.handlers = {name: entry for name, entry in self.handlers.items() if entry[1] != record.name}
+        record.handlers = []
         if self.policy.strict:
             # Not logged as well: the caller reports the error (the CLI as one line), a log entry would repeat it.
             if isinstance(error, PluginLoadError):
@@ -260,6 +266,9 @@ class PluginHost:
             for impl in self.pm.hook.register_templates.get_hookimpls():
                 if impl.plugin is plugin:
                     impl.function(register=lambda *a, _r=record, **kw: self._register_template(_r, *a, **kw))
+            for impl in self.pm.hook.register_handlers.get_hookimpls():
+                if impl.plugin is plugin:
+                    impl.function(register=lambda name, handler, _r=record: self._register_handler(_r, name, handler))
         return record
 
     def _register_provider_type(self, provider_class: type, record: PluginRecord) -> None:
@@ -312,6 +321,14 @@ class PluginHost:
         )
         if name not in record.templates:
             record.templates.append(name)
+
+    def _register_handler(self, record: PluginRecord, name: str, handler: Callable[..., Any]) -> None:
+        if not isinstance(name, str) or not name or not callable(handler):
+            _report(record, f"handler {name!r}: register(name, handler) takes a name and a callable")
+            return
+        self.handlers[name] = (handler, record.name)
+        if name not in record.handlers:
+            record.handlers.append(name)
 
     # --- provider instances ------------------------------------------------------------------
 

@@ -120,6 +120,36 @@ class EventSchema(StrictSchema):
     headers = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict)
 
 
+class EventBatchSchema(StrictSchema):
+    """``POST /events/batch``: up to 500 events, published in one round trip where the broker can."""
+
+    events = fields.List(fields.Nested(EventSchema), required=True, validate=validate.Length(min=1, max=500))
+
+
+class OffsetResetSchema(StrictSchema):
+    """``POST /events/consumer-groups/<group>/reset``: where to move the group's committed offsets in ``topic``."""
+
+    topic = fields.String(required=True, validate=validate.Regexp(TOPIC, error="letters, digits, '.', '_' or '-'"))
+    to = fields.String(required=True, validate=validate.OneOf(["earliest", "latest", "timestamp", "explicit"]))
+    #: With ``to: timestamp``: the first offset written at or after this time (ISO 8601; UTC if no zone).
+    timestamp = fields.DateTime(load_default=None, allow_none=True)
+    #: With ``to: explicit``: partition -> next offset to consume.
+    offsets = fields.Dict(
+        keys=fields.String(validate=validate.Regexp(r"^\d{1,6}$", error="a partition number")),
+        values=fields.Integer(validate=validate.Range(min=0)),
+        load_default=dict,
+    )
+    #: The provider to reset on (default: the one the tenant's subscription of the group consumes from).
+    provider = fields.String(load_default=None, allow_none=True)
+
+    @validates_schema
+    def _target(self, data: dict[str, Any], **_: Any) -> None:
+        if data["to"] == "timestamp" and data.get("timestamp") is None:
+            raise ValidationError({"timestamp": ["required with to: timestamp"]})
+        if data["to"] == "explicit" and not data.get("offsets"):
+            raise ValidationError({"offsets": ["required with to: explicit (partition -> offset)"]})
+
+
 class FileUploadSchema(StrictSchema):
     """JSON upload (``content`` base64, for small files); multipart uploads use the same fields as form
     fields, raw-body uploads as query parameters (``fileName`` also as the ``X-File-Name`` header)."""

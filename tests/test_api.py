@@ -209,14 +209,6 @@ def test_rate_limit_answers_429_with_retry_after(tmp_path: Path) -> None:
 # --- resources ----------------------------------------------------------------------------------------
 
 
-def test_events_and_consumer_groups(client: Any, headers: dict[str, str]) -> None:
-    first = data_of(client.post(f"{API}/events", json={"topic": "sales-events", "eventType": "sales.order.created", "data": {"orderId": "1"}, "key": "o1"}, headers=headers), 201)
-    second = data_of(client.post(f"{API}/events", json={"topic": "sales-events", "eventType": "sales.order.created", "data": {"orderId": "1"}, "key": "o1"}, headers=headers), 201)
-    assert first["partition"] == second["partition"] and int(second["offset"]) == int(first["offset"]) + 1
-    assert data_of(client.get(f"{API}/events/{first['eventId']}", headers=headers))["topic"] == "sales-events"
-    assert data_of(client.get(f"{API}/events/consumer-groups", headers=headers)) == {"groups": []}
-
-
 def test_plugins_endpoint_lists_builtins(client: Any, headers: dict[str, str]) -> None:
     listed = data_of(client.get(f"{API}/plugins", headers=headers))
     names = {plugin["name"]: plugin for plugin in listed["plugins"]}

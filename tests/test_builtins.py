@@ -73,7 +73,10 @@ TENANT = "acme"
 BUILTIN_CONTRACTS: dict[str, list[tuple[dict[str, Any], dict[str, Any]]]] = {
     "outbox": [({}, {})],
     "local-disk": [({}, {}), ({"root": "uploads", "public_base_url": "http://localhost:8000/files"}, {})],
-    "event-log": [({}, {"topic": "inventory.events"}), ({"partitions": 4, "fsync": False}, {"topic": "orders"})],
+    "event-log": [
+        ({}, {"topic": "inventory.events", "settle": 0.2}),
+        ({"partitions": 4, "fsync": False}, {"topic": "orders", "settle": 0.2}),
+    ],
     "file-source": [
         ({}, {"data_type": data_type}) for data_type in ("suppliers", "customers", "inventory", "shipments")
     ],

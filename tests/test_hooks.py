@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import base64
+import copy
 import hashlib
 import hmac
 import inspect
@@ -28,10 +29,13 @@ from marshmallow import Schema, fields, validate
 from hub import hookimpl, hookspecs
 from hub.api import create_app
 from hub.capabilities import (
+    ConsumerGroup,
     Event,
+    GroupMember,
     HealthResult,
     Message,
     NotifyResult,
+    PartitionLag,
     Provider,
     PublishResult,
     RecipientResult,
@@ -65,8 +69,14 @@ HOOK_TESTS: dict[str, str] = {
     "store_delete": "tests/test_store.py::test_file_upload_download_metadata_list_delete",
     "store_url": "tests/test_hooks.py::test_store_url_gives_file_metadata_its_download_url",
     "store_upload_url": "tests/test_store.py::test_direct_upload_through_a_presigned_url_is_confirmed_by_head",
-    "publish": "tests/test_api.py::test_events_and_consumer_groups",
+    "publish": "tests/test_publish.py::test_events_and_consumer_groups",
+    "publish_batch": "tests/test_publish.py::test_a_batch_is_published_in_one_round_trip_and_replayed_by_its_idempotency_key",
+    "consume": "tests/test_publish.py::test_a_webhook_subscription_delivers_every_event_in_order_signed_and_commits",
+    "commit": "tests/test_publish.py::test_two_hub_processes_run_each_subscription_once_and_take_over_within_seconds_of_a_sigkill",
+    "unsubscribe": "tests/test_publish.py::test_pausing_stops_deliveries_in_every_process_and_resuming_continues",
     "consumer_groups": "tests/test_hooks.py::test_consumer_groups_lists_only_the_tenants_groups",
+    "reset_offsets": "tests/test_publish.py::test_resetting_a_running_subscriptions_group_pauses_it_and_redelivers_from_the_new_offset",
+    "register_handlers": "tests/test_publish.py::test_a_registered_callable_handler_and_one_added_from_python_both_consume",
     "sync": "tests/test_sync.py::test_sync_jobs_are_accepted_and_run_by_a_worker",
     "sync_push": "tests/test_sync.py::test_push_inventory_updates_through_the_api",
     "health": "tests/test_hooks.py::test_health_results_errors_and_missing_hooks_in_get_health",
@@ -214,13 +224,13 @@ class MemoryStore(Provider):
 
 
 #: What the broker reports: groups of two tenants, a look-alike prefix, a bare tenant name, no id.
-BROKER_GROUPS: list[dict[str, Any]] = [
-    {"groupId": "demo.orders", "state": "Stable", "members": 2, "topics": ["orders"], "lag": 0},
-    {"groupId": "demo-billing", "state": "Empty", "members": 0, "topics": ["invoices"], "lag": 5},
-    {"groupId": "demonstration.audit", "state": "Stable", "members": 1},
-    {"groupId": "acme.orders", "state": "Stable", "members": 3},
-    {"groupId": "demo", "state": "Stable"},
-    {"state": "Dead"},
+BROKER_GROUPS: list[ConsumerGroup] = [
+    ConsumerGroup("demo.orders", "Stable", [GroupMember("m-1", "hub", "10.0.0.5", {"orders": [0, 1]}), GroupMember("m-2")], ["orders"], [PartitionLag("orders", 0, 10, 10), PartitionLag("orders", 1, 3, 4)]),
+    ConsumerGroup("demo-billing", "Empty", [], ["invoices"], [PartitionLag("invoices", 0, 0, 5)]),
+    ConsumerGroup("demonstration.audit", "Stable", [GroupMember("m-3")]),
+    ConsumerGroup("acme.orders", "Stable", [GroupMember("m-4")]),
+    ConsumerGroup("demo", "Stable"),
+    ConsumerGroup("", "Dead"),
 ]
 
 
@@ -233,8 +243,8 @@ class GroupBroker(Provider):
         return PublishResult(0, "0", event.topic)
 
     @hookimpl
-    def consumer_groups(self) -> list[dict[str, Any]]:
-        return [dict(group) for group in BROKER_GROUPS]
+    def consumer_groups(self) -> list[ConsumerGroup]:
+        return copy.deepcopy(BROKER_GROUPS)
 
 
 class PlainBroker(Provider):
@@ -491,7 +501,24 @@ def test_consumer_groups_lists_only_the_tenants_groups(make_hub: Callable[..., H
     )
     demo = hub.data(hub.client.get(f"{API}/events/consumer-groups", headers=hub.headers("demo")))["groups"]
     assert [(group["groupId"], group["provider"]) for group in demo] == [("demo.orders", "broker"), ("demo-billing", "broker")]
-    assert demo[1] == {**BROKER_GROUPS[1], "provider": "broker"}  # the broker's keys are passed through
+    assert demo[0] == {
+        "groupId": "demo.orders",
+        "state": "Stable",
+        "members": [
+            {"memberId": "m-1", "clientId": "hub", "host": "10.0.0.5", "assignment": {"orders": [0, 1]}},
+            {"memberId": "m-2", "clientId": None, "host": None, "assignment": {}},
+        ],
+        "memberCount": 2,
+        "topics": ["orders"],
+        "partitions": [
+            {"topic": "orders", "partition": 0, "committed": 10, "end": 10, "lag": 0},
+            {"topic": "orders", "partition": 1, "committed": 3, "end": 4, "lag": 1},
+        ],
+        "lag": 1,
+        "provider": "broker",
+        "subscription": None,
+    }
+    assert (demo[1]["state"], demo[1]["lag"], demo[1]["memberCount"]) == ("Empty", 5, 0)
     acme = hub.data(hub.client.get(f"{API}/events/consumer-groups", headers=hub.headers("acme")))["groups"]
     assert [group["groupId"] for group in acme] == ["acme.orders"]
     nobody = hub.data(hub.client.get(f"{API}/events/consumer-groups", headers=hub.headers("zeta")))["groups"]

@@ -1,12 +1,12 @@
-"""Events: publish, consumer groups, get."""
+"""Events: publish (one or a batch), consumer groups and offset resets, subscriptions and dead letters, get."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, g
+from flask import Blueprint, g, request
 
-from hub.api.middleware import idempotency_key, idempotent, json_body, manager, ok
+from hub.api.middleware import idempotency_key, idempotent, json_body, manager, ok, paging
 
 blueprint = Blueprint("events", __name__)
 
@@ -18,13 +18,60 @@ def publish_event() -> Any:
     return ok(manager().publish.accept(g.tenant, json_body(), idempotency_key()), 201)
 
 
+@blueprint.post("/events/batch")
+@idempotent
+def publish_events() -> Any:
+    """Publish up to 500 events in one round trip; each event's outcome is in the answer."""
+    return ok(manager().publish.accept_batch(g.tenant, json_body(), idempotency_key()), 201)
+
+
 @blueprint.get("/events/consumer-groups")
 def consumer_groups() -> Any:
-    """The tenant's consumer groups (ids starting with ``<tenant>.`` or ``<tenant>-``)."""
+    """The tenant's consumer groups (ids starting with ``<tenant>.`` or ``<tenant>-``), with members and lag."""
     return ok({"groups": manager().publish.consumer_groups(g.tenant)})
+
+
+@blueprint.post("/events/consumer-groups/<group>/reset")
+@idempotent(with_record=False)
+def reset_offsets(group: str) -> Any:
+    """Move a consumer group's committed offsets in one topic (the hub's subscription of it is paused meanwhile)."""
+    return ok(manager().publish.reset_offsets(g.tenant, group, json_body()))
+
+
+@blueprint.get("/events/subscriptions")
+def list_subscriptions() -> Any:
+    """The tenant's subscriptions: where each runs, its status, last error and dead letters."""
+    return ok({"subscriptions": manager().publish.subscriptions(g.tenant)})
+
+
+@blueprint.get("/events/subscriptions/<name>")
+def get_subscription(name: str) -> Any:
+    return ok(manager().publish.subscription(g.tenant, name))
+
+
+@blueprint.post("/events/subscriptions/<name>/pause")
+def pause_subscription(name: str) -> Any:
+    """Stop consuming, in whichever hub process runs it, until resumed."""
+    return ok(manager().publish.pause(g.tenant, name, paused=True))
+
+
+@blueprint.post("/events/subscriptions/<name>/resume")
+def resume_subscription(name: str) -> Any:
+    return ok(manager().publish.pause(g.tenant, name, paused=False))
+
+
+@blueprint.get("/events/dead-letters")
+def dead_letters() -> Any:
+    """Records whose handler kept failing (``?subscription=&limit=``), newest first."""
+    limit, _ = paging()
+    return ok({"items": manager().publish.dead_letters(g.tenant, request.args.get("subscription"), limit)})
 
 
 @blueprint.get("/events/<record_id>")
 def get_event(record_id: str) -> Any:
+    """An event (``evt_…``) or a batch (``eve_…``) by id."""
     hub = manager()
+    record = hub.get_record(record_id, g.tenant)
+    if record.kind == "event_batch":
+        return ok(hub.publish.batch_view(record))
     return ok(hub.publish.view(hub.get_record(record_id, g.tenant, "event")))

@@ -7,22 +7,27 @@ Each capability owns its section.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import time
+from typing import TYPE_CHECKING, Any
 
-from hub.errors import UploadNotReplayable
+from hub.errors import ConfigurationError, UploadNotReplayable
 from hub.runtime.pipeline import CallResult, ProviderPipeline
 
 if TYPE_CHECKING:
     from hub.capabilities import (
         CancelRequest,
         CaptureRequest,
+        ConsumedRecord,
         Event,
         InventoryPush,
         Message,
+        OffsetReset,
+        PartitionOffset,
         PaymentLookup,
         PaymentRequest,
         RefundRequest,
         StoredFile,
+        Subscription,
         SyncRequest,
         UploadStream,
     )
@@ -91,8 +96,39 @@ class ProviderCalls:
     def publish(self, tenant: str, event: Event, *, providers: Providers = None, record_id: str | None = None) -> CallResult:
         return self.pipeline.call("kafka", tenant, "publish", {"event": event}, providers=providers, record_id=record_id)
 
+    def publish_batch(self, tenant: str, events: list[Event], *, providers: Providers = None, record_id: str | None = None) -> CallResult:
+        return self.pipeline.call("kafka", tenant, "publish_batch", {"events": events}, providers=providers, record_id=record_id)
+
     def consumer_groups(self, tenant: str, *, provider: str) -> CallResult:
         return self.pipeline.call("kafka", tenant, "consumer_groups", {}, providers=[provider])
+
+    def reset_offsets(self, tenant: str, group: str, topic: str, to: OffsetReset, *, provider: str) -> CallResult:
+        return self.pipeline.call("kafka", tenant, "reset_offsets", {"group": group, "topic": topic, "to": to}, providers=[provider])
+
+    # A subscription's worker polls: consume, commit and unsubscribe go straight to its one provider, measured
+    # but neither audited (a row per poll would bury the audit trail) nor retried (the worker has its own loop).
+
+    def consume(self, tenant: str, subscription: Subscription, max_records: int, timeout: float, *, provider: str) -> list[ConsumedRecord]:
+        return self._subscription_call(tenant, provider, "consume", {"subscription": subscription, "max_records": max_records, "timeout": timeout})
+
+    def commit(self, tenant: str, subscription: Subscription, offsets: list[PartitionOffset], *, provider: str) -> None:
+        self._subscription_call(tenant, provider, "commit", {"subscription": subscription, "offsets": offsets})
+
+    def unsubscribe(self, tenant: str, subscription: Subscription, *, provider: str) -> None:
+        self._subscription_call(tenant, provider, "unsubscribe", {"subscription": subscription})
+
+    def _subscription_call(self, tenant: str, provider: str, hook: str, kwargs: dict[str, Any]) -> Any:
+        function = self.pipeline.host.hook_for(self.pipeline.registry.instance(provider, tenant), hook)
+        if function is None:
+            raise ConfigurationError(f"provider {provider!r} does not implement {hook}")
+        started, outcome = time.perf_counter(), "error"
+        try:
+            result = function(**kwargs)
+            outcome = "success"
+            return result
+        finally:
+            self.pipeline.metrics.provider_calls.labels("kafka", provider, hook, outcome).inc()
+            self.pipeline.metrics.provider_latency.labels("kafka", provider, hook).observe(time.perf_counter() - started)
 
     # --- sync -------------------------------------------------------------------------------------
 

@@ -113,6 +113,8 @@ class JobRegistry:
             consumer.run()
         finally:
             self._stop.set()
+            for thread in self._threads:  # daemon threads: let them release what they hold (leases) first
+                thread.join(timeout=5)
 
     def stop_workers(self) -> None:
         self._stop.set()
