@@ -63,7 +63,7 @@ class PublishService:
         try:
             call = runtime.calls.publish(tenant, event, record_id=record.id)
         except (ProviderError, NoProviderError) as error:
-            runtime.ledger.save(record.id, status="failed", error=describe(error), attempt_log=getattr(error, "attempts", []))
+            runtime.ledger.fail(record.id, error)
             raise
         record = runtime.ledger.save(record.id, status="succeeded", provider=call.provider, result=to_dict(call.result), attempt_log=call.attempts)
         return self.view(record)
