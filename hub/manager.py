@@ -12,10 +12,8 @@ from decimal import Decimal
 from os import PathLike
 from typing import Any, BinaryIO
 
-from sqlalchemy import select
-
 from hub.capabilities import InventoryUpdate, Subscription
-from hub.config import SERVICES, service_key
+from hub.config import service_key
 from hub.records import AuditEntry, InventorySnapshot, Record
 from hub.runtime import Runtime, ServicesShutDown
 from hub.services.health import HealthService
@@ -137,17 +135,8 @@ class IntegrationManager:
     ) -> dict[str, Any]:
         """Charge a payment (``capture=False``: authorise only, then :meth:`capture_payment`). Returns the
         payment's view; ``status`` ``processing`` means the outcome is not known yet (looked up later)."""
-        raw = {
-            "amount": str(amount),
-            "currency": currency,
-            "gateway": gateway,
-            "orderId": order_id,
-            "paymentMethod": payment_method,
-            "customer": customer or {},
-            "description": description,
-            "metadata": metadata or {},
-            "capture": capture,
-        }
+        raw = {"amount": str(amount), "currency": currency, "gateway": gateway, "orderId": order_id, "paymentMethod": payment_method}
+        raw.update(customer=customer or {}, description=description, metadata=metadata or {}, capture=capture)
         return self.pay.accept(self.runtime.tenant(tenant_id), raw, idempotency_key)
 
     def capture_payment(self, payment_id: str, amount: Decimal | float | str | None = None, *, tenant_id: str | None = None) -> dict[str, Any]:
@@ -298,14 +287,7 @@ class IntegrationManager:
     def register_integration(self, name: str, provider: object) -> None:
         """Add an already-built provider (seed: ``manager.register_integration("shopify", shopify)``).
         It joins the end of its capability's services' provider lists."""
-        runtime = self.runtime
-        with runtime.lock:
-            slot = runtime.registry.add(name, provider)
-            for key, info in SERVICES.items():
-                if info.capability == slot.capability and (info.channel is None or info.channel in slot.channels):
-                    service = runtime.config["services"].setdefault(key, {"providers": runtime.registry.service_providers(key), "enabled": True})
-                    if name not in service["providers"]:
-                        service["providers"].append(name)
+        self.runtime.register_integration(name, provider)
 
     def get_record(self, record_id: str, tenant: str, kind: str | None = None) -> Record:
         return self.runtime.ledger.get(record_id, tenant, kind)
@@ -314,15 +296,7 @@ class IntegrationManager:
         return self.runtime.ledger.list(tenant, kind, status, limit, offset)
 
     def audit_log(self, tenant: str, *, provider: str | None = None, outcome: str | None = None, service: str | None = None, limit: int = 100) -> list[AuditEntry]:
-        with self.runtime.db.session() as session:
-            query = select(AuditEntry).where(AuditEntry.tenant == tenant)
-            if provider:
-                query = query.where(AuditEntry.provider == provider)
-            if outcome:
-                query = query.where(AuditEntry.outcome == outcome)
-            if service:
-                query = query.where(AuditEntry.service == service_key(service))
-            return list(session.scalars(query.order_by(AuditEntry.id.desc()).limit(limit)))
+        return self.runtime.audit.query(tenant, provider=provider, outcome=outcome, service=service_key(service) if service else None, limit=limit)
 
     def health(self, tenant: str | None = None) -> dict[str, Any]:
         return self.health_service.health(tenant)

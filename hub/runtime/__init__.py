@@ -114,6 +114,16 @@ class Runtime:
             detail=redact_text(detail) if detail else None,
         )
 
+    def register_integration(self, name: str, provider: object) -> None:
+        """Add an already-built provider at the end of its capability's services' provider lists."""
+        with self.lock:
+            slot = self.registry.add(name, provider)
+            for key, info in SERVICES.items():
+                if info.capability == slot.capability and (info.channel is None or info.channel in slot.channels):
+                    service = self.config["services"].setdefault(key, {"providers": self.registry.service_providers(key), "enabled": True})
+                    if name not in service["providers"]:
+                        service["providers"].append(name)
+
     # --- background work ------------------------------------------------------------------------
 
     def run_record(self, record_id: str) -> None:

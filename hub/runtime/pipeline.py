@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import pybreaker
+from sqlalchemy import select
 
 from hub.errors import ConfigurationError, HubError, NoProviderError, PermanentError, ProviderError
 from hub.observability import Metrics, redact_text, request_id_var
@@ -82,6 +83,18 @@ class AuditTrail:
             return
         with self.db.session() as session:
             self.write(session, [row])
+
+    def query(self, tenant: str, *, provider: str | None = None, outcome: str | None = None, service: str | None = None, limit: int = 100) -> list[AuditEntry]:
+        """The tenant's audit rows, newest first, optionally of one provider, outcome or service."""
+        with self.db.session() as session:
+            query = select(AuditEntry).where(AuditEntry.tenant == tenant)
+            if provider:
+                query = query.where(AuditEntry.provider == provider)
+            if outcome:
+                query = query.where(AuditEntry.outcome == outcome)
+            if service:
+                query = query.where(AuditEntry.service == service)
+            return list(session.scalars(query.order_by(AuditEntry.id.desc()).limit(limit)))
 
     def write(self, session: Session, rows: list[dict[str, Any]]) -> None:
         if rows:
