@@ -35,9 +35,10 @@ Errors: raise the classes in :mod:`hub.errors` -- :class:`~hub.errors.TransientE
 backoff, then the next provider is tried), :class:`~hub.errors.OutcomeUnknownError` (the request may have
 reached the provider: retried on the same provider, never the next), :class:`~hub.errors.PermanentError`
 (the caller gets a 422, nothing is retried) or :class:`~hub.errors.ConfigurationError` (the next provider is
-tried). Never put a
-credential in an error message. Provider hooks run in worker threads: they must be thread-safe, and may
-block (the core applies the timeouts and the circuit breaker).
+tried). While a provider's circuit breaker is open the core does not call it at all: the next provider gets
+the work at once. Never put a credential in an error message. Provider hooks run in worker threads: they
+must be thread-safe, and may block (the core applies the timeouts and the circuit breaker). Plugins that
+talk HTTP get pooled sessions, timeouts and this error mapping from :mod:`hub.http`.
 
 A minimal plugin::
 

@@ -65,7 +65,7 @@ def riding_along(rows: list[Any]) -> Iterator[list[Any]]:
     finally:
         _ride_along.reset(token)
 
-ID_PREFIX = {"notification": "ntf", "payment": "pay", "refund": "ref", "file": "fil", "event": "evt", "sync": "syn"}
+ID_PREFIX = {"notification": "ntf", "payment": "pay", "refund": "ref", "file": "fil", "event": "evt", "event_batch": "evb", "sync": "syn", "inventory_push": "psh"}
 FINISHED = ("succeeded", "partial", "failed", "dead", "canceled")
 
 
