@@ -6,10 +6,12 @@ Redis when the hub runs as several processes.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import pybreaker
@@ -120,7 +122,42 @@ class Breakers:
         return str(self.get(provider_name).current_state)
 
     def call(self, provider_name: str, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        return self.get(provider_name).call(function, *args, **kwargs)
+        return guarded_call(self.get(provider_name), function, *args, **kwargs)
+
+
+def guarded_call(breaker: pybreaker.CircuitBreaker, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Call ``function`` under ``breaker``'s rules without holding its lock during the call.
+
+    ``CircuitBreaker.call`` keeps the breaker's lock for the whole call, so every call to one provider waits
+    for the one before it: a pool of SMTP connections, or a server's threads, would send one at a time. Here
+    the lock is held only to decide (closed: go; open: refuse until the reset timeout has passed; half-open:
+    one trial at a time, the others refused as if open) and to count the outcome; pybreaker's states keep
+    their own rules (failures counted to ``fail_max``, excluded errors count as successes, a failed trial
+    opens again, a successful one closes)."""
+    with breaker._lock:
+        state = breaker.current_state
+        if state == pybreaker.STATE_OPEN:
+            opened_at = breaker._state_storage.opened_at
+            if opened_at and datetime.now(UTC) < opened_at + timedelta(seconds=breaker.reset_timeout):
+                raise pybreaker.CircuitBreakerError("circuit open")
+            breaker.half_open()
+            state = pybreaker.STATE_HALF_OPEN
+        if state == pybreaker.STATE_HALF_OPEN:
+            if getattr(breaker, "_hub_trial", False):
+                raise pybreaker.CircuitBreakerError("circuit half-open: a trial call is under way")
+            breaker._hub_trial = True  # type: ignore[attr-defined]
+    try:
+        result = function(*args, **kwargs)
+    except BaseException as error:
+        with breaker._lock:
+            breaker._hub_trial = False  # type: ignore[attr-defined]
+            with contextlib.suppress(BaseException):  # a tripping breaker re-raises the error itself
+                breaker.state._handle_error(error, reraise=False)
+        raise
+    with breaker._lock:
+        breaker._hub_trial = False  # type: ignore[attr-defined]
+        breaker.state._handle_success()
+    return result
 
 
 class SweptMemoryStorage(MemoryStorage):

@@ -87,12 +87,27 @@ class ScriptedGateway(Provider):
         return None  # never asked: these gateways answer every pay() or raise an error that proves no charge
 
 
+class MeetingNotifier(Provider):
+    """Each call waits until another call is in flight too: it only succeeds if calls to one provider overlap."""
+
+    type_name = "meeting-notify"
+    capability = "notify"
+    channels = ("email",)
+    meeting = threading.Barrier(2, timeout=5)
+
+    @hookimpl
+    def notify(self, message: Any) -> NotifyResult:
+        self.meeting.wait()  # BrokenBarrierError (a TransientError for the hub) if calls were serialised
+        return NotifyResult([RecipientResult(r.address, "sent", f"{message.id}-{i}") for i, r in enumerate(message.recipients)])
+
+
 class ScriptedPlugin:
     @staticmethod
     @hookimpl
     def register_providers(register: Any) -> None:
         register(ScriptedNotifier)
         register(ScriptedGateway)
+        register(MeetingNotifier)
 
 
 def make_hub(tmp_path: Path, providers: dict[str, Any], services: dict[str, Any], **overrides: Any) -> IntegrationManager:
@@ -356,3 +371,25 @@ def test_recipients_a_provider_could_not_send_go_to_the_next_provider_only(hub_f
     assert result["status"] == "succeeded" and result["sent"] == 10
     assert [(name, count) for name, _, count in ScriptedNotifier.calls] == [("primary", 10), ("backup", 5)]
     assert [r["provider"] for r in result["recipients"]] == ["primary"] * 5 + ["backup"] * 5
+
+
+def test_calls_to_one_provider_run_concurrently_under_its_circuit_breaker(hub_factory: Any) -> None:
+    # pybreaker's own call() holds the breaker's lock for the whole call, which would serialise every send
+    # through one provider (an SMTP pool, a server's threads); the hub holds it only to decide and to count.
+    hub = hub_factory(
+        {"meeting": {"type": "meeting-notify"}},
+        {"email": {"providers": ["meeting"], "enabled": True, "high_priority_bypasses_rate_limit": False}},
+        retry={"attempts": 1, "initial_delay": 0.01, "max_delay": 0.02, "jitter": 0, "job_attempts": 1, "job_delay": 1},
+    )
+    MeetingNotifier.meeting.reset()
+    results: list[dict[str, Any]] = []
+
+    def send(index: int) -> None:
+        results.append(hub.send_notification("email", [{"email": f"m{index}@example.com"}], data={"subject": "s", "message": "m"}, tenant_id="t"))
+
+    threads = [threading.Thread(target=send, args=(index,)) for index in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=15)
+    assert [result["status"] for result in results] == ["succeeded", "succeeded"], results

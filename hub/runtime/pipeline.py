@@ -24,7 +24,7 @@ from sqlalchemy import select
 from hub.errors import ConfigurationError, HubError, NoProviderError, PermanentError, ProviderError
 from hub.observability import Metrics, redact_text, request_id_var
 from hub.records import AuditEntry, Database, utcnow
-from hub.resilience import Breakers, RetryPolicy, allows_failover
+from hub.resilience import Breakers, RetryPolicy, allows_failover, guarded_call
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -190,7 +190,7 @@ class ProviderPipeline:
                     if before_retry is not None and tries:
                         before_retry()
                     tries.append(name)
-                    return breaker.call(function, **kwargs)
+                    return guarded_call(breaker, function, **kwargs)
 
                 def note_retry(error: BaseException, _attempt: int, retries: list[str] = retries, unsafe: list[BaseException] = unsafe) -> None:
                     retries.append(describe(error))
