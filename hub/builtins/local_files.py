@@ -41,9 +41,12 @@ def stage_stream(path: Path, stream: BinaryIO, *, fsync: bool = True) -> Path:
     stream or writing fails, the temporary file is removed and the error raised, so a broken upload
     leaves nothing behind.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
     # The leading dot keeps half-written files out of listings; same folder so os.replace is atomic.
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".part")
+    try:
+        descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".part")
+    except FileNotFoundError:  # the folder's first file: make it then (not a mkdir call per write)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".part")
     try:
         with os.fdopen(descriptor, "wb") as handle:
             shutil.copyfileobj(stream, handle, COPY_CHUNK)
