@@ -27,6 +27,9 @@ from hub.services.templates import TemplateService
 
 log = logging.getLogger("hub.notify")
 
+#: Built once: a marshmallow schema keeps no state between loads, and building one copies every field.
+NOTIFICATION_SCHEMA = NotificationSchema()
+
 
 @dataclass
 class NotificationRequest:
@@ -73,7 +76,7 @@ class NotifyService:
 
     def accept(self, tenant: str, raw: Any, idempotency_key: str | None = None) -> tuple[dict[str, Any], bool]:
         """The REST form: validate the camelCase body, then :meth:`send`. Returns (view, queued)."""
-        loaded = load(NotificationSchema(), raw)
+        loaded = load(NOTIFICATION_SCHEMA, raw)
         request = NotificationRequest(
             channel=loaded["type"],
             recipients=loaded["recipients"],
