@@ -165,6 +165,39 @@ class QueueSchema(Schema):
     lease_seconds = fields.Integer(load_default=300, validate=validate.Range(min=5))
 
 
+class PrometheusSchema(Schema):
+    """``metrics.prometheus``: who may read ``GET /metrics`` (provider and request counts of every tenant)."""
+
+    class Meta:
+        unknown = RAISE
+
+    #: false: ``GET /metrics`` answers 404.
+    enabled = fields.Boolean(load_default=True)
+    #: A scrape token: ``Authorization: Bearer <token>`` is then enough (an admin API token still works).
+    #: Unset: only an admin API token (``hub token create --admin``) reads the metrics.
+    token = fields.String(load_default=None, allow_none=True, validate=validate.Length(min=16))
+    #: true: no token at all, for a hub whose port only the scraper can reach.
+    public = fields.Boolean(load_default=False)
+
+
+class MetricsSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    prometheus = fields.Nested(PrometheusSchema, load_default=lambda: PrometheusSchema().load({}))
+
+
+class RetentionSchema(Schema):
+    """``retention``: how long personal data stays readable in finished records (GDPR: storage limitation)."""
+
+    class Meta:
+        unknown = RAISE
+
+    #: Days after a notification finished before its recipients' addresses (emails, phone numbers, names)
+    #: are masked in the record and its outcomes; null keeps them.
+    recipient_days = fields.Float(load_default=30, allow_none=True, validate=validate.Range(min=0))
+
+
 class TemplateSchema(Schema):
     class Meta:
         unknown = RAISE
@@ -320,6 +353,8 @@ class HubConfigSchema(Schema):
     circuit_breaker = fields.Nested(BreakerSchema, load_default=lambda: BreakerSchema().load({}))
     storage_limits = fields.Nested(StorageLimitsSchema, load_default=lambda: StorageLimitsSchema().load({}))
     queue = fields.Nested(QueueSchema, load_default=lambda: QueueSchema().load({}))
+    metrics = fields.Nested(MetricsSchema, load_default=lambda: MetricsSchema().load({}))
+    retention = fields.Nested(RetentionSchema, load_default=lambda: RetentionSchema().load({}))
     templates = fields.Dict(keys=fields.String(), values=fields.List(fields.Nested(TemplateSchema)), load_default=dict)
     tenants = fields.Dict(keys=fields.String(), values=fields.Nested(TenantSchema), load_default=dict)
     sync_schedules = fields.List(fields.Nested(ScheduleSchema), load_default=list)

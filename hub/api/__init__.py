@@ -7,15 +7,17 @@ error mapping live in :mod:`hub.api.middleware`.
 
 from __future__ import annotations
 
+import hmac
 from typing import Any
 
-from flask import Flask, Response, current_app
+from flask import Flask, Response, current_app, request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from werkzeug.exceptions import HTTPException
 
 from hub.api import admin, events, files, notifications, payments, sync, templates
 from hub.api.middleware import (
     API_PREFIX,
+    error_response,
     finish_request,
     http_error,
     hub_error,
@@ -51,5 +53,24 @@ def create_app(config: dict[str, Any] | str | None = None, *, manager: Integrati
 
 
 def _prometheus() -> Response:
+    """Prometheus text: counts of every tenant, so (unless ``metrics.prometheus.public``) only the scrape
+    token or an admin API token reads them."""
     hub = current_app.extensions["hub"]
+    settings = hub.config["metrics"]["prometheus"]
+    if not settings["enabled"]:
+        return error_response(404, "Not found", "Prometheus metrics are off (metrics.prometheus.enabled)")
+    if not settings["public"]:
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            response = error_response(401, "Authentication required", "Send Authorization: Bearer <metrics or admin token>")
+            response.headers["WWW-Authenticate"] = 'Bearer realm="hub-metrics"'
+            return response
+        scrape_token = settings["token"]
+        if not (scrape_token and hmac.compare_digest(token.encode(), scrape_token.encode())):
+            row = hub.tokens.verify(token)
+            if row is None:
+                return error_response(401, "Invalid or expired token", "Not the scrape token nor a valid API token")
+            if not row.admin:
+                return error_response(403, "Admin token required", "A tenant's token does not read every tenant's metrics")
     return Response(generate_latest(hub.metrics.registry), mimetype=CONTENT_TYPE_LATEST)

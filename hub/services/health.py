@@ -17,6 +17,7 @@ from hub.errors import NotFound, ProviderError
 from hub.observability import redact, redact_text
 from hub.records import AuditEntry
 from hub.runtime import Runtime, describe
+from hub.services.retention import RecipientRetention
 from hub.services.templates import TemplateService
 
 HEALTH_TIMEOUT = 5.0
@@ -27,6 +28,8 @@ class HealthService:
         self.runtime = runtime
         self.templates = templates
         self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="hub-health")
+        #: Operating the hub includes forgetting what it must not keep: the retention job.
+        self.retention = RecipientRetention(runtime)
 
     def provider_health(self, names: list[str], tenant: str | None = None) -> dict[str, dict[str, Any]]:
         """Run the providers' health hooks concurrently (each bounded by HEALTH_TIMEOUT)."""
@@ -141,14 +144,16 @@ class HealthService:
 
     def metrics_summary(self, tenant: str | None = None, window: int = 1000) -> dict[str, Any]:
         """Per service: providers, templates and status, as in the seed; plus per-provider call counts,
-        error rate and latency percentiles over the last ``window`` audited calls."""
+        error rate and latency percentiles over the tenant's last ``window`` audited calls."""
+        # Only the tenant's own calls: another tenant's traffic through a shared provider is not its business.
+        tenant_id = self.runtime.tenant(tenant)
         summary: dict[str, Any] = {}
         for key, info in SERVICES.items():
             names = self.runtime.registry.service_providers(key, tenant)
             entry: dict[str, Any] = {
                 "providers": names,
                 "status": "active" if self.runtime.state == "running" and names else "inactive",
-                "stats": {name: self._provider_stats(key, name, window) for name in names},
+                "stats": {name: self._provider_stats(tenant_id, key, name, window) for name in names},
             }
             if info.channel:
                 entry["transporters" if key == "email" else "channels"] = names
@@ -156,12 +161,13 @@ class HealthService:
             summary[key] = entry
         return summary
 
-    def _provider_stats(self, service: str, provider: str, window: int) -> dict[str, Any]:
+    def _provider_stats(self, tenant: str, service: str, provider: str, window: int) -> dict[str, Any]:
         with self.runtime.db.session() as session:
+            # Newest first along the (tenant, at) index: the tenant's rows only, never a scan of everyone's.
             rows = session.execute(
                 select(AuditEntry.outcome, AuditEntry.latency_ms)
-                .where(AuditEntry.service == service, AuditEntry.provider == provider)
-                .order_by(AuditEntry.id.desc())
+                .where(AuditEntry.tenant == tenant, AuditEntry.service == service, AuditEntry.provider == provider)
+                .order_by(AuditEntry.at.desc())
                 .limit(window)
             ).all()
         calls = len(rows)

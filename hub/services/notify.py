@@ -20,6 +20,7 @@ from hub.capabilities import Message, NotifyResult, Recipient
 from hub.config import CHANNEL_SERVICE
 from hub.delivery import Address, Rendered, recipient_addresses
 from hub.errors import NoProviderError, PermanentError, ProviderError, ValidationError
+from hub.observability import redact_text
 from hub.records import ProviderReference, RecipientOutcome, Record, utcnow
 from hub.runtime import Runtime, describe
 from hub.schemas import NotificationSchema, load
@@ -432,7 +433,8 @@ def _outcome(
         "status": status,
         "provider": provider,
         "provider_message_id": provider_message_id,
-        "error": error,
+        # A provider's reply may quote the address it refused ("550 <bob@shop.example>: unknown"): masked.
+        "error": redact_text(error) if error else error,
         "delivery_status": None,
         "delivery_detail": None,
         "updated_at": utcnow(),
