@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import and_, or_, select, update
 
 from hub.observability import mask_email, mask_phone
-from hub.records import RecipientOutcome, Record
+from hub.records import IdempotentRequest, RecipientOutcome, Record
 from hub.records.base import utcnow
 from hub.runtime import Runtime
 
@@ -94,6 +94,22 @@ class RecipientRetention:
             log.info("retention: masked the recipients of %d notification(s) finished before %s", masked, cutoff.isoformat())
         return masked
 
+    @staticmethod
+    def _mask_answer(session: Any, record: Record) -> None:
+        """The answer stored for the record's ``Idempotency-Key`` is its view, recipients included: masked
+        too (kept, so a late retry with the key is still answered, not refused)."""
+        stored = session.get(IdempotentRequest, (record.tenant, record.idempotency_key))
+        data = (stored.response or {}).get("data") if stored is not None else None
+        if not isinstance(data, dict) or data.get("messageId") != record.id:
+            return
+        recipients = data.get("recipients")
+        if isinstance(recipients, list):
+            masked = [
+                {**item, "address": mask_address(item.get("address")), "name": _mask_name(item.get("name"))} if isinstance(item, dict) else item
+                for item in recipients
+            ]
+            stored.response = {**stored.response, "data": {**data, "recipients": masked}}
+
     def _next_batch(self, cutoff: datetime) -> list[Record]:
         query = (
             select(Record)
@@ -123,6 +139,8 @@ class RecipientRetention:
                 payload[MASKED_MARK] = stamp
                 # Conditional on the status: a record replayed meanwhile (dead -> queued) keeps its addresses.
                 session.execute(update(Record).where(Record.id == record.id, Record.status.in_(FINISHED)).values(payload=payload))
+                if record.idempotency_key:
+                    self._mask_answer(session, record)
             rows = session.execute(
                 select(RecipientOutcome.record_id, RecipientOutcome.index, RecipientOutcome.address, RecipientOutcome.name).where(
                     RecipientOutcome.record_id.in_([record.id for record in pending])
