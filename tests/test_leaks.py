@@ -210,8 +210,8 @@ def test_smtp_refusal_is_saved_failed_masked_and_never_retried(tmp_path: Path, d
 
 
 # --- retention: recipients masked N days after a notification finished -------------------------------
-# Regressions checked: RecipientRetention not registered as a periodic job; the FINISHED filter dropped
-# (the queued record was masked too); outcomes left unmasked.
+# Regressions checked: RecipientRetention not registered as a periodic job; the FINISHED status filter
+# dropped (the queued record was masked too); outcomes left unmasked; the stored idempotent answer kept.
 
 
 def _addresses_in(manager: IntegrationManager, record_id: str) -> str:
@@ -232,6 +232,8 @@ def test_retention_masks_recipients_of_finished_notifications_only(tmp_path: Pat
         finished = data_of(client.post(f"{API}/notifications", json=body, headers={**headers, "Idempotency-Key": "k-1"}))["messageId"]
         queued = client.post(f"{API}/notifications", json={**body, "async": True}, headers=headers).get_json()["data"]["messageId"]
         outbox_files = sorted((tmp_path / "var").rglob("*.eml")) + sorted((tmp_path / "var").rglob("*.json"))
+        with manager.db.session() as session:  # as a dead record replayed by an operator may look: finished once
+            session.get(Record, queued).finished_at = utcnow() - timedelta(days=90)
 
         retention = manager.health_service.retention
         assert retention.mask_expired(now=utcnow()) == 0  # finished a moment ago: kept

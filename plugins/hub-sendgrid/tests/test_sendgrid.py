@@ -491,6 +491,20 @@ def test_event_signatures_valid_forged_tampered_stale_and_replayed(
     assert event.status == "delivered"
 
 
+@pytest.mark.parametrize("offset", [3600, -3600, 301, -301], ids=["1h-ahead", "1h-old", "just-ahead", "just-old"])
+def test_events_signed_outside_the_window_either_way_are_refused(
+    provider_harness: ProviderHarness, sendgrid: SendGridFake, signer: Signer, offset: int
+) -> None:
+    """A request dated in the future is as much a replay risk as an old one (it stays "fresh" for longer):
+    ``webhook_tolerance`` applies both ways. Regression checked: ``age > tolerance`` (past only)."""
+    provider = build(provider_harness, **settings(sendgrid, webhook_public_key=signer.public_key, webhook_tolerance=300))
+    events = [{"email": "a@example.com", "event": "delivered", "sg_event_id": "e1", "sg_message_id": "x.y"}]
+    with pytest.raises(SignatureError, match="refused as a replay"):
+        provider_harness.call(provider, "handle_webhook", webhook=signer.request(events, timestamp=int(time.time()) + offset))
+    inside = signer.request(events, timestamp=int(time.time()) + (60 if offset > 0 else -60))
+    assert [event.status for event in provider_harness.call(provider, "handle_webhook", webhook=inside)] == ["delivered"]
+
+
 def test_unsigned_or_garbled_signatures_and_a_missing_key_are_refused(
     provider_harness: ProviderHarness, sendgrid: SendGridFake, signer: Signer
 ) -> None:
