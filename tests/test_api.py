@@ -230,7 +230,7 @@ def test_audit_trail_is_queryable_and_masks_personal_data(client: Any, headers: 
     assert only_errors and all(e["outcome"] == "error" for e in only_errors)
 
 
-def test_openapi_document_and_prometheus_metrics(client: Any, headers: dict[str, str]) -> None:
+def test_openapi_document_and_prometheus_metrics(client: Any, headers: dict[str, str], admin_headers: dict[str, str]) -> None:
     document = client.get(f"{API}/openapi.json").get_json()
     assert document["openapi"].startswith("3.") and f"{API}/notifications" in document["paths"]
     assert document["components"]["schemas"]["Notification"]["properties"]["fallbackServices"]
@@ -238,7 +238,7 @@ def test_openapi_document_and_prometheus_metrics(client: Any, headers: dict[str,
 
     validate(document)
     data_of(client.post(f"{API}/test/notification", json=SEED_NOTIFICATION, headers=headers))
-    text = client.get("/metrics").data.decode()
+    text = client.get("/metrics", headers={"Authorization": admin_headers["Authorization"]}).data.decode()  # every tenant's counts: admin only
     assert 'hub_provider_calls_total{operation="notify",outcome="success",provider="outbox",service="email"} 1.0' in text
     assert "hub_http_requests_total" in text
 

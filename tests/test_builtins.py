@@ -6,6 +6,7 @@ builds it, and talks to real files and SQLite databases in a temporary data dire
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -45,6 +46,7 @@ from hub.capabilities import (
     SyncRequest,
     UploadStream,
 )
+from hub.delivery import TemplateLibrary
 from hub.errors import (
     ConfigError,
     ConfigurationError,
@@ -52,6 +54,7 @@ from hub.errors import (
     PermanentError,
     TransientError,
     UnsupportedError,
+    ValidationError,
 )
 from hub.plugins import BUILTIN_PLUGINS
 from hub.testing import ProviderHarness
@@ -681,13 +684,23 @@ def test_builtin_template_renders(
         assert blocks[0]["type"] == "header" and len(blocks[0]["text"]["text"]) <= 150
 
 
-def test_builtin_template_required_variables_are_really_required(provider_harness: ProviderHarness) -> None:
-    definition = provider_harness.host.templates[("low_stock_alert", "email")]
-    with pytest.raises(Exception, match="'threshold' is undefined"):
-        _render(
-            definition,
-            {key: TEMPLATE_VARIABLES["low_stock_alert"][key] for key in ("sku", "location", "current_stock")},
-        )
+@pytest.mark.parametrize("channel", CHANNELS)
+def test_builtin_template_required_variables_are_really_required(provider_harness: ProviderHarness, channel: str) -> None:
+    """Every variable a built-in template declares required is used by it: rendered through the hub's own
+    TemplateLibrary (its environment, StrictUndefined) with the declared list emptied, so that only the
+    template's text can notice the variable missing, leaving one out is a ValidationError naming it."""
+    checked = 0
+    for name, variables in TEMPLATE_VARIABLES.items():
+        definition = provider_harness.host.templates[(name, channel)]
+        undeclared = dataclasses.replace(definition, required=())
+        library = TemplateLibrary({(name, channel): undeclared}, {})
+        for missing in definition.required:
+            given = {key: value for key, value in variables.items() if key != missing}
+            with pytest.raises(ValidationError, match=f"needs data.{missing}$") as raised:
+                library.render(name, channel, given, None)
+            assert raised.value.errors == {"data": {missing: [f"used by template {name!r} ({channel}) but not given"]}}
+            checked += 1
+    assert checked >= len(TEMPLATE_VARIABLES)
 
 
 def test_chat_blocks_escape_values_as_json(provider_harness: ProviderHarness) -> None:

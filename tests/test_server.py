@@ -107,7 +107,15 @@ def test_cli_token_and_server_over_a_socket(hub_folder: Path) -> None:
         while requests.get(f"{base}/status", headers=headers, timeout=10).status_code != 401:
             assert time.monotonic() < deadline, "a revoked token still works after the cache lapsed"
             time.sleep(0.25)
-        assert "prometheus" not in requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text.lower() or True
+        # Prometheus text covers every tenant: refused without a token and with a tenant's (here revoked) one,
+        # served to an admin token, with the notification sent above counted.
+        prometheus = f"http://127.0.0.1:{port}/metrics"
+        assert requests.get(prometheus, timeout=10).status_code == 401
+        assert requests.get(prometheus, headers={"Authorization": headers["Authorization"]}, timeout=10).status_code == 401
+        admin = run_hub(hub_folder, "token", "create", "--tenant", "ops", "--admin").strip().splitlines()[-1]
+        scraped = requests.get(prometheus, headers={"Authorization": f"Bearer {admin}"}, timeout=10)
+        assert scraped.status_code == 200 and scraped.headers["Content-Type"].startswith("text/plain")
+        assert 'hub_provider_calls_total{operation="notify",outcome="success",provider="outbox",service="email"} 1.0' in scraped.text
     finally:
         server.stop()
 
