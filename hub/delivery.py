@@ -2,20 +2,103 @@
 
 from __future__ import annotations
 
+import contextvars
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, wraps
 from typing import Any
 
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 from email_validator.syntax import validate_email_local_part
-from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError
+from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError, meta
+from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
 from hub.errors import ValidationError
 from hub.plugins import TemplateDefinition
+
+#: The most characters one rendered part (subject, text, html, blocks) may have, and any string or list a
+#: template builds on the way: a tenant's template must not make the hub hold 20 MB per recipient.
+MAX_RENDERED_CHARS = 1_000_000
+#: The longest one template may take to render (checked at every call, operator, output and filter).
+RENDER_SECONDS = 1.0
+#: ``a ** b`` on integers is refused past this many bits of result (a 10 ** 10000000 costs seconds).
+MAX_POWER_BITS = 4096
+#: String methods and filters whose integer argument is the width of what they build.
+_PADDING = frozenset({"center", "ljust", "rjust", "zfill", "expandtabs", "indent"})
+
+_deadline: contextvars.ContextVar[float] = contextvars.ContextVar("hub_render_deadline", default=float("inf"))
+
+
+class RenderLimitError(SecurityError):
+    """A template went past :data:`MAX_RENDERED_CHARS` or :data:`RENDER_SECONDS`."""
+
+
+def _check_size(value: Any) -> Any:
+    if isinstance(value, str | bytes | list | tuple) and len(value) > MAX_RENDERED_CHARS:
+        raise RenderLimitError(f"the template builds a value over {MAX_RENDERED_CHARS:,} characters")
+    return value
+
+
+def _check_time() -> None:
+    if time.monotonic() > _deadline.get():
+        raise RenderLimitError(f"the template took longer than {RENDER_SECONDS} s to render")
+
+
+def _check_width(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    if name in _PADDING:
+        for value in (*args, *kwargs.values()):
+            if isinstance(value, int) and value > MAX_RENDERED_CHARS:
+                raise RenderLimitError(f"{name}: a width over {MAX_RENDERED_CHARS:,} characters")
+
+
+class BoundedSandbox(ImmutableSandboxedEnvironment):
+    """Jinja's immutable sandbox, bounded in size and time through its documented hooks: ``call_binop``
+    for the operators that build large values (``intercepted_binops``), ``call`` for every call made by a
+    template, ``finalize`` for every ``{{ }}`` output; filters are wrapped with the same checks. Exceeding a
+    bound raises :class:`RenderLimitError` (a ``SecurityError``), reported as a 422 like any render error."""
+
+    intercepted_binops = frozenset({"*", "**", "+", "%"})
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(finalize=self._finalize, **options)
+        self.filters = {name: _bounded_filter(name, function) for name, function in self.filters.items()}
+
+    @staticmethod
+    def _finalize(value: Any) -> Any:
+        _check_time()
+        return _check_size(value)
+
+    def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
+        _check_time()
+        if operator == "*":
+            for sequence, count in ((left, right), (right, left)):
+                if isinstance(sequence, str | bytes | list | tuple) and isinstance(count, int) and len(sequence) * count > MAX_RENDERED_CHARS:
+                    raise RenderLimitError(f"the template builds a value over {MAX_RENDERED_CHARS:,} characters")
+        elif operator == "**" and isinstance(left, int) and isinstance(right, int) and abs(left) > 1 and right * abs(left).bit_length() > MAX_POWER_BITS:
+            raise RenderLimitError(f"an integer power over {MAX_POWER_BITS} bits")
+        elif operator == "+" and isinstance(left, str | list | tuple) and isinstance(right, str | list | tuple):
+            _check_size(range(len(left) + len(right)))  # the size before building it
+        return _check_size(super().call_binop(context, operator, left, right))
+
+    def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805 (Jinja's signature)
+        _check_time()
+        if isinstance(getattr(__obj, "__self__", None), str):
+            _check_width(getattr(__obj, "__name__", ""), args, kwargs)
+        return _check_size(super().call(__context, __obj, *args, **kwargs))
+
+
+def _bounded_filter(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
+    @wraps(function)
+    def bounded(*args: Any, **kwargs: Any) -> Any:
+        _check_time()
+        _check_width(name, args[1:], kwargs)
+        return _check_size(function(*args, **kwargs))
+
+    return bounded
 
 
 @dataclass
@@ -39,8 +122,8 @@ class TemplateLibrary:
         #: The tenant's templates saved through the API (``PUT /templates/<name>``); they win over all.
         self._stored = stored or (lambda tenant: {})
         # StrictUndefined: a missing variable is an error naming it, never a silent blank.
-        self._text_env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
-        self._html_env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=True)
+        self._text_env = BoundedSandbox(undefined=StrictUndefined, autoescape=False)
+        self._html_env = BoundedSandbox(undefined=StrictUndefined, autoescape=True)
         self._base = dict(plugin_templates)
         for name, variants in config.get("templates", {}).items():
             for variant in variants:
@@ -104,6 +187,7 @@ class TemplateLibrary:
                 {"data": {variable: ["required by template " + name] for variable in missing}},
                 f"Template {name!r} needs data.{', data.'.join(missing)}",
             )
+        deadline = _deadline.set(time.monotonic() + RENDER_SECONDS)  # for all the parts together
         try:
             subject = self._render(definition.subject, data, html=False) if definition.subject else None
             text = self._render(definition.text, data, html=False)
@@ -117,12 +201,42 @@ class TemplateLibrary:
                 {"data": {variable: [f"used by template {name!r} ({channel}) but not given"]}},
                 f"Template {name!r} needs data.{variable}",
             ) from None
-        except (TemplateSyntaxError, SecurityError, json.JSONDecodeError, TypeError, ValueError) as error:
-            reason = f"template {name!r} ({channel}) failed to render: {error}"
+        except Exception as error:
+            # Whatever a template raises (1/0, an overflow, a recursive macro, a bad filter argument, a bound
+            # passed) is the template's fault or its data's: a 422 naming it, never a 500.
+            reason = f"template {name!r} ({channel}) failed to render: {_render_error(error)}"
             raise ValidationError({"template": [reason]}, reason[0].upper() + reason[1:]) from None
+        finally:
+            _deadline.reset(deadline)
         if subject:
             subject = " ".join(subject.split())  # a header must be one line
         return Rendered(subject=subject, text=text.strip(), html=html, blocks=blocks)
+
+    def check_renders(self, definition: TemplateDefinition) -> None:
+        """Refuse a template that cannot render whatever its data (``{{ 1/0 }}``, a recursive macro, a value
+        past the bounds): each part is rendered with sample data, every variable it uses (and every declared
+        one) set to a string, then to a number; one that renders with either, or fails only for want of an
+        attribute or key the sample lacks, depends on its data and is accepted."""
+        for part in ("subject", "text", "html", "blocks"):
+            source = getattr(definition, part)
+            if not source:
+                continue
+            env = self._html_env if part == "html" else self._text_env
+            variables = meta.find_undeclared_variables(env.parse(source)) | set(definition.required)
+            failures: list[BaseException] = []
+            for sample in ("sample", 1):
+                deadline = _deadline.set(time.monotonic() + RENDER_SECONDS)
+                try:
+                    self._render(source, dict.fromkeys(variables, sample), html=part == "html")
+                    break
+                except UndefinedError:
+                    break
+                except Exception as error:
+                    failures.append(error)
+                finally:
+                    _deadline.reset(deadline)
+            if len(failures) == 2:
+                raise ValidationError({part: [f"the template fails to render: {_render_error(failures[0])}"]}, f"Template {part} fails to render")
 
     def _render(self, source: str, data: dict[str, Any], html: bool) -> str:
         env = self._html_env if html else self._text_env
@@ -131,7 +245,24 @@ class TemplateLibrary:
         if template is None:
             template = env.from_string(source)
             self._compiled[key] = template
-        return template.render(**data)
+        # Streamed, so that the output is counted (and the clock read) as it grows, not once it is whole.
+        pieces: list[str] = []
+        size = 0
+        for piece in template.generate(**data):
+            size += len(piece)
+            if size > MAX_RENDERED_CHARS:
+                raise RenderLimitError(f"the template renders over {MAX_RENDERED_CHARS:,} characters")
+            _check_time()
+            pieces.append(piece)
+        return "".join(pieces)
+
+
+def _render_error(error: BaseException) -> str:
+    if isinstance(error, RecursionError):
+        return "too deeply recursive (a macro calling itself?)"
+    if isinstance(error, SecurityError | TemplateSyntaxError):
+        return str(error)
+    return f"{type(error).__name__}: {error}"[:300]
 
 
 def _definition(name: str, variant: dict[str, Any], source: str) -> TemplateDefinition:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import smtplib
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -15,27 +17,44 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import pybreaker
+import requests
 from limits import RateLimitItem, parse_many
 from limits.storage import MemoryStorage, storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from hub.config import DEFAULT_RATE_LIMITS, service_key
-from hub.errors import HubError, PermanentError, ProviderError, RateLimitedError
+from hub.errors import HubError, PermanentError, ProviderError, RateLimitedError, TransientError
 
 log = logging.getLogger("hub.resilience")
 
 T = TypeVar("T")
 
 
+def is_transport_failure(error: BaseException) -> bool:
+    """The network between the hub and a provider failed (refused, reset, timed out, name not resolved,
+    server hung up) -- something a plugin did not translate into a :class:`TransientError`."""
+    if isinstance(error, ConnectionError | TimeoutError | socket.gaierror | smtplib.SMTPServerDisconnected):
+        return True
+    return isinstance(error, requests.ConnectionError | requests.Timeout)
+
+
+def is_provider_failure(error: BaseException) -> bool:
+    """Evidence that the provider is down, which a circuit breaker counts: a transient error or a transport
+    failure. An unexpected exception (a plugin's bug, an input it did not expect: ``ENAMETOOLONG``, a lone
+    surrogate) is not: counting it would let one tenant's request open the breaker for every tenant."""
+    return isinstance(error, TransientError) or is_transport_failure(error)
+
+
 def is_retryable(error: BaseException) -> bool:
-    """Transient provider errors, and anything unexpected from a plugin, are worth another try;
-    declines, bad requests, configuration errors and an open breaker are not."""
+    """Transient provider errors and transport failures are worth another try; declines, bad requests,
+    configuration errors, an open breaker and unexpected exceptions are not (a plugin's bug fails the same
+    way again: trying once is enough, and the next provider may still take the call)."""
     if isinstance(error, pybreaker.CircuitBreakerError):
         return False
     if isinstance(error, ProviderError):
         return error.retryable
-    return not isinstance(error, HubError)
+    return is_transport_failure(error)
 
 
 def allows_failover(error: BaseException) -> bool:
@@ -133,7 +152,8 @@ def guarded_call(breaker: pybreaker.CircuitBreaker, function: Callable[..., T], 
     the lock is held only to decide (closed: go; open: refuse until the reset timeout has passed; half-open:
     one trial at a time, the others refused as if open) and to count the outcome; pybreaker's states keep
     their own rules (failures counted to ``fail_max``, excluded errors count as successes, a failed trial
-    opens again, a successful one closes)."""
+    opens again, a successful one closes). Only :func:`is_provider_failure` errors are counted as failures;
+    an unexpected exception neither counts nor resets the count (a trial that hit one stays half-open)."""
     with breaker._lock:
         state = breaker.current_state
         if state == pybreaker.STATE_OPEN:
@@ -151,8 +171,9 @@ def guarded_call(breaker: pybreaker.CircuitBreaker, function: Callable[..., T], 
     except BaseException as error:
         with breaker._lock:
             breaker._hub_trial = False  # type: ignore[attr-defined]
-            with contextlib.suppress(BaseException):  # a tripping breaker re-raises the error itself
-                breaker.state._handle_error(error, reraise=False)
+            if is_provider_failure(error) or isinstance(error, PermanentError):  # permanent: excluded, a success
+                with contextlib.suppress(BaseException):  # a tripping breaker re-raises the error itself
+                    breaker.state._handle_error(error, reraise=False)
         raise
     with breaker._lock:
         breaker._hub_trial = False  # type: ignore[attr-defined]

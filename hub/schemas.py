@@ -54,9 +54,9 @@ class NotificationSchema(StrictSchema):
 class PaymentSchema(StrictSchema):
     amount = fields.Decimal(required=True, as_string=True)
     currency = fields.String(required=True)
-    gateway = fields.String(load_default=None, allow_none=True)
+    gateway = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=100))
     order_id = fields.String(data_key="orderId", load_default=None, allow_none=True, validate=validate.Length(max=200))
-    payment_method = fields.String(data_key="paymentMethod", load_default=None, allow_none=True)
+    payment_method = fields.String(data_key="paymentMethod", load_default=None, allow_none=True, validate=validate.Length(max=255))
     customer = fields.Dict(load_default=dict)
     description = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=1000))
     metadata = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict)
@@ -86,7 +86,7 @@ class RefundSchema(StrictSchema):
     amount = fields.Decimal(load_default=None, allow_none=True, as_string=True)
     reason = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=500))
     #: Refund by the provider's transaction id instead of the payment's id in the URL.
-    transaction_id = fields.String(data_key="transactionId", load_default=None, allow_none=True)
+    transaction_id = fields.String(data_key="transactionId", load_default=None, allow_none=True, validate=validate.Length(max=255))
 
     @validates("amount")
     def _amount(self, value: Decimal | None, **_: Any) -> None:
@@ -140,7 +140,7 @@ class OffsetResetSchema(StrictSchema):
         load_default=dict,
     )
     #: The provider to reset on (default: the one the tenant's subscription of the group consumes from).
-    provider = fields.String(load_default=None, allow_none=True)
+    provider = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=100))
 
     @validates_schema
     def _target(self, data: dict[str, Any], **_: Any) -> None:
@@ -156,7 +156,7 @@ class FileUploadSchema(StrictSchema):
 
     file_name = fields.String(data_key="fileName", required=True, validate=validate.Length(min=1, max=255))
     content = fields.String(load_default=None, allow_none=True)
-    content_type = fields.String(data_key="contentType", load_default=None, allow_none=True)
+    content_type = fields.String(data_key="contentType", load_default=None, allow_none=True, validate=validate.Length(max=255))
     category = fields.String(load_default="general", validate=validate.Regexp(r"^[A-Za-z0-9_-]{1,100}$"))
     file_type = fields.String(data_key="fileType", load_default=None, allow_none=True, validate=validate.Length(max=50))
     metadata = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict)
@@ -166,7 +166,7 @@ class DirectUploadSchema(StrictSchema):
     """``POST /files/uploads``: ask for a URL to upload a file straight to the storage provider."""
 
     file_name = fields.String(data_key="fileName", required=True, validate=validate.Length(min=1, max=255))
-    content_type = fields.String(data_key="contentType", load_default=None, allow_none=True)
+    content_type = fields.String(data_key="contentType", load_default=None, allow_none=True, validate=validate.Length(max=255))
     #: Bytes the client will send; checked against ``storage_limits.max_file_size`` now and when it completes.
     size = fields.Integer(required=True, validate=validate.Range(min=1))
     category = fields.String(load_default="general", validate=validate.Regexp(r"^[A-Za-z0-9_-]{1,100}$"))
@@ -183,7 +183,7 @@ class TestFileSchema(StrictSchema):
 class SyncSchema(StrictSchema):
     data_type = fields.String(data_key="dataType", required=True, validate=validate.Regexp(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$"))
     options = fields.Dict(keys=fields.String(), load_default=dict)
-    provider = fields.String(load_default=None, allow_none=True)
+    provider = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=100))
     asynchronous = fields.Boolean(data_key="async", load_default=True)
     #: Ignore the saved cursor and read the stream from the beginning.
     full_resync = fields.Boolean(data_key="fullResync", load_default=False)
@@ -226,7 +226,7 @@ class InventoryUpdateSchema(StrictSchema):
 
 class InventoryPushSchema(StrictSchema):
     #: The sync provider to send the updates to; the first of the tenant's that can push by default.
-    provider = fields.String(load_default=None, allow_none=True)
+    provider = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=100))
     updates = fields.List(fields.Nested(InventoryUpdateSchema), required=True, validate=validate.Length(min=1, max=1000))
     asynchronous = fields.Boolean(data_key="async", load_default=False)
     metadata = fields.Dict(keys=fields.String(), load_default=dict)
@@ -244,6 +244,56 @@ class EnvelopeSchema(Schema):
     data = fields.Raw()
 
 
+#: JSON deeper than this is refused before validation: no request schema nests more than a few levels, and
+#: walking (or storing, or rendering) a 5,000-level document would only cost stack.
+MAX_DEPTH = 32
+
+
+def text_problem(text: str) -> str | None:
+    """Why ``text`` cannot be stored or sent as text (None when it can): a NUL (PostgreSQL refuses it, C
+    libraries and file systems cut at it) or a lone surrogate (JSON's ``"\\ud800"``: not encodable as
+    UTF-8, so a database, a file name or an SMTP header would fail on it)."""
+    if "\x00" in text:
+        return "must not contain a NUL character"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "must be valid Unicode text (it holds a lone surrogate)"
+    return None
+
+
+def text_errors(value: Any, depth: int = 0) -> Any:
+    """The problems of every string in ``value`` (keys too, at any depth), shaped like marshmallow's
+    errors (``{"recipients": {0: {"name": [...]}}}``), or None when there are none."""
+    if isinstance(value, str):
+        problem = text_problem(value)
+        return [problem] if problem else None
+    if isinstance(value, dict | list):
+        if depth >= MAX_DEPTH:
+            return [f"nested too deeply (at most {MAX_DEPTH} levels)"]
+        errors: dict[Any, Any] = {}
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, item in items:
+            if isinstance(key, str) and (problem := text_problem(key)):
+                errors[key.encode("utf-8", "backslashreplace").decode("ascii", "replace")] = [f"key {problem}"]
+                continue
+            found = text_errors(item, depth + 1)
+            if found:
+                errors[key] = found
+        return errors or None
+    return None
+
+
+def check_text(payload: Any, message: str = "The request holds text the hub cannot store or send") -> None:
+    """Refuse (422, naming each field) input no provider or database could take: see :func:`text_problem`.
+    Run on every request body before its schema, so one check covers every field of every schema."""
+    from hub.errors import ValidationError as HubValidationError
+
+    errors = text_errors(payload)
+    if errors:
+        raise HubValidationError(errors if isinstance(errors, dict) else {"body": errors}, message)
+
+
 def load(schema: Schema, payload: Any) -> dict[str, Any]:
     """Validate ``payload``; raise the hub's ValidationError whose fields name every bad key."""
     from hub.errors import ValidationError as HubValidationError
@@ -252,6 +302,7 @@ def load(schema: Schema, payload: Any) -> dict[str, Any]:
         raise HubValidationError({"body": ["a JSON object is required"]}, "Request body must be a JSON object")
     if not isinstance(payload, dict):
         raise HubValidationError({"body": ["must be a JSON object"]}, "Request body must be a JSON object")
+    check_text(payload)
     try:
         return schema.load(payload)
     except ValidationError as error:

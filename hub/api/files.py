@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import os
+import unicodedata
 from collections.abc import Iterator
 from typing import Any, BinaryIO
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 from flask import Blueprint, Response, current_app, g, request
 
@@ -122,6 +123,10 @@ def delete_file(file_id: str) -> Any:
 
 
 def _fields(source: Any) -> dict[str, Any]:
+    if any(not key for key in source):
+        # A part without a name (werkzeug keys it None) could only be an unknown field, and a None key
+        # beside a string one cannot even be written into the error's JSON.
+        raise ValidationError({"form": ["every multipart part needs a name (Content-Disposition: form-data; name=...)"]})
     raw = {key: value for key, value in source.items()}
     if "metadata" in raw:
         try:
@@ -164,7 +169,20 @@ def _describe(response: Response, file_record: FileRecord, length: int) -> None:
     response.headers["Content-Length"] = str(length)
     response.headers["Accept-Ranges"] = "bytes"
     response.set_etag(file_record.checksum)
-    response.headers["Content-Disposition"] = f'attachment; filename="{file_record.filename.replace(chr(34), "")}"'
+    response.headers["Content-Disposition"] = content_disposition(file_record.filename)
+
+
+def content_disposition(filename: str) -> str:
+    """``attachment`` with the name as RFC 6266 asks: an ASCII ``filename=`` for old clients (accents
+    dropped, anything else replaced) and the exact name as ``filename*=UTF-8''...`` (RFC 5987), so any
+    name -- Cyrillic, CJK, control characters -- makes a valid header."""
+    folded = (char for char in unicodedata.normalize("NFKD", filename) if not unicodedata.combining(char))  # é -> e
+    fallback = "".join(char if " " <= char <= "~" and char not in '"\\%' else "_" for char in folded).strip() or "file"
+    if fallback == filename:
+        return f'attachment; filename="{fallback}"'
+    # surrogateescape: a name stored before lone surrogates were refused still makes a header.
+    encoded = quote(filename.encode("utf-8", "surrogateescape"), safe="!#$&+-.^_`|~")
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{encoded}"
 
 
 def _chunks(stream: BinaryIO) -> Iterator[bytes]:

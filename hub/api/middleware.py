@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from hub.errors import Conflict, HubError, RateLimitedError, ValidationError
 from hub.observability import request_id_var, tenant_var
 from hub.records import IdempotentRequest, utcnow
 from hub.runtime.ledger import request_scope, riding_along, take_deferred
+from hub.schemas import MAX_DEPTH, check_text
 
 if TYPE_CHECKING:
     from hub.manager import IntegrationManager
@@ -29,6 +31,19 @@ TENANT_HEADER = "X-Tenant-ID"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 #: An idempotency key whose first request never finished (its process died) may be used again after this.
 ABANDONED_AFTER = timedelta(minutes=5)
+#: Request ids are stored (records, audit rows: 64 characters) and echoed in a header: printable ASCII.
+REQUEST_ID_LENGTH = 64
+_PRINTABLE_ASCII = re.compile(r"^[\x21-\x7e]+$")
+#: Idempotency keys: 1-255 printable ASCII characters (the column's size; a key is an opaque token).
+IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+#: The largest ``?offset=`` (a bigger one would overflow the database's integer before finding nothing).
+MAX_OFFSET = 2**31 - 1
+
+
+class BadRequestError(ValidationError):
+    """A malformed header or query parameter: 400, with the field named like any validation error."""
+
+    status_code = 400
 
 
 def manager() -> IntegrationManager:
@@ -86,6 +101,7 @@ def http_error(error: HTTPException) -> Response:
 
 def unexpected_error(error: Exception) -> Response:
     current_app.logger.exception("unhandled error")
+    # The exception's text may name server paths or data: it goes to the log, the client gets the request id.
     return error_response(500, "Internal server error", f"{type(error).__name__} (request {request_id_var.get()})")
 
 
@@ -111,7 +127,7 @@ def _flatten(errors: Any, prefix: str = "") -> list[tuple[str, str]]:
 
 def start_request() -> Response | None:
     g.started = time.perf_counter()
-    g.request_id = request.headers.get("X-Request-ID") or uuid.uuid4().hex
+    g.request_id = _request_id(request.headers.get("X-Request-ID", ""))
     g.request_id_token = request_id_var.set(g.request_id)
     g.tenant = None
     hub = manager()
@@ -120,7 +136,28 @@ def start_request() -> Response | None:
     g.audit_scope.__enter__()
     g.write_scope = request_scope()
     g.write_scope.__enter__()
-    return authenticate()
+    refused = authenticate()
+    if refused is None:
+        check_request_text()
+    return refused
+
+
+def _request_id(sent: str) -> str:
+    """The client's ``X-Request-ID`` when it is printable ASCII (cut to what is stored), else a new one."""
+    if sent and _PRINTABLE_ASCII.match(sent):
+        return sent[:REQUEST_ID_LENGTH]
+    return uuid.uuid4().hex
+
+
+def check_request_text() -> None:
+    """Refuse a URL (path parts, query parameters) or ``Idempotency-Key`` the hub could not store or look up."""
+    key = request.headers.get(IDEMPOTENCY_HEADER)
+    if key is not None and not IDEMPOTENCY_KEY.match(key):
+        raise BadRequestError({IDEMPOTENCY_HEADER: ["1 to 255 printable ASCII characters (no spaces)"]}, "Invalid Idempotency-Key header")
+    if request.view_args:
+        check_text(request.view_args, "The URL holds text the hub cannot store or look up")
+    if request.args:
+        check_text(request.args.to_dict(flat=False), "The query holds text the hub cannot store or look up")
 
 
 def finish_request(response: Response) -> Response:
@@ -223,10 +260,10 @@ def idempotent(view: Callable[..., Any] | None = None, *, with_record: bool = Tr
     @wraps(view)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         key = request.headers.get(IDEMPOTENCY_HEADER)
-        if not key:
+        if key is None:
             return view(*args, **kwargs)
-        if len(key) > 255:
-            raise ValidationError({IDEMPOTENCY_HEADER: ["at most 255 characters"]})
+        if not IDEMPOTENCY_KEY.match(key):  # also checked before every request (check_request_text)
+            raise BadRequestError({IDEMPOTENCY_HEADER: ["1 to 255 printable ASCII characters (no spaces)"]}, "Invalid Idempotency-Key header")
         hub = manager()
         fingerprint = hashlib.sha256(request.method.encode() + request.path.encode() + b"\0" + _body_fingerprint()).hexdigest()
         with hub.db.session() as session:
@@ -246,7 +283,9 @@ def idempotent(view: Callable[..., Any] | None = None, *, with_record: bool = Tr
                     raise Conflict("A request with this Idempotency-Key is still being processed")
                 # Its process died mid-request: let this one through; the records keep the work exactly-once.
                 session.delete(stored)
-            claim = IdempotentRequest(tenant=g.tenant, key=key, method=request.method, path=request.path, request_hash=fingerprint, created_at=utcnow())
+            # The path is informative (the fingerprint covers all of it): cut to its column's size.
+            path = request.path[: IdempotentRequest.__table__.c.path.type.length]
+            claim = IdempotentRequest(tenant=g.tenant, key=key, method=request.method, path=path, request_hash=fingerprint, created_at=utcnow())
             if not with_record:
                 try:
                     session.add(claim)
@@ -314,7 +353,7 @@ def _forget_key(hub: IntegrationManager, key: str) -> None:
 
 
 def idempotency_key() -> str | None:
-    return g.get("idempotency_key") or request.headers.get(IDEMPOTENCY_HEADER)
+    return g.get("idempotency_key") or request.headers.get(IDEMPOTENCY_HEADER) or None
 
 
 # --- request helpers ----------------------------------------------------------------------------------
@@ -325,6 +364,8 @@ def json_body() -> Any:
         return None
     try:
         return json.loads(request.data)
+    except RecursionError:  # deeper than the interpreter's stack: far past MAX_DEPTH
+        raise ValidationError({"body": [f"nested too deeply (at most {MAX_DEPTH} levels)"]}, "Request body is nested too deeply") from None
     except ValueError:
         raise ValidationError({"body": ["not valid JSON"]}, "Request body is not valid JSON") from None
 
@@ -335,6 +376,8 @@ def paging() -> tuple[int, int]:
         offset = max(int(request.args.get("offset", 0)), 0)
     except ValueError:
         raise ValidationError({"limit": ["limit and offset must be integers"]}) from None
+    if offset > MAX_OFFSET:
+        raise ValidationError({"offset": [f"at most {MAX_OFFSET}"]})
     return limit, offset
 
 

@@ -8,6 +8,7 @@ from flask import Blueprint, g
 
 from hub.api.middleware import json_body, manager, ok
 from hub.errors import ValidationError
+from hub.schemas import check_text
 
 blueprint = Blueprint("templates", __name__)
 
@@ -33,7 +34,12 @@ def delete_template(name: str, channel: str) -> Any:
 @blueprint.post("/templates/<name>/preview")
 def preview_template(name: str) -> Any:
     """Render a template with ``data`` for ``channel`` without sending anything."""
-    body = json_body() or {}
+    body = json_body()
+    if body is None:
+        body = {}
+    if not isinstance(body, dict):
+        raise ValidationError({"body": ["must be a JSON object"]}, "Request body must be a JSON object")
+    check_text(body)
     channel = body.get("channel", "email")
     if channel not in ("email", "sms", "chat"):
         raise ValidationError({"channel": ["one of email, sms, chat"]})

@@ -18,6 +18,7 @@ makes sure one process consumes a subscription at a time.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import itertools
 import json
 import os
@@ -132,6 +133,19 @@ class _Consumer:
         return hint
 
 
+#: Topics longer than this are stored under a shortened name: Kafka allows 249 characters, a file name 255
+#: bytes, and ``-<partition>.jsonl`` (and a temporary file's affixes) must fit beside it.
+_LONGEST_FILE_TOPIC = 200
+
+
+def _file_stem(topic: str) -> str:
+    """The topic's part of its files' names: the topic, or for a long one its start and a hash ('~' is not
+    a topic character, so a shortened name never equals a real topic)."""
+    if len(topic) <= _LONGEST_FILE_TOPIC:
+        return topic
+    return f"{topic[:_LONGEST_FILE_TOPIC - 17]}~{hashlib.sha256(topic.encode()).hexdigest()[:16]}"
+
+
 def validate_topic(topic: str) -> None:
     if not isinstance(topic, str) or not _TOPIC_NAME.fullmatch(topic) or topic in (".", ".."):
         raise PermanentError(
@@ -160,7 +174,7 @@ class EventLog(Provider):
 
     def log_path(self, topic: str, partition: int) -> Path:
         validate_topic(topic)
-        return self.directory / f"{topic}-{partition}.jsonl"
+        return self.directory / f"{_file_stem(topic)}-{partition}.jsonl"
 
     def partition_for(self, topic: str, key: str | None) -> int:
         if self.partitions == 1:
@@ -489,9 +503,9 @@ class EventLog(Provider):
     def _partitions(self, topic: str) -> list[int]:
         """The topic's partitions: the configured count, or more if files for more exist (another
         process configured more)."""
-        prefix = f"{topic}-"
+        prefix = f"{_file_stem(topic)}-"
         highest = self.partitions - 1
-        for path in self.directory.glob(f"{topic}-*.jsonl"):
+        for path in self.directory.glob(f"{prefix}*.jsonl"):
             number = path.name[len(prefix) : -len(".jsonl")]
             if number.isdigit():
                 highest = max(highest, int(number))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -37,16 +38,22 @@ log = logging.getLogger("hub.pipeline")
 CIRCUIT_OPEN = "circuit open"
 
 
+#: An absolute file-system path (not the path of a URL: no word character, ':' or '/' right before it).
+_SERVER_PATH = re.compile(r"(?<![\w:/.])/(?:[\w.@+~-]+/)+[\w.@+~-]*")
+
+
 def describe(error: BaseException) -> str:
-    """An error as one safe line: its message (and provider code), with secrets and personal data masked."""
+    """An error as one safe line: its message (and provider code), with secrets, personal data and server
+    paths masked (an ``OSError`` names the file it failed on); an unexpected exception's text is cut short,
+    its traceback being in the log."""
     if isinstance(error, pybreaker.CircuitBreakerError):
         return CIRCUIT_OPEN
     if isinstance(error, HubError):
         code = getattr(error, "provider_code", None)
         text = f"{error.message} ({code})" if code else error.message
     else:
-        text = f"{type(error).__name__}: {error}"
-    return redact_text(text)
+        text = f"{type(error).__name__}: {str(error)[:300]}"
+    return redact_text(_SERVER_PATH.sub("<path>", text))
 
 
 @dataclass
@@ -208,7 +215,8 @@ class ProviderPipeline:
                 )
                 self.observe(service, capability, name, hook, "error", latency, tenant, record_id, description)
                 if not isinstance(error, HubError | pybreaker.CircuitBreakerError):
-                    log.warning("provider %s raised %s", name, description, exc_info=True)
+                    # Not counted by the breaker (see guarded_call): the traceback is what tells a bug from an input.
+                    log.error("provider %s raised %s", name, description, exc_info=error)
                 last_error = error
                 if isinstance(error, HubError) and not isinstance(error, ProviderError):
                     raise

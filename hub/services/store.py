@@ -392,7 +392,16 @@ class StoreService:
         return {"success": True, "fileId": file_id, "deleted": True, "existedAtProvider": bool(call.result)}
 
 
+#: The longest file-name part of a key: file systems take 255 bytes per name, and a provider may add a
+#: suffix of its own (local disk's ``.json`` sidecar); the original name is kept in the file's record.
+KEY_NAME_BYTES = 160
+
+
 def _new_key(tenant: str, category: str, safe_name: str) -> str:
+    if len(safe_name) > KEY_NAME_BYTES:  # secure_filename's output is ASCII: characters are bytes
+        stem, dot, extension = safe_name.rpartition(".")
+        extension = extension[:20] if dot and stem else ""
+        safe_name = safe_name[: KEY_NAME_BYTES - len(extension) - 1].rstrip(".") + ("." + extension if extension else "")
     return f"{tenant}/{category}/{int(time.time() * 1000)}-{secrets.token_hex(4)}-{safe_name}"
 
 

@@ -15,8 +15,12 @@ from hub.errors import NotFound, ValidationError
 from hub.plugins import TemplateDefinition
 from hub.records import StoredTemplate, utcnow
 from hub.runtime import Runtime
+from hub.schemas import check_text
 
 TEMPLATE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
+#: The longest source of one part of a tenant's template, and the most variables it may declare.
+MAX_TEMPLATE_CHARS = 100_000
+MAX_REQUIRED = 100
 
 
 class TemplateService:
@@ -55,10 +59,18 @@ class TemplateService:
         """Add or replace the tenant's template ``name`` for one channel (``PUT /templates/<name>``)."""
         if not TEMPLATE_NAME.match(name):
             raise ValidationError({"name": ["letters, digits, '_' and '-', at most 100"]})
+        if not isinstance(raw, dict):
+            raise ValidationError({"body": ["must be a JSON object"]}, "Request body must be a JSON object")
+        check_text(raw)  # a NUL or a lone surrogate could not be stored, nor sent in a header or a body
         try:
-            variant = TemplateSchema().load(raw if isinstance(raw, dict) else {})
+            variant = TemplateSchema().load(raw)
         except MarshmallowValidationError as error:
             raise ValidationError(error.messages_dict) from None
+        too_long = {part: [f"at most {MAX_TEMPLATE_CHARS:,} characters"] for part in ("subject", "text", "html", "blocks") if len(variant[part] or "") > MAX_TEMPLATE_CHARS}
+        if len(variant["required"]) > MAX_REQUIRED or any(len(name) > 100 for name in variant["required"]):
+            too_long["required"] = [f"at most {MAX_REQUIRED} names of at most 100 characters"]
+        if too_long:
+            raise ValidationError(too_long)
         row = StoredTemplate(
             tenant=tenant,
             name=name,
@@ -70,7 +82,9 @@ class TemplateService:
             required=variant["required"],
             updated_at=utcnow(),
         )
-        self.check_syntax(_stored_definition(row))
+        definition = _stored_definition(row)
+        self.check_syntax(definition)
+        self.library.check_renders(definition)  # {{ 1/0 }} would fail every send: refused now, not then
         with self.runtime.db.session() as session:
             session.merge(row)
         self._cache.pop(tenant, None)
