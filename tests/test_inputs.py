@@ -241,3 +241,22 @@ def test_unexpected_plugin_errors_neither_open_the_breaker_nor_retry() -> None:
         with pytest.raises(ConnectionResetError):
             guarded_call(breaker, down)
     assert breaker.current_state == pybreaker.STATE_OPEN  # a transport failure is a provider failure
+
+
+# --- hub-smtp: a lone surrogate that got past the API (the Python facade, a hub.yaml template) ----------------
+
+
+def test_hub_smtp_sends_a_lone_surrogate_in_a_name_or_subject_instead_of_crashing(provider_harness: Any) -> None:
+    import hub_smtp
+
+    from hub.capabilities import Message, Recipient
+    from hub.testing.servers import SmtpServer
+
+    provider_harness.add_plugin(hub_smtp, "smtp")
+    with SmtpServer(starttls=False, require_auth=False) as server:
+        provider = provider_harness.build("smtp", {"host": server.host, "port": server.port, "from_address": "hub@example.com", "timeout": 5, "security": "none"})
+        message = Message(id="rec-1-email-0", tenant="demo", channel="email", recipients=[Recipient("ann@example.com", name="Ann \ud800")], subject="Hi \udfff there", text="hello\n")
+        result = provider_harness.call(provider, "notify", message=message)
+        assert [outcome.status for outcome in result.results] == ["sent"]
+        received = server.messages[0].message
+        assert received["Subject"] == "Hi ? there" and "Ann ?" in received["To"]

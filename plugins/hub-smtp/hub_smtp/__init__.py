@@ -205,6 +205,8 @@ def _end_transaction(smtp: smtplib.SMTP, code: int) -> None:
 
 
 def _single_line(value: str) -> str:
+    if not value.isascii():  # a lone surrogate cannot be encoded into a header: '?' in its place, not a crash
+        value = value.encode("utf-8", "replace").decode("utf-8")
     return " ".join(value.splitlines()) if ("\n" in value or "\r" in value) else value
 
 
