@@ -207,7 +207,7 @@ def build_spec(app: Flask) -> dict[str, Any]:
                 operation["requestBody"] = {"required": True, "content": content}
             if method == "POST":
                 operation["parameters"].append(
-                    {"name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string", "maxLength": 255}}
+                    {"name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$"}}
                 )
             if operation_id != "openapi":
                 operation["responses"][str(status)] = {

@@ -4,6 +4,7 @@ PostgreSQL; a plugin's unexpected exception never opens a provider's breaker for
 from __future__ import annotations
 
 import base64
+import errno
 import io
 import json
 import time
@@ -15,7 +16,10 @@ from urllib.parse import unquote
 import pybreaker
 import pytest
 
+from hub import hookimpl
 from hub.api import create_app
+from hub.builtins.local_disk import LocalDisk
+from hub.capabilities import StoredFile, UploadStream
 from hub.errors import TransientError
 from hub.manager import IntegrationManager
 from hub.resilience import Breakers, guarded_call, is_retryable
@@ -260,3 +264,43 @@ def test_hub_smtp_sends_a_lone_surrogate_in_a_name_or_subject_instead_of_crashin
         assert [outcome.status for outcome in result.results] == ["sent"]
         received = server.messages[0].message
         assert received["Subject"] == "Hi ? there" and "Ann ?" in received["To"]
+
+
+class CrashingDisk(LocalDisk):
+    """Local disk whose store() hits an error it did not expect for some names (as ENAMETOOLONG was)."""
+
+    type_name = "crashing-disk"
+    calls = 0
+
+    @hookimpl
+    def store(self, file: StoredFile, stream: UploadStream) -> StoredFile:
+        type(self).calls += 1
+        if "boom" in file.key:
+            raise OSError(errno.ENAMETOOLONG, "File name too long", str(self.root / file.key))
+        return super().store(file, stream)
+
+
+class CrashingDiskPlugin:
+    @hookimpl
+    def register_providers(self, register: Any) -> None:
+        register(CrashingDisk)
+
+
+def test_one_tenants_crashing_input_neither_retries_nor_opens_the_breaker_for_others(tmp_path: Path) -> None:
+    config = base_config(tmp_path / "var", providers={"crashy": {"type": "crashing-disk", "root": "files"}}, services={"fileStorage": {"providers": ["crashy"]}})
+    manager = IntegrationManager(config, environ={}, entry_points=False, plugins=[(CrashingDiskPlugin(), "crashing-disk")])
+    try:
+        api = Api(manager)
+        root = str(manager.registry.slots["crashy"].instance.root)
+        for n in range(12):  # well past the breaker's fail_max
+            failed = api.upload(f"boom-{n}.txt")
+            assert failed.status_code == 503 and "circuit open" not in failed.get_data(as_text=True)
+            assert root not in failed.get_data(as_text=True) and "<path>" in failed.get_json()["error"]
+        assert CrashingDisk.calls == 12  # tried once each: a plugin's bug fails the same way again
+        assert manager.runtime.breakers.state("crashy") == "closed"
+        other = Api.__new__(Api)
+        other.manager, other.client = manager, api.client
+        other.headers = {"Authorization": f"Bearer {manager.tokens.create('other')[1]}", "X-Tenant-ID": "other"}
+        data_of(other.upload("fine.txt"), 201)  # another tenant is not shut out
+    finally:
+        manager.close()
