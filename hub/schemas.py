@@ -255,6 +255,8 @@ def text_problem(text: str) -> str | None:
     UTF-8, so a database, a file name or an SMTP header would fail on it)."""
     if "\x00" in text:
         return "must not contain a NUL character"
+    if text.isascii():  # the common case, without an encoding
+        return None
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:

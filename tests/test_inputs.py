@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 import pybreaker
 import pytest
@@ -183,6 +183,13 @@ def test_any_file_name_downloads_with_an_rfc_6266_content_disposition(api: Api, 
     assert unquote(disposition.split("filename*=UTF-8''", 1)[1]) == name
 
 
+def test_raw_uploads_take_a_percent_encoded_or_raw_utf8_x_file_name(api: Api) -> None:
+    name = "отчёт 報告.pdf"
+    for sent in (quote(name), name.encode("utf-8").decode("latin-1")):  # WSGI hands headers over as Latin-1
+        raw = api.client.post(f"{API}/files", data=b"hello", content_type="text/plain", headers={**api.headers, "X-File-Name": sent})
+        assert data_of(raw, 201)["fileName"] == name
+
+
 # --- templates: refused on save when they cannot render; bounded in size and time ------------------------
 
 
@@ -192,7 +199,8 @@ def test_any_file_name_downloads_with_an_rfc_6266_content_disposition(api: Api, 
         "{{ 1/0 }}",
         "{{ 10.0 ** 400 }}",
         "{% macro m(n) %}{{ m(n) }}{% endmacro %}{{ m(1) }}",
-        "{{ 'x'|round(2, 'sideways') }}",
+        "{{ 3.7|round(2, 'sideways') }}",
+        "{{ 'abc'|wordwrap(0) }}",
         "{{ 'A' * 20000000 }}",
         "{{ 10 ** 10000000 }}",
         "{{ 'a'|center(100000000) }}",

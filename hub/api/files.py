@@ -53,7 +53,7 @@ def upload_file() -> Any:
     raw = _fields(request.args)
     name = request.headers.get(FILE_NAME_HEADER)
     if name:
-        raw["fileName"] = unquote(name)
+        raw["fileName"] = unquote(_header_text(name))
     raw.setdefault("contentType", mimetype or None)
     size = request.content_length
     # A small body may have been read already (the idempotency fingerprint); a large one is streamed.
@@ -134,6 +134,15 @@ def _fields(source: Any) -> dict[str, Any]:
         except ValueError:
             raise ValidationError({"metadata": ["must be a JSON object"]}) from None
     return raw
+
+
+def _header_text(value: str) -> str:
+    """A header as its sender wrote it: WSGI hands headers over decoded as Latin-1, so raw UTF-8 (which
+    clients send though they should percent-encode) comes back as UTF-8; anything else stays Latin-1."""
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        return value
 
 
 def _spooled_size(part: BinaryIO) -> int | None:
