@@ -37,6 +37,10 @@ class RenderLimitError(SecurityError):
     """A template went past :data:`MAX_RENDERED_CHARS` or :data:`RENDER_SECONDS`."""
 
 
+class RenderTimeError(RenderLimitError):
+    """Past :data:`RENDER_SECONDS`."""
+
+
 def _check_size(value: Any) -> Any:
     if isinstance(value, str | bytes | list | tuple) and len(value) > MAX_RENDERED_CHARS:
         raise RenderLimitError(f"the template builds a value over {MAX_RENDERED_CHARS:,} characters")
@@ -45,7 +49,7 @@ def _check_size(value: Any) -> Any:
 
 def _check_time() -> None:
     if time.monotonic() > _deadline.get():
-        raise RenderLimitError(f"the template took longer than {RENDER_SECONDS} s to render")
+        raise RenderTimeError(f"the template took longer than {RENDER_SECONDS} s to render")
 
 
 def _check_width(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
@@ -53,6 +57,28 @@ def _check_width(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> No
         for value in (*args, *kwargs.values()):
             if isinstance(value, int) and value > MAX_RENDERED_CHARS:
                 raise RenderLimitError(f"{name}: a width over {MAX_RENDERED_CHARS:,} characters")
+
+
+class _TimedList(list):  # type: ignore[type-arg]
+    """A list whose iteration reads the render clock every 1,024 items: a loop whose body calls nothing
+    and prints nothing (``{% for i in r %}{% for j in r %}{% endfor %}{% endfor %}``) passes no other hook."""
+
+    def __iter__(self) -> Any:
+        for index, item in enumerate(list.__iter__(self)):
+            if not index & 1023:
+                _check_time()
+            yield item
+
+
+def _timed(value: Any, depth: int = 0) -> Any:
+    """``value`` with its lists (and ranges) as :class:`_TimedList`, at any depth of the template's data."""
+    if isinstance(value, _TimedList) or depth > 32:
+        return value
+    if isinstance(value, list | tuple | range):
+        return _TimedList(_timed(item, depth + 1) for item in value)
+    if isinstance(value, dict):
+        return {key: _timed(item, depth + 1) for key, item in value.items()}
+    return value
 
 
 class BoundedSandbox(ImmutableSandboxedEnvironment):
@@ -88,7 +114,8 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         _check_time()
         if isinstance(getattr(__obj, "__self__", None), str):
             _check_width(getattr(__obj, "__name__", ""), args, kwargs)
-        return _check_size(super().call(__context, __obj, *args, **kwargs))
+        result = _check_size(super().call(__context, __obj, *args, **kwargs))
+        return _TimedList(result) if type(result) in (list, range) else result  # range(): a loop's usual source
 
 
 def _bounded_filter(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
@@ -96,7 +123,8 @@ def _bounded_filter(name: str, function: Callable[..., Any]) -> Callable[..., An
     def bounded(*args: Any, **kwargs: Any) -> Any:
         _check_time()
         _check_width(name, args[1:], kwargs)
-        return _check_size(function(*args, **kwargs))
+        result = _check_size(function(*args, **kwargs))
+        return _TimedList(result) if type(result) is list else result
 
     return bounded
 
@@ -231,11 +259,14 @@ class TemplateLibrary:
                     break
                 except UndefinedError:
                     break
+                except RenderTimeError as error:
+                    failures = [error]  # another second with other data would not tell more
+                    break
                 except Exception as error:
                     failures.append(error)
                 finally:
                     _deadline.reset(deadline)
-            if len(failures) == 2:
+            if len(failures) == 2 or (failures and isinstance(failures[0], RenderTimeError)):
                 raise ValidationError({part: [f"the template fails to render: {_render_error(failures[0])}"]}, f"Template {part} fails to render")
 
     def _render(self, source: str, data: dict[str, Any], html: bool) -> str:
@@ -248,7 +279,7 @@ class TemplateLibrary:
         # Streamed, so that the output is counted (and the clock read) as it grows, not once it is whole.
         pieces: list[str] = []
         size = 0
-        for piece in template.generate(**data):
+        for piece in template.generate(**_timed(data)):
             size += len(piece)
             if size > MAX_RENDERED_CHARS:
                 raise RenderLimitError(f"the template renders over {MAX_RENDERED_CHARS:,} characters")

@@ -205,6 +205,7 @@ def test_raw_uploads_take_a_percent_encoded_or_raw_utf8_x_file_name(api: Api) ->
         "{{ 10 ** 10000000 }}",
         "{{ 'a'|center(100000000) }}",
         "{% for i in range(100000) %}{% for j in range(100000) %}{{ j }}{% endfor %}{% endfor %}",
+        "{% set r = range(100000)|list %}{% set s %}{% for i in r %}{% for j in r %}{% endfor %}{% endfor %}{% endset %}x",
     ],
 )
 def test_templates_that_cannot_render_are_refused_on_save(api: Api, text: str) -> None:
@@ -227,6 +228,9 @@ def test_render_errors_are_422_and_rendering_is_bounded(api: Api) -> None:
     started = time.monotonic()
     data_of(api.put("/templates/loops", {"channel": "email", "text": "{% for i in range(n) %}{% for j in range(n) %}{% if j < 0 %}{{ j }}{% endif %}{% endfor %}{% endfor %}x", "required": ["n"]}))
     error_of(api.post("/templates/loops/preview", {"channel": "email", "data": {"n": 100_000}}), 422)
+    data_of(api.put("/templates/pairs", {"channel": "email", "text": "{% for i in items %}{% for j in items %}{% endfor %}{% endfor %}done", "required": ["items"]}))
+    assert data_of(api.post("/templates/pairs/preview", {"channel": "email", "data": {"items": [1, 2]}}))["text"] == "done"
+    error_of(api.post("/templates/pairs/preview", {"channel": "email", "data": {"items": list(range(100_000))}}), 422)
     assert time.monotonic() - started < 5  # cut at the render time limit, not after 10^10 iterations
 
 
