@@ -126,9 +126,14 @@ class RetrySchema(Schema):
     initial_delay = fields.Float(load_default=0.2, validate=validate.Range(min=0))
     max_delay = fields.Float(load_default=5.0, validate=validate.Range(min=0))
     jitter = fields.Float(load_default=0.2, validate=validate.Range(min=0))
-    #: Background jobs: how many times a job is re-queued before it is marked dead.
+    #: Background jobs: a job that cannot finish (every provider down) is re-queued with capped exponential
+    #: backoff (``job_delay`` doubling up to ``job_max_delay`` seconds), like a mail server's queue, and marked
+    #: dead only once it has had ``job_attempts`` attempts and ``horizon`` seconds have passed since it
+    #: started waiting (a dead notification keeps its unsent recipients: replay it through the API).
     job_attempts = fields.Integer(load_default=5, validate=validate.Range(min=1, max=100))
     job_delay = fields.Float(load_default=5.0, validate=validate.Range(min=0))
+    job_max_delay = fields.Float(load_default=300.0, validate=validate.Range(min=0))
+    horizon = fields.Float(load_default=4 * 3600.0, validate=validate.Range(min=0))
 
 
 class BreakerSchema(Schema):
@@ -161,8 +166,12 @@ class QueueSchema(Schema):
     #: Notifications with more recipients than this are accepted with 202 and sent by workers.
     bulk_threshold = fields.Integer(load_default=20, validate=validate.Range(min=1))
     batch_size = fields.Integer(load_default=200, validate=validate.Range(min=1, max=10000))
-    #: Seconds a worker holds a claimed job before another worker may take it over.
-    lease_seconds = fields.Integer(load_default=300, validate=validate.Range(min=5))
+    #: Background sends: at most this many recipients per provider call, each call's outcomes written as
+    #: soon as it returns; after a crash at most these (the ones in flight) can be sent twice.
+    checkpoint_every = fields.Integer(load_default=20, validate=validate.Range(min=1, max=10000))
+    #: Seconds a worker holds a claimed job before another worker may take it over; renewed every third of
+    #: it while the job runs, so a short lease only shortens the wait after a crash.
+    lease_seconds = fields.Integer(load_default=30, validate=validate.Range(min=2))
 
 
 class PrometheusSchema(Schema):

@@ -47,6 +47,7 @@ OTHER_SUCCESSES: dict[str, dict[str, str]] = {
     "create_payment": {"202": "Accepted, outcome not known yet (status processing): looked up later, GET ?refresh=true"},
     "refund_payment": {"202": "Refund sent, outcome not known yet (status processing): sent again later with the same key"},
     "create_refund": {"202": "Refund sent, outcome not known yet (status processing): sent again later with the same key"},
+    "replay_delivery": {"202": "The dead record is queued again; only its unfinished work is redone"},
 }
 
 ERROR_STATUSES = {

@@ -216,6 +216,10 @@ if not hasattr(MemoryStorage, "_MemoryStorage__schedule_expiry"):  # a limits re
     SweptMemoryStorage = MemoryStorage  # type: ignore[misc,assignment]
 
 
+#: ``capacity``/``available`` of a service without limits.
+_UNLIMITED = 1 << 30
+
+
 class RateLimits:
     """Per-tenant, per-service limits with the seed's defaults (email 100/min, SMS 50/min, payment
     200/min); memory storage by default, Redis when configured."""
@@ -257,16 +261,50 @@ class RateLimits:
                 raise RateLimitedError(service, str(item), self.retry_after(item, tenant, service))
 
     def wait(self, tenant: str, service: str, cost: int = 1, deadline: float | None = None) -> None:
-        """Block until ``cost`` calls fit (bulk sends queue instead of failing); raise at ``deadline``."""
+        """Block until ``cost`` calls fit (bulk sends queue instead of failing); raise at ``deadline``, or at
+        once when ``cost`` exceeds what a window admits (it would never fit: use :meth:`take`)."""
         while True:
             try:
                 self.hit(tenant, service, cost)
                 return
             except RateLimitedError as error:
                 pause = max(0.05, min(error.retry_after, 5.0))
-                if deadline is not None and time.monotonic() + pause > deadline:
+                if cost > self.capacity(tenant, service) or (deadline is not None and time.monotonic() + pause > deadline):
                     raise
                 time.sleep(pause)
+
+    def capacity(self, tenant: str, service: str) -> int:
+        """The most calls one window admits (the smallest limit's amount); a very large number when unlimited."""
+        return min((item.amount for item in self.limits_for(tenant, service)), default=_UNLIMITED)
+
+    def available(self, tenant: str, service: str) -> tuple[int, float]:
+        """How many calls fit now, and (when none does) the seconds until the fullest window frees one."""
+        fits, pause = _UNLIMITED, 0.0
+        for item in self.limits_for(tenant, service):
+            stats = self.limiter.get_window_stats(item, tenant, service)
+            fits = min(fits, stats.remaining)
+            if stats.remaining <= 0:
+                pause = max(pause, stats.reset_time - time.time())
+        return max(fits, 0), pause
+
+    def take(self, tenant: str, service: str, wanted: int, deadline: float | None = None) -> int:
+        """Count and return up to ``wanted`` calls, as many as the windows admit now (at least one: this
+        blocks until one fits). A bulk send takes its batches this way, so it flows at the limit's pace
+        whatever its size; raise :class:`RateLimitedError` when nothing fits before ``deadline``."""
+        while True:
+            fits, pause = self.available(tenant, service)
+            count = min(wanted, fits)
+            if count >= 1:
+                try:
+                    self.hit(tenant, service, count)
+                    return count
+                except RateLimitedError:  # another process took the room between the look and the hit
+                    pause = 0.05
+            pause = max(0.05, min(pause, 5.0))
+            if deadline is not None and time.monotonic() + pause > deadline:
+                items = self.limits_for(tenant, service)
+                raise RateLimitedError(service, ", ".join(str(item) for item in items), pause)
+            time.sleep(pause)
 
     def retry_after(self, item: RateLimitItem, tenant: str, service: str) -> float:
         stats = self.limiter.get_window_stats(item, tenant, service)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any, ClassVar
@@ -33,6 +34,8 @@ class ScriptedNotifier(Provider):
     channels = ("email", "sms")
     settings_schema = ScriptedSettings
     calls: ClassVar[list[tuple[str, str, int]]] = []
+    #: (monotonic time, recipients) of every call: the pace a rate limit allows
+    call_times: ClassVar[list[tuple[float, int]]] = []
     _lock = threading.Lock()
 
     def __init__(self, *args: Any) -> None:
@@ -43,6 +46,7 @@ class ScriptedNotifier(Provider):
     def notify(self, message: Any) -> NotifyResult:
         with self._lock:
             ScriptedNotifier.calls.append((self.name, message.channel, len(message.recipients)))
+            ScriptedNotifier.call_times.append((time.monotonic(), len(message.recipients)))
         behaviour = self.settings["behaviour"]
         if behaviour == "transient" or (behaviour.startswith("flaky") and self.failures_left > 0):
             self.failures_left -= 1
@@ -113,6 +117,7 @@ class ScriptedPlugin:
 def make_hub(tmp_path: Path, providers: dict[str, Any], services: dict[str, Any], **overrides: Any) -> IntegrationManager:
     config = base_config(tmp_path / "var", providers, services, **overrides)
     ScriptedNotifier.calls.clear()
+    ScriptedNotifier.call_times.clear()
     ScriptedGateway.calls.clear()
     return IntegrationManager(config, environ={}, entry_points=False, plugins=[(ScriptedPlugin(), "scripted")])
 
@@ -256,10 +261,11 @@ def test_when_every_provider_is_down_the_notification_is_kept_and_retried(hub_fa
     assert done.status == "succeeded" and done.attempts == 2
 
 
-def test_jobs_die_after_the_configured_attempts(hub_factory: Any) -> None:
+def test_jobs_die_after_the_configured_attempts_once_the_horizon_has_passed(hub_factory: Any) -> None:
     hub = hub_factory(
         {"mail": {"type": "scripted-notify", "behaviour": "transient"}},
         {"email": {"providers": ["mail"], "enabled": True, "high_priority_bypasses_rate_limit": False}},
+        retry={"attempts": 2, "initial_delay": 0.01, "max_delay": 0.05, "jitter": 0.01, "job_attempts": 3, "job_delay": 0.1, "horizon": 0},
     )
     accepted = hub.send_notification("email", [{"email": "a@example.com"}], data={"subject": "s", "message": "m"}, tenant_id="t", asynchronous=True)
     from hub.records import Record
@@ -393,3 +399,79 @@ def test_calls_to_one_provider_run_concurrently_under_its_circuit_breaker(hub_fa
     for thread in threads:
         thread.join(timeout=15)
     assert [result["status"] for result in results] == ["succeeded", "succeeded"], results
+
+
+def _run_again(hub: IntegrationManager, record_id: str) -> None:
+    """Run a queued record now, as its scheduled retry would."""
+    from hub.records import Record
+
+    with hub.db.session() as session:
+        session.get(Record, record_id).lease_until = None
+    hub.run_record(record_id)
+
+
+def test_an_outage_longer_than_the_job_attempts_waits_for_the_horizon_then_dead_letters_and_can_be_replayed(hub_factory: Any) -> None:
+    horizon = 1.5
+    hub = hub_factory(
+        {"mail": {"type": "scripted-notify", "behaviour": "half"}},
+        {"email": {"providers": ["mail"], "enabled": True, "high_priority_bypasses_rate_limit": False}},
+        retry={"attempts": 1, "initial_delay": 0.01, "max_delay": 0.02, "jitter": 0, "job_attempts": 2, "job_delay": 0.05, "job_max_delay": 0.2, "horizon": horizon},
+        circuit_breaker={"fail_max": 2, "reset_timeout": 0.3},
+    )
+    mail = hub.registry.slots["mail"].instance
+    recipients = [{"email": f"r{n}@example.com"} for n in range(4)]
+    accepted = hub.send_notification("email", recipients, data={"subject": "s", "message": "m"}, tenant_id="t", asynchronous=True)
+    record_id = accepted["messageId"]
+    hub.run_record(record_id)  # two sent, then the provider goes down for the other two
+    mail.settings["behaviour"] = "transient"
+    started = time.monotonic()
+    for _ in range(4):  # twice job_attempts: under the old rules it was dead after the second
+        _run_again(hub, record_id)
+        record = hub.get_record(record_id, "t")
+        assert record.status == "queued", "dead before the horizon"
+    # The backoff doubles and is capped: 0.05, 0.1, 0.2, 0.2... (the schedule is the record's lease).
+    assert 0.1 < (record.lease_until - record.updated_at).total_seconds() <= 0.25
+    time.sleep(max(0.0, horizon - (time.monotonic() - started)))
+    _run_again(hub, record_id)
+    dead = hub.get_record(record_id, "t")
+    assert dead.status == "dead" and "connection refused" in dead.error
+    view = hub.notify.view(dead)
+    assert (view["sent"], view["pending"]) == (2, 2)  # the unsent recipients are kept
+    assert hub.breakers.state("mail") == "open"
+
+    client = create_app(manager=hub).test_client()
+    headers = {"Authorization": f"Bearer {hub.tokens.create('t', 'tests')[1]}", "X-Tenant-ID": "t"}
+    other = {"Authorization": f"Bearer {hub.tokens.create('u', 'tests')[1]}", "X-Tenant-ID": "u"}
+    assert client.post(f"{API}/deliveries/{record_id}/replay", headers=other).status_code == 404  # tenant-scoped
+    mail.settings["behaviour"] = "ok"
+    ScriptedNotifier.calls.clear()
+    time.sleep(0.35)  # the breaker's reset timeout: the replay's first call is its half-open probe
+    replayed = client.post(f"{API}/deliveries/{record_id}/replay", headers=headers)
+    assert replayed.status_code == 202 and replayed.get_json()["data"]["status"] == "queued"
+    hub.run_record(record_id)
+    done = hub.get_record(record_id, "t")
+    assert done.status == "succeeded" and hub.notify.view(done)["sent"] == 4
+    assert [call[2] for call in ScriptedNotifier.calls] == [2]  # only the recipients without an outcome
+    again = client.post(f"{API}/deliveries/{record_id}/replay", headers=headers)
+    assert again.status_code == 409 and "dead" in again.get_json()["message"]
+
+
+def test_a_bulk_send_larger_than_the_rate_limit_flows_at_the_limits_pace(hub_factory: Any) -> None:
+    limit, window = 10, 2.0
+    hub = hub_factory(
+        {"mail": {"type": "scripted-notify"}},
+        {"email": {"providers": ["mail"], "enabled": True, "high_priority_bypasses_rate_limit": False}},
+        rate_limits={"storage": "memory://", "limits": {"email": f"{limit}/{window:g} seconds"}},
+    )
+    recipients = [{"email": f"r{n}@example.com"} for n in range(3 * limit)]
+    accepted = hub.send_notification("email", recipients, data={"subject": "s", "message": "m"}, tenant_id="t")
+    assert accepted["status"] == "queued"  # larger than the bulk threshold
+    started = time.monotonic()
+    hub.run_record(accepted["messageId"])
+    record = hub.get_record(accepted["messageId"], "t")
+    assert record.status == "succeeded" and hub.notify.view(record)["sent"] == 3 * limit
+    calls = list(ScriptedNotifier.call_times)
+    assert sum(count for _, count in calls) == 3 * limit and max(count for _, count in calls) <= limit
+    for at, _ in calls:  # never more than the limit in any window (less a little for the time a call takes)
+        assert sum(count for other, count in calls if at - (window - 0.1) < other <= at) <= limit
+    assert time.monotonic() - started >= 2 * window - 0.2  # three windows' worth: it waited, twice

@@ -185,6 +185,15 @@ def get_delivery(record_id: str) -> Any:
     return ok(view)
 
 
+@blueprint.post("/deliveries/<record_id>/replay")
+def replay_delivery(record_id: str) -> Any:
+    """Queue a dead record again (the tenant's own): only its unfinished work is redone, e.g. a notification's
+    recipients without an outcome; 409 when the record is not dead."""
+    hub = manager()
+    record = hub.runtime.ledger.replay_dead(record_id, g.tenant)
+    return ok(record.to_dict(), 202)
+
+
 @blueprint.get("/deliveries")
 def list_deliveries() -> Any:
     return list_records(request.args.get("kind"), lambda record: record.to_dict())

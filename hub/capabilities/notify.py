@@ -14,6 +14,10 @@ class Recipient:
 
     address: str
     name: str | None = None
+    #: The recipient's position in the whole notification: the same in every batch, retry and resume that
+    #: carries it, so ``(notification_id, channel, index)`` names one recipient's message for good (a
+    #: provider builds its per-recipient ``Message-ID`` or idempotency key from it). ``None``: not known.
+    index: int | None = None
 
 
 @dataclass

@@ -96,6 +96,30 @@ class Database:
             )
             return [row[0] for row in rows]
 
+    def leases_ending(self, within_seconds: float) -> list[tuple[str, float]]:
+        """Running records whose lease ends within ``within_seconds``: (id, seconds left). A live worker keeps
+        renewing its lease; a killed one's runs out, and the record can be taken over right then."""
+        now = utcnow()
+        with self.session() as session:
+            rows = session.execute(
+                select(Record.id, Record.lease_until).where(
+                    (Record.status == "running") & (Record.lease_until >= now) & (Record.lease_until < now + timedelta(seconds=within_seconds))
+                )
+            )
+            return [(record_id, (lease_until - now).total_seconds()) for record_id, lease_until in rows]
+
+    def renew_lease(self, record_id: str, lease_seconds: float, attempt: int) -> bool:
+        """Push a running record's lease forward; False when it is no longer this claim's (settled, or taken
+        over: every claim counts an attempt, so ``attempt`` is the claim's fencing token)."""
+        now = utcnow()
+        with self.session() as session:
+            renewed = session.execute(
+                update(Record)
+                .where(Record.id == record_id, Record.status == "running", Record.attempts == attempt)
+                .values(lease_until=now + timedelta(seconds=lease_seconds))
+            ).rowcount
+        return bool(renewed)
+
 
 _WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE")
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import bindparam, select, update
@@ -256,24 +257,87 @@ class RecordLedger:
     def claim(self, record_id: str) -> Record | None:
         return self.db.claim(record_id, self.lease_seconds)
 
+    @contextmanager
+    def lease_kept(self, record: Record) -> Iterator[None]:
+        """Renew ``record``'s lease every third of ``lease_seconds`` while the block runs (a rate-limit wait or a
+        slow provider keeps it alive), so a short lease is safe and a crashed worker's work is taken over soon."""
+        stop = threading.Event()
+        attempt = record.attempts
+
+        def renew() -> None:
+            while not stop.wait(self.lease_seconds / 3):
+                try:
+                    if not self.db.renew_lease(record.id, self.lease_seconds, attempt):
+                        return  # settled, or taken over after a stall: nothing of ours to keep
+                except Exception:  # a database hiccup: the next renewal may work
+                    log.warning("could not renew the lease of %s", record.id, exc_info=True)
+
+        keeper = threading.Thread(target=renew, name=f"hub-lease-{record.id}", daemon=True)
+        keeper.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            keeper.join(timeout=5)
+
     def requeue_or_dead(self, record: Record, error: str) -> None:
-        """Try the record again later with exponential backoff, or mark it ``dead`` after the last attempt."""
+        """Try the record again later, with exponential backoff capped at ``retry.job_max_delay``, or mark it
+        ``dead`` once it had ``retry.job_attempts`` attempts and has waited ``retry.horizon`` seconds (counted
+        from ``result.retryingSince`` when the service keeps it, else from the record's creation)."""
         retry = self.config["retry"]
         with self.db.session() as session:
-            attempts = session.get(Record, record.id).attempts  # type: ignore[union-attr]
-        if attempts >= retry["job_attempts"]:
+            current = session.get(Record, record.id)
+            assert current is not None
+            attempts, result, created_at = current.attempts, current.result, current.created_at
+        waiting_since = _parse_time((result or {}).get("retryingSince") if isinstance(result, dict) else None) or created_at
+        left = retry["horizon"] - (utcnow() - waiting_since).total_seconds()
+        if attempts >= retry["job_attempts"] and left <= 0:
             self.save(record.id, status="dead", error=error)
             log.error("job %s is dead after %d attempts: %s", record.id, attempts, error)
             return
-        delay = retry["job_delay"] * (2 ** (attempts - 1))
+        delay = min(retry["job_delay"] * (2 ** min(attempts - 1, 30)), retry["job_max_delay"])
+        if attempts >= retry["job_attempts"]:
+            delay = min(delay, max(left, 0.0))  # the last try lands at the horizon, not a whole backoff after it
         self.save(record.id, status="queued", error=error, lease_until=utcnow() + timedelta(seconds=delay))
         self.jobs.enqueue(record.id, delay=delay)
 
+    def replay_dead(self, record_id: str, tenant: str) -> Record:
+        """Queue a ``dead`` record again (its work not yet done: a notification's recipients without an
+        outcome), with a fresh horizon; a record in any other state is a :class:`Conflict`."""
+        with self.db.session() as session:
+            record = session.get(Record, record_id)
+            if record is None or record.tenant != tenant:
+                raise NotFound(f"No record with id {record_id}")
+            if record.status != "dead":
+                raise Conflict(f"Only a dead record can be replayed; {record_id} is {record.status}")
+            result = dict(record.result) if isinstance(record.result, dict) else {}
+            result["retryingSince"] = utcnow().isoformat()
+            result["replays"] = int(result.get("replays", 0)) + 1
+            self.apply(session, record_id, {"status": "queued", "attempts": 0, "lease_until": None, "finished_at": None, "result": result})
+        self.audit.add(tenant=tenant, capability="api", operation="replay", outcome="queued", latency_ms=0.0, record_id=record_id)
+        self.jobs.enqueue(record_id)
+        return self.get(record_id, tenant)
+
     def recover_unfinished(self, older_than: float = 60) -> int:
-        """Re-queue accepted-but-unfinished records (a crashed worker's); returns how many."""
+        """Re-queue accepted-but-unfinished records (a crashed worker's); returns how many. Running records
+        whose lease ends before the next sweep are scheduled for that moment: if their worker is alive it
+        renews the lease and the claim is refused; if it died, the work resumes seconds after the lease ran out."""
         ids = self.db.unfinished(older_than)
         for record_id in ids:
             self.jobs.enqueue(record_id)
-        if ids:
-            log.info("re-queued %d unfinished job(s)", len(ids))
+        ending = self.db.leases_ending(within_seconds=max(older_than, 60))
+        for record_id, seconds_left in ending:
+            self.jobs.enqueue(record_id, delay=seconds_left + 0.5)
+        if ids or ending:
+            log.info("re-queued %d unfinished job(s), %d more when their lease ends", len(ids), len(ending))
         return len(ids)
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,6 +54,7 @@ class _Delivery:
     attempt_log: list[dict[str, Any]]
     provider: str | None
     durable: bool  # write each batch at once (background), or everything at the end (inline)
+    done_before: int = 0  # recipients an earlier run settled: progress is what this run adds
     outcomes: list[dict[str, Any]] = field(default_factory=list)
     references: list[dict[str, Any]] = field(default_factory=list)
     written: list[dict[str, Any]] = field(default_factory=list)
@@ -71,7 +71,7 @@ class NotifyService:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.templates = TemplateService(runtime)
-        runtime.jobs.register_handler("notification", lambda record: self.deliver(record, inline=False))
+        runtime.jobs.register_handler("notification", self._deliver_claimed)
 
     # --- accepting ------------------------------------------------------------------------------
 
@@ -138,6 +138,11 @@ class NotifyService:
         """Deliver every recipient without an outcome yet (a worker's entry point)."""
         return self._run(record, inline=inline).record
 
+    def _deliver_claimed(self, record: Record) -> None:
+        # The lease is renewed while the send runs (rate-limit waits, a slow provider): a short lease is safe.
+        with self.runtime.ledger.lease_kept(record):
+            self._run(record, inline=False)
+
     def _run(
         self,
         record: Record,
@@ -151,8 +156,12 @@ class NotifyService:
         tenant = record.tenant
         recipients = payload["recipients"]
         done, counts = (set(), {}) if inline else self._progress(record.id)
-        delivery = _Delivery(record, done, counts, list(record.attempt_log or []), record.provider, durable=not inline)
-        batch_size = runtime.config["queue"]["batch_size"]
+        delivery = _Delivery(record, done, counts, list(record.attempt_log or []), record.provider, durable=not inline, done_before=len(done))
+        queue = runtime.config["queue"]
+        # Background sends checkpoint after every provider call: small calls bound what a crash can repeat.
+        per_call = queue["batch_size"] if inline else min(queue["batch_size"], queue["checkpoint_every"])
+        if not inline:
+            self._note_resumed(delivery)
         channels = [payload["channel"], *payload["fallbackServices"]]
         last_error: str | None = None
         for position, channel in enumerate(channels):
@@ -177,12 +186,18 @@ class NotifyService:
             if not sendable:
                 continue
             channel_rendered = rendered[channel] if rendered is not None else self.templates.render(payload["template"], channel, payload["data"], tenant)
-            for start in range(0, len(sendable), batch_size):
-                batch = sendable[start : start + batch_size]
-                if not inline and not runtime.bypasses_rate_limit(service, payload["priority"]):
-                    # Bulk sends wait for the rate limit instead of dropping messages.
-                    runtime.rate_limits.wait(tenant, service, len(batch), deadline=time.monotonic() + runtime.config["queue"]["lease_seconds"] / 2)
-                error = self._send_batch(delivery, channel, service, channel_rendered, batch, start // batch_size)
+            rate_limited = not inline and not runtime.bypasses_rate_limit(service, payload["priority"])
+            start, batch_index = 0, 0
+            while start < len(sendable):
+                count = min(per_call, len(sendable) - start)
+                if rate_limited:
+                    # Bulk sends flow at the limit's pace: each call carries what the windows admit now (the
+                    # lease is kept meanwhile), never more than one window holds.
+                    count = runtime.rate_limits.take(tenant, service, count)
+                batch = sendable[start : start + count]
+                self._write_ahead(delivery, channel, batch)
+                error = self._send_batch(delivery, channel, service, channel_rendered, batch, batch_index)
+                start, batch_index = start + count, batch_index + 1
                 if error is not None:
                     last_error = error
                     break  # this channel is down: the rest go to the next channel, or wait for a retry
@@ -201,7 +216,7 @@ class NotifyService:
                 id=f"{record.id}-{channel}-{remaining[0][0]}",
                 tenant=record.tenant,
                 channel=channel,
-                recipients=[Recipient(address=address, name=recipients[index].get("name")) for index, address in remaining],
+                recipients=[Recipient(address=address, name=recipients[index].get("name"), index=index) for index, address in remaining],
                 text=rendered.text,
                 subject=rendered.subject,
                 html=rendered.html,
@@ -244,6 +259,28 @@ class NotifyService:
                 return f"{len(remaining)} recipient(s) could not be sent by {provider} and no provider is left"
         return None
 
+    def _write_ahead(self, delivery: _Delivery, channel: str, batch: list[tuple[int, str]]) -> None:
+        """Background sends: note the recipients about to be sent (and renew the lease) before the provider
+        call, so a run that resumes after a crash knows which ones may have gone out already. They are sent
+        again, with the same per-recipient ids (a receiver drops the repeat by its ``Message-ID``)."""
+        if not delivery.durable:
+            return
+        in_flight = {"channel": channel, "indexes": [index for index, _ in batch]}
+        result = {**(delivery.record.result or {}), "inFlight": in_flight}
+        delivery.record.result = result
+        with self.runtime.db.session() as session:
+            session.execute(Record.__table__.update().where(Record.id == delivery.record.id).values(result=result))
+
+    def _note_resumed(self, delivery: _Delivery) -> None:
+        """A run after a crash: log the recipients that were in flight and have no outcome (sent again now)."""
+        in_flight = (delivery.record.result or {}).get("inFlight")
+        if not isinstance(in_flight, dict):
+            return
+        unsettled = [index for index in in_flight.get("indexes", []) if index not in delivery.done]
+        if unsettled:
+            delivery.attempt_log.append({"channel": in_flight.get("channel"), "outcome": "resumed", "inFlight": len(unsettled), "recipients": len(unsettled)})
+            log.warning("notification %s: %d recipient(s) were in flight when its last run stopped; sending them again", delivery.record.id, len(unsettled))
+
     def _checkpoint(self, delivery: _Delivery) -> None:
         """Background sends: one transaction per batch (outcomes, references, progress, audit rows, the
         lease renewed: a long bulk send is alive while it progresses). Inline sends write at the end."""
@@ -270,7 +307,14 @@ class NotifyService:
         total = len(record.payload["recipients"])
         counts = delivery.counts
         pending_count = total - sum(counts.values())
-        summary = {"provider": delivery.provider, "sent": counts.get("sent", 0) + counts.get("queued", 0), "failed": counts.get("failed", 0), "pending": pending_count}
+        summary: dict[str, Any] = {"provider": delivery.provider, "sent": counts.get("sent", 0) + counts.get("queued", 0), "failed": counts.get("failed", 0), "pending": pending_count}
+        earlier = record.result if isinstance(record.result, dict) else {}
+        if earlier.get("replays"):
+            summary["replays"] = earlier["replays"]
+        if pending_count:
+            # The retry horizon counts from when the send stopped making progress.
+            progressed = len(delivery.done) > delivery.done_before
+            summary["retryingSince"] = (None if progressed else earlier.get("retryingSince")) or utcnow().isoformat()
         changes: dict[str, Any] = {"result": summary, "attempt_log": delivery.attempt_log, "provider": delivery.provider}
         if pending_count:
             changes["error"] = last_error
@@ -372,8 +416,10 @@ class NotifyService:
 
 
 def _check_request(request: NotificationRequest) -> None:
-    """The Python API's arguments get the checks the REST schema makes."""
+    """The Python API's arguments get the checks the REST schema makes, and text the database can store:
+    a NUL or a lone surrogate is refused here, before anything is sent, not by the write after the send."""
     errors: dict[str, list[str]] = {}
+    _find_unstorable_text({"recipients": request.recipients, "data": request.data, "template": request.template}, "", errors)
     if request.channel not in CHANNEL_SERVICE:
         errors["type"] = [f"one of {', '.join(CHANNEL_SERVICE)}"]
     for fallback in request.fallback_services:
@@ -387,6 +433,49 @@ def _check_request(request: NotificationRequest) -> None:
         errors["recipients"] = ["a list of objects"]
     if errors:
         raise ValidationError(errors)
+
+
+#: Nesting deeper than this is not walked (the REST schema bounds it; the Python API gets a plain error).
+_MAX_TEXT_DEPTH = 32
+
+
+def _find_unstorable_text(value: Any, path: str, errors: dict[str, list[str]], depth: int = 0) -> None:
+    """Name every string (key or value) under ``value`` that PostgreSQL cannot store (NUL) or that is not
+    encodable text (a lone surrogate)."""
+    if depth > _MAX_TEXT_DEPTH:
+        errors[path or "data"] = ["nested too deeply"]
+        return
+    if isinstance(value, str):
+        problem = _text_problem(value)
+        if problem:
+            errors[path] = [problem]
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            where = f"{path}.{key}" if path else str(key)
+            if isinstance(key, str) and _text_problem(key):
+                errors[where] = [f"key: {_text_problem(key)}"]
+            _find_unstorable_text(item, where, errors, depth + 1)
+    elif isinstance(value, list | tuple):
+        for position, item in enumerate(value):
+            _find_unstorable_text(item, f"{path}.{position}", errors, depth + 1)
+
+
+def _text_problem(text: str) -> str | None:
+    if "\x00" in text:
+        return "must not contain the NUL character"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "must be valid Unicode text (a lone surrogate is not)"
+    return None
+
+
+def _storable(text: str | None) -> str | None:
+    """Provider-supplied text (an error reply, a message id) made safe to store: the write after a send must
+    not fail, or the record would stay ``running`` and the send be repeated."""
+    if text is None or _text_problem(text) is None:
+        return text
+    return text.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
 
 
 def _check_notify_result(outcome: Any, expected: int, provider: str) -> None:
@@ -432,9 +521,9 @@ def _outcome(
         "address": address,
         "status": status,
         "provider": provider,
-        "provider_message_id": provider_message_id,
+        "provider_message_id": _storable(provider_message_id),
         # A provider's reply may quote the address it refused ("550 <bob@shop.example>: unknown"): masked.
-        "error": redact_text(error) if error else error,
+        "error": _storable(redact_text(error)) if error else error,
         "delivery_status": None,
         "delivery_detail": None,
         "updated_at": utcnow(),

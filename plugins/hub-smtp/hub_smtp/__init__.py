@@ -487,7 +487,14 @@ class SmtpProvider(Provider):
         mail.set_content(message.text or "")
         if message.html:
             mail.add_alternative(message.html, subtype="html")
-        id_left = message.id if _ID_LEFT.fullmatch(message.id) else hashlib.sha256(message.id.encode()).hexdigest()[:40]
+        # With the recipients' positions in the notification known, the Message-ID names the notification and
+        # the position, not the batch: a batch resumed after a crash, or cut short and sent again, starts at
+        # another recipient, and a repeated message must keep its id for receivers to drop it.
+        if message.notification_id and all(recipient.index is not None for recipient in message.recipients):
+            stable = f"{message.notification_id}-{message.channel}"
+        else:
+            stable = message.id
+        id_left = stable if _ID_LEFT.fullmatch(stable) else hashlib.sha256(stable.encode()).hexdigest()[:40]
         return _Rendered.from_message(mail.as_bytes(), id_left, self._message_id_domain)
 
     @hookimpl
@@ -512,7 +519,7 @@ class SmtpProvider(Provider):
             while index < len(recipients):
                 recipient = recipients[index]
                 address = recipient.address
-                message_id = rendered.message_id(index)
+                message_id = rendered.message_id(index if recipient.index is None else recipient.index)
                 envelope_to, utf8 = _envelope_address(address)
                 outcome: RecipientResult | None = None
                 dropped: str | None = None
