@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import event
 
 from hub import IntegrationManager
+from hub.api import create_app
 from hub.errors import ValidationError
 from tests.conftest import API, base_config, data_of, error_of
 from tests.test_api import SEED_NOTIFICATION
@@ -136,3 +137,33 @@ def test_python_api_validates_its_arguments_like_the_rest_api(manager: Integrati
     with pytest.raises(ValidationError) as refused:
         manager.send_notification("email", [{"email": "a@example.com"}], priority="urgent", data={"subject": "s", "message": "m"}, tenant_id="t")
     assert "priority" in refused.value.errors
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_text_the_database_cannot_store_is_refused_before_anything_is_sent(tmp_path: Path, database: str, request: pytest.FixtureRequest) -> None:
+    # PostgreSQL refuses NUL in text and JSON: found after the send, the record stayed `running` and recovery
+    # would have sent it again. A lone surrogate is not text at all (it cannot be encoded).
+    overrides = {"database_url": str(request.getfixturevalue("postgres_url"))} if database == "postgresql" else {}
+    hub = IntegrationManager(base_config(tmp_path / "var", **overrides), environ={}, entry_points=False)
+    try:
+        client = create_app(manager=hub).test_client()
+        headers = {"Authorization": f"Bearer {hub.tokens.create('demo', 'tests')[1]}", "X-Tenant-ID": "demo"}
+        outbox = Path(hub.config["data_dir"], "outbox")
+        bodies = {
+            "name": '{"type": "email", "recipients": [{"email": "a@example.com", "name": "A\\u0000B"}], "data": {"subject": "s", "message": "m"}}',
+            "message": '{"type": "email", "recipients": [{"email": "a@example.com"}], "data": {"subject": "s", "message": "m\\ud800"}}',
+        }
+        for field, body in bodies.items():
+            refused = error_of(client.post(f"{API}/notifications", data=body, content_type="application/json", headers=headers), 422)
+            assert field in json.dumps(refused.get("errors", refused)), refused
+        for recipients, data in (([{"email": "a@example.com", "name": "A\x00B"}], {"subject": "s", "message": "m"}), ([{"email": "a@example.com"}], {"subject": "s\ud800", "message": "m"})):
+            with pytest.raises(ValidationError) as raised:  # the Python API: no schema in front of it
+                hub.send_notification("email", recipients, data=data, tenant_id="demo")
+            assert set(raised.value.errors) <= {"recipients.0.name", "data.subject"} and raised.value.errors
+        assert not list(outbox.rglob("*.json")), "nothing may be sent"
+        assert hub.runtime.ledger.list("demo", "notification") == []
+        # The same recipient with a storable name goes out and is recorded.
+        sent = hub.send_notification("email", [{"email": "a@example.com", "name": "A B"}], data={"subject": "s", "message": "m"}, tenant_id="demo")
+        assert sent["status"] == "succeeded" and sent["recipients"][0]["name"] == "A B"
+    finally:
+        hub.close()

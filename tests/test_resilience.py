@@ -475,3 +475,26 @@ def test_a_bulk_send_larger_than_the_rate_limit_flows_at_the_limits_pace(hub_fac
     for at, _ in calls:  # never more than the limit in any window (less a little for the time a call takes)
         assert sum(count for other, count in calls if at - (window - 0.1) < other <= at) <= limit
     assert time.monotonic() - started >= 2 * window - 0.2  # three windows' worth: it waited, twice
+
+
+def test_a_running_job_keeps_its_short_lease_and_a_dead_workers_job_is_scheduled_for_its_lease_end(hub_factory: Any) -> None:
+    hub = hub_factory(
+        {"mail": {"type": "scripted-notify"}},
+        {"email": {"providers": ["mail"], "enabled": True, "high_priority_bypasses_rate_limit": False}},
+        queue={"backend": "memory", "workers": 0, "lease_seconds": 2},
+    )
+    accepted = hub.send_notification("email", [{"email": "a@example.com"}], data={"subject": "s", "message": "m"}, tenant_id="t", asynchronous=True)
+    record_id = accepted["messageId"]
+    hub.jobs.huey.flush()
+    claimed = hub.runtime.ledger.claim(record_id)
+    assert claimed is not None
+    with hub.runtime.ledger.lease_kept(claimed):
+        time.sleep(3)  # longer than the lease: renewed meanwhile
+        assert hub.runtime.ledger.claim(record_id) is None, "another worker took over a live job"
+        assert hub.get_record(record_id, "t").lease_until > claimed.lease_until
+    # As if its worker had been killed: the sweep schedules it for the end of its lease, not a minute later.
+    hub.runtime.ledger.recover_unfinished(older_than=0)
+    scheduled = hub.jobs.huey.pending()  # huey queues a delayed task with its eta; the consumer holds it until then
+    assert [task.args for task in scheduled] == [(record_id,)]
+    lease_end = hub.get_record(record_id, "t").lease_until.replace(tzinfo=None)
+    assert scheduled[0].eta is not None and 0 < (scheduled[0].eta - lease_end).total_seconds() <= 1

@@ -193,6 +193,26 @@ def test_smtp_meets_the_notify_contract(harness: ProviderHarness, smtp: Recordin
 # --- delivery --------------------------------------------------------------------------------------
 
 
+def test_message_id_names_the_recipient_in_the_notification_so_a_resumed_batch_keeps_it(
+    harness: ProviderHarness, smtp: RecordingSmtpServer
+) -> None:
+    provider = harness.build("smtp", settings_for(smtp))
+    addresses = [f"r{n}@shop.example" for n in range(4)]
+
+    def batch(first: int) -> Message:  # the core's batch: its id names the first recipient it carries
+        recipients = [Recipient(address, index=index) for index, address in enumerate(addresses) if index >= first]
+        return Message(
+            id=f"ntf_7-email-{first}", tenant="demo", channel="email", recipients=recipients, text="t",
+            notification_id="ntf_7", batch_index=0,
+        )
+
+    whole = send(harness, provider, batch(0))
+    resumed = send(harness, provider, batch(2))  # after a crash, two of them went out already
+    ids = [received.message["Message-ID"] for received in smtp.messages]
+    assert ids[2:4] == ids[4:6] == [f"<ntf_7-email.{n}@hub.example.com>" for n in (2, 3)]
+    assert [r.provider_message_id for r in resumed.results] == [r.provider_message_id for r in whole.results][2:]
+
+
 def test_message_arrives_with_its_content_headers_and_html_alternative(
     harness: ProviderHarness, smtp: RecordingSmtpServer
 ) -> None:
