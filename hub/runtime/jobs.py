@@ -14,6 +14,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from huey import Huey, MemoryHuey, RedisHuey, SqliteHuey, crontab
@@ -58,6 +59,9 @@ class JobRegistry:
         self.handlers: dict[str, RecordHandler] = {}
         self.periodic: list[Callable[[], None]] = []
         self.workers: dict[str, Callable[[threading.Event], None]] = {}
+        #: ``lease_keeper(record)``: a context that renews the claimed record's lease while its handler runs
+        #: (set by the record ledger), so every kind of job may hold a short lease.
+        self.lease_keeper: Callable[[Any], AbstractContextManager[Any]] = lambda _record: nullcontext()
         self._run_record = self.huey.task(name="hub.run_record")(run_record)
         self.huey.periodic_task(crontab(minute="*"), name="hub.every_minute")(self.run_periodic)
         self._consumer: Consumer | None = None
@@ -65,8 +69,13 @@ class JobRegistry:
         self._threads: list[threading.Thread] = []
 
     def register_handler(self, kind: str, handler: RecordHandler) -> None:
-        """``handler(record)`` runs a claimed record of ``kind`` in a worker."""
-        self.handlers[kind] = handler
+        """``handler(record)`` runs a claimed record of ``kind`` in a worker, its lease renewed meanwhile."""
+
+        def kept(record: Any) -> None:
+            with self.lease_keeper(record):
+                handler(record)
+
+        self.handlers[kind] = kept
 
     def register_periodic(self, job: Callable[[], None]) -> None:
         """``job()`` runs once a minute in one worker (huey fires each periodic task once per tick)."""

@@ -78,6 +78,7 @@ class RecordLedger:
         self.metrics = metrics
         self.audit = audit
         self.jobs = jobs
+        jobs.lease_keeper = self.lease_kept
 
         self._insert = Record.__table__.insert()
         self._updates: dict[tuple[str, ...], Any] = {}

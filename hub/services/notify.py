@@ -71,7 +71,7 @@ class NotifyService:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self.templates = TemplateService(runtime)
-        runtime.jobs.register_handler("notification", self._deliver_claimed)
+        runtime.jobs.register_handler("notification", lambda record: self.deliver(record, inline=False))
 
     # --- accepting ------------------------------------------------------------------------------
 
@@ -137,11 +137,6 @@ class NotifyService:
     def deliver(self, record: Record, *, inline: bool) -> Record:
         """Deliver every recipient without an outcome yet (a worker's entry point)."""
         return self._run(record, inline=inline).record
-
-    def _deliver_claimed(self, record: Record) -> None:
-        # The lease is renewed while the send runs (rate-limit waits, a slow provider): a short lease is safe.
-        with self.runtime.ledger.lease_kept(record):
-            self._run(record, inline=False)
 
     def _run(
         self,
