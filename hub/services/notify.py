@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import insert, select
@@ -55,6 +56,8 @@ class _Delivery:
     provider: str | None
     durable: bool  # write each batch at once (background), or everything at the end (inline)
     done_before: int = 0  # recipients an earlier run settled: progress is what this run adds
+    upcoming: list[int] = field(default_factory=list)  # what the next provider call is expected to carry
+    noted: tuple[str | None, frozenset[int]] = (None, frozenset())  # the write-ahead on record: channel, indexes
     outcomes: list[dict[str, Any]] = field(default_factory=list)
     references: list[dict[str, Any]] = field(default_factory=list)
     written: list[dict[str, Any]] = field(default_factory=list)
@@ -190,7 +193,7 @@ class NotifyService:
                     # lease is kept meanwhile), never more than one window holds.
                     count = runtime.rate_limits.take(tenant, service, count)
                 batch = sendable[start : start + count]
-                self._write_ahead(delivery, channel, batch)
+                delivery.upcoming = [index for index, _ in sendable[start + count : start + count + per_call]]
                 error = self._send_batch(delivery, channel, service, channel_rendered, batch, batch_index)
                 start, batch_index = start + count, batch_index + 1
                 if error is not None:
@@ -207,6 +210,7 @@ class NotifyService:
         providers = self.runtime.registry.service_providers(service, record.tenant)
         remaining = batch
         while remaining:
+            self._write_ahead(delivery, channel, remaining)
             message = Message(
                 id=f"{record.id}-{channel}-{remaining[0][0]}",
                 tenant=record.tenant,
@@ -224,17 +228,17 @@ class NotifyService:
             )
             try:
                 call = self.runtime.calls.notify(service, record.tenant, message, providers=providers, record_id=record.id)
-                delivery.attempt_log.extend({**attempt, "channel": channel, "batch": batch_index, "recipients": len(remaining)} for attempt in call.attempts)
+                self._log(delivery, [{**attempt, "channel": channel, "batch": batch_index, "recipients": len(remaining)} for attempt in call.attempts])
                 _check_notify_result(call.result, len(remaining), call.provider)
             except PermanentError as error:
-                delivery.attempt_log.append({"channel": channel, "outcome": "failed", "error": describe(error), "recipients": len(remaining)})
+                self._log(delivery, [{"channel": channel, "outcome": "failed", "error": describe(error), "recipients": len(remaining)}])
                 refused = [_outcome(record.id, index, recipients[index], channel, address, "failed", error=describe(error)) for index, address in remaining]
                 delivery.add(refused, [])
-                self._checkpoint(delivery)
+                self._checkpoint(delivery, channel, delivery.upcoming)
                 return None
             except (NoProviderError, ProviderError) as error:
-                delivery.attempt_log.extend({**attempt, "channel": channel, "batch": batch_index, "recipients": len(remaining)} for attempt in getattr(error, "attempts", []))
-                self._checkpoint(delivery)
+                self._log(delivery, [{**attempt, "channel": channel, "batch": batch_index, "recipients": len(remaining)} for attempt in getattr(error, "attempts", [])])
+                self._checkpoint(delivery, channel, [])
                 return describe(error)
             provider = call.provider
             delivery.provider = delivery.provider or provider
@@ -247,7 +251,7 @@ class NotifyService:
                 if result.provider_message_id and result.status != "failed":
                     references.append({"provider": provider, "reference": result.provider_message_id, "record_id": record.id, "recipient_index": index})
             delivery.add(outcomes, references)
-            self._checkpoint(delivery)
+            self._checkpoint(delivery, channel, [index for index, _ in retry] + delivery.upcoming)
             remaining = retry
             providers = providers[providers.index(provider) + 1 :] if provider in providers else []
             if remaining and not providers:
@@ -260,11 +264,35 @@ class NotifyService:
         again, with the same per-recipient ids (a receiver drops the repeat by its ``Message-ID``)."""
         if not delivery.durable:
             return
-        in_flight = {"channel": channel, "indexes": [index for index, _ in batch]}
-        result = {**(delivery.record.result or {}), "inFlight": in_flight}
-        delivery.record.result = result
+        noted_channel, noted = delivery.noted
+        if noted_channel == channel and all(index in noted for index, _ in batch):
+            return  # the last checkpoint noted these already (it names the call after it: no extra write)
+        result = self._noting(delivery, channel, [index for index, _ in batch])
         with self.runtime.db.session() as session:
             session.execute(Record.__table__.update().where(Record.id == delivery.record.id).values(result=result))
+
+    def _noting(self, delivery: _Delivery, channel: str, indexes: list[int]) -> dict[str, Any]:
+        """The record's ``result`` with ``inFlight`` naming ``indexes`` (also kept on the in-memory record)."""
+        result = {**(delivery.record.result or {}), "inFlight": {"channel": channel, "indexes": indexes}}
+        delivery.record.result = result
+        delivery.noted = (channel, frozenset(indexes))
+        return result
+
+    def _log(self, delivery: _Delivery, entries: list[dict[str, Any]]) -> None:
+        """Add provider attempts to the record's log. A background send merges a run of like entries (the same
+        provider, channel and outcome, no retries or the same error) into one with ``calls`` counted: its log
+        is rewritten at every checkpoint, and one entry per call would make a bulk send's cost grow squared."""
+        log_ = delivery.attempt_log
+        for entry in entries:
+            last = log_[-1] if log_ and delivery.durable else None
+            if last is not None and all(last.get(key) == entry.get(key) for key in ("provider", "channel", "outcome", "error", "retries")):
+                last["calls"] = last.get("calls", 1) + 1
+                last["recipients"] = last.get("recipients", 0) + entry.get("recipients", 0)
+                last["latencyMs"] = round(last.get("latencyMs", 0) + entry.get("latencyMs", 0), 2)
+                last["lastAt"] = entry.get("at")
+                last["batch"] = entry.get("batch", last.get("batch"))
+            else:
+                log_.append(dict(entry))
 
     def _note_resumed(self, delivery: _Delivery) -> None:
         """A run after a crash: log the recipients that were in flight and have no outcome (sent again now)."""
@@ -273,18 +301,26 @@ class NotifyService:
             return
         unsettled = [index for index in in_flight.get("indexes", []) if index not in delivery.done]
         if unsettled:
-            delivery.attempt_log.append({"channel": in_flight.get("channel"), "outcome": "resumed", "inFlight": len(unsettled), "recipients": len(unsettled)})
+            self._log(delivery, [{"channel": in_flight.get("channel"), "outcome": "resumed", "inFlight": len(unsettled), "recipients": len(unsettled)}])
             log.warning("notification %s: %d recipient(s) were in flight when its last run stopped; sending them again", delivery.record.id, len(unsettled))
 
-    def _checkpoint(self, delivery: _Delivery) -> None:
-        """Background sends: one transaction per batch (outcomes, references, progress, audit rows, the
-        lease renewed: a long bulk send is alive while it progresses). Inline sends write at the end."""
+    def _checkpoint(self, delivery: _Delivery, channel: str, upcoming: list[int]) -> None:
+        """Background sends: one transaction per provider call (outcomes, references, audit rows, and one
+        UPDATE of the record: its log, the lease renewed, and the write-ahead for the ``upcoming`` call).
+        Inline sends write at the end."""
         if not delivery.durable:
             return
+        now = utcnow()
+        values = {
+            "attempt_log": delivery.attempt_log,
+            "provider": delivery.provider,
+            "result": self._noting(delivery, channel, upcoming),
+            "updated_at": now,
+            "lease_until": now + timedelta(seconds=self.runtime.ledger.lease_seconds),
+        }
         with self.runtime.db.session() as session:
             self._write(session, delivery)
-            self.runtime.ledger.extend_lease(session, delivery.record.id)
-            session.execute(Record.__table__.update().where(Record.id == delivery.record.id).values(attempt_log=delivery.attempt_log, provider=delivery.provider))
+            session.execute(Record.__table__.update().where(Record.id == delivery.record.id).values(values))
             self.runtime.audit.drain(session)
 
     def _write(self, session: Any, delivery: _Delivery) -> None:

@@ -370,6 +370,10 @@ class SmtpProvider(Provider):
         if not settings["verify_tls"]:
             self.log.warning("smtp %s: TLS certificates are not verified (verify_tls: false)", name)
         self.pool = _ConnectionPool(self._connect, settings["max_connections"], settings["reuse_idle_seconds"])
+        # The last few renderings, by notification: a bulk send's batches share one (building it costs more
+        # than sending a small batch's messages).
+        self._rendered: dict[tuple[Any, ...], tuple[_Rendered, float]] = {}
+        self._rendered_lock = threading.Lock()
 
     @property
     def address(self) -> str:
@@ -470,7 +474,24 @@ class SmtpProvider(Provider):
     # --- notify ----------------------------------------------------------------------------------
 
     def render(self, message: Message) -> _Rendered:
-        """Render everything the recipients share, once: headers, text and HTML alternative."""
+        """Render everything the recipients share, once per notification: headers, text and HTML alternative."""
+        stable = _stable_id(message)
+        if stable is None:
+            return self._render(message, message.id)
+        key = (stable, message.subject, message.text, message.html, message.priority)
+        now = time.monotonic()
+        with self._rendered_lock:
+            rendered, made = self._rendered.get(key, (None, 0.0))
+        if rendered is None or now - made > _RENDERED_SECONDS:  # a retry much later gets a fresh Date
+            rendered = self._render(message, stable)
+            with self._rendered_lock:
+                self._rendered.pop(key, None)
+                if len(self._rendered) >= _RENDERED_KEPT:
+                    self._rendered.pop(next(iter(self._rendered)))  # the oldest
+                self._rendered[key] = (rendered, now)
+        return rendered
+
+    def _render(self, message: Message, stable: str) -> _Rendered:
         from email.message import EmailMessage
 
         mail = EmailMessage(policy=_seven_bit_policy())
@@ -480,20 +501,13 @@ class SmtpProvider(Provider):
         if message.subject:
             mail["Subject"] = _single_line(message.subject)
         mail["Date"] = formatdate(usegmt=True)
-        mail["X-Hub-Message-Id"] = _single_line(message.id)
+        mail["X-Hub-Message-Id"] = _single_line(message.notification_id or message.id)
         if message.priority in ("high", "low"):
             mail["X-Priority"] = "1 (Highest)" if message.priority == "high" else "5 (Lowest)"
             mail["Importance"] = message.priority
         mail.set_content(message.text or "")
         if message.html:
             mail.add_alternative(message.html, subtype="html")
-        # With the recipients' positions in the notification known, the Message-ID names the notification and
-        # the position, not the batch: a batch resumed after a crash, or cut short and sent again, starts at
-        # another recipient, and a repeated message must keep its id for receivers to drop it.
-        if message.notification_id and all(recipient.index is not None for recipient in message.recipients):
-            stable = f"{message.notification_id}-{message.channel}"
-        else:
-            stable = message.id
         id_left = stable if _ID_LEFT.fullmatch(stable) else hashlib.sha256(stable.encode()).hexdigest()[:40]
         return _Rendered.from_message(mail.as_bytes(), id_left, self._message_id_domain)
 
@@ -636,6 +650,21 @@ class SmtpProvider(Provider):
         closed = self.pool.close()
         if closed:
             self.log.info("smtp %s: closed %d pooled connection(s)", self.name, closed)
+
+
+#: Renderings kept (one per recent notification: a few workers each send one).
+_RENDERED_KEPT = 16
+#: ...and reused for this long (the ``Date`` header is the first batch's).
+_RENDERED_SECONDS = 60.0
+
+
+def _stable_id(message: Message) -> str | None:
+    """With the recipients' positions in the notification known, the Message-ID names the notification and the
+    position, not the batch: a batch resumed after a crash, or cut short and sent again, starts at another
+    recipient, and a repeated message must keep its id for receivers to drop it."""
+    if message.notification_id and all(recipient.index is not None for recipient in message.recipients):
+        return f"{message.notification_id}-{message.channel}"
+    return None
 
 
 @cache
