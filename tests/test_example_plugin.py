@@ -255,7 +255,7 @@ def test_a_running_hub_delivers_through_the_installed_example(site: Path, tmp_pa
         assert post.headers["Authorization"] == f"Bearer {WEBHOOK_TOKEN}"
         assert post.headers["Idempotency-Key"] == message["id"] and message["id"].startswith(sent["messageId"])
         assert (message["tenant"], message["channel"], message["template"]) == ("demo", "email", "example_digest")
-        assert message["recipients"] == [{"address": "ops@example.com", "name": "Ops"}]
+        assert message["recipients"] == [{"address": "ops@example.com", "name": "Ops", "index": 0}]  # index: its place in the notification
         assert message["subject"] == "Nightly stock: 2 updates"
         assert message["text"] == "Nightly stock\n\n- SKU-1 below threshold\n- SKU-2 restocked"
         # The endpoint answers the same id every time: the next send must still be recorded.
