@@ -165,10 +165,10 @@ class QueueSchema(Schema):
     workers = fields.Integer(load_default=2, validate=validate.Range(min=0, max=64))
     #: Notifications with more recipients than this are accepted with 202 and sent by workers.
     bulk_threshold = fields.Integer(load_default=20, validate=validate.Range(min=1))
-    batch_size = fields.Integer(load_default=200, validate=validate.Range(min=1, max=10000))
-    #: Background sends: at most this many recipients per provider call, each call's outcomes written as
-    #: soon as it returns; after a crash at most these (the ones in flight) can be sent twice.
-    checkpoint_every = fields.Integer(load_default=20, validate=validate.Range(min=1, max=10000))
+    #: Recipients per provider call. Background sends write each call's outcomes as soon as it returns, so after a
+    #: crash at most one call's recipients (the ones in flight) can be sent twice: smaller bounds the repeats of
+    #: a one-by-one sender (SMTP), larger saves requests to an API that takes many recipients at once.
+    batch_size = fields.Integer(load_default=50, validate=validate.Range(min=1, max=10000))
     #: Seconds a worker holds a claimed job before another worker may take it over; renewed every third of
     #: it while the job runs, so a short lease only shortens the wait after a crash.
     lease_seconds = fields.Integer(load_default=30, validate=validate.Range(min=2))

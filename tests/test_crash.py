@@ -25,7 +25,7 @@ from hub.testing.servers import SmtpServer, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 RECIPIENTS = 1000
-CHECKPOINT_EVERY = 20
+BATCH_SIZE = 20
 OUTAGE_SECONDS = 10.0
 # Old rules: 5 attempts 0.3, 0.6, 1.2, 2.4 s apart = dead 4.5 s into the outage. The new ones back off to
 # 1 s between tries and give up only after the horizon.
@@ -90,7 +90,7 @@ def test_a_bulk_send_survives_a_sigkill_and_an_smtp_outage_without_losing_a_mess
         "database_url": database_url,
         "providers": {"mail": {"type": "smtp", "host": "127.0.0.1", "port": port, "security": "none", "from_address": "hub@example.com", "timeout": 2}},
         "services": {"email": {"providers": ["mail"], "enabled": True}},
-        "queue": {"backend": "sqlite", "workers": 0, "checkpoint_every": CHECKPOINT_EVERY, "lease_seconds": 3},
+        "queue": {"backend": "sqlite", "workers": 0, "batch_size": BATCH_SIZE, "lease_seconds": 3},
         "retry": RETRY,
         "circuit_breaker": {"fail_max": 3, "reset_timeout": 1.0},
         "rate_limits": {"storage": "memory://", "limits": {"email": "100000/minute"}},
@@ -142,7 +142,7 @@ def test_a_bulk_send_survives_a_sigkill_and_an_smtp_outage_without_losing_a_mess
         print(report)
         assert done.status == "succeeded", (done.status, done.error, report)
         assert lost == 0 and not unexpected, report
-        assert duplicated <= len(in_flight) <= CHECKPOINT_EVERY, report
+        assert duplicated <= len(in_flight) <= BATCH_SIZE, report
         assert during.attempts > RETRY["job_attempts"], report  # kept retrying past what the old rules allowed
         assert any(entry.get("outcome") == "resumed" for entry in done.attempt_log), report
     finally:

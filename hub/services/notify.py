@@ -155,9 +155,8 @@ class NotifyService:
         recipients = payload["recipients"]
         done, counts = (set(), {}) if inline else self._progress(record.id)
         delivery = _Delivery(record, done, counts, list(record.attempt_log or []), record.provider, durable=not inline, done_before=len(done))
-        queue = runtime.config["queue"]
         # Background sends checkpoint after every provider call: small calls bound what a crash can repeat.
-        per_call = queue["batch_size"] if inline else min(queue["batch_size"], queue["checkpoint_every"])
+        per_call = runtime.config["queue"]["batch_size"]
         if not inline:
             self._note_resumed(delivery)
         channels = [payload["channel"], *payload["fallbackServices"]]
