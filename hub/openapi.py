@@ -10,8 +10,9 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Flask
 
 from hub import schemas
-from hub.api.middleware import API_PREFIX
-from hub.config import TemplateSchema
+from hub.api.middleware import API_PREFIX, idempotent
+from hub.config import SERVICES, TemplateSchema
+from hub.services.templates import TEMPLATE_NAME
 
 #: operation id (the view's name) -> (request body schema, success status)
 REQUEST_BODIES: dict[str, tuple[type, int]] = {
@@ -37,18 +38,72 @@ REQUEST_BODIES: dict[str, tuple[type, int]] = {
     "save_template": (TemplateSchema, 200),
 }
 
-#: operation id -> its query parameters (name, type, description)
-QUERY_PARAMETERS: dict[str, list[tuple[str, str, str]]] = {
-    "get_payment": [("refresh", "boolean", "Ask the payment's gateway for its status first (payment_status)")],
+#: The largest ?offset= the hub takes (a bigger one overflows the database's integer).
+MAX_OFFSET = 2**31 - 1
+_PAGE = [
+    ("limit", {"type": "integer"}, False, "at most this many items (clamped to 1..500; 50 by default)"),
+    ("offset", {"type": "integer", "maximum": MAX_OFFSET}, False, "skip this many (negative counts as 0)"),
+]
+_RECORDS_PAGE = [*_PAGE, ("status", {"type": "string"}, False, "only records in this status")]
+
+#: operation id -> its query parameters (name, schema, required, description)
+QUERY_PARAMETERS: dict[str, list[tuple[str, dict[str, Any], bool, str]]] = {
+    "get_payment": [("refresh", {"type": "boolean"}, False, "Ask the payment's gateway for its status first (payment_status)")],
+    "list_notifications": _RECORDS_PAGE,
+    "list_payments": _RECORDS_PAGE,
+    "list_files": _RECORDS_PAGE,
+    "list_sync_jobs": _RECORDS_PAGE,
+    "list_inventory_updates": _RECORDS_PAGE,
+    "list_deliveries": [*_RECORDS_PAGE, ("kind", {"type": "string"}, False, "only records of this kind (notification, payment, ...)")],
+    "list_synced_records": [
+        ("dataType", {"type": "string", "minLength": 1}, True, "the stream to list"),
+        ("provider", {"type": "string"}, False, "only this provider's records"),
+        *_PAGE,
+    ],
+    "list_inventory_levels": [*_PAGE, ("provider", {"type": "string"}, False, ""), ("sku", {"type": "string"}, False, ""), ("location", {"type": "string"}, False, "")],
+    "list_inventory_history": [_PAGE[0], ("provider", {"type": "string"}, False, ""), ("sku", {"type": "string"}, False, ""), ("location", {"type": "string"}, False, "")],
+    "list_snapshots": [_PAGE[0], ("provider", {"type": "string"}, False, "")],
+    "list_sync_checkpoints": [("provider", {"type": "string"}, False, ""), ("dataType", {"type": "string"}, False, "")],
+    "audit": [
+        _PAGE[0],
+        ("provider", {"type": "string"}, False, ""),
+        ("service", {"type": "string"}, False, ""),
+        ("outcome", {"type": "string"}, False, "success, rejected or error"),
+    ],
 }
 
+#: operation id -> a path parameter's schema, where it is narrower than any string
+PATH_PARAMETERS: dict[str, dict[str, dict[str, Any]]] = {
+    "save_template": {"name": {"type": "string", "pattern": TEMPLATE_NAME.pattern}},
+    "delete_template": {"channel": {"type": "string", "enum": ["email", "sms", "chat"]}},
+    "health_service": {"service": {"type": "string", "enum": sorted(SERVICES)}},
+    "service": {"service": {"type": "string", "enum": sorted(SERVICES)}},
+}
+
+_QUEUED = "Accepted: delivered in the background (poll the record)"
 #: operation id -> other success statuses it may answer with
 OTHER_SUCCESSES: dict[str, dict[str, str]] = {
     "create_payment": {"202": "Accepted, outcome not known yet (status processing): looked up later, GET ?refresh=true"},
     "refund_payment": {"202": "Refund sent, outcome not known yet (status processing): sent again later with the same key"},
     "create_refund": {"202": "Refund sent, outcome not known yet (status processing): sent again later with the same key"},
     "replay_delivery": {"202": "The dead record is queued again; only its unfinished work is redone"},
+    "test_notification": {"202": _QUEUED + " (a bulk send, or async: true)"},
+    "create_notification": {"202": _QUEUED + " (a bulk send, or async: true)"},
+    "test_sync": {"202": _QUEUED + " (async: true)"},
+    "create_sync_job": {"200": "Ran now (async: false): the job with its outcome"},
+    "push_inventory_updates": {"202": _QUEUED + " (async: true, or updates to retry)"},
 }
+
+#: The code of the wrapper ``@idempotent`` puts around a view: only those views honour Idempotency-Key.
+_IDEMPOTENT_WRAPPER = idempotent(lambda: None).__code__
+
+
+def _honours_idempotency_key(view: Any) -> bool:
+    while view is not None:
+        if getattr(view, "__code__", None) is _IDEMPOTENT_WRAPPER:
+            return True
+        view = getattr(view, "__wrapped__", None)  # through @require_admin and other functools.wraps
+    return False
 
 ERROR_STATUSES = {
     "400": "Bad request",
@@ -68,6 +123,7 @@ _CACHE: dict[int, dict[str, Any]] = {}
 # --- files: bodies and answers that are not JSON envelopes ---------------------------------------------
 
 _BINARY = {"schema": {"type": "string", "format": "binary"}}
+_BASE64 = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
 
 
 def _error(description: str) -> dict[str, Any]:
@@ -76,7 +132,13 @@ def _error(description: str) -> dict[str, Any]:
 
 def _upload_file_details(operation: dict[str, Any]) -> None:
     content = operation["requestBody"]["content"]
-    content["application/json"]["schema"] = {"$ref": "#/components/schemas/FileUpload"}
+    # As JSON the content is required (multipart and raw bodies carry it outside these fields), base64.
+    content["application/json"]["schema"] = {
+        "allOf": [
+            {"$ref": "#/components/schemas/FileUpload"},
+            {"type": "object", "required": ["content"], "properties": {"content": {"type": "string", "format": "byte", "minLength": 4, "pattern": _BASE64}}},
+        ]
+    }
     content["multipart/form-data"] = {
         "schema": {
             "type": "object",
@@ -89,6 +151,7 @@ def _upload_file_details(operation: dict[str, Any]) -> None:
                 "fileType": {"type": "string"},
                 "metadata": {"type": "string", "description": "a JSON object of string values"},
             },
+            "additionalProperties": False,
         }
     }
     content["application/octet-stream"] = {
@@ -151,6 +214,13 @@ def _complete_direct_upload_details(operation: dict[str, Any]) -> None:
     operation["responses"]["413"] = _error("What arrived is over storage_limits.max_file_size: it was deleted")
 
 
+def _create_refund_details(operation: dict[str, Any]) -> None:
+    # Without a payment id in the path, the gateway's transaction id names what to refund.
+    operation["requestBody"]["content"]["application/json"]["schema"] = {
+        "allOf": [{"$ref": "#/components/schemas/Refund"}, {"type": "object", "required": ["transactionId"], "properties": {"transactionId": {"type": "string", "minLength": 1}}}]
+    }
+
+
 #: operation id -> a function completing its generated operation (non-JSON bodies and answers).
 OPERATION_DETAILS: dict[str, Any] = {
     "upload_file": _upload_file_details,
@@ -158,6 +228,7 @@ OPERATION_DETAILS: dict[str, Any] = {
     "file_metadata": _file_metadata_details,
     "start_direct_upload": _start_direct_upload_details,
     "complete_direct_upload": _complete_direct_upload_details,
+    "create_refund": _create_refund_details,
 }
 
 
@@ -192,13 +263,14 @@ def build_spec(app: Flask) -> dict[str, Any]:
                 "summary": (view.__doc__ or rule.endpoint).strip().splitlines()[0],
                 "tags": [rule.endpoint.split(".", 1)[0]],
                 "parameters": [
-                    {"name": argument, "in": "path", "required": True, "schema": {"type": "string"}} for argument in sorted(rule.arguments)
+                    {"name": argument, "in": "path", "required": True, "schema": PATH_PARAMETERS.get(operation_id, {}).get(argument, {"type": "string"})}
+                    for argument in sorted(rule.arguments)
                 ],
                 "responses": {},
             }
             operation["parameters"] += [
-                {"name": name, "in": "query", "required": False, "schema": {"type": kind}, "description": description}
-                for name, kind, description in QUERY_PARAMETERS.get(operation_id, [])
+                {"name": name, "in": "query", "required": required, "schema": schema, **({"description": description} if description else {})}
+                for name, schema, required, description in QUERY_PARAMETERS.get(operation_id, [])
             ]
             status = 200
             if operation_id in REQUEST_BODIES:
@@ -206,9 +278,15 @@ def build_spec(app: Flask) -> dict[str, Any]:
                 component = schema.__name__.removesuffix("Schema")
                 content = {"application/json": {"schema": {"$ref": f"#/components/schemas/{component}"}}}
                 operation["requestBody"] = {"required": True, "content": content}
-            if method == "POST":
+            if _honours_idempotency_key(view):
                 operation["parameters"].append(
-                    {"name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$"}}
+                    {
+                        "name": "Idempotency-Key",
+                        "in": "header",
+                        "required": False,
+                        "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$"},
+                        "description": "the same key and body again: the first answer, no second side effect",
+                    }
                 )
             if operation_id != "openapi":
                 operation["responses"][str(status)] = {
@@ -221,10 +299,9 @@ def build_spec(app: Flask) -> dict[str, Any]:
                         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Envelope"}}},
                     }
                 for code, description in ERROR_STATUSES.items():
-                    operation["responses"][code] = {
-                        "description": description,
-                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-                    }
+                    operation["responses"][code] = _error(description)
+                if method in ("POST", "PUT", "PATCH"):
+                    operation["responses"]["413"] = _error("The request body is over the configured limit")
             else:
                 operation["responses"]["200"] = {"description": "This document"}
             if getattr(view, "public", False):
@@ -238,6 +315,9 @@ def build_spec(app: Flask) -> dict[str, Any]:
     for path, operations in paths.items():
         spec.path(path=path, operations=operations)
     document = spec.to_dict()
+    # Rules that come from hub.yaml rather than from a schema.
+    max_file_size = app.extensions["hub"].config["storage_limits"]["max_file_size"]
+    document["components"]["schemas"]["DirectUpload"]["properties"]["size"]["maximum"] = max_file_size
     document["security"] = [{"bearer": []}]
     _CACHE[id(app)] = document
     return document

@@ -12,13 +12,24 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate, valida
 from hub.capabilities import CHANNELS
 
 CURRENCY = re.compile(r"^[A-Z]{3}$")
-TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+TOPIC = re.compile(r"^(?!\.\.?$)[A-Za-z0-9._-]{1,249}$")  # "." and ".." are no topic names (Kafka's rule)
 EVENT_TYPE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$")
+#: What the amount validators below enforce, for the OpenAPI document (apispec cannot read a @validates method).
+AMOUNT_RULES = {"minimum": 0, "exclusiveMinimum": True, "maximum": 99999999.99, "multipleOf": 0.01}
 
 
 class StrictSchema(Schema):
     class Meta:
         unknown = RAISE
+
+
+class JsonBoolean(fields.Boolean):
+    """``true`` or ``false`` only: the document says boolean, so 0, 1 and "yes" are refused, not read as one."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> bool:
+        if not isinstance(value, bool):
+            raise self.make_error("invalid")
+        return value
 
 
 class RecipientSchema(StrictSchema):
@@ -41,7 +52,7 @@ class NotificationSchema(StrictSchema):
         fields.String(validate=validate.OneOf(CHANNELS)), data_key="fallbackServices", load_default=list
     )
     #: Force background delivery (202) even for a small send.
-    asynchronous = fields.Boolean(data_key="async", load_default=False)
+    asynchronous = JsonBoolean(data_key="async", load_default=False)
 
     @validates_schema
     def _recipients_needed(self, data: dict[str, Any], **_: Any) -> None:
@@ -52,8 +63,8 @@ class NotificationSchema(StrictSchema):
 
 
 class PaymentSchema(StrictSchema):
-    amount = fields.Decimal(required=True, as_string=True)
-    currency = fields.String(required=True)
+    amount = fields.Decimal(required=True, as_string=True, metadata=AMOUNT_RULES)
+    currency = fields.String(required=True, validate=validate.Regexp(r"^[A-Za-z]{3}$", error="a three-letter ISO 4217 code, e.g. USD"))
     gateway = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=100))
     order_id = fields.String(data_key="orderId", load_default=None, allow_none=True, validate=validate.Length(max=200))
     payment_method = fields.String(data_key="paymentMethod", load_default=None, allow_none=True, validate=validate.Length(max=255))
@@ -61,7 +72,7 @@ class PaymentSchema(StrictSchema):
     description = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=1000))
     metadata = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict)
     #: False: authorise only (status requires_capture); POST /payments/<id>/capture takes the money later.
-    capture = fields.Boolean(load_default=True)
+    capture = JsonBoolean(load_default=True)
 
     @validates("amount")
     def _amount(self, value: Decimal, **_: Any) -> None:
@@ -83,7 +94,7 @@ class TestPaymentSchema(PaymentSchema):
 
 
 class RefundSchema(StrictSchema):
-    amount = fields.Decimal(load_default=None, allow_none=True, as_string=True)
+    amount = fields.Decimal(load_default=None, allow_none=True, as_string=True, metadata=AMOUNT_RULES)
     reason = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=500))
     #: Refund by the provider's transaction id instead of the payment's id in the URL.
     transaction_id = fields.String(data_key="transactionId", load_default=None, allow_none=True, validate=validate.Length(max=255))
@@ -96,7 +107,7 @@ class RefundSchema(StrictSchema):
 
 class CaptureSchema(StrictSchema):
     #: Omitted: the whole authorised amount; less: a partial capture (the rest is released).
-    amount = fields.Decimal(load_default=None, allow_none=True, as_string=True)
+    amount = fields.Decimal(load_default=None, allow_none=True, as_string=True, metadata=AMOUNT_RULES)
 
     @validates("amount")
     def _amount(self, value: Decimal | None, **_: Any) -> None:
@@ -184,9 +195,9 @@ class SyncSchema(StrictSchema):
     data_type = fields.String(data_key="dataType", required=True, validate=validate.Regexp(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$"))
     options = fields.Dict(keys=fields.String(), load_default=dict)
     provider = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=100))
-    asynchronous = fields.Boolean(data_key="async", load_default=True)
+    asynchronous = JsonBoolean(data_key="async", load_default=True)
     #: Ignore the saved cursor and read the stream from the beginning.
-    full_resync = fields.Boolean(data_key="fullResync", load_default=False)
+    full_resync = JsonBoolean(data_key="fullResync", load_default=False)
     #: Records per page asked of the provider, and the run's limits; hub.yaml's ``sync:`` section by default.
     page_size = fields.Integer(data_key="pageSize", load_default=None, allow_none=True, validate=validate.Range(min=1, max=10_000))
     max_pages = fields.Integer(data_key="maxPages", load_default=None, allow_none=True, validate=validate.Range(min=1, max=100_000))
@@ -194,11 +205,11 @@ class SyncSchema(StrictSchema):
 
 
 class TestSyncSchema(SyncSchema):
-    asynchronous = fields.Boolean(data_key="async", load_default=False)
+    asynchronous = JsonBoolean(data_key="async", load_default=False)
 
 
 class InventorySyncSchema(StrictSchema):
-    full_resync = fields.Boolean(data_key="fullResync", load_default=False)
+    full_resync = JsonBoolean(data_key="fullResync", load_default=False)
 
 
 class Quantity(fields.Number):
@@ -228,7 +239,7 @@ class InventoryPushSchema(StrictSchema):
     #: The sync provider to send the updates to; the first of the tenant's that can push by default.
     provider = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=100))
     updates = fields.List(fields.Nested(InventoryUpdateSchema), required=True, validate=validate.Length(min=1, max=1000))
-    asynchronous = fields.Boolean(data_key="async", load_default=False)
+    asynchronous = JsonBoolean(data_key="async", load_default=False)
     metadata = fields.Dict(keys=fields.String(), load_default=dict)
 
 
@@ -237,6 +248,10 @@ class ErrorSchema(Schema):
     message = fields.String()
     error = fields.Raw()
     errors = fields.Dict()
+    #: A provider's own code for the refusal (a card decline's reason).
+    code = fields.String()
+    #: The providers tried, in order, with each one's outcome.
+    attempts = fields.List(fields.Dict())
 
 
 class EnvelopeSchema(Schema):

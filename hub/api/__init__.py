@@ -8,6 +8,10 @@ error mapping live in :mod:`hub.api.middleware`.
 from __future__ import annotations
 
 import hmac
+import json
+import logging
+import sys
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from flask import Flask, Response, current_app, request
@@ -49,7 +53,27 @@ def create_app(config: dict[str, Any] | str | None = None, *, manager: Integrati
     app.register_error_handler(HubError, hub_error)
     app.register_error_handler(HTTPException, http_error)
     app.register_error_handler(Exception, unexpected_error)
+    app.wsgi_app = JsonErrorsOnly(app.wsgi_app)  # type: ignore[method-assign]
     return app
+
+
+class JsonErrorsOnly:
+    """The last line: an exception that escapes Flask's own handling (one raised by an error handler or
+    while the request is torn down) is the JSON envelope too, never the WSGI server's text/html page."""
+
+    def __init__(self, wsgi_app: Callable[..., Iterable[bytes]]) -> None:
+        self.wsgi_app = wsgi_app
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        try:
+            return self.wsgi_app(environ, start_response)
+        except Exception as error:
+            logging.getLogger("hub.api").exception("unhandled error outside the request's handlers")
+            body = json.dumps({"success": False, "message": "Internal server error", "error": type(error).__name__}).encode()
+            headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+            # With exc_info the server replaces headers not yet sent (Flask's own, when teardown failed).
+            start_response("500 INTERNAL SERVER ERROR", headers, sys.exc_info())
+            return [body]
 
 
 def _prometheus() -> Response:

@@ -117,7 +117,8 @@ def test_event() -> Any:
 @idempotent
 def test_file() -> Any:
     """Upload a generated test file."""
-    request_data = load(TestFileSchema(), json_body() or {})
+    body = json_body()
+    request_data = load(TestFileSchema(), {} if body is None else body)  # [] or 0 are refused, not read as {}
     content = _sample_file(request_data["file_name"])
     raw = {"fileName": request_data["file_name"], "category": request_data["category"], "fileType": request_data["file_type"]}
     return ok(manager().store.accept_upload(g.tenant, raw, content, idempotency_key()))

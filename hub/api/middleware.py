@@ -95,8 +95,14 @@ def http_error(error: HTTPException) -> Response:
     if status == 413:
         # Past MAX_CONTENT_LENGTH (a multipart body parsed before the view): the same answer as an upload
         # found too large while it streams.
-        return error_response(413, "Request body is too large", "file: over the configured max_file_size", errors={"file": ["over the configured max_file_size"]})
-    return error_response(status, error.name, error.description)
+        response = error_response(413, "Request body is too large", "file: over the configured max_file_size", errors={"file": ["over the configured max_file_size"]})
+    else:
+        response = error_response(status, error.name, error.description)
+    # werkzeug's own headers: Allow of a 405, WWW-Authenticate, Retry-After (its Content-Type is text/html).
+    for name, value in error.get_headers():
+        if name.lower() != "content-type":
+            response.headers[name] = value
+    return response
 
 
 def unexpected_error(error: Exception) -> Response:
@@ -202,7 +208,11 @@ def teardown_request(_error: BaseException | None) -> None:
     for name in ("write_scope", "audit_scope"):
         scope = g.pop(name, None)
         if scope is not None:
-            scope.__exit__(None, None, None)  # the audit scope writes rows left unwritten (a request that failed early)
+            try:
+                scope.__exit__(None, None, None)  # the audit scope writes rows left unwritten (a request that failed early)
+            except Exception:
+                # The response has left already: a failure here would reach the WSGI server as its own HTML 500.
+                current_app.logger.exception("closing the request's %s failed", name)
 
 
 def authenticate() -> Response | None:
