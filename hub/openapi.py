@@ -130,6 +130,12 @@ def _error(description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
 
 
+# Form fields and query parameters of an upload follow FileUpload's rules.
+_FILE_NAME = {"$ref": "#/components/schemas/FileUpload/properties/fileName"}
+_CATEGORY = {"$ref": "#/components/schemas/FileUpload/properties/category"}
+_FILE_TYPE = {"type": "string", "maxLength": 50}
+
+
 def _upload_file_details(operation: dict[str, Any]) -> None:
     content = operation["requestBody"]["content"]
     # As JSON the content is required (multipart and raw bodies carry it outside these fields), base64.
@@ -145,10 +151,10 @@ def _upload_file_details(operation: dict[str, Any]) -> None:
             "required": ["file"],
             "properties": {
                 "file": {"type": "string", "format": "binary"},
-                "fileName": {"type": "string"},
+                "fileName": _FILE_NAME,
                 "contentType": {"type": "string"},
-                "category": {"type": "string"},
-                "fileType": {"type": "string"},
+                "category": _CATEGORY,
+                "fileType": _FILE_TYPE,
                 "metadata": {"type": "string", "description": "a JSON object of string values"},
             },
             "additionalProperties": False,
@@ -168,10 +174,10 @@ def _upload_file_details(operation: dict[str, Any]) -> None:
         "its size limit is enforced while reading (413), its SHA-256 and sniffed content type computed on the way."
     )
     operation["parameters"] += [
-        {"name": "X-File-Name", "in": "header", "required": False, "schema": {"type": "string"}, "description": "raw body: the file's name (percent-encoded UTF-8 allowed)"},
-        {"name": "fileName", "in": "query", "required": False, "schema": {"type": "string"}, "description": "raw body: the file's name"},
-        {"name": "category", "in": "query", "required": False, "schema": {"type": "string"}},
-        {"name": "fileType", "in": "query", "required": False, "schema": {"type": "string"}},
+        {"name": "X-File-Name", "in": "header", "required": False, "schema": _FILE_NAME, "description": "raw body: the file's name (percent-encoded UTF-8 allowed)"},
+        {"name": "fileName", "in": "query", "required": False, "schema": _FILE_NAME, "description": "raw body: the file's name"},
+        {"name": "category", "in": "query", "required": False, "schema": _CATEGORY},
+        {"name": "fileType", "in": "query", "required": False, "schema": _FILE_TYPE},
         {"name": "metadata", "in": "query", "required": False, "schema": {"type": "string"}, "description": "a JSON object of string values"},
     ]
     operation["responses"]["400"] = _error("The upload ended before its Content-Length, or the client went away")

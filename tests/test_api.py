@@ -243,6 +243,110 @@ def test_openapi_document_and_prometheus_metrics(client: Any, headers: dict[str,
     assert "hub_http_requests_total" in text
 
 
+def _document(client: Any) -> dict[str, Any]:
+    return client.get(f"{API}/openapi.json").get_json()
+
+
+def test_every_405_is_an_envelope_naming_the_documented_methods(client: Any, headers: dict[str, str]) -> None:
+    import re
+
+    paths = _document(client)["paths"]
+    patterns = {path: re.compile("^" + re.sub(r"\{[^}]+\}", "[^/]+", path) + "$") for path in paths}
+    probed = 0
+    for path, operations in paths.items():
+        url = path.replace("{", "").replace("}", "")  # any value fits a path parameter
+        documented = {method.upper() for method in operations}
+        expected = documented | {"OPTIONS"} | ({"HEAD"} if "GET" in documented else set())
+        # GET /events/batch is GET /events/{event_id}: methods another path answers for this URL are no 405.
+        elsewhere = {method.upper() for other, pattern in patterns.items() if other != path and pattern.match(url) for method in paths[other]}
+        for method in {"GET", "POST", "PUT", "DELETE", "PATCH"} - documented - elsewhere:
+            response = client.open(url, method=method, headers=headers)
+            assert response.status_code == 405, (method, url, response.status_code)
+            assert response.is_json and error_of(response, 405)["message"] == "Method Not Allowed"
+            assert set(response.headers["Allow"].split(", ")) == expected, (method, url)
+            probed += 1
+    assert probed > 150
+
+
+def test_errors_are_json_envelopes_wherever_they_are_raised(app: Any, client: Any, headers: dict[str, str]) -> None:
+    from flask import request
+
+    # Failures outside the view: in a before-request hook, and one past every handler (tearing the request down).
+    def failing_before() -> None:
+        if "X-Fail-Before" in request.headers:
+            raise RuntimeError("before")
+
+    def failing_teardown(_error: BaseException | None) -> None:
+        if "X-Fail-Teardown" in request.headers:
+            raise RuntimeError("teardown")
+
+    app.before_request(failing_before)
+    app.teardown_request(failing_teardown)
+    for header in ("X-Fail-Before", "X-Fail-Teardown"):
+        response = client.get(f"{API}/status", headers={**headers, header: "1"})
+        assert response.status_code == 500 and response.is_json, (header, response.data[:200])
+        assert error_of(response, 500)["message"] == "Internal server error"
+        assert b"<html" not in response.data.lower() and b"teardown" not in response.data
+    # werkzeug's own errors: routing (404) and a body over MAX_CONTENT_LENGTH found while parsing a form (413).
+    assert error_of(client.get(f"{API}/nothing-here", headers=headers), 404) and client.get(f"{API}/nothing-here").is_json
+    oversized = client.post(
+        f"{API}/files", headers=headers, data=b"x" * (app.config["MAX_CONTENT_LENGTH"] + 1), content_type="multipart/form-data; boundary=b"
+    )
+    assert error_of(oversized, 413) and oversized.is_json
+
+
+def test_document_states_the_rules_the_hub_enforces(client: Any, headers: dict[str, str]) -> None:
+    document = _document(client)
+    schemas, paths = document["components"]["schemas"], document["paths"]
+    amount = schemas["Payment"]["properties"]["amount"]
+    assert amount["minimum"] == 0 and amount["exclusiveMinimum"] is True and amount["multipleOf"] == 0.01
+    assert schemas["Refund"]["properties"]["amount"]["exclusiveMinimum"] is True
+    assert schemas["Payment"]["properties"]["currency"]["pattern"] == "^[A-Za-z]{3}$"
+    upload = paths[f"{API}/files"]["post"]["requestBody"]["content"]
+    assert upload["application/json"]["schema"]["allOf"][1]["required"] == ["content"]
+    assert upload["multipart/form-data"]["schema"]["required"] == ["file"]
+    assert schemas["DirectUpload"]["properties"]["size"]["maximum"] == 10 * 1024 * 1024
+    # ... and the hub does refuse what the document rules out
+    for body, field in (({"amount": 0, "currency": "USD"}, "amount"), ({"amount": 1, "currency": "US"}, "currency")):
+        assert field in error_of(client.post(f"{API}/payments", json=body, headers=headers), 422)["errors"]
+    assert "content" in error_of(client.post(f"{API}/files", json={"fileName": "a.txt"}, headers=headers), 422)["errors"]
+    assert "async" in error_of(client.post(f"{API}/sync", json={"dataType": "suppliers", "async": 1}, headers=headers), 422)["errors"]
+
+
+def test_every_status_the_api_answers_is_documented(client: Any, headers: dict[str, str]) -> None:
+    paths = _document(client)["paths"]
+    answered = {
+        ("/notifications", "post"): client.post(f"{API}/notifications", json={**SEED_NOTIFICATION, "async": True}, headers=headers).status_code,
+        ("/test/notification", "post"): client.post(f"{API}/test/notification", json={**SEED_NOTIFICATION, "async": True}, headers=headers).status_code,
+        ("/sync", "post"): client.post(f"{API}/sync", json={"dataType": "suppliers", "async": False}, headers=headers).status_code,
+        ("/payments", "post"): client.post(f"{API}/payments", json={"amount": 3, "currency": "USD"}, headers=headers).status_code,
+        ("/payments", "delete"): client.delete(f"{API}/payments", headers=headers).status_code,
+    }
+    assert answered == {("/notifications", "post"): 202, ("/test/notification", "post"): 202, ("/sync", "post"): 200, ("/payments", "post"): 201, ("/payments", "delete"): 405}
+    for (path, method), status in answered.items():
+        if status != 405:
+            assert str(status) in paths[f"{API}{path}"][method]["responses"], (path, method, status)
+    download = paths[f"{API}/files/{{file_id}}/content"]["get"]["responses"]
+    assert {"200", "206", "416"} <= set(download)
+    assert {"201", "409"} <= set(paths[f"{API}/files/uploads/{{upload_id}}/complete"]["post"]["responses"])
+
+
+def test_idempotency_key_is_documented_only_where_it_is_honoured(client: Any, headers: dict[str, str]) -> None:
+    paths = _document(client)["paths"]
+
+    def documents_key(path: str, method: str) -> bool:
+        return any(parameter["name"] == "Idempotency-Key" for parameter in paths[f"{API}{path}"][method]["parameters"])
+
+    assert documents_key("/payments", "post") and documents_key("/test/notification", "post") and documents_key("/payments/{record_id}/capture", "post")
+    assert not documents_key("/templates/{name}/preview", "post") and not documents_key("/initialize", "post")
+    assert not any(documents_key(path.removeprefix(API), "get") for path, operations in paths.items() if "get" in operations)
+    # where it is documented, it works: the same key and body answer the first response again
+    key = {**headers, "Idempotency-Key": "doc-key-1"}
+    first = client.post(f"{API}/payments", json={"amount": 4, "currency": "USD"}, headers=key)
+    again = client.post(f"{API}/payments", json={"amount": 4, "currency": "USD"}, headers=key)
+    assert again.headers.get("Idempotent-Replayed") == "true" and again.get_json() == first.get_json()
+
+
 def test_request_id_is_echoed(client: Any, headers: dict[str, str]) -> None:
     response = client.get(f"{API}/status", headers={**headers, "X-Request-ID": "req-123"})
     assert response.headers["X-Request-ID"] == "req-123"

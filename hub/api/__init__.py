@@ -10,7 +10,6 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -65,15 +64,24 @@ class JsonErrorsOnly:
         self.wsgi_app = wsgi_app
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        # Flask starts the response before tearing the request down: the start is held back until the app
+        # returned, so a failure after it can still become a clean 500 (no second start_response).
+        started: list[tuple[Any, ...]] = []
+
+        def hold(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable[[bytes], Any]:
+            started[:] = [(status, headers, exc_info)]
+            return lambda data: start_response(*started.pop())(data) if started else None
+
         try:
-            return self.wsgi_app(environ, start_response)
+            body = self.wsgi_app(environ, hold)
         except Exception as error:
             logging.getLogger("hub.api").exception("unhandled error outside the request's handlers")
-            body = json.dumps({"success": False, "message": "Internal server error", "error": type(error).__name__}).encode()
-            headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
-            # With exc_info the server replaces headers not yet sent (Flask's own, when teardown failed).
-            start_response("500 INTERNAL SERVER ERROR", headers, sys.exc_info())
-            return [body]
+            payload = json.dumps({"success": False, "message": "Internal server error", "error": type(error).__name__}).encode()
+            start_response("500 INTERNAL SERVER ERROR", [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))])
+            return [payload]
+        if started:
+            start_response(*started.pop())
+        return body
 
 
 def _prometheus() -> Response:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Response, current_app, g, jsonify, request
 from sqlalchemy.exc import IntegrityError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from hub.errors import Conflict, HubError, RateLimitedError, ValidationError
 from hub.observability import request_id_var, tenant_var
@@ -102,7 +102,27 @@ def http_error(error: HTTPException) -> Response:
     for name, value in error.get_headers():
         if name.lower() != "content-type":
             response.headers[name] = value
+    if isinstance(error, MethodNotAllowed) and error.valid_methods:
+        response.headers["Allow"] = ", ".join(_allowed_methods(error.valid_methods))
     return response
+
+
+def _allowed_methods(valid_methods: list[str]) -> list[str]:
+    """The methods of the resource the URL names. werkzeug lists those of every rule the path fits: for
+    ``/events/batch`` (POST) also ``/events/<event_id>``'s GET. A rule with fewer variables is the better match
+    (the one routing prefers), so only the methods routed to the best-matching rules are allowed."""
+    adapter = current_app.url_map.bind_to_environ(request.environ)
+    variables: dict[str, int] = {}
+    for method in valid_methods:
+        try:
+            rule, _arguments = adapter.match(method=method, return_rule=True)
+        except HTTPException:
+            continue
+        variables[method] = len(rule.arguments)
+    if not variables:
+        return sorted(valid_methods)
+    fewest = min(variables.values())
+    return sorted(method for method, count in variables.items() if count == fewest)
 
 
 def unexpected_error(error: Exception) -> Response:
