@@ -271,18 +271,24 @@ def test_every_405_is_an_envelope_naming_the_documented_methods(client: Any, hea
 def test_errors_are_json_envelopes_wherever_they_are_raised(app: Any, client: Any, headers: dict[str, str]) -> None:
     from flask import request
 
-    # Failures outside the view: in a before-request hook, and one past every handler (tearing the request down).
+    # Failures outside the view: in before- and after-request hooks, and one past every handler (the teardown).
     def failing_before() -> None:
         if "X-Fail-Before" in request.headers:
             raise RuntimeError("before")
+
+    def failing_after(response: Any) -> Any:
+        if "X-Fail-After" in request.headers:
+            raise RuntimeError("after")
+        return response
 
     def failing_teardown(_error: BaseException | None) -> None:
         if "X-Fail-Teardown" in request.headers:
             raise RuntimeError("teardown")
 
     app.before_request(failing_before)
+    app.after_request(failing_after)
     app.teardown_request(failing_teardown)
-    for header in ("X-Fail-Before", "X-Fail-Teardown"):
+    for header in ("X-Fail-Before", "X-Fail-After", "X-Fail-Teardown"):
         response = client.get(f"{API}/status", headers={**headers, header: "1"})
         assert response.status_code == 500 and response.is_json, (header, response.data[:200])
         assert error_of(response, 500)["message"] == "Internal server error"

@@ -92,6 +92,9 @@ def hub_error(error: HubError) -> Response:
 
 def http_error(error: HTTPException) -> Response:
     status = error.code or 500
+    if status == 500:
+        # Flask's wrapper of an exception raised outside the view (an after-request hook): the hub's own 500.
+        return unexpected_error(getattr(error, "original_exception", None) or error)
     if status == 413:
         # Past MAX_CONTENT_LENGTH (a multipart body parsed before the view): the same answer as an upload
         # found too large while it streams.
