@@ -57,7 +57,10 @@ RUNTIME_RULES: dict[str, tuple[set[str], str]] = {
     "POST /test/sync": ({"provider", "dataType"}, f"{_PROVIDER}; {_DATA_TYPE}"),
     "POST /inventory/updates": ({"provider"}, _PROVIDER),
     "POST /events/consumer-groups/{group}/reset": ({"offsets", "timestamp", "provider"}, "offsets/timestamp go with `to` (a cross-field rule)"),
-    "POST /files": ({"metadata"}, "as a query parameter or form field, metadata is a string holding a JSON object"),
+    "POST /files": (
+        {"metadata", "fileName"},
+        "metadata is a string holding a JSON object; a raw body is named by X-File-Name or ?fileName= (OpenAPI 3.0 cannot require one of two)",
+    ),
 }
 
 #: Operations whose 422 may be the provider's own refusal of a valid request (no ``errors`` map): a card the
