@@ -10,7 +10,7 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Flask
 
 from hub import schemas
-from hub.api.middleware import API_PREFIX, idempotent
+from hub.api.middleware import API_PREFIX, MAX_OFFSET, idempotent
 from hub.config import SERVICES, TemplateSchema
 from hub.services.templates import TEMPLATE_NAME
 
@@ -38,8 +38,6 @@ REQUEST_BODIES: dict[str, tuple[type, int]] = {
     "save_template": (TemplateSchema, 200),
 }
 
-#: The largest ?offset= the hub takes (a bigger one overflows the database's integer).
-MAX_OFFSET = 2**31 - 1
 _PAGE = [
     ("limit", {"type": "integer"}, False, "at most this many items (clamped to 1..500; 50 by default)"),
     ("offset", {"type": "integer", "maximum": MAX_OFFSET}, False, "skip this many (negative counts as 0)"),

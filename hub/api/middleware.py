@@ -396,11 +396,14 @@ def json_body() -> Any:
     if not request.data:
         return None
     try:
-        return json.loads(request.data)
+        body = json.loads(request.data)
     except RecursionError:  # deeper than the interpreter's stack: far past MAX_DEPTH
         raise ValidationError({"body": [f"nested too deeply (at most {MAX_DEPTH} levels)"]}, "Request body is nested too deeply") from None
     except ValueError:
         raise ValidationError({"body": ["not valid JSON"]}, "Request body is not valid JSON") from None
+    if body is None:  # a JSON null is not a body left out: views that read a missing body as {} must not take it
+        raise ValidationError({"body": ["must be a JSON object, not null"]}, "Request body must be a JSON object")
+    return body
 
 
 def paging() -> tuple[int, int]:
