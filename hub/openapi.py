@@ -148,7 +148,7 @@ def _upload_file_details(operation: dict[str, Any]) -> None:
             "type": "object",
             "required": ["file"],
             "properties": {
-                "file": {"type": "string", "format": "binary"},
+                "file": {"type": "string", "format": "binary", "minLength": 1, "description": "not empty"},
                 "fileName": _FILE_NAME,
                 "contentType": {"type": "string"},
                 "category": _CATEGORY,
@@ -162,7 +162,8 @@ def _upload_file_details(operation: dict[str, Any]) -> None:
         "schema": {
             "type": "string",
             "format": "binary",
-            "description": "A raw body: any Content-Type but JSON and multipart is the file's type; name it with X-File-Name or ?fileName=.",
+            "minLength": 1,
+            "description": "A raw body (not empty): any Content-Type but JSON and multipart is the file's type; name it with X-File-Name or ?fileName=.",
         }
     }
     operation["description"] = (

@@ -317,10 +317,11 @@ def test_document_states_the_rules_the_hub_enforces(client: Any, headers: dict[s
         assert field in error_of(client.post(f"{API}/payments", json=body, headers=headers), 422)["errors"]
     assert "content" in error_of(client.post(f"{API}/files", json={"fileName": "a.txt"}, headers=headers), 422)["errors"]
     assert "async" in error_of(client.post(f"{API}/sync", json={"dataType": "suppliers", "async": 1}, headers=headers), 422)["errors"]
-    # a body the document says is an object: JSON null is refused, also where a missing body means {}
-    for path in ("/inventory/sync", "/test/file"):
-        assert "body" in error_of(client.post(f"{API}{path}", data="null", content_type="application/json", headers=headers), 422)["errors"]
-    assert "body" in error_of(client.post(f"{API}/test/file", json=[], headers=headers), 422)["errors"]
+    # a body the document says is an object: null, 0 or [] are refused, also where a missing body means {}
+    for path in ("/inventory/sync", "/test/file", "/payments/x/cancel"):
+        for body in ("null", "0", "[]", "false"):
+            refused = client.post(f"{API}{path}", data=body, content_type="application/json", headers=headers)
+            assert "body" in error_of(refused, 422)["errors"], (path, body)
 
 
 def test_every_status_the_api_answers_is_documented(client: Any, headers: dict[str, str]) -> None:

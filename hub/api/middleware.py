@@ -401,8 +401,9 @@ def json_body() -> Any:
         raise ValidationError({"body": [f"nested too deeply (at most {MAX_DEPTH} levels)"]}, "Request body is nested too deeply") from None
     except ValueError:
         raise ValidationError({"body": ["not valid JSON"]}, "Request body is not valid JSON") from None
-    if body is None:  # a JSON null is not a body left out: views that read a missing body as {} must not take it
-        raise ValidationError({"body": ["must be a JSON object, not null"]}, "Request body must be a JSON object")
+    if not isinstance(body, dict):
+        # Every request body is an object: null, 0, false or [] are no body left out (which views read as {}).
+        raise ValidationError({"body": ["must be a JSON object"]}, "Request body must be a JSON object")
     return body
 
 
