@@ -256,7 +256,7 @@ def test_with_retry_after_read_only_as_seconds(harness: ProviderHarness) -> None
             if error:
                 raise error
 
-    with fails("HTTP date 30 s ahead: retry_after is None, expected 25..31"):
+    with fails("HTTP date 30 s ahead: retry_after is None, expected 10..31"):
         check_transport_errors(harness, builder(harness, SecondsOnly))
 
 
