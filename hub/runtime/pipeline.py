@@ -16,7 +16,6 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import pybreaker
@@ -190,8 +189,6 @@ class ProviderPipeline:
                 if function is None:
                     raise ConfigurationError(f"provider {name!r} does not implement {hook}")
                 breaker = self.breakers.get(name if instance is self.registry.slots[name].instance else f"{name}@{tenant}")
-                if _circuit_open(breaker):
-                    raise pybreaker.CircuitBreakerError(CIRCUIT_OPEN)
 
                 def once(function: Any = function, breaker: pybreaker.CircuitBreaker = breaker, name: str = name) -> Any:
                     if before_retry is not None and tries:
@@ -274,16 +271,3 @@ class ProviderPipeline:
                 latency_ms,
                 extra={"provider": provider, "service": service, "outcome": outcome, "latency_ms": round(latency_ms, 2), "record_id": record_id, "tenant": tenant},
             )
-
-
-def _circuit_open(breaker: pybreaker.CircuitBreaker) -> bool:
-    """Open and still inside its reset timeout (past it, one call goes through as the half-open probe)."""
-    if breaker.current_state != pybreaker.STATE_OPEN:
-        return False
-    opened_at = breaker._state_storage.opened_at  # pybreaker keeps it in its (possibly Redis) storage
-    if opened_at is None:
-        return True
-    now = datetime.now(UTC)
-    if opened_at.tzinfo is None:
-        opened_at = opened_at.replace(tzinfo=UTC)
-    return now < opened_at + timedelta(seconds=breaker.reset_timeout)

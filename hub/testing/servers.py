@@ -34,6 +34,7 @@ import sys
 import tempfile
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -216,7 +217,7 @@ def _quiet_request_handler() -> type:
     return QuietRequestHandler
 
 
-class ThreadedServer:
+class ThreadedServer(ABC):
     """What a server served from a background thread of this process shares: :meth:`serve` starts its
     loop, :meth:`stop` ends it and closes the port, and it is a context manager. Subclasses call
     :meth:`serve` (with a ``socketserver``-style server) from their ``start``."""
@@ -232,8 +233,9 @@ class ThreadedServer:
         )
         self._thread.start()
 
+    @abstractmethod
     def start(self) -> Self:
-        raise NotImplementedError
+        """Listen and serve (calling :meth:`serve`); returns ``self``. Starting a running server does nothing."""
 
     def stop(self) -> None:
         """Stop serving and close the port (connections are then refused); stopping a stopped server does nothing."""
