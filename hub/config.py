@@ -174,6 +174,20 @@ class QueueSchema(Schema):
     lease_seconds = fields.Integer(load_default=30, validate=validate.Range(min=2))
 
 
+class PaymentSettingsSchema(Schema):
+    """``payments``: what the hub does around the gateways."""
+
+    class Meta:
+        unknown = RAISE
+
+    #: Topic the hub publishes ``payment.<status>`` events to (through the publish capability) when a gateway's
+    #: webhook moves a payment (``payment.succeeded``, ``payment.refunded``, ``payment.disputed``...);
+    #: ``null`` publishes none.
+    events_topic = fields.String(
+        load_default="payments", allow_none=True, validate=validate.Regexp(r"^[A-Za-z0-9._-]{1,249}$")
+    )
+
+
 class PrometheusSchema(Schema):
     """``metrics.prometheus``: who may read ``GET /metrics`` (provider and request counts of every tenant)."""
 
@@ -257,7 +271,9 @@ class TenantSchema(Schema):
     #: provider name -> settings that replace the shared ones for this tenant.
     providers = fields.Dict(keys=fields.String(), values=fields.Dict(), load_default=dict)
     services = fields.Dict(keys=fields.String(), values=fields.Nested(ServiceSchema), load_default=dict)
-    rate_limits = fields.Dict(keys=fields.String(), values=fields.String(validate=_rate_limit_string), load_default=dict)
+    rate_limits = fields.Dict(
+        keys=fields.String(), values=fields.String(validate=_rate_limit_string), load_default=dict
+    )
     templates = fields.Dict(keys=fields.String(), values=fields.List(fields.Nested(TemplateSchema)), load_default=dict)
     default_region = fields.String(load_default=None, allow_none=True, validate=validate.Length(equal=2))
 
@@ -362,6 +378,7 @@ class HubConfigSchema(Schema):
     circuit_breaker = fields.Nested(BreakerSchema, load_default=lambda: BreakerSchema().load({}))
     storage_limits = fields.Nested(StorageLimitsSchema, load_default=lambda: StorageLimitsSchema().load({}))
     queue = fields.Nested(QueueSchema, load_default=lambda: QueueSchema().load({}))
+    payments = fields.Nested(PaymentSettingsSchema, load_default=lambda: PaymentSettingsSchema().load({}))
     metrics = fields.Nested(MetricsSchema, load_default=lambda: MetricsSchema().load({}))
     retention = fields.Nested(RetentionSchema, load_default=lambda: RetentionSchema().load({}))
     templates = fields.Dict(keys=fields.String(), values=fields.List(fields.Nested(TemplateSchema)), load_default=dict)
@@ -501,4 +518,3 @@ def load_config(path: str | os.PathLike[str] | None = None, environ: dict[str, s
     config["data_dir"] = str((base / config["data_dir"]).resolve())
     config["config_file"] = str(file.resolve()) if file.exists() else None
     return config
-

@@ -226,7 +226,10 @@ def pay(payment: PaymentRequest) -> PaymentResult:
         again with the same key after a timeout, and that call must return the first payment, not make a
         second one. Send ``payment.id`` along (as metadata ``hub_payment_id``) so :func:`payment_status` can
         find the payment when the answer was lost. ``payment.capture`` false: authorise only and return
-        ``requires_capture``; only providers implementing :func:`capture` are sent such payments.
+        ``requires_capture``; only providers implementing :func:`capture` are sent such payments. A gateway
+        that takes integers of the minor unit converts with ``hub.capabilities.to_minor_units(amount,
+        currency)`` (exact, ISO 4217: 1050 for USD 10.50, 1500 for JPY 1500, 1234 for KWD 1.234) and reads its
+        answers with ``from_minor_units``; the hub has refused amounts the currency cannot carry already.
     :returns: a :class:`hub.capabilities.PaymentResult`; ``transaction_id`` is the provider's id, used for
         refunds, captures, lookups and to match webhooks. ``status`` is ``succeeded`` (``requires_capture``
         when not capturing), ``requires_action``, ``processing`` (settled later: by a webhook or a lookup) or

@@ -46,9 +46,9 @@ class IntegrationManager:
     ) -> None:
         self.runtime = runtime = Runtime(config, environ=environ, plugins=plugins, entry_points=entry_points)
         self.notify = NotifyService(runtime)
-        self.pay = PayService(runtime)
-        self.store = StoreService(runtime)
         self.publish = PublishService(runtime)
+        self.pay = PayService(runtime, events=self.publish)
+        self.store = StoreService(runtime)
         self.sync = SyncService(runtime)
         self.health_service = HealthService(runtime, self.notify.templates)
         self.webhooks = WebhookService(runtime, {"notification": self.notify, "payment": self.pay, "refund": self.pay, "sync": self.sync})

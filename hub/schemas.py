@@ -9,13 +9,33 @@ from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates, validates_schema
 
-from hub.capabilities import CHANNELS
+from hub.capabilities import CHANNELS, currency_exponent
 
 CURRENCY = re.compile(r"^[A-Z]{3}$")
 TOPIC = re.compile(r"^(?!\.\.?$)[A-Za-z0-9._-]{1,249}$")  # "." and ".." are no topic names (Kafka's rule)
 EVENT_TYPE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$")
 #: What the amount validators below enforce, for the OpenAPI document (apispec cannot read a @validates method).
-AMOUNT_RULES = {"minimum": 0, "exclusiveMinimum": True, "maximum": 99999999.99, "multipleOf": 0.01}
+#: At most 3 decimal places (KWD, BHD); how many the currency allows (0 for JPY) is checked with the currency.
+AMOUNT_RULES = {
+    "minimum": 0,
+    "exclusiveMinimum": True,
+    "maximum": 99999999.999,
+    "multipleOf": 0.001,
+    "description": "In major units, as a string or number; no more decimal places than the currency's ISO 4217 minor unit (2 for USD, 0 for JPY, 3 for KWD): more is a 422 naming amount.",
+}
+
+
+def check_currency_amount(amount: Decimal | None, currency: str, field: str = "amount") -> None:
+    """Refuse (naming ``field``) an amount with more decimal places than ``currency``'s minor unit has."""
+    if amount is None:
+        return
+    try:
+        places = currency_exponent(currency)
+    except ValueError as error:
+        raise ValidationError({"currency": [str(error)]}) from None
+    if -amount.as_tuple().exponent > places:  # type: ignore[operator]
+        allowed = "no decimal places" if places == 0 else f"at most {places} decimal places"
+        raise ValidationError({field: [f"{currency.upper()} amounts have {allowed} (ISO 4217 minor unit)"]})
 
 
 class StrictSchema(Schema):
@@ -64,10 +84,14 @@ class NotificationSchema(StrictSchema):
 
 class PaymentSchema(StrictSchema):
     amount = fields.Decimal(required=True, as_string=True, metadata=AMOUNT_RULES)
-    currency = fields.String(required=True, validate=validate.Regexp(r"^[A-Za-z]{3}$", error="a three-letter ISO 4217 code, e.g. USD"))
+    currency = fields.String(
+        required=True, validate=validate.Regexp(r"^[A-Za-z]{3}$", error="a three-letter ISO 4217 code, e.g. USD")
+    )
     gateway = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=100))
     order_id = fields.String(data_key="orderId", load_default=None, allow_none=True, validate=validate.Length(max=200))
-    payment_method = fields.String(data_key="paymentMethod", load_default=None, allow_none=True, validate=validate.Length(max=255))
+    payment_method = fields.String(
+        data_key="paymentMethod", load_default=None, allow_none=True, validate=validate.Length(max=255)
+    )
     customer = fields.Dict(load_default=dict)
     description = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=1000))
     metadata = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict)
@@ -78,15 +102,24 @@ class PaymentSchema(StrictSchema):
     def _amount(self, value: Decimal, **_: Any) -> None:
         if not value.is_finite() or value <= 0:
             raise ValidationError("must be greater than 0")
-        if value.as_tuple().exponent < -2:  # type: ignore[operator]
-            raise ValidationError("at most 2 decimal places")
-        if value > Decimal("99999999.99"):
+        if value.as_tuple().exponent < -3:  # type: ignore[operator]
+            raise ValidationError("at most 3 decimal places")
+        if value > Decimal("99999999.999"):
             raise ValidationError("too large")
 
     @validates("currency")
     def _currency(self, value: str, **_: Any) -> None:
         if not CURRENCY.match(value.upper()):
             raise ValidationError("a three-letter ISO 4217 code, e.g. USD")
+        try:
+            currency_exponent(value)
+        except ValueError as error:
+            raise ValidationError(str(error)) from None
+
+    @validates_schema
+    def _amount_in_currency(self, data: dict[str, Any], **_: Any) -> None:
+        if "amount" in data and "currency" in data:
+            check_currency_amount(data["amount"], data["currency"])
 
 
 class TestPaymentSchema(PaymentSchema):
@@ -97,12 +130,14 @@ class RefundSchema(StrictSchema):
     amount = fields.Decimal(load_default=None, allow_none=True, as_string=True, metadata=AMOUNT_RULES)
     reason = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=500))
     #: Refund by the provider's transaction id instead of the payment's id in the URL.
-    transaction_id = fields.String(data_key="transactionId", load_default=None, allow_none=True, validate=validate.Length(max=255))
+    transaction_id = fields.String(
+        data_key="transactionId", load_default=None, allow_none=True, validate=validate.Length(max=255)
+    )
 
     @validates("amount")
     def _amount(self, value: Decimal | None, **_: Any) -> None:
-        if value is not None and (not value.is_finite() or value <= 0 or value.as_tuple().exponent < -2):  # type: ignore[operator]
-            raise ValidationError("a positive amount with at most 2 decimal places")
+        if value is not None and (not value.is_finite() or value <= 0 or value.as_tuple().exponent < -3):  # type: ignore[operator]
+            raise ValidationError("a positive amount with at most 3 decimal places")
 
 
 class CaptureSchema(StrictSchema):
@@ -111,8 +146,8 @@ class CaptureSchema(StrictSchema):
 
     @validates("amount")
     def _amount(self, value: Decimal | None, **_: Any) -> None:
-        if value is not None and (not value.is_finite() or value <= 0 or value.as_tuple().exponent < -2):  # type: ignore[operator]
-            raise ValidationError("a positive amount with at most 2 decimal places")
+        if value is not None and (not value.is_finite() or value <= 0 or value.as_tuple().exponent < -3):  # type: ignore[operator]
+            raise ValidationError("a positive amount with at most 3 decimal places")
 
 
 class CancelSchema(StrictSchema):
@@ -167,7 +202,9 @@ class FileUploadSchema(StrictSchema):
 
     file_name = fields.String(data_key="fileName", required=True, validate=validate.Length(min=1, max=255))
     content = fields.String(load_default=None, allow_none=True)
-    content_type = fields.String(data_key="contentType", load_default=None, allow_none=True, validate=validate.Length(max=255))
+    content_type = fields.String(
+        data_key="contentType", load_default=None, allow_none=True, validate=validate.Length(max=255)
+    )
     category = fields.String(load_default="general", validate=validate.Regexp(r"^[A-Za-z0-9_-]{1,100}$"))
     file_type = fields.String(data_key="fileType", load_default=None, allow_none=True, validate=validate.Length(max=50))
     metadata = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict)
@@ -177,7 +214,9 @@ class DirectUploadSchema(StrictSchema):
     """``POST /files/uploads``: ask for a URL to upload a file straight to the storage provider."""
 
     file_name = fields.String(data_key="fileName", required=True, validate=validate.Length(min=1, max=255))
-    content_type = fields.String(data_key="contentType", load_default=None, allow_none=True, validate=validate.Length(max=255))
+    content_type = fields.String(
+        data_key="contentType", load_default=None, allow_none=True, validate=validate.Length(max=255)
+    )
     #: Bytes the client will send; checked against ``storage_limits.max_file_size`` now and when it completes.
     size = fields.Integer(required=True, validate=validate.Range(min=1))
     category = fields.String(load_default="general", validate=validate.Regexp(r"^[A-Za-z0-9_-]{1,100}$"))
@@ -186,22 +225,32 @@ class DirectUploadSchema(StrictSchema):
 
 
 class TestFileSchema(StrictSchema):
-    file_name = fields.String(data_key="fileName", load_default="test-document.txt", validate=validate.Length(min=1, max=255))
+    file_name = fields.String(
+        data_key="fileName", load_default="test-document.txt", validate=validate.Length(min=1, max=255)
+    )
     file_type = fields.String(data_key="fileType", load_default="document")
     category = fields.String(load_default="test", validate=validate.Regexp(r"^[A-Za-z0-9_-]{1,100}$"))
 
 
 class SyncSchema(StrictSchema):
-    data_type = fields.String(data_key="dataType", required=True, validate=validate.Regexp(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$"))
+    data_type = fields.String(
+        data_key="dataType", required=True, validate=validate.Regexp(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
+    )
     options = fields.Dict(keys=fields.String(), load_default=dict)
     provider = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=100))
     asynchronous = JsonBoolean(data_key="async", load_default=True)
     #: Ignore the saved cursor and read the stream from the beginning.
     full_resync = JsonBoolean(data_key="fullResync", load_default=False)
     #: Records per page asked of the provider, and the run's limits; hub.yaml's ``sync:`` section by default.
-    page_size = fields.Integer(data_key="pageSize", load_default=None, allow_none=True, validate=validate.Range(min=1, max=10_000))
-    max_pages = fields.Integer(data_key="maxPages", load_default=None, allow_none=True, validate=validate.Range(min=1, max=100_000))
-    max_records = fields.Integer(data_key="maxRecords", load_default=None, allow_none=True, validate=validate.Range(min=1, max=10_000_000))
+    page_size = fields.Integer(
+        data_key="pageSize", load_default=None, allow_none=True, validate=validate.Range(min=1, max=10_000)
+    )
+    max_pages = fields.Integer(
+        data_key="maxPages", load_default=None, allow_none=True, validate=validate.Range(min=1, max=100_000)
+    )
+    max_records = fields.Integer(
+        data_key="maxRecords", load_default=None, allow_none=True, validate=validate.Range(min=1, max=10_000_000)
+    )
 
 
 class TestSyncSchema(SyncSchema):
@@ -238,7 +287,9 @@ class InventoryUpdateSchema(StrictSchema):
 class InventoryPushSchema(StrictSchema):
     #: The sync provider to send the updates to; the first of the tenant's that can push by default.
     provider = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=100))
-    updates = fields.List(fields.Nested(InventoryUpdateSchema), required=True, validate=validate.Length(min=1, max=1000))
+    updates = fields.List(
+        fields.Nested(InventoryUpdateSchema), required=True, validate=validate.Length(min=1, max=1000)
+    )
     asynchronous = JsonBoolean(data_key="async", load_default=False)
     metadata = fields.Dict(keys=fields.String(), load_default=dict)
 

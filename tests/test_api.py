@@ -305,7 +305,7 @@ def test_document_states_the_rules_the_hub_enforces(client: Any, headers: dict[s
     document = _document(client)
     schemas, paths = document["components"]["schemas"], document["paths"]
     amount = schemas["Payment"]["properties"]["amount"]
-    assert amount["minimum"] == 0 and amount["exclusiveMinimum"] is True and amount["multipleOf"] == 0.01
+    assert amount["minimum"] == 0 and amount["exclusiveMinimum"] is True and amount["multipleOf"] == 0.001
     assert schemas["Refund"]["properties"]["amount"]["exclusiveMinimum"] is True
     assert schemas["Payment"]["properties"]["currency"]["pattern"] == "^[A-Za-z]{3}$"
     upload = paths[f"{API}/files"]["post"]["requestBody"]["content"]

@@ -881,3 +881,22 @@ def test_server_process_reports_a_crashed_start() -> None:
     command = [sys.executable, "-c", "import sys; print('boom'); sys.exit(3)"]
     with pytest.raises(ServerStartError, match="boom"):
         ServerProcess(command, port=free_port(), startup_timeout=10, name="crasher").start()
+
+
+def test_delayed_answer_takes_effect_but_outlasts_the_client_timeout(stripe_server: ContractServer) -> None:
+    import stripe
+
+    impatient = stripe.StripeClient(
+        "sk_test_x",
+        base_addresses={"api": stripe_server.url},
+        max_network_retries=0,
+        http_client=stripe.RequestsClient(timeout=0.3),
+    )
+    stripe_server.delay_answers("PostPaymentIntents", 1.0)
+    params = {"amount": 700, "currency": "usd", "confirm": True, "payment_method": "pm_card_visa"}
+    with pytest.raises(stripe.APIConnectionError):
+        impatient.v1.payment_intents.create(params=params)
+    # The request took effect: the server holds the payment the client never heard about.
+    assert [intent["amount"] for intent in stripe_server.state["intents"].values()] == [700]
+    # Only the next answer was delayed.
+    assert impatient.v1.payment_intents.create(params=params).status == "succeeded"

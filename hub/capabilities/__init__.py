@@ -37,7 +37,10 @@ from hub.capabilities.pay import (
     PaymentResult,
     RefundRequest,
     RefundResult,
+    currency_exponent,
+    from_minor_units,
     payment_status_supersedes,
+    to_minor_units,
 )
 from hub.capabilities.publish import (
     OFFSET_RESETS,
@@ -126,9 +129,12 @@ __all__ = [
     "UploadStream",
     "WebhookEvent",
     "WebhookRequest",
+    "currency_exponent",
+    "from_minor_units",
     "payment_status_supersedes",
     "primary_key_of",
     "record_key",
     "to_dict",
+    "to_minor_units",
     "utcnow",
 ]

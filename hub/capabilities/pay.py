@@ -1,9 +1,11 @@
-"""Payments: requests, results, lookups, captures, cancels and refunds, and the one status set."""
+"""Payments: requests, results, lookups, captures, cancels and refunds, the one status set, and amounts in a
+currency's minor units."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import cache
 from typing import Any
 
 #: The one status vocabulary of payments, whatever the gateway calls them. A provider maps its own word
@@ -17,6 +19,7 @@ from typing import Any
 #: * ``failed`` -- nothing was taken and nothing will be (declined, expired, abandoned).
 #: * ``canceled`` -- an authorisation or pending payment was cancelled; nothing was taken.
 #: * ``partially_refunded`` / ``refunded`` -- succeeded, then part / all of it was refunded.
+#: * ``disputed`` -- the customer's bank disputes (charges back) a payment that succeeded; set by webhooks.
 PAYMENT_STATUSES = (
     "requires_action",
     "processing",
@@ -26,6 +29,7 @@ PAYMENT_STATUSES = (
     "canceled",
     "refunded",
     "partially_refunded",
+    "disputed",
 )
 
 #: Statuses a payment can be refunded from (only up to what was captured and not yet refunded).
@@ -41,7 +45,8 @@ PAYMENT_STATUS_RANK: dict[str, int] = {
     "failed": 4,
     "canceled": 4,
     "partially_refunded": 5,
-    "refunded": 6,
+    "disputed": 6,
+    "refunded": 7,
 }
 
 
@@ -56,6 +61,43 @@ def payment_status_supersedes(new: str, current: str | None) -> bool:
     if current not in PAYMENT_STATUS_RANK:
         return True
     return PAYMENT_STATUS_RANK[new] > PAYMENT_STATUS_RANK[current]
+
+
+@cache
+def currency_exponent(currency: str) -> int:
+    """How many decimal places ``currency``'s minor unit has, per ISO 4217 (the ``iso4217`` package's data):
+    2 for USD and EUR, 0 for JPY and KRW, 3 for KWD, BHD, JOD, OMR and TND.
+
+    :raises ValueError: not an ISO 4217 code, or one without a minor unit (gold, XAU)."""
+    from iso4217 import Currency
+
+    try:
+        exponent = Currency(currency.upper()).exponent
+    except (ValueError, KeyError):
+        raise ValueError(f"{currency!r} is not an ISO 4217 currency code") from None
+    if exponent is None:
+        raise ValueError(f"{currency.upper()} has no minor unit: it is not a currency payments are made in")
+    return exponent
+
+
+def to_minor_units(amount: Decimal, currency: str, exponent: int | None = None) -> int:
+    """``amount`` (major units) as an integer count of the currency's minor units, exactly:
+    ``to_minor_units(Decimal("10.50"), "USD") == 1050``, ``("1500", "JPY") -> 1500``, ``("1.234", "KWD") -> 1234``.
+
+    :param exponent: the provider's own decimal places where it differs from ISO 4217 (a gateway that counts
+        some currency in hundredths although ISO gives it none); ``None``: ISO 4217's.
+    :raises ValueError: the amount has more decimal places than the currency has (never rounded away)."""
+    places = currency_exponent(currency) if exponent is None else exponent
+    scaled = Decimal(amount).scaleb(places)
+    if scaled != scaled.to_integral_value():
+        raise ValueError(f"{amount} has more decimal places than {currency.upper()} has ({places})")
+    return int(scaled)
+
+
+def from_minor_units(value: int | str, currency: str, exponent: int | None = None) -> Decimal:
+    """The inverse of :func:`to_minor_units`: ``from_minor_units(1050, "USD") == Decimal("10.50")``."""
+    places = currency_exponent(currency) if exponent is None else exponent
+    return Decimal(int(value)).scaleb(-places).quantize(Decimal(1).scaleb(-places))
 
 
 @dataclass

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import logging
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
+from sqlalchemy import event as orm_event
 from sqlalchemy import select
 
 from hub.capabilities import (
@@ -31,10 +32,24 @@ from hub.capabilities import (
 from hub.errors import NoProviderError, NotFound, OutcomeUnknownError, ProviderError, ValidationError
 from hub.records import ProviderReference, Record, utcnow
 from hub.runtime import Runtime, describe
-from hub.schemas import CancelSchema, CaptureSchema, PaymentSchema, RefundSchema, load
+from hub.schemas import CancelSchema, CaptureSchema, PaymentSchema, RefundSchema, check_currency_amount, load
 from hub.services.reconcile import PaymentReconciler, gateway_key
 
 log = logging.getLogger("hub.pay")
+
+
+class EventQueue(Protocol):
+    def queue(
+        self,
+        session: Any,
+        tenant: str,
+        topic: str,
+        event_type: str,
+        key: str | None,
+        data: dict[str, Any],
+        idempotency_key: str,
+    ) -> str | None: ...
+
 
 #: Statuses in which a payment has taken no money yet and can be cancelled.
 CANCELABLE = ("requires_capture", "requires_action", "processing")
@@ -52,9 +67,11 @@ class PaymentStateError(ValidationError):
 
 
 class PayService:
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, events: EventQueue | None = None) -> None:
         self.runtime = runtime
         self.reconciler = PaymentReconciler(self)
+        #: Where ``payment.<status>`` events go when a webhook moves a payment (the publish service).
+        self.events = events
 
     # --- gateways ---------------------------------------------------------------------------------
 
@@ -227,6 +244,7 @@ class PayService:
         runtime.require_running()
         request = load(CaptureSchema(), raw or {})
         record = runtime.ledger.get(payment_id, tenant, "payment")
+        check_currency_amount(request["amount"], record.payload["currency"])
         if record.status != "requires_capture":
             raise PaymentStateError(
                 "paymentId",
@@ -305,6 +323,7 @@ class PayService:
         runtime.require_running()
         request = load(RefundSchema(), raw or {})
         payment = self.find_payment(tenant, payment_id, request["transaction_id"])
+        check_currency_amount(request["amount"], payment.payload["currency"])
         if payment.status not in REFUNDABLE_STATUSES:
             raise PaymentStateError(
                 "paymentId",
@@ -346,7 +365,9 @@ class PayService:
             idempotency_key=gateway_key(record),
         )
         # When to send it again if it stays processing: soon the first time, then the job's backoff.
-        next_check = {} if record.status == "processing" else {"lease_until": utcnow() + self.reconciler.reconcile_first}
+        next_check = (
+            {} if record.status == "processing" else {"lease_until": utcnow() + self.reconciler.reconcile_first}
+        )
         try:
             # A refund goes to the gateway that took the payment, never to another.
             call = runtime.calls.refund(record.tenant, refund, provider=payment.provider or "", record_id=record.id)
@@ -442,9 +463,11 @@ class PayService:
         if record.kind == "payment" and payment_status_supersedes(
             event.status, record.status if record.status in PAYMENT_STATUSES else None
         ):
+            previous = record.status
             record.status = result["status"] = event.status
             result["raw_status"] = details.get("raw_status", result.get("raw_status"))
             record.error = f"the gateway reports the payment {event.status}" if event.status == "failed" else None
+            self._emit(session, record, provider_name, event, previous)
         if record.kind == "payment" and details.get("amount_refunded") is not None:
             result["amount_refunded"] = str(max(Decimal(str(details["amount_refunded"])), _refunded(record)))
         if (
@@ -455,6 +478,37 @@ class PayService:
             record.status = event.status
         record.result = result
         return True
+
+    def _emit(self, session: Any, record: Record, provider_name: str, event: Any, previous: str) -> None:
+        """Queue ``payment.<status>`` in the webhook's transaction; a worker publishes it once that committed."""
+        topic = self.runtime.config["payments"]["events_topic"]
+        if self.events is None or not topic:
+            return
+        result = record.result or {}
+        data = {
+            "paymentId": record.id,
+            "transactionId": record.provider_reference,
+            "gateway": provider_name,
+            "status": event.status,
+            "previousStatus": previous,
+            "amount": str(result.get("amount", record.payload.get("amount"))),
+            "currency": result.get("currency", record.payload.get("currency")),
+            "orderId": record.payload.get("order_id"),
+            "providerEventId": event.event_id,
+            "providerEventType": event.type,
+        }
+        queued = self.events.queue(
+            session,
+            record.tenant,
+            topic,
+            f"payment.{event.status}",
+            record.id,
+            data,
+            f"webhook:{provider_name}:{event.event_id}",
+        )
+        if queued is not None:
+            jobs = self.runtime.jobs
+            orm_event.listen(session, "after_commit", lambda _session: jobs.enqueue(queued), once=True)
 
 
 def _captured(record: Record) -> Decimal:

@@ -48,6 +48,7 @@ class PublishService:
         }
         self.runner = SubscriptionRunner(self)
         runtime.jobs.register_worker("subscriptions", self.runner.run)
+        runtime.jobs.register_handler("event", self.run_queued)
 
     # --- publishing ---------------------------------------------------------------------------------
 
@@ -56,7 +57,15 @@ class PublishService:
         runtime.require_running()
         request = load(EventSchema(), raw)
         payload = {"topic": request["topic"], "eventType": request["event_type"], "key": request["key"]}
-        record, replayed = runtime.ledger.begin("event", tenant, "kafka", payload, idempotency_key, self.view, before=lambda: runtime.hit_rate_limit(tenant, "kafka"))
+        record, replayed = runtime.ledger.begin(
+            "event",
+            tenant,
+            "kafka",
+            payload,
+            idempotency_key,
+            self.view,
+            before=lambda: runtime.hit_rate_limit(tenant, "kafka"),
+        )
         if record is None:
             return replayed
         event = _event(record.id, tenant, request)
@@ -65,8 +74,81 @@ class PublishService:
         except (ProviderError, NoProviderError) as error:
             runtime.ledger.fail(record.id, error)
             raise
-        record = runtime.ledger.save(record.id, status="succeeded", provider=call.provider, result=to_dict(call.result), attempt_log=call.attempts)
+        record = runtime.ledger.save(
+            record.id,
+            status="succeeded",
+            provider=call.provider,
+            result=to_dict(call.result),
+            attempt_log=call.attempts,
+        )
         return self.view(record)
+
+    def queue(
+        self,
+        session: Any,
+        tenant: str,
+        topic: str,
+        event_type: str,
+        key: str | None,
+        data: dict[str, Any],
+        idempotency_key: str,
+    ) -> str | None:
+        """Record an event the hub itself emits (a payment webhook's ``payment.succeeded``) in the caller's
+        transaction, so it exists exactly when the change it reports does; a worker publishes it (retried with
+        backoff like any job). Returns the record id to hand to ``jobs.enqueue`` once the transaction committed,
+        or ``None`` when ``idempotency_key`` was queued before (the same change reported again)."""
+        exists = session.scalar(
+            select(Record.id).where(
+                Record.tenant == tenant, Record.kind == "event", Record.idempotency_key == idempotency_key
+            )
+        )
+        if exists is not None:
+            return None
+        now = utcnow()
+        record_id = new_id("evt")
+        payload = {"topic": topic, "eventType": event_type, "key": key, "data": data}
+        session.add(
+            Record(
+                id=record_id,
+                tenant=tenant,
+                kind="event",
+                service="kafka",
+                status="queued",
+                payload=payload,
+                idempotency_key=idempotency_key,
+                attempts=0,
+                attempt_log=[],
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        return record_id
+
+    def run_queued(self, record: Record) -> None:
+        """Worker: publish a queued event (see :meth:`queue`) through the configured brokers."""
+        payload = record.payload
+        request = {
+            "topic": payload["topic"],
+            "event_type": payload["eventType"],
+            "key": payload.get("key"),
+            "data": payload.get("data") or {},
+            "headers": {},
+        }
+        try:
+            call = self.runtime.calls.publish(
+                record.tenant, _event(record.id, record.tenant, request), record_id=record.id
+            )
+        except (ProviderError, NoProviderError) as error:
+            self.runtime.ledger.requeue_or_dead(record, describe(error))
+            return
+        self.runtime.ledger.save(
+            record.id,
+            status="succeeded",
+            provider=call.provider,
+            result=to_dict(call.result),
+            attempt_log=call.attempts,
+            error=None,
+        )
 
     def view(self, record: Record) -> dict[str, Any]:
         result = record.result or {}
@@ -90,7 +172,13 @@ class PublishService:
         requests = load(EventBatchSchema(), raw)["events"]
         payload = {"events": [{"topic": r["topic"], "eventType": r["event_type"], "key": r["key"]} for r in requests]}
         record, replayed = runtime.ledger.begin(
-            "event_batch", tenant, "kafka", payload, idempotency_key, self.batch_view, before=lambda: runtime.hit_rate_limit(tenant, "kafka", len(requests))
+            "event_batch",
+            tenant,
+            "kafka",
+            payload,
+            idempotency_key,
+            self.batch_view,
+            before=lambda: runtime.hit_rate_limit(tenant, "kafka", len(requests)),
         )
         if record is None:
             return replayed
@@ -99,12 +187,16 @@ class PublishService:
         published = sum(1 for outcome in outcomes if outcome.get("status") == "published")
         status = "succeeded" if published == len(events) else "partial" if published else "failed"
         errors = sorted({outcome["error"] for outcome in outcomes if outcome.get("error")})
-        record = runtime.ledger.save(record.id, status=status, result={"events": outcomes}, attempt_log=attempts, error="; ".join(errors) or None)
+        record = runtime.ledger.save(
+            record.id, status=status, result={"events": outcomes}, attempt_log=attempts, error="; ".join(errors) or None
+        )
         if status == "failed":
             raise NoProviderError(f"No event of the batch was published: {record.error}", attempts=attempts)
         return self.batch_view(record)
 
-    def _publish_all(self, tenant: str, events: list[Event], record_id: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    def _publish_all(
+        self, tenant: str, events: list[Event], record_id: str
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         calls, outcomes = self.runtime.calls, [{"status": "failed", "error": "not published"} for _ in events]
         attempts: list[dict[str, Any]] = []
         providers = self.runtime.registry.service_providers("kafka", tenant)
@@ -122,7 +214,10 @@ class PublishService:
                 results = call.result if isinstance(call.result, list) and len(call.result) == len(pending) else None
                 if results is None:
                     for index in pending:
-                        outcomes[index] = {"status": "failed", "error": f"{call.provider} did not return one result per event"}
+                        outcomes[index] = {
+                            "status": "failed",
+                            "error": f"{call.provider} did not return one result per event",
+                        }
                     break
                 for index, result in zip(pending, results, strict=True):
                     outcomes[index] = _outcome(call.provider, result)
@@ -144,7 +239,13 @@ class PublishService:
     def batch_view(self, record: Record) -> dict[str, Any]:
         outcomes = (record.result or {}).get("events") or [{} for _ in record.payload.get("events", [])]
         events = [
-            {"eventId": f"{record.id}-{index}", "topic": asked["topic"], "eventType": asked["eventType"], "key": asked["key"], **outcome}
+            {
+                "eventId": f"{record.id}-{index}",
+                "topic": asked["topic"],
+                "eventType": asked["eventType"],
+                "key": asked["key"],
+                **outcome,
+            }
             for index, (asked, outcome) in enumerate(zip(record.payload.get("events", []), outcomes, strict=False))
         ]
         published = sum(1 for event in events if event.get("status") == "published")
@@ -183,14 +284,18 @@ class PublishService:
         if not group.startswith(_prefixes(tenant)):
             raise NotFound(f"No consumer group {group}")
         specs = [spec for spec in self._tenant_specs(tenant) if spec.subscription.group == group]
-        provider = request["provider"] or (specs[0].provider if specs else self._provider_with(tenant, ("reset_offsets",)))
+        provider = request["provider"] or (
+            specs[0].provider if specs else self._provider_with(tenant, ("reset_offsets",))
+        )
         if provider is None or self.runtime.hook_for(provider, tenant, "reset_offsets") is None:
             raise UnsupportedError(f"provider {provider or '(none)'} cannot reset consumer group offsets")
         timestamp = request["timestamp"]
         if timestamp is not None and timestamp.tzinfo is None:
             timestamp = timestamp.replace(tzinfo=UTC)
         try:
-            to = OffsetReset(request["to"], timestamp, {int(partition): offset for partition, offset in request["offsets"].items()})
+            to = OffsetReset(
+                request["to"], timestamp, {int(partition): offset for partition, offset in request["offsets"].items()}
+            )
         except ValueError as error:
             raise ValidationError({"to": [str(error)]}) from None
         pausing = [spec for spec in specs if not self.leases.state(spec.lease_name)["paused"]]
@@ -208,7 +313,10 @@ class PublishService:
             "to": request["to"],
             "provider": provider,
             "subscriptions": [spec.name for spec in specs],
-            "offsets": [{"topic": offset.topic, "partition": offset.partition, "offset": offset.offset} for offset in moved or []],
+            "offsets": [
+                {"topic": offset.topic, "partition": offset.partition, "offset": offset.offset}
+                for offset in moved or []
+            ],
         }
 
     def _wait_until_stopped(self, specs: list[SubscriptionSpec]) -> None:
@@ -243,13 +351,17 @@ class PublishService:
         group = group if group.startswith(_prefixes(tenant)) else f"{tenant}.{group}"
         name = name or group
         problems = {"name": [] if SUBSCRIPTION_NAME.match(name) else ["1-100 letters, digits, '.', '_' or '-'"]}
-        problems["topics"] = [] if topics and all(TOPIC.match(topic) for topic in topics) else ["one or more valid topic names"]
+        problems["topics"] = (
+            [] if topics and all(TOPIC.match(topic) for topic in topics) else ["one or more valid topic names"]
+        )
         problems = {key: value for key, value in problems.items() if value}
         if problems:
             raise ValidationError(problems)
         if name in self.specs:
             raise Conflict(f"a subscription named {name} exists already")
-        function, label = self._handler({"type": "callable", "name": handler} if isinstance(handler, str) else handler, "handler")
+        function, label = self._handler(
+            {"type": "callable", "name": handler} if isinstance(handler, str) else handler, "handler"
+        )
         spec = SubscriptionSpec(
             Subscription(name, tenant, group, tuple(topics), start),
             self._consumer_provider(tenant, provider, "provider"),
@@ -275,7 +387,11 @@ class PublishService:
         states = {state["name"]: state for state in self.leases.states("subscription:")}
         with self.runtime.db.session() as session:
             counts = dict(
-                session.execute(select(DeadLetter.subscription, func.count()).where(DeadLetter.tenant == tenant).group_by(DeadLetter.subscription)).all()
+                session.execute(
+                    select(DeadLetter.subscription, func.count())
+                    .where(DeadLetter.tenant == tenant)
+                    .group_by(DeadLetter.subscription)
+                ).all()
             )
         return [_subscription_view(spec, states.get(spec.lease_name), counts.get(spec.name, 0)) for spec in specs]
 
@@ -306,15 +422,33 @@ class PublishService:
                 tenant=tenant,
                 topic=spec.dead_letter_topic,
                 event_type="hub.dead_letter",
-                data={"subscription": spec.name, "topic": record.topic, "partition": record.partition, "offset": record.offset, "error": error, "attempts": attempts, "value": to_dict(record.value)},
+                data={
+                    "subscription": spec.name,
+                    "topic": record.topic,
+                    "partition": record.partition,
+                    "offset": record.offset,
+                    "error": error,
+                    "attempts": attempts,
+                    "value": to_dict(record.value),
+                },
                 key=record.key,
                 headers={**record.headers, "x-hub-dead-letter": spec.name},
             )
             try:
                 call = self.runtime.calls.publish(tenant, event)
-                published = {"topic": spec.dead_letter_topic, "partition": call.result.partition, "offset": call.result.offset, "provider": call.provider}
+                published = {
+                    "topic": spec.dead_letter_topic,
+                    "partition": call.result.partition,
+                    "offset": call.result.offset,
+                    "provider": call.provider,
+                }
             except (ProviderError, NoProviderError) as failure:  # still recorded below; the topic just misses it
-                log.warning("subscription %s: dead letter not published to %s: %s", spec.name, spec.dead_letter_topic, describe(failure))
+                log.warning(
+                    "subscription %s: dead letter not published to %s: %s",
+                    spec.name,
+                    spec.dead_letter_topic,
+                    describe(failure),
+                )
         row = DeadLetter(
             id=new_id("dlq"),
             tenant=tenant,
@@ -340,8 +474,22 @@ class PublishService:
             with self.runtime.db.session() as session:
                 session.add_all([row, audit])
         except IntegrityError:
-            log.info("subscription %s: %s[%d]@%d was a dead letter already", spec.name, record.topic, record.partition, record.offset)
-        log.error("subscription %s: %s[%d]@%d is a dead letter after %d attempt(s): %s", spec.name, record.topic, record.partition, record.offset, attempts, error)
+            log.info(
+                "subscription %s: %s[%d]@%d was a dead letter already",
+                spec.name,
+                record.topic,
+                record.partition,
+                record.offset,
+            )
+        log.error(
+            "subscription %s: %s[%d]@%d is a dead letter after %d attempt(s): %s",
+            spec.name,
+            record.topic,
+            record.partition,
+            record.offset,
+            attempts,
+            error,
+        )
 
     # --- building subscriptions ---------------------------------------------------------------------
 
@@ -370,7 +518,12 @@ class PublishService:
         if callable(entry):
             return entry, f"python {getattr(entry, '__qualname__', type(entry).__name__)}"
         if entry["type"] == "webhook":
-            webhook = WebhookHandler(entry["url"], headers=entry.get("headers"), timeout=entry.get("timeout", 10.0), secret=entry.get("secret"))
+            webhook = WebhookHandler(
+                entry["url"],
+                headers=entry.get("headers"),
+                timeout=entry.get("timeout", 10.0),
+                secret=entry.get("secret"),
+            )
             return webhook, webhook.label
         registered = self.runtime.host.handlers.get(entry["name"])
         if registered is None:
@@ -380,12 +533,20 @@ class PublishService:
 
     def _consumer_provider(self, tenant: str, name: str | None, path: str) -> str:
         if name is not None:
-            if self.runtime.registry.slots.get(name) is None or self._provider_with(tenant, CONSUMER_HOOKS, [name]) is None:
-                raise ConfigError(path, f"provider {name!r} cannot be subscribed to (it needs {', '.join(CONSUMER_HOOKS)})")
+            if (
+                self.runtime.registry.slots.get(name) is None
+                or self._provider_with(tenant, CONSUMER_HOOKS, [name]) is None
+            ):
+                raise ConfigError(
+                    path, f"provider {name!r} cannot be subscribed to (it needs {', '.join(CONSUMER_HOOKS)})"
+                )
             return name
         found = self._provider_with(tenant, CONSUMER_HOOKS)
         if found is None:
-            raise ConfigError(path, f"no kafka provider of tenant {tenant!r} can be subscribed to (none implements {', '.join(CONSUMER_HOOKS)})")
+            raise ConfigError(
+                path,
+                f"no kafka provider of tenant {tenant!r} can be subscribed to (none implements {', '.join(CONSUMER_HOOKS)})",
+            )
         return found
 
     def _provider_with(self, tenant: str, hooks: tuple[str, ...], names: list[str] | None = None) -> str | None:
@@ -422,7 +583,11 @@ def _event(event_id: str, tenant: str, request: dict[str, Any]) -> Event:
 
 def _outcome(provider: str, result: Any) -> dict[str, Any]:
     if getattr(result, "error", None) is not None or getattr(result, "partition", -1) < 0:
-        return {"status": "failed", "provider": provider, "error": str(getattr(result, "error", None) or "not acknowledged")}
+        return {
+            "status": "failed",
+            "provider": provider,
+            "error": str(getattr(result, "error", None) or "not acknowledged"),
+        }
     return {"status": "published", "provider": provider, "partition": result.partition, "offset": result.offset}
 
 
@@ -431,12 +596,19 @@ def _group_view(group: ConsumerGroup, provider: str, subscription: str | None) -
         "groupId": group.group_id,
         "state": group.state,
         "members": [
-            {"memberId": member.member_id, "clientId": member.client_id, "host": member.host, "assignment": member.assignment} for member in group.members
+            {
+                "memberId": member.member_id,
+                "clientId": member.client_id,
+                "host": member.host,
+                "assignment": member.assignment,
+            }
+            for member in group.members
         ],
         "memberCount": len(group.members),
         "topics": list(group.topics),
         "partitions": [
-            {"topic": lag.topic, "partition": lag.partition, "committed": lag.committed, "end": lag.end, "lag": lag.lag} for lag in group.partitions
+            {"topic": lag.topic, "partition": lag.partition, "committed": lag.committed, "end": lag.end, "lag": lag.lag}
+            for lag in group.partitions
         ],
         "lag": group.lag,
         "provider": provider,
@@ -466,7 +638,8 @@ def _subscription_view(spec: SubscriptionSpec, state: dict[str, Any] | None, dea
         "owner": state.get("owner"),
         "leaseExpiresAt": state.get("expiresAt"),
         # "waiting": no process runs it now (none has workers, or the last holder's lease is expiring).
-        "status": (note.get("status", "starting") if running else None) or ("paused" if paused else "waiting" if spec.enabled else "disabled"),
+        "status": (note.get("status", "starting") if running else None)
+        or ("paused" if paused else "waiting" if spec.enabled else "disabled"),
         "lastError": note.get("error"),
         "handledSinceStart": note.get("handled", 0) if running else 0,
         "deadLetters": dead_letters,

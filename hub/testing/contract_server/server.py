@@ -7,6 +7,7 @@ import email.parser
 import email.policy
 import json
 import threading
+import time
 import traceback
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from http import HTTPStatus
@@ -90,6 +91,8 @@ class ContractServer:
         #: Contract violations of the *fakes* (handler responses, handler exceptions); see :meth:`check`.
         self.errors: list[str] = []
         self._lock = threading.RLock()
+        #: operationId -> [seconds, answers left] (see :meth:`delay_answers`)
+        self._delays: dict[str, list[float]] = {}
         self._handlers: dict[str, Handler] = {}
         self._routes: dict[str, list[_Operation]] = {}
         self._by_key: dict[str, _Operation] = {}
@@ -169,6 +172,15 @@ class ContractServer:
 
         return decorate
 
+    def delay_answers(self, key: str, seconds: float, times: int = 1) -> None:
+        """Hold back the next ``times`` answers to operation ``key`` (an operationId or ``"METHOD /template"``)
+        for ``seconds`` *after* its handler ran: the request takes effect (the payment is made) but a client
+        whose timeout is shorter gives up first -- the "timeout after the request reached the server" case.
+        Other requests are served meanwhile."""
+        operation = self._operation(key).operation_id
+        with self._lock:
+            self._delays[operation] = [float(seconds), float(times)]
+
     def sample_response(self, key: str, status: int | str | None = None) -> Any:
         """A minimal body the description allows for operation ``key`` (first 2xx response unless ``status``).
 
@@ -246,6 +258,7 @@ class ContractServer:
             self.state.clear()
             self.requests.clear()
             self.errors.clear()
+            self._delays.clear()
 
     def check(self) -> None:
         """Raise ``AssertionError`` if a handler broke the description or crashed; call it at fixture teardown."""
@@ -595,6 +608,7 @@ class ContractServer:
 
     def _respond(self, entry: _Operation, request: ContractRequest) -> tuple[int, dict[str, str], bytes]:
         handler = self._handlers.get(entry.operation_id, self._default_handler)
+        delay: list[float] | None = None
         with self._lock:
             try:
                 result = handler(request, self.state)
@@ -612,6 +626,13 @@ class ContractServer:
                 status, body, headers = 500, {"contract_server_error": problem}, {}
             request.status = status
             self.requests.append(request)
+            delay = self._delays.get(entry.operation_id)
+            if delay is not None:
+                delay[1] -= 1
+                if delay[1] <= 0:
+                    del self._delays[entry.operation_id]
+        if delay is not None:
+            time.sleep(delay[0])  # outside the lock: the server goes on serving others
         return self._encode(status, body, headers)
 
     def _response_media(self, response: Mapping[str, Any], media_type: str) -> Mapping[str, Any] | None:
