@@ -416,7 +416,9 @@ class _Scenario:
     check_health: bool = False
 
 
-def _scenarios(timeout: float, sent_error: type[ProviderError], body: Fault) -> list[_Scenario]:
+def _scenarios(
+    timeout: float, sent_error: type[ProviderError], body: Fault, server_error: type[ProviderError] = TransientError
+) -> list[_Scenario]:
     # Written when the scenarios are built: the ones before it take seconds (more on a loaded machine), so the
     # accepted range starts well below 30 -- still far from what a misread date (0, None) would give.
     in_30_seconds = email.utils.formatdate(time.time() + 30, usegmt=True)
@@ -425,8 +427,8 @@ def _scenarios(timeout: float, sent_error: type[ProviderError], body: Fault) -> 
         # Answers 503 in the end: a provider without a timeout then fails the time limit, not the error class.
         _Scenario("a server slower than the timeout", Fault(status=503, delay=slow), sent_error, check_health=True),
         _Scenario("a connection dropped after the request was sent", Fault(drop=True), sent_error),
-        _Scenario("HTTP 500", Fault(status=500), TransientError),
-        _Scenario("HTTP 502", Fault(status=502), TransientError),
+        _Scenario("HTTP 500", Fault(status=500), server_error),
+        _Scenario("HTTP 502", Fault(status=502), server_error),
         _Scenario(
             "HTTP 503 with Retry-After: 5",
             Fault(status=503, headers={"Retry-After": "5"}),
@@ -458,6 +460,7 @@ def check_transport_errors(
     timeout: float = 0.5,
     health_contacts_server: bool = True,
     sent_error: type[ProviderError] = TransientError,
+    server_error: type[ProviderError] = TransientError,
     error_body: bytes | None = None,
     error_content_type: str = "application/json",
 ) -> dict[str, BaseException]:
@@ -473,6 +476,10 @@ def check_transport_errors(
       for notify; a payment provider passes ``OutcomeUnknownError``, and the server-down case must then *not*
       raise it (nothing was sent, so the core may fail over);
     * :class:`~hub.errors.ConfigurationError` for 401 and 403.
+
+    ``server_error`` is what HTTP 500 and 502 must raise: ``TransientError`` by default; a payment gateway whose
+    documentation calls such an answer indeterminate (Stripe: "treat the result of a 500 as indeterminate")
+    passes ``OutcomeUnknownError``, so the core retries it on that gateway and never fails over.
 
     Every error's message must be free of the provider's secret settings and of the server's URL; the slow
     server must be given up on within ``2 * timeout + 1`` seconds; the provider must not send the same request
@@ -510,7 +517,7 @@ def check_transport_errors(
 
     with FaultServer() as server:
         body = Fault(body=error_body, content_type=error_content_type) if error_body is not None else Fault()
-        for scenario in _scenarios(timeout, sent_error, body):
+        for scenario in _scenarios(timeout, sent_error, body, server_error):
             server.reset(scenario.fault)
             provider = build(server.url, timeout)
             what = f"against {scenario.name}"
