@@ -292,8 +292,10 @@ class IntegrationManager:
     def get_record(self, record_id: str, tenant: str, kind: str | None = None) -> Record:
         return self.runtime.ledger.get(record_id, tenant, kind)
 
-    def list_records(self, tenant: str, kind: str | None = None, status: str | None = None, limit: int = 50, offset: int = 0) -> list[Record]:
-        return self.runtime.ledger.list(tenant, kind, status, limit, offset)
+    def list_records(self, tenant: str, kind: str | None = None, status: str | None = None, limit: int = 50, offset: int = 0, **filters: Any) -> list[Record]:
+        """A page of the tenant's records, newest first; ``filters``: ``provider``, ``created_from``,
+        ``created_to`` (datetimes) and ``payload_equals`` (see :meth:`RecordLedger.list`)."""
+        return self.runtime.ledger.list(tenant, kind, status, limit, offset, **filters)
 
     def audit_log(self, tenant: str, *, provider: str | None = None, outcome: str | None = None, service: str | None = None, limit: int = 100) -> list[AuditEntry]:
         return self.runtime.audit.query(tenant, provider=provider, outcome=outcome, service=service_key(service) if service else None, limit=limit)

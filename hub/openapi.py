@@ -11,6 +11,7 @@ from flask import Flask
 
 from hub import schemas
 from hub.api.middleware import API_PREFIX, MAX_OFFSET, idempotent
+from hub.capabilities import PAYMENT_STATUSES
 from hub.config import SERVICES, TemplateSchema
 from hub.services.templates import TEMPLATE_NAME
 
@@ -48,7 +49,14 @@ _RECORDS_PAGE = [*_PAGE, ("status", {"type": "string"}, False, "only records in 
 QUERY_PARAMETERS: dict[str, list[tuple[str, dict[str, Any], bool, str]]] = {
     "get_payment": [("refresh", {"type": "boolean"}, False, "Ask the payment's gateway for its status first (payment_status)")],
     "list_notifications": _RECORDS_PAGE,
-    "list_payments": _RECORDS_PAGE,
+    "list_payments": [
+        *_PAGE,
+        ("status", {"type": "string", "enum": list(PAYMENT_STATUSES)}, False, "only payments in this status"),
+        ("gateway", {"type": "string", "minLength": 1, "maxLength": 100}, False, "only payments made through this provider (its name in hub.yaml)"),
+        ("orderId", {"type": "string", "minLength": 1, "maxLength": 200}, False, "only payments for this order"),
+        ("createdFrom", {"type": "string", "format": "date-time"}, False, "created at or after (ISO 8601; UTC without an offset)"),
+        ("createdTo", {"type": "string", "format": "date-time"}, False, "created before (ISO 8601; UTC without an offset)"),
+    ],
     "list_files": _RECORDS_PAGE,
     "list_sync_jobs": _RECORDS_PAGE,
     "list_inventory_updates": _RECORDS_PAGE,

@@ -4,12 +4,13 @@ document. Field names are the seed API's camelCase (``data_key``); attributes ar
 from __future__ import annotations
 
 import re
+from datetime import UTC
 from decimal import Decimal
 from typing import Any
 
-from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates, validates_schema
+from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate, validates, validates_schema
 
-from hub.capabilities import CHANNELS, currency_exponent
+from hub.capabilities import CHANNELS, PAYMENT_STATUSES, currency_exponent
 
 CURRENCY = re.compile(r"^[A-Z]{3}$")
 TOPIC = re.compile(r"^(?!\.\.?$)[A-Za-z0-9._-]{1,249}$")  # "." and ".." are no topic names (Kafka's rule)
@@ -23,6 +24,16 @@ AMOUNT_RULES = {
     "multipleOf": 0.001,
     "description": "In major units, as a string or number; no more decimal places than the currency's ISO 4217 minor unit (2 for USD, 0 for JPY, 3 for KWD): more is a 422 naming amount.",
 }
+
+
+def check_amount_in(amount: Decimal | None, currency: str, field: str = "amount") -> None:
+    """For services: :func:`check_currency_amount` raising the hub's ValidationError (a 422 naming ``field``)."""
+    from hub.errors import ValidationError as HubValidationError
+
+    try:
+        check_currency_amount(amount, currency, field)
+    except ValidationError as error:
+        raise HubValidationError(error.messages_dict) from None
 
 
 def check_currency_amount(amount: Decimal | None, currency: str, field: str = "amount") -> None:
@@ -85,7 +96,9 @@ class NotificationSchema(StrictSchema):
 class PaymentSchema(StrictSchema):
     amount = fields.Decimal(required=True, as_string=True, metadata=AMOUNT_RULES)
     currency = fields.String(
-        required=True, validate=validate.Regexp(r"^[A-Za-z]{3}$", error="a three-letter ISO 4217 code, e.g. USD")
+        required=True,
+        validate=validate.Regexp(r"^[A-Za-z]{3}$", error="a three-letter ISO 4217 code, e.g. USD"),
+        metadata={"description": "ISO 4217 code, any case (USD, jpy): a currency with a minor unit, so not XAU or XXX"},
     )
     gateway = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=100))
     order_id = fields.String(data_key="orderId", load_default=None, allow_none=True, validate=validate.Length(max=200))
@@ -124,6 +137,25 @@ class PaymentSchema(StrictSchema):
 
 class TestPaymentSchema(PaymentSchema):
     order_id = fields.String(data_key="orderId", load_default="test_order", validate=validate.Length(max=200))
+
+
+class PaymentListSchema(Schema):
+    """``GET /payments`` filters (the query string); ``limit`` and ``offset`` are the page."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    status = fields.String(load_default=None, validate=validate.OneOf(PAYMENT_STATUSES))
+    gateway = fields.String(load_default=None, validate=validate.Length(min=1, max=100))
+    order_id = fields.String(data_key="orderId", load_default=None, validate=validate.Length(min=1, max=200))
+    #: ISO 8601; a time without an offset is UTC. ``createdTo`` is exclusive.
+    created_from = fields.AwareDateTime(data_key="createdFrom", load_default=None, default_timezone=UTC)
+    created_to = fields.AwareDateTime(data_key="createdTo", load_default=None, default_timezone=UTC)
+
+    @validates_schema
+    def _range(self, data: dict[str, Any], **_: Any) -> None:
+        if data.get("created_from") and data.get("created_to") and data["created_to"] <= data["created_from"]:
+            raise ValidationError({"createdTo": ["must be after createdFrom"]})
 
 
 class RefundSchema(StrictSchema):

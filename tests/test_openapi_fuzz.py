@@ -46,14 +46,20 @@ _TEMPLATE = "the template's variables (data.*) and its existence are the tenant'
 _PROVIDER = "provider and gateway names are hub.yaml's and the tenant's"
 _CROSS_FIELD = "recipients are required unless type is chat, fallbackServices must not repeat type"
 _DATA_TYPE = "the data types a sync provider offers are the provider's"
+_MONEY = "an ISO 4217 code in any case (JSON Schema has no case-insensitive enum); how many decimal places an amount may have is its currency's minor unit"
+_REFUND_MONEY = "how many decimal places an amount may have is the payment's currency's minor unit"
 #: operation -> fields a 422 may name for a schema-valid request, with why the document cannot state the rule.
 RUNTIME_RULES: dict[str, tuple[set[str], str]] = {
     "POST /notifications": ({"data", "template", "fallbackServices", "recipients"}, f"{_TEMPLATE}; {_CROSS_FIELD}"),
     "POST /test/notification": ({"data", "template", "fallbackServices", "recipients"}, f"{_TEMPLATE}; {_CROSS_FIELD}"),
     "POST /templates/{name}/preview": ({"data", "template"}, _TEMPLATE),
     "PUT /templates/{name}": ({"text", "subject", "html", "blocks"}, "a template must render: checked by rendering it"),
-    "POST /payments": ({"gateway"}, _PROVIDER),
-    "POST /test/payment": ({"gateway"}, _PROVIDER),
+    "POST /payments": ({"gateway", "amount", "currency"}, f"{_PROVIDER}; {_MONEY}"),
+    "POST /test/payment": ({"gateway", "amount", "currency"}, f"{_PROVIDER}; {_MONEY}"),
+    "GET /payments": ({"createdTo"}, "createdTo must be after createdFrom (a cross-field rule)"),
+    "POST /payments/{record_id}/refunds": ({"amount"}, _REFUND_MONEY),
+    "POST /payments/{record_id}/capture": ({"amount"}, _REFUND_MONEY),
+    "POST /refunds": ({"amount"}, _REFUND_MONEY),
     "POST /sync": ({"provider", "dataType"}, f"{_PROVIDER}; {_DATA_TYPE}"),
     "POST /test/sync": ({"provider", "dataType"}, f"{_PROVIDER}; {_DATA_TYPE}"),
     "POST /inventory/updates": ({"provider"}, _PROVIDER),

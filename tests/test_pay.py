@@ -524,9 +524,6 @@ def test_every_payment_status_is_documented_in_the_hook_reference() -> None:
 # --- through the core: the REST API and the Python facade -------------------------------------------
 
 
-
-
-
 class LossySandbox(SandboxGateway):
     """The sandbox with two outages a gateway can have, switched per test: its status lookups failing
     (``lookups_down``), and the answers to refunds lost after the refund was made (``lose_refund_answers``)."""
@@ -937,3 +934,141 @@ def test_the_reconciliation_job_backs_off_and_checks_each_payment_once(make_hub:
         assert hub.manager.pay.reconciler.reconcile_due() == 0  # claimed: not checked twice
         waits.append(round((ledger.get(paid["paymentId"], "demo").lease_until - utcnow()) / timedelta(minutes=1)))
     assert waits == [2, 4, 8]  # doubling, up to an hour
+
+
+# --- amounts in minor units, payment lists, payment.* events ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("amount", "currency", "minor"),
+    [("10.50", "USD", 1050), ("0.01", "EUR", 1), ("1500", "JPY", 1500), ("1.234", "KWD", 1234), ("7", "BHD", 7000)],
+)
+def test_amounts_convert_exactly_to_the_currency_minor_unit_and_back(amount: str, currency: str, minor: int) -> None:
+    from hub.capabilities import from_minor_units, to_minor_units
+
+    assert to_minor_units(Decimal(amount), currency) == minor
+    back = from_minor_units(minor, currency)
+    assert back == Decimal(amount) and isinstance(back, Decimal)
+    assert str(from_minor_units(1050, "usd")) == "10.50" and str(from_minor_units(5, "JPY")) == "5"
+
+
+def test_amount_conversion_refuses_what_the_currency_cannot_carry() -> None:
+    from hub.capabilities import currency_exponent, to_minor_units
+
+    with pytest.raises(ValueError, match="more decimal places than JPY"):
+        to_minor_units(Decimal("10.5"), "JPY")
+    with pytest.raises(ValueError, match="more decimal places than USD"):
+        to_minor_units(Decimal("0.001"), "USD")
+    with pytest.raises(ValueError, match="not an ISO 4217"):
+        currency_exponent("ZZZ")
+    with pytest.raises(ValueError, match="no minor unit"):
+        currency_exponent("XAU")
+    assert to_minor_units(Decimal("12.30"), "HUF", exponent=2) == 1230  # a gateway's own exponent wins
+
+
+def test_the_api_checks_decimal_places_per_currency_and_names_the_field(make_hub: Any) -> None:
+    hub = make_hub()
+    yen = hub.post("/payments", {"amount": "10.5", "currency": "JPY", "paymentMethod": "4242424242424242"}, 422)
+    assert "JPY amounts have no decimal places" in yen["errors"]["amount"][0]
+    assert (
+        hub.post("/payments", {"amount": "1500", "currency": "JPY", "paymentMethod": "4242424242424242"}, 201)["amount"]
+        == 1500
+    )
+    dinar = hub.post("/payments", {"amount": "1.234", "currency": "KWD", "paymentMethod": "4242424242424242"}, 201)
+    assert (dinar["amount"], dinar["currency"]) == (1.234, "KWD")
+    too_fine = hub.post(f"/payments/{dinar['paymentId']}/refunds", {"amount": "0.0005"}, 422)
+    assert "amount" in too_fine["errors"]
+    cents = hub.post("/payments", {"amount": "10.00", "currency": "USD", "paymentMethod": "4242424242424242"}, 201)
+    assert (
+        "USD amounts have at most 2"
+        in hub.post(f"/payments/{cents['paymentId']}/refunds", {"amount": "1.005"}, 422)["errors"]["amount"][0]
+    )
+    unknown = hub.post("/payments", {"amount": "1", "currency": "ZZZ", "paymentMethod": "4242424242424242"}, 422)
+    assert "not an ISO 4217" in unknown["errors"]["currency"][0]
+
+
+def test_the_payment_list_filters_by_status_gateway_order_and_time(make_hub: Any) -> None:
+    hub = make_hub()
+    first = hub.post(
+        "/payments", {"amount": "5.00", "currency": "USD", "paymentMethod": "4242424242424242", "orderId": "A-1"}, 201
+    )
+    second = hub.post(
+        "/payments",
+        {
+            "amount": "6.00",
+            "currency": "USD",
+            "paymentMethod": "4242424242424242",
+            "orderId": "A-2",
+            "gateway": "backup",
+        },
+        201,
+    )
+    hub.post(f"/payments/{second['paymentId']}/refunds", {}, 201)
+
+    def ids(query: str) -> list[str]:
+        return [item["paymentId"] for item in hub.get(f"/payments?{query}")["items"]]
+
+    assert ids("orderId=A-1") == [first["paymentId"]]
+    assert ids("gateway=backup") == [second["paymentId"]]
+    assert ids("status=refunded") == [second["paymentId"]]
+    assert ids("status=succeeded&gateway=primary") == [first["paymentId"]]
+    assert set(ids("createdFrom=2000-01-01T00:00:00")) == {first["paymentId"], second["paymentId"]}
+    assert ids("createdTo=2000-01-01T00:00:00Z") == []
+    refused = hub.client.get(f"{API}/payments?createdFrom=yesterday", headers=hub.headers)
+    assert refused.status_code == 422 and "createdFrom" in refused.get_json()["errors"]
+    assert hub.client.get(f"{API}/payments?status=lost", headers=hub.headers).status_code == 422
+
+
+def test_a_webhook_that_moves_a_payment_queues_one_payment_event_published_by_a_worker(make_hub: Any) -> None:
+    hub = make_hub()
+    paid = hub.post(
+        "/payments", {"amount": "20.00", "currency": "USD", "paymentMethod": PROCESSING, "orderId": "O-7"}, 202
+    )
+    primary = hub.gateway("primary")
+    with sqlite3.connect(primary.database) as connection:
+        connection.execute("UPDATE payments SET settles_at = 0")
+    body, signature = primary.webhook(paid["transactionId"], event_id="evt-settled")
+    for _ in range(2):  # the gateway retries the webhook: one event, not two
+        hub.client.post(f"{API}/webhooks/primary", data=body, headers=signature)
+    disputed, disputed_signature = primary.webhook(paid["transactionId"], status="disputed", event_id="evt-dispute")
+    hub.client.post(f"{API}/webhooks/primary", data=disputed, headers=disputed_signature)
+    assert hub.get(f"/payments/{paid['paymentId']}")["status"] == "disputed"
+    assert (
+        hub.post(f"/payments/{paid['paymentId']}/refunds", {"amount": 1}, 422)["code"]
+        == "payment_intent_unexpected_state"
+    )
+
+    events = hub.manager.list_records("demo", "event")
+    assert sorted(event.payload["eventType"] for event in events) == ["payment.disputed", "payment.succeeded"]
+    succeeded = next(event for event in events if event.payload["eventType"] == "payment.succeeded")
+    assert succeeded.status == "queued" and succeeded.payload["topic"] == "payments"
+    assert (
+        succeeded.payload["data"].items()
+        >= {
+            "paymentId": paid["paymentId"],
+            "status": "succeeded",
+            "previousStatus": "processing",
+            "orderId": "O-7",
+            "amount": "20.00",
+            "providerEventId": "evt-settled",
+        }.items()
+    )
+    hub.manager.run_record(succeeded.id)  # as a worker does
+    published = hub.manager.runtime.ledger.get(succeeded.id, "demo")
+    assert published.status == "succeeded" and published.provider
+
+
+def test_a_refund_in_flight_counts_against_what_is_left_so_refunds_never_exceed_the_capture(make_hub: Any) -> None:
+    hub = make_hub("lossy-sandbox")
+    paid = hub.post("/payments", {"amount": "10.00", "currency": "USD"}, 201)
+    LossySandbox.lose_refund_answers = 2  # the refund of 6 is made, but the hub does not know yet
+    pending = hub.post(f"/payments/{paid['paymentId']}/refunds", {"amount": "6.00"}, 202, **{"Idempotency-Key": "r-1"})
+    assert pending["status"] == "processing"
+    over = hub.post(f"/payments/{paid['paymentId']}/refunds", {"amount": "5.00"}, 422)
+    assert over["code"] == "amount_too_large" and "4.00 left" in over["errors"]["amount"][0]
+    # The same request again replays its own answer instead of counting itself as in flight.
+    again = hub.post(f"/payments/{paid['paymentId']}/refunds", {"amount": "6.00"}, 202, **{"Idempotency-Key": "r-1"})
+    assert again["refundId"] == pending["refundId"]
+    assert hub.post(f"/payments/{paid['paymentId']}/refunds", {}, 201)["amount"] == 4.0  # the rest: 4, not 10
+    nothing = hub.post(f"/payments/{paid['paymentId']}/refunds", {}, 422)
+    assert "a refund of the rest is more than the 0.00 left" in nothing["errors"]["amount"][0]

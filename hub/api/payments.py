@@ -6,7 +6,8 @@ from typing import Any
 
 from flask import Blueprint, g, request
 
-from hub.api.middleware import idempotency_key, idempotent, json_body, list_records, manager, ok
+from hub.api.middleware import idempotency_key, idempotent, json_body, manager, ok, paging
+from hub.schemas import PaymentListSchema, load
 
 blueprint = Blueprint("payments", __name__)
 
@@ -25,7 +26,22 @@ def create_payment() -> Any:
 
 @blueprint.get("/payments")
 def list_payments() -> Any:
-    return list_records("payment", manager().pay.view)
+    """The tenant's payments, newest first: ?status=&gateway=&orderId=&createdFrom=&createdTo=&limit=&offset=."""
+    limit, offset = paging()
+    query = load(PaymentListSchema(), request.args.to_dict())
+    hub = manager()
+    records = hub.list_records(
+        g.tenant,
+        "payment",
+        query["status"],
+        limit,
+        offset,
+        provider=query["gateway"],
+        created_from=query["created_from"],
+        created_to=query["created_to"],
+        payload_equals={"order_id": query["order_id"]} if query["order_id"] else None,
+    )
+    return ok({"items": [hub.pay.view(record) for record in records], "limit": limit, "offset": offset})
 
 
 @blueprint.get("/payments/<record_id>")

@@ -32,7 +32,9 @@ _ride_along: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar("
 
 
 #: Writes that wait for the request's last transaction (see :meth:`RecordLedger.write`).
-_deferred: contextvars.ContextVar[list[Callable[[Session], None]] | None] = contextvars.ContextVar("hub_deferred_writes", default=None)
+_deferred: contextvars.ContextVar[list[Callable[[Session], None]] | None] = contextvars.ContextVar(
+    "hub_deferred_writes", default=None
+)
 
 
 @contextmanager
@@ -66,13 +68,24 @@ def riding_along(rows: list[Any]) -> Iterator[list[Any]]:
     finally:
         _ride_along.reset(token)
 
-ID_PREFIX = {"notification": "ntf", "payment": "pay", "refund": "ref", "file": "fil", "event": "evt", "event_batch": "evb", "sync": "syn", "inventory_push": "psh"}
+
+ID_PREFIX = {
+    "notification": "ntf",
+    "payment": "pay",
+    "refund": "ref",
+    "file": "fil",
+    "event": "evt",
+    "event_batch": "evb",
+    "sync": "syn",
+    "inventory_push": "psh",
+}
 FINISHED = ("succeeded", "partial", "failed", "dead", "canceled")
 
 
-
 class RecordLedger:
-    def __init__(self, db: Database, config: dict[str, Any], metrics: Metrics, audit: AuditTrail, jobs: JobRegistry) -> None:
+    def __init__(
+        self, db: Database, config: dict[str, Any], metrics: Metrics, audit: AuditTrail, jobs: JobRegistry
+    ) -> None:
         self.db = db
         self.config = config
         self.metrics = metrics
@@ -134,7 +147,15 @@ class RecordLedger:
         return record
 
     def begin(
-        self, kind: str, tenant: str, service: str, payload: dict[str, Any], idempotency_key: str | None, view: Callable[[Record], Any], *, before: Callable[[], None] | None = None
+        self,
+        kind: str,
+        tenant: str,
+        service: str,
+        payload: dict[str, Any],
+        idempotency_key: str | None,
+        view: Callable[[Record], Any],
+        *,
+        before: Callable[[], None] | None = None,
     ) -> tuple[Record | None, Any]:
         """Open a running record for a synchronous call, or return the earlier answer for the same
         idempotency key (``(None, view)``). ``before`` (the rate limit) runs only for new work."""
@@ -156,12 +177,19 @@ class RecordLedger:
             # meanwhile makes that insert fail, and new() then answers None (the caller replays it).
             return None
         with self.db.session() as session:
-            return session.scalar(select(Record).where(Record.tenant == tenant, Record.kind == kind, Record.idempotency_key == idempotency_key))
+            return session.scalar(
+                select(Record).where(
+                    Record.tenant == tenant, Record.kind == kind, Record.idempotency_key == idempotency_key
+                )
+            )
 
     def replay(self, record: Record | None, view: Callable[[Record], Any]) -> Any:
         assert record is not None
         if record.status == "failed":
-            raise ValidationError({"idempotencyKey": [f"the request with this key failed: {record.error}"]}, "This idempotency key's request failed; use a new key to try again")
+            raise ValidationError(
+                {"idempotencyKey": [f"the request with this key failed: {record.error}"]},
+                "This idempotency key's request failed; use a new key to try again",
+            )
         return view(record)
 
     def apply(self, session: Session, record_id: str, changes: dict[str, Any]) -> Record:
@@ -220,7 +248,11 @@ class RecordLedger:
         statement = self._updates.get(keys)
         if statement is None:
             table = Record.__table__
-            statement = table.update().where(table.c.id == bindparam("_record_id")).values({Record.__mapper__.attrs[key].columns[0].name: bindparam(key) for key in keys})
+            statement = (
+                table.update()
+                .where(table.c.id == bindparam("_record_id"))
+                .values({Record.__mapper__.attrs[key].columns[0].name: bindparam(key) for key in keys})
+            )
             self._updates[keys] = statement
         return statement
 
@@ -243,17 +275,43 @@ class RecordLedger:
             raise NotFound(f"No {kind or 'record'} with id {record_id}")
         return record
 
-    def list(self, tenant: str, kind: str | None = None, status: str | None = None, limit: int = 50, offset: int = 0) -> list[Record]:
+    def list(
+        self,
+        tenant: str,
+        kind: str | None = None,
+        status: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+        *,
+        provider: str | None = None,
+        created_from: datetime | None = None,
+        created_to: datetime | None = None,
+        payload_equals: dict[str, str] | None = None,
+    ) -> list[Record]:
+        """A page of the tenant's records, newest first; every filter given must match (``payload_equals``: a
+        payload key's value, e.g. a payment's ``order_id``; ``created_to`` is exclusive)."""
         with self.db.session() as session:
             query = select(Record).where(Record.tenant == tenant)
             if kind:
                 query = query.where(Record.kind == kind)
             if status:
                 query = query.where(Record.status == status)
+            if provider:
+                query = query.where(Record.provider == provider)
+            if created_from:
+                query = query.where(Record.created_at >= created_from)
+            if created_to:
+                query = query.where(Record.created_at < created_to)
+            for key, value in (payload_equals or {}).items():
+                query = query.where(Record.payload[key].as_string() == value)
             return list(session.scalars(query.order_by(Record.created_at.desc()).limit(limit).offset(offset)))
 
     def extend_lease(self, session: Session, record_id: str) -> None:
-        session.execute(update(Record).where(Record.id == record_id).values(updated_at=utcnow(), lease_until=utcnow() + timedelta(seconds=self.lease_seconds)))
+        session.execute(
+            update(Record)
+            .where(Record.id == record_id)
+            .values(updated_at=utcnow(), lease_until=utcnow() + timedelta(seconds=self.lease_seconds))
+        )
 
     def claim(self, record_id: str) -> Record | None:
         return self.db.claim(record_id, self.lease_seconds)
@@ -290,7 +348,9 @@ class RecordLedger:
             current = session.get(Record, record.id)
             assert current is not None
             attempts, result, created_at = current.attempts, current.result, current.created_at
-        waiting_since = _parse_time((result or {}).get("retryingSince") if isinstance(result, dict) else None) or created_at
+        waiting_since = (
+            _parse_time((result or {}).get("retryingSince") if isinstance(result, dict) else None) or created_at
+        )
         left = retry["horizon"] - (utcnow() - waiting_since).total_seconds()
         if attempts >= retry["job_attempts"] and left <= 0:
             self.save(record.id, status="dead", error=error)
@@ -314,8 +374,14 @@ class RecordLedger:
             result = dict(record.result) if isinstance(record.result, dict) else {}
             result["retryingSince"] = utcnow().isoformat()
             result["replays"] = int(result.get("replays", 0)) + 1
-            self.apply(session, record_id, {"status": "queued", "attempts": 0, "lease_until": None, "finished_at": None, "result": result})
-        self.audit.add(tenant=tenant, capability="api", operation="replay", outcome="queued", latency_ms=0.0, record_id=record_id)
+            self.apply(
+                session,
+                record_id,
+                {"status": "queued", "attempts": 0, "lease_until": None, "finished_at": None, "result": result},
+            )
+        self.audit.add(
+            tenant=tenant, capability="api", operation="replay", outcome="queued", latency_ms=0.0, record_id=record_id
+        )
         self.jobs.enqueue(record_id)
         return self.get(record_id, tenant)
 

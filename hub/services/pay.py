@@ -32,7 +32,7 @@ from hub.capabilities import (
 from hub.errors import NoProviderError, NotFound, OutcomeUnknownError, ProviderError, ValidationError
 from hub.records import ProviderReference, Record, utcnow
 from hub.runtime import Runtime, describe
-from hub.schemas import CancelSchema, CaptureSchema, PaymentSchema, RefundSchema, check_currency_amount, load
+from hub.schemas import CancelSchema, CaptureSchema, PaymentSchema, RefundSchema, check_amount_in, load
 from hub.services.reconcile import PaymentReconciler, gateway_key
 
 log = logging.getLogger("hub.pay")
@@ -244,7 +244,7 @@ class PayService:
         runtime.require_running()
         request = load(CaptureSchema(), raw or {})
         record = runtime.ledger.get(payment_id, tenant, "payment")
-        check_currency_amount(request["amount"], record.payload["currency"])
+        check_amount_in(request["amount"], record.payload["currency"])
         if record.status != "requires_capture":
             raise PaymentStateError(
                 "paymentId",
@@ -323,17 +323,18 @@ class PayService:
         runtime.require_running()
         request = load(RefundSchema(), raw or {})
         payment = self.find_payment(tenant, payment_id, request["transaction_id"])
-        check_currency_amount(request["amount"], payment.payload["currency"])
+        check_amount_in(request["amount"], payment.payload["currency"])
         if payment.status not in REFUNDABLE_STATUSES:
             raise PaymentStateError(
                 "paymentId",
                 f"payment is {payment.status}; only a succeeded or partially refunded payment can be refunded",
                 "payment_intent_unexpected_state",
             )
-        left = _captured(payment) - _refunded(payment)
-        if request["amount"] is not None and request["amount"] > left:
+        left = _captured(payment) - _refunded(payment) - self._refunds_in_flight(payment, idempotency_key)
+        if request["amount"] is None and left <= 0 or request["amount"] is not None and request["amount"] > left:
+            asked = "a refund of the rest" if request["amount"] is None else str(request["amount"])
             raise PaymentStateError(
-                "amount", f"{request['amount']} is more than the {left} left to refund", "amount_too_large"
+                "amount", f"{asked} is more than the {max(left, Decimal(0))} left to refund", "amount_too_large"
             )
         payload = {
             "paymentId": payment.id,
@@ -352,6 +353,24 @@ class PayService:
         if record is None:
             return replayed
         return self.refund_view(self._send_refund(record, payment))
+
+    def _refunds_in_flight(self, payment: Record, idempotency_key: str | None) -> Decimal:
+        """What refunds of ``payment`` not yet counted in it may take: those being sent now, or whose answer was
+        lost (counted whole when they refund "the rest"), so two refunds at once cannot refund more than was
+        captured. A repeat of this request (the same key) is not counted: it replays its own answer."""
+        counted = {entry.get("refundId") for entry in (payment.result or {}).get("refunds", [])}
+        query = select(Record.id, Record.payload).where(
+            Record.tenant == payment.tenant,
+            Record.kind == "refund",
+            Record.status.in_(("running", "processing", "queued")),
+            Record.payload["paymentId"].as_string() == payment.id,
+        )
+        if idempotency_key:
+            query = query.where((Record.idempotency_key != idempotency_key) | Record.idempotency_key.is_(None))
+        with self.runtime.db.session() as session:
+            pending = [payload for record_id, payload in session.execute(query) if record_id not in counted]
+        whole = _captured(payment)
+        return sum((Decimal(p["amount"]) if p.get("amount") else whole for p in pending), Decimal(0))
 
     def _send_refund(self, record: Record, payment: Record) -> Record:
         runtime = self.runtime
