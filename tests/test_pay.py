@@ -1072,3 +1072,25 @@ def test_a_refund_in_flight_counts_against_what_is_left_so_refunds_never_exceed_
     assert hub.post(f"/payments/{paid['paymentId']}/refunds", {}, 201)["amount"] == 4.0  # the rest: 4, not 10
     nothing = hub.post(f"/payments/{paid['paymentId']}/refunds", {}, 422)
     assert "a refund of the rest is more than the 0.00 left" in nothing["errors"]["amount"][0]
+
+
+def test_no_card_number_is_kept_in_the_hubs_records_audit_trail_or_logs(make_hub: Any, caplog: Any) -> None:
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    hub = make_hub()
+    card = "4242424242424242"
+    paid = hub.post("/payments", {"amount": "12.00", "currency": "USD", "paymentMethod": card}, 201, **{"Idempotency-Key": "card-1"})
+    declined = hub.post("/payments", {"amount": "12.00", "currency": "USD", "paymentMethod": "4000000000000002"}, 422)
+    hub.post(f"/payments/{paid['paymentId']}/refunds", {"amount": "2.00"}, 201)
+    assert declined["success"] is False
+    data_dir = Path(hub.manager.config["data_dir"])
+    hub_files = [path for path in data_dir.rglob("*") if path.is_file() and path.parent == data_dir]  # the hub's own files
+    assert any(path.name.endswith(".db") for path in hub_files)
+    for path in hub_files:
+        content = path.read_bytes()
+        for number in (card, "4000000000000002"):
+            assert number.encode() not in content, f"{number} found in {path.name}"
+    assert card not in caplog.text and "4000000000000002" not in caplog.text
+    stored = hub.manager.runtime.ledger.get(paid["paymentId"], "demo")
+    assert stored.payload["payment_method"] == "card ****4242"
