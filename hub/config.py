@@ -144,6 +144,16 @@ class BreakerSchema(Schema):
     reset_timeout = fields.Float(load_default=30.0, validate=validate.Range(min=0.1))
 
 
+class CategoryLimitsSchema(Schema):
+    """``storage_limits.categories.<category>``: replaces the shared limits for uploads of that category."""
+
+    class Meta:
+        unknown = RAISE
+
+    max_file_size = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(min=1))
+    allowed_content_types = fields.List(fields.String(), load_default=None, allow_none=True)
+
+
 class StorageLimitsSchema(Schema):
     class Meta:
         unknown = RAISE
@@ -151,7 +161,16 @@ class StorageLimitsSchema(Schema):
     max_file_size = fields.Integer(load_default=10 * 1024 * 1024, validate=validate.Range(min=1))
     #: Content types (``image/png``) or families (``image/*``) accepted; empty means any.
     allowed_content_types = fields.List(fields.String(), load_default=list)
+    #: Per category (``invoices``, ``images``): its own ``max_file_size`` and ``allowed_content_types``.
+    categories = fields.Dict(keys=fields.String(), values=fields.Nested(CategoryLimitsSchema), load_default=dict)
     url_expiry = fields.Integer(load_default=3600, validate=validate.Range(min=1))
+    #: Signs the hub's own download URLs (for providers without presigned URLs, such as local disk). Unset: a
+    #: random key kept in ``data_dir/url-signing.key`` (processes sharing a data dir share it; give every
+    #: process the same key, e.g. ``${HUB_URL_SIGNING_KEY}``, when they do not).
+    url_signing_key = fields.String(load_default=None, allow_none=True, validate=validate.Length(min=32))
+    #: Move files that failover put on a later provider back to the first one (checksum-verified), a batch
+    #: every minute; ``hub files migrate`` does it on demand.
+    migrate_back = fields.Boolean(load_default=False)
 
 
 class QueueSchema(Schema):

@@ -192,6 +192,13 @@ class NotFound(HubError):
     status_code = 404
 
 
+class Forbidden(HubError):
+    """The request is authenticated by something that does not allow it (a signed URL that expired or was
+    altered)."""
+
+    status_code = 403
+
+
 class Conflict(HubError):
     """The request conflicts with an earlier one (an idempotency key still in progress)."""
 

@@ -65,8 +65,9 @@ RUNTIME_RULES: dict[str, tuple[set[str], str]] = {
     "POST /inventory/updates": ({"provider"}, _PROVIDER),
     "POST /events/consumer-groups/{group}/reset": ({"offsets", "timestamp", "provider"}, "offsets/timestamp go with `to` (a cross-field rule)"),
     "POST /files": (
-        {"metadata", "fileName"},
-        "metadata is a string holding a JSON object; a raw body is named by X-File-Name or ?fileName= (OpenAPI 3.0 cannot require one of two)",
+        {"metadata", "fileName", "contentType"},
+        "metadata is a string holding a JSON object; a raw body is named by X-File-Name or ?fileName= (OpenAPI 3.0 cannot require one of two); "
+        "the content must be what contentType (or the file name) says, found by sniffing the bytes",
     ),
 }
 
@@ -75,6 +76,8 @@ RUNTIME_RULES: dict[str, tuple[set[str], str]] = {
 PROVIDER_REFUSALS = {"POST /payments", "POST /test/payment", "POST /sync", "POST /test/sync"}
 #: Operations that need an admin token: the fuzzer's is a tenant's, so their answer is 403.
 ADMIN_ONLY = {"POST /initialize", "POST /shutdown"}
+#: Operations authenticated by a signed query parameter: a schema-valid token the fuzzer makes up is refused (403).
+SIGNED_URLS = {"GET /files/{file_id}/download"}
 
 #: Parameters read only with a raw-body upload: sent with a JSON or multipart body they are not read, so a bad
 #: value there is not refused (OpenAPI 3.0 cannot tie a parameter to one of the body's media types).
@@ -99,7 +102,7 @@ def _accepted(label: str, response: Any) -> bool:
     if status < 300 or status in (404, 409, 429):  # 429: the fuzzer outpaces the email limit, and should
         return True
     if status == 403:
-        return label in ADMIN_ONLY
+        return label in ADMIN_ONLY or label in SIGNED_URLS
     if status != 422:
         return False
     body = response.json()

@@ -598,7 +598,7 @@ def test_file_limits_answer_413_while_reading_and_check_the_sniffed_type(make_hu
     assert "contentType" in wrong["errors"]
     # Declared as an image, but the bytes are an executable: the sniffed type must be allowed too.
     disguised = hub.upload(422, data=b"MZ\x90\x00\x03" + b"\x00" * 300, headers={"Content-Type": "image/png"}, query_string={"fileName": "cat.png"})
-    assert disguised["errors"]["contentType"] == ["the content is application/x-msdownload, which is not accepted; allowed: image/*, application/pdf"]
+    assert disguised["errors"]["contentType"] == ["the content is application/x-msdownload, not the declared image/png"]
     hub.upload(data={"file": (io.BytesIO(b"x"), "a.png")}, content_type="multipart/form-data")  # no signature: the name decides
 
 
@@ -909,3 +909,83 @@ def test_openapi_describes_streamed_uploads_ranges_and_direct_uploads(make_hub: 
     direct = document["paths"][f"{API}/files/uploads"]["post"]
     assert direct["requestBody"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/DirectUpload"}
     assert "201" in document["paths"][f"{API}/files/uploads/{{upload_id}}/complete"]["post"]["responses"]
+
+
+# --- signed hub URLs, per-category limits, content sniffing, prefixes ----------------------------------------
+
+
+def test_local_disk_files_get_a_signed_hub_url_refused_once_altered_or_expired(make_hub: Any) -> None:
+    hub = make_hub()
+    payload = b"%PDF-1.4\n" + bytes(range(256)) * 40
+    uploaded = hub.upload(data=payload, headers={"Content-Type": "application/pdf", "X-File-Name": "invoice.pdf"})
+    url = hub.get(f"/files/{uploaded['fileId']}").get_json()["data"]["downloadUrl"]
+    assert url.startswith("http://localhost/api/integrations/files/") and "/download?token=" in url
+    path = url.removeprefix("http://localhost")
+    fetched = hub.client.get(path)  # no token, no tenant header: the URL is the credential
+    assert fetched.status_code == 200 and fetched.data == payload
+    part = hub.client.get(path, headers={"Range": "bytes=5-9"})
+    assert part.status_code == 206 and part.data == payload[5:10]
+    token = path.split("token=")[1]
+    altered = hub.client.get(path.replace(token, token[:-2] + ("AA" if not token.endswith("AA") else "BB")))
+    assert altered.status_code == 403 and "altered" in altered.get_json()["message"]
+    other = hub.upload(data=b"%PDF-1.4 other", headers={"Content-Type": "application/pdf", "X-File-Name": "other.pdf"})
+    swapped = hub.client.get(path.replace(uploaded["fileId"], other["fileId"]))
+    assert swapped.status_code == 403  # a URL for one file opens no other
+    store = hub.manager.store
+    expired = store.signed_download(store.get(uploaded["fileId"], "demo"), -1)
+    refused = hub.client.get(expired)
+    assert refused.status_code == 403 and "expired" in refused.get_json()["message"]
+    hub.client.delete(f"{API}/files/{uploaded['fileId']}", headers=hub.headers)
+    assert hub.client.get(path).status_code == 404  # deleted: the URL dies with the file
+    key_file = Path(hub.manager.config["data_dir"]) / "url-signing.key"
+    assert key_file.stat().st_mode & 0o077 == 0  # the generated key is readable by its owner only
+
+
+def test_each_category_may_have_its_own_size_limit_and_types(make_hub: Any) -> None:
+    hub = make_hub(
+        storage_limits={
+            "max_file_size": 1000,
+            "allowed_content_types": ["image/*", "application/pdf"],
+            "categories": {"archives": {"max_file_size": 5000, "allowed_content_types": ["application/zip"]}},
+        }
+    )
+    zipped = b"PK\x03\x04" + b"\x00" * 2000
+    assert hub.upload(data=zipped, headers={"Content-Type": "application/zip", "X-File-Name": "a.zip"}, query_string={"category": "archives"})["size"] == 2004
+    too_big = hub.upload(413, data=zipped, headers={"Content-Type": "application/zip", "X-File-Name": "a.zip"})  # general: 1000
+    assert too_big["success"] is False
+    pdf = hub.upload(422, data=b"%PDF-1.4 x", headers={"Content-Type": "application/pdf", "X-File-Name": "a.pdf"}, query_string={"category": "archives"})
+    assert "application/pdf is not accepted" in pdf["errors"]["contentType"][0]
+
+
+@pytest.mark.parametrize(
+    ("name", "declared", "content", "found"),
+    [
+        ("cat.png", None, b"%PDF-1.4 not a picture", "the content is application/pdf, not image/png, as its name 'cat.png' says"),
+        ("cat.png", "image/png", b"\xff\xd8\xff\xe0" + b"\x00" * 64, "the content is image/jpeg, not the declared image/png"),
+    ],
+)
+def test_content_that_is_not_what_its_type_or_name_says_is_refused_saying_what_was_found(make_hub: Any, name: str, declared: str | None, content: bytes, found: str) -> None:
+    hub = make_hub()
+    headers = {"X-File-Name": name, "Content-Type": declared or "application/octet-stream"}
+    assert hub.upload(422, data=content, headers=headers)["errors"]["contentType"] == [found]
+
+
+def test_aliases_and_containers_are_not_mismatches(make_hub: Any) -> None:
+    hub = make_hub()
+    jpeg = b"\xff\xd8\xff\xe0" + b"\x00" * 64
+    assert hub.upload(data=jpeg, headers={"Content-Type": "image/jpg", "X-File-Name": "photo.jpg"})["contentType"] == "image/jpg"
+    assert hub.upload(data=jpeg, headers={"Content-Type": "application/octet-stream", "X-File-Name": "photo.jpeg"})["contentType"] == "image/jpeg"
+    text = hub.upload(data=b"plain words", headers={"Content-Type": "text/plain", "X-File-Name": "notes.png"})
+    assert text["contentType"] == "text/plain"  # nothing sniffed: the declared type stands
+
+
+def test_files_list_by_key_prefix_within_the_tenant_only(make_hub: Any) -> None:
+    hub = make_hub()
+    invoice = hub.upload(data=b"%PDF-1.4 a", headers={"Content-Type": "application/pdf", "X-File-Name": "a.pdf"}, query_string={"category": "invoices"})
+    hub.upload(data=b"%PDF-1.4 b", headers={"Content-Type": "application/pdf", "X-File-Name": "b.pdf"}, query_string={"category": "reports"})
+    listed = hub.get("/files?prefix=invoices/").get_json()["data"]
+    assert [item["fileId"] for item in listed["items"]] == [invoice["fileId"]] and listed["total"] == 1
+    assert hub.get("/files?prefix=%25").get_json()["data"]["total"] == 0  # a LIKE wildcard is a plain character
+    other = hub.manager.tokens.create("other", "store-tests")[1]
+    foreign = hub.client.get(f"{API}/files?prefix=../demo/invoices/", headers={"Authorization": f"Bearer {other}", "X-Tenant-ID": "other"})
+    assert foreign.get_json()["data"]["total"] == 0

@@ -42,7 +42,9 @@ def create_app(config: dict[str, Any] | str | None = None, *, manager: Integrati
     hub = manager or IntegrationManager(config)
     app.extensions["hub"] = hub
     # Bodies over the file limit (plus room for multipart/base64 framing) are refused before reading.
-    app.config["MAX_CONTENT_LENGTH"] = int(hub.config["storage_limits"]["max_file_size"] * 1.4) + 64 * 1024
+    limits = hub.config["storage_limits"]
+    largest = max([limits["max_file_size"], *(own.get("max_file_size") or 0 for own in limits["categories"].values())])
+    app.config["MAX_CONTENT_LENGTH"] = int(largest * 1.4) + 64 * 1024
     for blueprint in BLUEPRINTS:
         app.register_blueprint(blueprint, url_prefix=API_PREFIX)
     app.add_url_rule("/metrics", "prometheus", _prometheus)

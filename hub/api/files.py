@@ -17,7 +17,17 @@ from urllib.parse import quote, unquote
 
 from flask import Blueprint, Response, current_app, g, request
 
-from hub.api.middleware import SMALL_BODY, error_response, idempotency_key, idempotent, json_body, manager, ok, paging
+from hub.api.middleware import (
+    SMALL_BODY,
+    error_response,
+    idempotency_key,
+    idempotent,
+    json_body,
+    manager,
+    ok,
+    paging,
+    public,
+)
 from hub.errors import ValidationError
 from hub.records import FileRecord
 
@@ -76,24 +86,41 @@ def complete_direct_upload(upload_id: str) -> Any:
 
 @blueprint.get("/files")
 def list_files() -> Any:
+    """The tenant's files, newest first: ?category=&prefix=&provider=&limit=&offset=."""
     limit, offset = paging()
     store = manager().store
-    rows, total = store.list(g.tenant, request.args.get("category"), limit, offset)
+    args = request.args
+    rows, total = store.list(g.tenant, args.get("category"), limit, offset, prefix=args.get("prefix"), provider=args.get("provider"))
     return ok({"items": [store.view(row) for row in rows], "total": total, "limit": limit, "offset": offset})
 
 
 @blueprint.get("/files/<file_id>")
 def file_metadata(file_id: str) -> Any:
-    """A file's metadata; ``?verify=true`` adds what the provider holds (``storage``)."""
+    """A file's metadata with ``downloadUrl``, a time-limited URL needing no token (the provider's presigned one,
+    or the hub's signed one); ``?verify=true`` adds what the provider holds (``storage``)."""
     verify = request.args.get("verify", "").lower() in ("1", "true", "yes")
-    return ok(manager().store.metadata_view(file_id, g.tenant, current_app.logger.warning, verify=verify))
+    view = manager().store.metadata_view(file_id, g.tenant, current_app.logger.warning, verify=verify)
+    if str(view.get("downloadUrl", "")).startswith("/"):
+        view["downloadUrl"] = request.host_url.rstrip("/") + view["downloadUrl"]  # the hub's own: absolute
+    return ok(view)
+
+
+@blueprint.get("/files/<file_id>/download")
+@public
+def signed_download(file_id: str) -> Any:
+    """Download through a signed URL (``downloadUrl`` of the file's metadata): no token; 403 once it expired
+    or when it was altered. ``Range`` works as on ``/content``."""
+    return _serve(manager().store.verify_download(file_id, request.args.get("token", "")))
 
 
 @blueprint.get("/files/<file_id>/content")
 def download_file(file_id: str) -> Any:
     """Download a file's content, whole or one ``Range`` (206); an unsatisfiable range: 416."""
+    return _serve(manager().store.get(file_id, g.tenant))
+
+
+def _serve(file_record: FileRecord) -> Response:
     store = manager().store
-    file_record = store.get(file_id, g.tenant)
     if request.method == "HEAD":
         store.head(file_record)  # 404 when the provider lost it
         response = Response(status=200, mimetype=file_record.content_type)

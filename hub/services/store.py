@@ -15,11 +15,14 @@ import contextlib
 import hashlib
 import io
 import mimetypes
+import os
 import secrets
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, BinaryIO
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import filetype
 from sqlalchemy import func, select
@@ -28,6 +31,7 @@ from werkzeug.utils import secure_filename
 from hub.capabilities import LimitedReader, StoredFile, StoredObject, UploadStream, to_dict
 from hub.errors import (
     Conflict,
+    Forbidden,
     HubError,
     NoProviderError,
     NotFound,
@@ -40,6 +44,9 @@ from hub.records import FileRecord, Record, utcnow
 from hub.runtime import Runtime, describe
 from hub.schemas import DirectUploadSchema, FileUploadSchema, load
 
+if TYPE_CHECKING:
+    from itsdangerous import URLSafeSerializer
+
 #: Bytes the content type is sniffed from (all that ``filetype`` looks at).
 SNIFF_BYTES = 8192
 #: Chunk size when the core itself reads a stored file (confirming a direct upload).
@@ -50,6 +57,26 @@ UNKNOWN_TYPE = "application/octet-stream"
 #: What an upload's content may be: bytes, a readable binary file object (a request body, a spooled
 #: multipart part, a file the Python caller opened), or ``None`` for the base64 ``content`` field.
 UploadSource = bytes | bytearray | memoryview | BinaryIO | None
+
+#: Names of one type: what a client may declare for content that sniffs as the other.
+_TYPE_ALIASES = {
+    "image/jpg": "image/jpeg",
+    "image/pjpeg": "image/jpeg",
+    "image/x-png": "image/png",
+    "image/x-icon": "image/vnd.microsoft.icon",
+    "audio/x-wav": "audio/wav",
+    "audio/wave": "audio/wav",
+    "audio/x-flac": "audio/flac",
+    "audio/mp3": "audio/mpeg",
+    "application/x-zip-compressed": "application/zip",
+    "application/x-gzip": "application/gzip",
+    "application/x-pdf": "application/pdf",
+    "text/xml": "application/xml",
+}
+#: Formats that are zip archives inside (Office, OpenDocument, Java, EPUB): content sniffed as a zip may be one.
+_ZIP_BASED = ("application/vnd.openxmlformats-officedocument.", "application/vnd.oasis.opendocument.", "application/java-archive", "application/epub+zip", "application/vnd.android.package-archive")
+#: ISO base media files share one signature (``ftyp``): a sniffer names the brand, the client the use.
+_ISO_MEDIA = {"video/mp4", "audio/mp4", "audio/x-m4a", "audio/m4a", "video/quicktime", "video/3gpp", "video/x-m4v"}
 
 
 @dataclass
@@ -77,6 +104,16 @@ class StoreService:
     def limits(self) -> dict[str, Any]:
         return self.runtime.config["storage_limits"]
 
+    def limits_for(self, category: str) -> dict[str, Any]:
+        """The upload limits of ``category``: the shared ones, with what ``storage_limits.categories`` sets."""
+        shared = self.limits
+        own = shared["categories"].get(category) or {}
+        allowed = own.get("allowed_content_types")
+        return {
+            "max_file_size": own.get("max_file_size") or shared["max_file_size"],
+            "allowed_content_types": shared["allowed_content_types"] if allowed is None else allowed,
+        }
+
     # --- uploads through the hub -----------------------------------------------------------------
 
     def accept_upload(
@@ -92,7 +129,7 @@ class StoreService:
         ``size`` is the length the client announced (a request's ``Content-Length``), when it did."""
         self.runtime.require_running()
         request = load(FileUploadSchema(), raw)
-        limit = self.limits["max_file_size"]
+        limit = self.limits_for(request["category"])["max_file_size"]
         if source is None:
             source = _decode_base64(request["content"], limit)
         if isinstance(source, bytes | bytearray | memoryview):
@@ -105,12 +142,13 @@ class StoreService:
 
     def _upload(self, tenant: str, request: dict[str, Any], stream: UploadStream, idempotency_key: str | None) -> dict[str, Any]:
         runtime = self.runtime
-        head = stream.peek(min(SNIFF_BYTES, self.limits["max_file_size"] + 1))  # never read ahead far past the limit
+        limits = self.limits_for(request["category"])
+        head = stream.peek(min(SNIFF_BYTES, limits["max_file_size"] + 1))  # never read ahead far past the limit
         if not head:
             raise ValidationError({"file": ["the file is empty"]})
         safe_name = secure_filename(request["file_name"]) or "file"
         sniffed = filetype.guess_mime(head)
-        content_type = self._content_type(request["content_type"], sniffed, safe_name)
+        content_type = self._content_type(request["content_type"], sniffed, safe_name, limits["allowed_content_types"])
         key = _new_key(tenant, request["category"], safe_name)
         payload = {
             "fileName": request["file_name"],
@@ -156,14 +194,19 @@ class StoreService:
             runtime.ledger.apply(session, record.id, {"status": "succeeded", "provider": call.provider, "provider_reference": key, "result": {"key": key, "url": file_record.url, "size": stream.size}, "attempt_log": call.attempts})
         return self.view(file_record)
 
-    def _content_type(self, declared: str | None, sniffed: str | None, safe_name: str) -> str:
+    def _content_type(self, declared: str | None, sniffed: str | None, safe_name: str, allowed: list[str]) -> str:
         """What the client declared, else what the bytes look like, else what the name says; refused when
-        it, or what the content really is, is not an allowed type."""
+        it, or what the content really is, is not an allowed type, and when the content is something else
+        than what the declared type or the file name says (a ``.png`` whose bytes are a PDF)."""
         declared = (declared or "").strip().lower() or None
         if declared == UNKNOWN_TYPE:
             declared = None  # "I don't know": the content can say better
-        content_type = (declared or sniffed or mimetypes.guess_type(safe_name)[0] or UNKNOWN_TYPE).lower()
-        allowed = self.limits["allowed_content_types"]
+        named = (mimetypes.guess_type(safe_name)[0] or "").lower() or None
+        claimed = declared or named
+        if sniffed and claimed and not _same_content_type(claimed, sniffed):
+            said = f"the declared {declared}" if declared else f"{claimed}, as its name {safe_name!r} says"
+            raise ValidationError({"contentType": [f"the content is {sniffed}, not {said}"]})
+        content_type = (declared or sniffed or named or UNKNOWN_TYPE).lower()
         if not _content_type_allowed(content_type, allowed):
             raise ValidationError({"contentType": [f"{content_type} is not accepted; allowed: {', '.join(allowed)}"]})
         if sniffed and sniffed != content_type and not _content_type_allowed(sniffed, allowed):
@@ -189,11 +232,11 @@ class StoreService:
         runtime = self.runtime
         runtime.require_running()
         request = load(DirectUploadSchema(), raw)
-        limit = self.limits["max_file_size"]
-        if request["size"] > limit:
-            raise PayloadTooLargeError(limit)
+        limits = self.limits_for(request["category"])
+        if request["size"] > limits["max_file_size"]:
+            raise PayloadTooLargeError(limits["max_file_size"])
         safe_name = secure_filename(request["file_name"]) or "file"
-        content_type = self._content_type(request["content_type"], None, safe_name)
+        content_type = self._content_type(request["content_type"], None, safe_name, limits["allowed_content_types"])
         providers = [name for name in runtime.registry.service_providers("fileStorage", tenant) if runtime.hook_for(name, tenant, "store_upload_url")]
         if not providers:
             raise Conflict("No storage provider of this tenant can take direct uploads: upload through POST /files")
@@ -241,12 +284,13 @@ class StoreService:
             head = runtime.calls.store_head(tenant, key, provider=provider).result
         except NotFoundError:
             raise Conflict(f"Nothing was uploaded for {upload_id} yet: send the content to the upload URL first") from None
-        limit = self.limits["max_file_size"]
+        limits = self.limits_for(payload["category"])
+        limit = limits["max_file_size"]
         try:
             if head.size > limit:
                 raise PayloadTooLargeError(limit)
-            size, checksum, sniffed = self._read_back(tenant, key, provider)
-            content_type = self._content_type(payload["contentType"], sniffed, secure_filename(payload["fileName"]) or "file")
+            size, checksum, sniffed = self._read_back(tenant, key, provider, limit)
+            content_type = self._content_type(payload["contentType"], sniffed, secure_filename(payload["fileName"]) or "file", limits["allowed_content_types"])
         except ValidationError as refused:
             runtime.calls.store_delete(tenant, key, provider=provider)
             runtime.ledger.save(record.id, status="failed", error=describe(refused))
@@ -271,7 +315,7 @@ class StoreService:
             runtime.ledger.apply(session, record.id, {"status": "succeeded", "result": {**(record.result or {}), "key": key, "size": size, "etag": head.etag}})
         return self.view(file_record)
 
-    def _read_back(self, tenant: str, key: str, provider: str) -> tuple[int, str, str | None]:
+    def _read_back(self, tenant: str, key: str, provider: str, limit: int) -> tuple[int, str, str | None]:
         """Size, SHA-256 and sniffed type of a stored object, read once in chunks."""
         opened = self.runtime.calls.store_read(tenant, key, None, provider=provider).result
         digest = hashlib.sha256()
@@ -283,8 +327,8 @@ class StoreService:
                     head += chunk[: SNIFF_BYTES - len(head)]
                 digest.update(chunk)
                 size += len(chunk)
-                if size > self.limits["max_file_size"]:
-                    raise PayloadTooLargeError(self.limits["max_file_size"])
+                if size > limit:
+                    raise PayloadTooLargeError(limit)
         finally:
             opened.close()
         return size, digest.hexdigest(), filetype.guess_mime(head) if head else None
@@ -318,11 +362,17 @@ class StoreService:
             raise NotFound(f"No file with id {file_id}")
         return file_record
 
-    def list(self, tenant: str, category: str | None = None, limit: int = 50, offset: int = 0) -> tuple[list[FileRecord], int]:
+    def list(self, tenant: str, category: str | None = None, limit: int = 50, offset: int = 0, *, prefix: str | None = None, provider: str | None = None) -> tuple[list[FileRecord], int]:
+        """The tenant's files, newest first, and how many match. ``prefix`` matches keys after the tenant's part
+        (``invoices/`` or ``invoices/17``): a tenant never lists another's keys, whatever the prefix says."""
         with self.runtime.db.session() as session:
             query = select(FileRecord).where(FileRecord.tenant == tenant, FileRecord.deleted_at.is_(None))
             if category:
                 query = query.where(FileRecord.category == category)
+            if prefix:
+                query = query.where(FileRecord.key.startswith(f"{tenant}/{prefix}", autoescape=True))
+            if provider:
+                query = query.where(FileRecord.provider == provider)
             total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
             rows = list(session.scalars(query.order_by(FileRecord.created_at.desc()).limit(limit).offset(offset)))
         return rows, total
@@ -356,12 +406,64 @@ class StoreService:
         updated = head.updated_at.astimezone(UTC).isoformat().replace("+00:00", "Z") if isinstance(head.updated_at, datetime) else None
         return {"exists": True, "intact": intact, "size": head.size, "contentType": head.content_type, "checksum": head.checksum, "etag": head.etag, "updatedAt": updated}
 
-    def download_url(self, file_id: str, tenant: str) -> str | None:
+    def download_url(self, file_id: str, tenant: str) -> str:
+        """A time-limited URL for the file: the provider's presigned one where it has them, else the hub's own
+        signed URL (a path under the API, to join to the hub's address; see :meth:`signed_download`)."""
         file_record = self.get(file_id, tenant)
-        if self.runtime.hook_for(file_record.provider, tenant, "store_url") is None:
-            return None
-        call = self.runtime.calls.store_url(tenant, file_record.key, self.limits["url_expiry"], provider=file_record.provider)
-        return call.result
+        expires_in = self.limits["url_expiry"]
+        if self.runtime.hook_for(file_record.provider, tenant, "store_url") is not None:
+            presigned = self.runtime.calls.store_url(tenant, file_record.key, expires_in, provider=file_record.provider).result
+            if presigned:
+                return presigned
+        return self.signed_download(file_record, expires_in)
+
+    # --- the hub's own signed download URLs (providers without presigned URLs: local disk) ------------
+
+    @cached_property
+    def _url_signer(self) -> URLSafeSerializer:
+        from itsdangerous import URLSafeSerializer
+
+        return URLSafeSerializer(self._url_signing_key(), salt="hub.files.download")
+
+    def _url_signing_key(self) -> str:
+        configured = self.limits["url_signing_key"]
+        if configured:
+            return configured
+        path = Path(self.runtime.config["data_dir"]) / "url-signing.key"
+        try:
+            return path.read_text().strip()
+        except FileNotFoundError:
+            pass
+        key = secrets.token_urlsafe(48)
+        try:  # the first process to get here writes it; the others read what it wrote
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            time.sleep(0.05)
+            return path.read_text().strip()
+        with os.fdopen(descriptor, "w") as out:
+            out.write(key)
+        return key
+
+    def signed_download(self, file_record: FileRecord, expires_in: int) -> str:
+        """``/api/integrations/files/<id>/download?token=…``: downloads the file without an API token until
+        ``expires_in`` seconds from now. The token names the file, its tenant and the expiry, signed with
+        ``storage_limits.url_signing_key``: an altered or expired URL is refused with 403."""
+        token = self._url_signer.dumps({"f": file_record.id, "t": file_record.tenant, "e": int(time.time()) + expires_in})
+        return f"/api/integrations/files/{file_record.id}/download?token={token}"
+
+    def verify_download(self, file_id: str, token: str) -> FileRecord:
+        """The file a signed download URL names (:meth:`signed_download`), or :class:`Forbidden`."""
+        from itsdangerous import BadSignature
+
+        try:
+            claims = self._url_signer.loads(token)
+        except BadSignature:
+            raise Forbidden("This download URL is not valid: it was altered or not made by this hub") from None
+        if not isinstance(claims, dict) or claims.get("f") != file_id or not isinstance(claims.get("e"), int):
+            raise Forbidden("This download URL is not valid for this file")
+        if claims["e"] < time.time():
+            raise Forbidden("This download URL has expired: ask for the file's metadata again for a new one")
+        return self.get(file_id, str(claims.get("t")))
 
     def metadata_view(self, file_id: str, tenant: str, warn: Any, *, verify: bool = False) -> dict[str, Any]:
         """A file's metadata, with a time-limited direct URL when the provider gives one, and with
@@ -427,6 +529,16 @@ def _stored_file(tenant: str, key: str, safe_name: str, content_type: str, reque
         metadata={**request["metadata"], "tenant": tenant, "original-name": request["file_name"][:200]},
         size=size,
     )
+
+
+def _same_content_type(claimed: str, sniffed: str) -> bool:
+    """Whether content sniffed as ``sniffed`` may be what the client (or the file name) calls ``claimed``."""
+    claimed, sniffed = _TYPE_ALIASES.get(claimed, claimed), _TYPE_ALIASES.get(sniffed, sniffed)
+    if claimed == sniffed:
+        return True
+    if sniffed == "application/zip" and claimed.startswith(_ZIP_BASED):
+        return True
+    return claimed in _ISO_MEDIA and sniffed in _ISO_MEDIA
 
 
 def _content_type_allowed(content_type: str, allowed: list[str]) -> bool:

@@ -76,7 +76,9 @@ def check_pay(
             tenant=tenant,
             amount=amount,
             currency=currency,
-            order_id=_unique("contract-order"),
+            # One order per idempotency key: a retry with the same key is the same request, as the core sends it
+            # (Stripe and Square refuse a key reused with other parameters).
+            order_id=f"contract-order-{key}",
             payment_method=method,
             customer={"email": "contract-one@example.com"},
             description="Hub contract check",
