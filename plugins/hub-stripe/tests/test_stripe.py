@@ -642,7 +642,9 @@ def test_hub_timeout_after_the_charge_reconciles_on_the_same_gateway(
         "backup": {"type": "stripe", **settings(second_stripe, timeout=0.5)},
     }
     with make_hub(tmp_path, providers) as api:
-        stripe_fake.server.delay_answers("PostPaymentIntents", 2.0)
+        # Every answer to the create (the first try and the core's retry with the same key) arrives after the
+        # client's 0.5 s timeout, though Stripe made the payment at the first.
+        stripe_fake.server.delay_answers("PostPaymentIntents", 2.0, times=2)
         response = api.post(
             f"{API}/payments",
             json={"amount": "19.99", "currency": "EUR", "paymentMethod": "pm_card_visa"},
@@ -650,13 +652,16 @@ def test_hub_timeout_after_the_charge_reconciles_on_the_same_gateway(
         )
         assert response.status_code in (201, 202), response.get_json()
         paid = response.get_json()["data"]
-        assert len(stripe_fake.intents()) == 1  # charged once, though the answer came too late
+        assert len(stripe_fake.intents()) == 1  # charged once, though no answer arrived in time
         intent = stripe_fake.intents()[0]
-        view = api.get(f"{API}/payments/{paid['paymentId']}?refresh=true").get_json()["data"]
+        creates = stripe_fake.requests_by_key(DEFAULT_API_KEY, "PostPaymentIntents")
+        assert len(creates) == 2 and len({request.header("idempotency-key") for request in creates}) == 1
+        # The hub found the payment through payment_status (the search by metadata), not by charging again.
+        searches = stripe_fake.requests_by_key(DEFAULT_API_KEY, "GetPaymentIntentsSearch")
+        assert searches and intent["metadata"]["hub_idempotency_key"] in searches[0].query["query"]
+        view = api.get(f"{API}/payments/{paid['paymentId']}").get_json()["data"]
         assert (view["status"], view["transactionId"], view["gateway"]) == ("succeeded", intent["id"], "primary")
         assert second_stripe.server.requests == []  # never failed over
-        creates = stripe_fake.requests_by_key(DEFAULT_API_KEY, "PostPaymentIntents")
-        assert len({request.header("idempotency-key") for request in creates}) == 1
 
 
 def test_hub_fails_over_from_a_stopped_stripe_to_the_backup(
@@ -700,3 +705,45 @@ def test_a_tenant_with_its_own_stripe_key_pays_into_its_own_account(tmp_path: Pa
     assert [i["amount"] for i in stripe_fake.intents(OTHER_KEY)] == [400]
     assert {r.operation_id for r in stripe_fake.requests_by_key(OTHER_KEY)} == {"PostPaymentIntents", "PostRefunds"}
     assert stripe_fake.refunds(DEFAULT_API_KEY) == []
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The fake itself, as a user's test would drive it (the bare SDK)
+
+
+def test_the_fake_keeps_idempotency_per_api_key_as_stripe_does(stripe_fake: StripeFake) -> None:
+    import stripe
+
+    def client(key: str) -> Any:
+        return stripe.StripeClient(key, base_addresses={"api": stripe_fake.server.url}, max_network_retries=0)
+
+    params = {"amount": 1200, "currency": "usd", "confirm": True, "payment_method": "pm_card_visa"}
+    first = client(DEFAULT_API_KEY).v1.payment_intents.create(params=params, options={"idempotency_key": "k-1"})
+    again = client(DEFAULT_API_KEY).v1.payment_intents.create(params=params, options={"idempotency_key": "k-1"})
+    other_account = client(OTHER_KEY).v1.payment_intents.create(params=params, options={"idempotency_key": "k-1"})
+    assert first.id == again.id != other_account.id
+    assert stripe_fake.server.requests[1].status == 200 and len(stripe_fake.intents(DEFAULT_API_KEY)) == 1
+    with pytest.raises(stripe.IdempotencyError):
+        client(DEFAULT_API_KEY).v1.payment_intents.create(
+            params={**params, "amount": 1300}, options={"idempotency_key": "k-1"}
+        )
+    with pytest.raises(stripe.InvalidRequestError) as hidden:  # accounts do not see each other's objects
+        client(OTHER_KEY).v1.payment_intents.retrieve(first.id)
+    assert hidden.value.http_status == 404
+    declined = {**params, "payment_method": "pm_card_chargeDeclined"}
+    for _ in range(2):  # a decline is saved and replayed too
+        with pytest.raises(stripe.CardError) as error:
+            client(DEFAULT_API_KEY).v1.payment_intents.create(params=declined, options={"idempotency_key": "k-2"})
+        assert error.value.code == "card_declined"
+    assert len(stripe_fake.intents(DEFAULT_API_KEY)) == 2
+    with pytest.raises(stripe.AuthenticationError):
+        client("sk_test_unknown").v1.payment_intents.retrieve(first.id)
+
+
+def test_the_testing_module_imports_nothing_heavy() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, hub_stripe, hub_stripe.testing; print(sorted(m for m in ('stripe', 'pytest', 'hub.testing', 'werkzeug') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
