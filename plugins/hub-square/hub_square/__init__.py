@@ -114,9 +114,10 @@ INDETERMINATE_STATUSES = frozenset({500, 502, 504})
 
 
 def derive_key(key: str) -> str:
-    """The idempotency key Square gets for the hub's ``key``: itself when it fits Square's 45 characters, else
-    ``hub-`` + 40 hex digits of its SHA-256 (the same on every retry)."""
-    if 0 < len(key) <= MAX_KEY_LENGTH:
+    """The idempotency key Square gets for the hub's ``key``: itself when it fits Square's 45 characters (and
+    has no space or bracket, which the note's marker cannot hold), else ``hub-`` + 40 hex digits of its SHA-256
+    (the same on every retry)."""
+    if 0 < len(key) <= MAX_KEY_LENGTH and not any(ch.isspace() or ch in "[]" for ch in key):
         return key
     return "hub-" + hashlib.sha256(key.encode("utf-8")).hexdigest()[:40]
 
@@ -239,7 +240,9 @@ class SquarePayments(Provider):
         if isinstance(email, str) and 0 < len(email) <= 255:
             body["buyer_email_address"] = email
         if not body["source_id"]:
-            raise PermanentError("Square needs a payment method (a card nonce or card on file id)", field="paymentMethod")
+            raise PermanentError(
+                "Square needs a payment method (a card nonce or card on file id)", field="paymentMethod"
+            )
         try:
             answer = self._call("POST", "/v2/payments", body=body)
         except PermanentError as error:
@@ -302,9 +305,13 @@ class SquarePayments(Provider):
                     by_id = found
                 if by_order is None and order_id and found.get("reference_id") == order_id and marks:
                     money = found.get("amount_money") or {}
-                    if currency and amount is not None and money.get("currency") == currency.upper():
-                        if from_minor_units(money.get("amount", 0), currency) == Decimal(amount):
-                            by_order = found
+                    if (
+                        currency
+                        and amount is not None
+                        and money.get("currency") == currency.upper()
+                        and from_minor_units(money.get("amount", 0), currency) == Decimal(amount)
+                    ):
+                        by_order = found
             params["cursor"] = answer.get("cursor")
             if not params["cursor"]:
                 break
@@ -344,7 +351,9 @@ class SquarePayments(Provider):
             payment = self._call("GET", f"/v2/payments/{_path(refund.transaction_id)}").get("payment") or {}
             amount = _refundable(payment, refund.currency)
             if amount <= 0:
-                raise PermanentError("nothing is left to refund on this Square payment", provider_code="REFUND_AMOUNT_INVALID")
+                raise PermanentError(
+                    "nothing is left to refund on this Square payment", provider_code="REFUND_AMOUNT_INVALID"
+                )
         body: dict[str, Any] = {
             "idempotency_key": derive_key(refund.idempotency_key or f"refund-{refund.id}"),
             "payment_id": refund.transaction_id,
@@ -486,7 +495,9 @@ class SquarePayments(Provider):
             amount_captured=charged if status in ("succeeded", "refunded", "partially_refunded") else None,
             amount_refunded=refunded,
             details={
-                key: payment[key] for key in ("location_id", "reference_id", "receipt_url", "created_at") if key in payment
+                key: payment[key]
+                for key in ("location_id", "reference_id", "receipt_url", "created_at")
+                if key in payment
             },
         )
 
