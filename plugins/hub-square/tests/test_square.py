@@ -792,3 +792,17 @@ def test_the_lookup_pages_through_list_payments(
     assert found is not None and found.status == "succeeded"
     assert sum(1 for r in server.requests if r.operation_id == "ListPayments") == 4
     assert derive_key("a key with spaces") != "a key with spaces"
+
+
+def test_a_key_reused_with_another_body(harness: ProviderHarness, square: tuple[ContractServer, SquareFake]) -> None:
+    server, fake = square
+    provider = harness.build("square", settings(server.url))
+    first = harness.call(provider, "pay", payment=payment_request(idempotency_key="k-reused", order_id="o-1"))
+    # Another order reference with the same key and money: Square refuses the key, the plugin finds the payment.
+    again = harness.call(provider, "pay", payment=payment_request(idempotency_key="k-reused", order_id="o-2"))
+    assert again.transaction_id == first.transaction_id and fake.payment_count() == 1
+    assert [r.status for r in server.requests if r.operation_id == "CreatePayment"] == [200, 400]
+    # Other money under the same key is another payment: refused with Square's code, nothing charged.
+    with pytest.raises(PermanentError) as reused:
+        harness.call(provider, "pay", payment=payment_request("26.00", idempotency_key="k-reused", order_id="o-1"))
+    assert reused.value.provider_code == "IDEMPOTENCY_KEY_REUSED" and fake.payment_count() == 1
