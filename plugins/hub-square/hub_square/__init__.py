@@ -263,7 +263,10 @@ class SquarePayments(Provider):
                 answer = self._call("GET", f"/v2/payments/{_path(lookup.transaction_id)}")
             except NotFoundError:
                 return None
-            return self._result(answer.get("payment") or {})
+            payment = answer.get("payment") or {}
+            if _marks(payment.get("note")).get("tenant") not in (None, lookup.tenant):
+                return None  # another tenant's payment is no payment of this one
+            return self._result(payment)
         key = derive_key(lookup.idempotency_key) if lookup.idempotency_key else None
         return self._search(
             key=key,
@@ -379,7 +382,18 @@ class SquarePayments(Provider):
     def health(self) -> HealthResult:
         location = self.settings["location_id"]
         path = f"/v2/locations/{_path(location)}" if location else "/v2/locations"
-        return self.http.probe("GET", path, timeout=5.0)
+        try:
+            answer = self._call("GET", path, timeout=min(self.http.timeout, 5.0))
+        except NotFoundError:
+            return HealthResult("error", f"Square has no location {location} for this access token")
+        except ProviderError as error:
+            return HealthResult("error", error.message)
+        found = answer.get("location") or next(iter(answer.get("locations") or []), None) or {}
+        name = found.get("name") or found.get("id") or "main location"
+        status = found.get("status") or "ACTIVE"
+        if status != "ACTIVE":
+            return HealthResult("error", f"Square location {name} is {status}")
+        return HealthResult("success", f"Square location {name} active")
 
     # --- webhooks --------------------------------------------------------------------------------------
 
@@ -445,7 +459,9 @@ class SquarePayments(Provider):
                 return []  # a refund that failed or was rejected moves no payment
             status, details = "partially_refunded", {"raw_status": f"REFUND_{raw}", "refund_id": refund.get("id")}
             try:  # the refund does not say how much of the payment is refunded now; the payment does
-                payment = self._result(self._call("GET", f"/v2/payments/{_path(payment_id)}").get("payment") or {})
+                # Square waits 10 s for the acknowledgement: a short read, the status is known without it anyway.
+                answer = self._call("GET", f"/v2/payments/{_path(payment_id)}", timeout=min(self.http.timeout, 3.0))
+                payment = self._result(answer.get("payment") or {})
             except ProviderError as error:
                 self.log.info("square: refund event %s: payment lookup failed (%s)", event_id, error.message)
             else:

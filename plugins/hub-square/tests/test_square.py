@@ -571,6 +571,9 @@ def test_credentials_refused_and_unknown_payments(
     assert harness.call(wrong, "health").status == "error"
     provider = harness.build("square", settings(server.url))
     assert harness.call(provider, "health").status == "success"
+    elsewhere = harness.build("square", settings(server.url, location_id="L-NOT-MINE"))
+    assert "no location L-NOT-MINE" in harness.call(elsewhere, "health").message
+    assert harness.call(harness.build("square", settings(server.url, location_id=None)), "health").ok
     missing = PaymentLookup(tenant="demo", payment_id="p-x", transaction_id="no-such-payment")
     assert harness.call(provider, "payment_status", lookup=missing) is None
     refund = RefundRequest(
@@ -590,7 +593,10 @@ def test_a_lookup_never_returns_another_tenants_payment(
     other = PaymentLookup(tenant="demo", payment_id=request.id, idempotency_key="shared-key")
     assert harness.call(provider, "payment_status", lookup=other) is None
     mine = PaymentLookup(tenant="acme", payment_id=request.id, idempotency_key="shared-key")
-    assert harness.call(provider, "payment_status", lookup=mine).status == "succeeded"
+    found = harness.call(provider, "payment_status", lookup=mine)
+    assert found.status == "succeeded"
+    by_id = PaymentLookup(tenant="demo", payment_id=request.id, transaction_id=found.transaction_id)
+    assert harness.call(provider, "payment_status", lookup=by_id) is None
 
 
 def test_a_server_errors_mapping(harness: ProviderHarness, square: tuple[ContractServer, SquareFake]) -> None:
