@@ -725,16 +725,24 @@ def test_pay_webhook_status_refunds_through_the_rest_api(
         assert len(events) == 1
         api.hub.run_record(events[0].id)
 
-    # A fresh hub for the refunds (a disputed payment is not refundable).
+    # A fresh hub for the refunds (a disputed payment is not refundable): an authorisation the seller completes
+    # at Square (in the Dashboard); the payment.updated webhook tells the hub.
     with _hub(tmp_path / "second", {"square": {"type": "square", **settings(server.url, timeout=5)}}) as api:
-        payment = api.post(f"{API}/payments", {"amount": "30.00", "currency": "USD", "paymentMethod": OK}).get_json()[
-            "data"
-        ]
+        body = {"amount": "30.00", "currency": "USD", "paymentMethod": OK, "capture": False}
+        payment = api.post(f"{API}/payments", body).get_json()["data"]
+        assert payment["status"] == "requires_capture", payment
         stored = fake.payments(server.state)[payment["transactionId"]]
+        stored["status"] = "COMPLETED"
         body = event_body("payment.updated", fake._public(stored), event_id="evt-pay-1")
         headers = {"Content-Type": "application/json", "x-square-hmacsha256-signature": sign(body)}
-        assert api.client.post(f"{API}/webhooks/square", data=body, headers=headers).status_code == 200
-        assert api.get(f"{API}/payments/{payment['paymentId']}").get_json()["data"]["status"] == "succeeded"
+        assert api.client.post(f"{API}/webhooks/square", data=body, headers=headers).get_json()["data"]["updated"] == 1
+        viewed = api.get(f"{API}/payments/{payment['paymentId']}").get_json()["data"]
+        assert (viewed["status"], viewed["rawStatus"]) == ("succeeded", "COMPLETED")
+        assert any(r.payload.get("eventType") == "payment.succeeded" for r in api.hub.list_records("demo", "event"))
+        # Square signs no timestamp; an event older than webhook_tolerance (72 h by default) is refused.
+        stale = event_body("payment.updated", fake._public(stored), event_id="evt-old", created=time.time() - 4 * 86400)
+        stale_headers = {"Content-Type": "application/json", "x-square-hmacsha256-signature": sign(stale)}
+        assert api.client.post(f"{API}/webhooks/square", data=stale, headers=stale_headers).status_code == 401
         partial = api.post(f"{API}/payments/{payment['paymentId']}/refunds", {"amount": "10.00"})
         assert partial.status_code == 201, partial.get_json()
         over = api.post(f"{API}/payments/{payment['paymentId']}/refunds", {"amount": "25.00"})
