@@ -25,6 +25,7 @@ from hub.records.core import (
 )
 from hub.records.database import (
     Database,
+    insert_ignoring_duplicates,
     normalise_database_url,
 )
 from hub.records.events import (
@@ -61,6 +62,7 @@ __all__ = [
     "UTCDateTime",
     "WebhookEventSeen",
     "new_id",
+    "insert_ignoring_duplicates",
     "normalise_database_url",
     "plain_number",
     "utcnow",

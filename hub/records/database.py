@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ from typing import Any
 from sqlalchemy import (
     create_engine,
     event,
+    insert,
     select,
     update,
 )
@@ -20,6 +22,23 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from hub.records.base import Base, utcnow
 from hub.records.core import Record
+
+
+def insert_ignoring_duplicates(session: Session, table: Any) -> Any:
+    """An INSERT that skips rows whose key exists, in the session's dialect: a provider may reuse an id (a
+    retried send, the same payment found again), and failing after the work was done would redo it."""
+    return _insert_ignoring_duplicates_for(session.get_bind().dialect.name, table)
+
+
+@functools.cache  # built once per dialect and table: it is on every send's and payment's path
+def _insert_ignoring_duplicates_for(dialect: str, table: Any) -> Any:
+    if dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    elif dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    else:
+        return insert(table).prefix_with("IGNORE")  # MySQL/MariaDB
+    return dialect_insert(table).on_conflict_do_nothing()
 
 
 def normalise_database_url(url: str | None, data_dir: str) -> str:

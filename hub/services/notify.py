@@ -8,20 +8,19 @@ writes each batch's outcomes as soon as the provider answered, so a crash resume
 
 from __future__ import annotations
 
-import functools
 import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import select
 
 from hub.capabilities import Message, NotifyResult, Recipient
 from hub.config import CHANNEL_SERVICE
 from hub.delivery import Address, Rendered, recipient_addresses
 from hub.errors import NoProviderError, PermanentError, ProviderError, ValidationError
 from hub.observability import redact_text
-from hub.records import ProviderReference, RecipientOutcome, Record, utcnow
+from hub.records import ProviderReference, RecipientOutcome, Record, insert_ignoring_duplicates, utcnow
 from hub.runtime import Runtime, describe
 from hub.schemas import NotificationSchema, load
 from hub.services.templates import TemplateService
@@ -329,7 +328,7 @@ class NotifyService:
             delivery.written.extend(delivery.outcomes)
             delivery.outcomes = []
         if delivery.references:
-            session.execute(_insert_ignoring_duplicates(session, ProviderReference.__table__), delivery.references)
+            session.execute(insert_ignoring_duplicates(session, ProviderReference.__table__), delivery.references)
             delivery.references = []
 
     def _finish(self, delivery: _Delivery, last_error: str | None) -> None:
@@ -369,7 +368,7 @@ class NotifyService:
             if unwritten:
                 session.execute(RecipientOutcome.__table__.insert(), unwritten)
             if references:
-                session.execute(_insert_ignoring_duplicates(session, ProviderReference.__table__), references)
+                session.execute(insert_ignoring_duplicates(session, ProviderReference.__table__), references)
 
         delivery.record = self.runtime.ledger.finish(record, changes, write_outcomes)
 
@@ -512,23 +511,6 @@ def _check_notify_result(outcome: Any, expected: int, provider: str) -> None:
     if not isinstance(outcome, NotifyResult) or len(outcome.results) != expected:
         got = len(outcome.results) if isinstance(outcome, NotifyResult) else type(outcome).__name__
         raise ProviderError(f"provider {provider} broke the notify contract: {got} results for {expected} recipients")
-
-
-@functools.cache
-def _insert_ignoring_duplicates_for(dialect: str, table: Any) -> Any:
-    if dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert as dialect_insert
-    elif dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as dialect_insert
-    else:
-        return insert(table).prefix_with("IGNORE")  # MySQL/MariaDB
-    return dialect_insert(table).on_conflict_do_nothing()
-
-
-def _insert_ignoring_duplicates(session: Any, table: Any) -> Any:
-    """An INSERT that skips rows whose key exists: a provider may reuse a message id (a retried send),
-    and failing after the message went out would send it again."""
-    return _insert_ignoring_duplicates_for(session.get_bind().dialect.name, table)
 
 
 def _outcome(

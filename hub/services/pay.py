@@ -30,7 +30,7 @@ from hub.capabilities import (
     to_dict,
 )
 from hub.errors import NoProviderError, NotFound, OutcomeUnknownError, ProviderError, ValidationError
-from hub.records import ProviderReference, Record, utcnow
+from hub.records import ProviderReference, Record, insert_ignoring_duplicates, utcnow
 from hub.runtime import Runtime, describe
 from hub.schemas import CancelSchema, CaptureSchema, PaymentSchema, RefundSchema, check_amount_in, load
 from hub.services.reconcile import PaymentReconciler, gateway_key
@@ -169,7 +169,33 @@ class PayService:
         except (ProviderError, NoProviderError) as error:
             runtime.ledger.fail(record.id, error)
             raise
-        return self.view(self._apply_result(record.id, call.provider, call.result, attempt_log=call.attempts))
+        return self.view(self._record_first_answer(record, call.provider, call.result, call.attempts))
+
+    def _record_first_answer(self, record: Record, provider: str, result: PaymentResult, attempts: list[dict[str, Any]]) -> Record:
+        """Store the gateway's answer to the payment just made. Nothing else can have changed the record since
+        it was opened (the reconciler leaves a running record alone; no webhook matches it before its reference
+        is stored), so nothing is read back: written with the request's last transaction (:meth:`RecordLedger.finish`)."""
+        status = result.status if result.status in PAYMENT_STATUSES else "processing"
+        if status != result.status:
+            log.warning("gateway %s answered status %r, not a hub status; kept as processing", provider, result.status)
+        stored = {key: value for key, value in to_dict(result).items() if value is not None}
+        stored.update(status=status, checkedAt=utcnow().isoformat())
+        changes = {
+            "status": status,
+            "error": "the gateway reports the payment failed" if status == "failed" else None,
+            # When to look a processing payment up (the reconciliation job's first check); others: never.
+            "lease_until": utcnow() + self.reconciler.reconcile_first if status == "processing" else None,
+            "provider": provider,
+            "provider_reference": result.transaction_id,
+            "result": stored,
+            "attempt_log": attempts,
+        }
+        reference = {"provider": provider, "reference": result.transaction_id, "record_id": record.id, "recipient_index": None}
+
+        def write_reference(session: Any) -> None:
+            session.execute(insert_ignoring_duplicates(session, ProviderReference.__table__), [reference])
+
+        return self.runtime.ledger.finish(record, changes, write_reference)
 
     def _apply_result(self, record_id: str, provider: str, result: PaymentResult, **changes: Any) -> Record:
         """Store what the gateway says about the payment, if it moves the payment forwards (a lookup may be

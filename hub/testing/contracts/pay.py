@@ -41,6 +41,7 @@ def check_pay(
     amount: Decimal = Decimal("25.00"),
     currency: str = "USD",
     tenant: str = CONTRACT_TENANT,
+    partial_capture: bool = True,
 ) -> PaymentResult:
     """Every pay hook the provider implements, as the core uses it.
 
@@ -63,6 +64,8 @@ def check_pay(
         charging: ``pay`` must raise ``OutcomeUnknownError`` and ``payment_status`` find the payment by its
         idempotency key. Skipped when ``None``.
     :param amount: at least 0.05 in ``currency``; the refunds take 40% of it, then the rest.
+    :param partial_capture: ``False`` for a gateway that captures only the whole authorisation (Razorpay): a
+        partial ``capture`` must then raise ``PermanentError`` and a whole one (``amount=None``) succeed.
     """
     amount = Decimal(amount)
     idempotency_key = _unique("contract-pay")
@@ -224,7 +227,7 @@ def check_pay(
         _check_outcome_unknown(provider, charge, lookup, outcome_unknown_method, amount, currency)
 
     if harness.implements(provider, "capture"):
-        _check_capture(harness, provider, charge, lookup, refund, amount, currency, tenant)
+        _check_capture(harness, provider, charge, lookup, refund, amount, currency, tenant, partial_capture)
     return result
 
 
@@ -322,6 +325,7 @@ def _check_capture(
     amount: Decimal,
     currency: str,
     tenant: str,
+    partial_capture: bool = True,
 ) -> None:
     def capture(transaction_id: str, capture_amount: Decimal | None) -> Any:
         request = CaptureRequest(
@@ -361,10 +365,20 @@ def _check_capture(
         lambda: capture(transaction_id, amount + Decimal("0.01")),
     )
     part = (amount * Decimal("0.6")).quantize(Decimal("0.01"))
-    captured = capture(transaction_id, part)
-    _check_payment(provider, captured, "a partial capture", amount, currency)
+    if not partial_capture:
+        _expect_error(
+            PermanentError,
+            provider,
+            f"capturing {part} of {amount} (the gateway captures only the whole authorisation)",
+            lambda: capture(transaction_id, part),
+        )
+        part = amount
+        captured = capture(transaction_id, None)
+    else:
+        captured = capture(transaction_id, part)
+    _check_payment(provider, captured, "a capture", amount, currency)
     _expect(
-        captured.status == "succeeded" and captured.amount_captured == part,
+        captured.status == "succeeded" and captured.amount_captured in ((part,) if partial_capture else (None, part)),
         provider,
         f"capturing {part} returned status {captured.status!r} with amount_captured {captured.amount_captured!r}; "
         f"expected 'succeeded' and Decimal({str(part)!r})",
