@@ -319,7 +319,7 @@ class PayPalGateway(Provider):
             "purchase_units": [
                 {
                     "custom_id": _clip(PROBE_PREFIX + lookup.payment_id, 127),
-                    "amount": paypal_amount(lookup.amount or Decimal("1.00"), lookup.currency or "USD"),
+                    "amount": _probe_amount(lookup),
                 }
             ],
         }
@@ -681,6 +681,15 @@ def order_result(order: Mapping[str, Any]) -> PaymentResult:
         amount_refunded=refunded if refunded else None,
         details=details,
     )
+
+
+def _probe_amount(lookup: PaymentLookup) -> dict[str, str]:
+    """The probe's amount: the payment's where PayPal can carry it (PayPal answers a known key with the first
+    order whatever the body says, so any valid amount does)."""
+    try:
+        return paypal_amount(lookup.amount or Decimal("1.00"), lookup.currency or "USD")
+    except PermanentError:
+        return {"currency_code": "USD", "value": "1.00"}
 
 
 def _request_id(key: str) -> str:

@@ -531,11 +531,12 @@ def test_refund_and_authorization_events_name_the_order(provider_harness: Provid
 
 
 def make_hub(tmp_path: Path, providers: dict[str, Any], services: list[str] | None = None) -> RestHub:
+    """A hub with these PayPal gateways, and the built-in event log to publish ``payment.*`` events to."""
     return rest_hub(
         tmp_path,
         plugins=[(hub_paypal, "paypal")],
-        providers=providers,
-        services={"payment": {"providers": services or list(providers)}},
+        providers={**providers, "events": {"type": "event-log"}},
+        services={"payment": {"providers": services or list(providers)}, "kafka": {"providers": ["events"]}},
     )
 
 
@@ -571,6 +572,8 @@ def test_hub_pay_webhook_status_refunds(tmp_path: Path, paypal: PayPalFake) -> N
         assert (view["status"], view["transactionId"]) == ("succeeded", order_id)
         [queued] = api.hub.list_records("demo", "event")
         assert queued.payload["eventType"] == "payment.succeeded" and queued.payload["data"]["paymentId"] == payment_id
+        api.hub.run_record(queued.id)  # as a worker would
+        assert api.hub.get_record(queued.id, "demo", "event").status == "succeeded"
 
         partial = api.post(f"{API}/payments/{payment_id}/refunds", {"amount": "10.00"})
         assert partial.status_code == 201, partial.get_json()
@@ -601,6 +604,10 @@ def test_hub_timeout_after_the_order_reached_paypal_is_reconciled_never_failed_o
         paypal.server.delay_answers("orders.create", 2.0, times=2)  # the first try and its retry: answers lost
         paid = api.post(f"{API}/payments", {"amount": "42.00", "currency": "USD", "paymentMethod": "tok-visa"})
         data = paid.get_json()["data"]
+        assert paid.status_code == 201, data
+        assert (data["status"], data["outcomeUnknown"]) == ("succeeded", False)
+        record = api.hub.get_record(data["paymentId"], "demo", "payment")
+        assert [(a["provider"], a["outcome"]) for a in record.attempt_log] == [("primary", "failed")]
         [order] = paypal.charges()
         assert len(paypal.orders()) == 1  # one charge: the retry and the lookup replayed the create
         assert {r.header("paypal-request-id") for r in paypal.requests_to("orders.create")} == {data["paymentId"]}
