@@ -137,6 +137,8 @@ EVENT_STATUSES = {
     "CHECKOUT.ORDER.COMPLETED": "succeeded",
 }
 REFUND_EVENTS = ("PAYMENT.CAPTURE.REFUNDED", "PAYMENT.CAPTURE.REVERSED")
+#: A chargeback or a buyer's claim opened on a capture: the payment is ``disputed``.
+DISPUTE_EVENTS = ("CUSTOMER.DISPUTE.CREATED",)
 
 
 class PayPalSettings(HttpSettings):
@@ -547,6 +549,8 @@ class PayPalGateway(Provider):
             if found.amount_refunded is not None:
                 details["amount_refunded"] = str(found.amount_refunded)
             return [WebhookEvent(event_id, str(order_id), status, type=event_type, details=details)]
+        if event_type in DISPUTE_EVENTS:
+            return self._dispute_events(event_id, event_type, resource)
         status = EVENT_STATUSES.get(event_type)
         if status is None:
             return []  # an event the hub keeps no status for: acknowledged
@@ -555,6 +559,38 @@ class PayPalGateway(Provider):
             return []
         details = {"raw_status": resource.get("status"), "resource_id": resource.get("id")}
         return [WebhookEvent(event_id, str(order_id), status, type=event_type, details=details)]
+
+    def _dispute_events(self, event_id: str, event_type: str, resource: Mapping[str, Any]) -> list[WebhookEvent]:
+        """A dispute names the captures it is about (``seller_transaction_id``): each capture's order is read
+        from the capture (``GET /v2/payments/captures/{id}``, its ``up`` link)."""
+        events = []
+        transactions = [t for t in resource.get("disputed_transactions") or [] if isinstance(t, dict)]
+        for index, transaction in enumerate(transactions):
+            capture_id = str(transaction.get("seller_transaction_id") or "")
+            if not ORDER_ID.fullmatch(capture_id):
+                continue
+            try:
+                capture = self._api("GET", f"/v2/payments/captures/{capture_id}")
+            except NotFoundError:
+                continue  # a capture of another account, or not an order's
+            order_id = _order_id_of(capture)
+            if order_id is None:
+                continue
+            events.append(
+                WebhookEvent(
+                    event_id if len(transactions) == 1 else f"{event_id}:{index}",
+                    order_id,
+                    "disputed",
+                    type=event_type,
+                    details={
+                        "raw_status": resource.get("status"),
+                        "dispute_id": resource.get("dispute_id"),
+                        "reason": resource.get("reason"),
+                        "capture_id": capture_id,
+                    },
+                )
+            )
+        return events
 
     @hookimpl
     def close(self) -> None:

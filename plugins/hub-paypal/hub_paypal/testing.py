@@ -258,6 +258,16 @@ def merged_spec(official: Mapping[str, Any]) -> dict[str, Any]:
             },
         },
     }
+    paths["/v2/payments/captures/{capture_id}"] = {
+        "x-hub-source": _NOT_OFFICIAL,
+        "get": {
+            "operationId": "hub.captures.get",
+            "summary": "Show a captured payment's details. " + _NOT_OFFICIAL,
+            "security": oauth,
+            "parameters": [_path_param("capture_id")],
+            "responses": {"200": _answer("The capture.", _ref("capture")), **_errors()},
+        },
+    }
     paths["/v1/notifications/verify-webhook-signature"] = {
         "x-hub-source": _NOT_OFFICIAL,
         "post": {
@@ -438,6 +448,7 @@ class PayPalFake:
             "hub.authorizations.capture": self.capture_authorization,
             "hub.authorizations.void": self.void_authorization,
             "hub.captures.refund": self.refund_capture,
+            "hub.captures.get": self.get_capture,
             "hub.webhooks.verify_signature": self.verify_signature,
             "hub.webhooks.certificate": self.certificate,
         }.items():
@@ -839,6 +850,10 @@ class PayPalFake:
         self._remember(request, state, client, refund_id)
         return 201, refund
 
+    def get_capture(self, request: ContractRequest, state: dict[str, Any]) -> tuple[int, Any]:
+        entry = self._resource(state, self._client(request) or "", "capture", request.path_params["capture_id"])
+        return (200, entry["object"]) if entry is not None else self._not_found()
+
     # -- webhooks ----------------------------------------------------------------------------------------
 
     def certificate(self, request: ContractRequest, state: dict[str, Any]) -> tuple[int, Any, Mapping[str, str]]:
@@ -915,6 +930,34 @@ class PayPalFake:
             capture.pop("status_details", None)
             capture["update_time"] = _now()
             return dict(capture)
+
+    def dispute_event(self, order_id: str, event_type: str = "CUSTOMER.DISPUTE.CREATED") -> dict[str, Any]:
+        """A dispute (Disputes API v1 shape) of the order's last capture: it names the capture, not the order."""
+        order = self.server.state["orders"][order_id]["order"]
+        unit = order["purchase_units"][0]
+        capture = unit["payments"]["captures"][-1]
+        dispute_id = "PP-D-" + secrets.token_hex(3).upper()
+        resource = {
+            "dispute_id": dispute_id,
+            "create_time": _now(),
+            "update_time": _now(),
+            "disputed_transactions": [
+                {
+                    "seller_transaction_id": capture["id"],
+                    "create_time": capture["create_time"],
+                    "transaction_status": "COMPLETED",
+                    "gross_amount": dict(capture["amount"]),
+                    "custom": unit.get("custom_id", ""),
+                }
+            ],
+            "reason": "MERCHANDISE_OR_SERVICE_NOT_RECEIVED",
+            "status": "OPEN",
+            "dispute_amount": dict(capture["amount"]),
+            "dispute_life_cycle_stage": "INQUIRY",
+            "dispute_channel": "INTERNAL",
+            "links": [{"href": f"{self.server.url}/v1/customer/disputes/{dispute_id}", "rel": "self", "method": "GET"}],
+        }
+        return self._event(event_type, "dispute", resource, f"A new dispute opened with Case # {dispute_id}")
 
     # -- what tests inspect ------------------------------------------------------------------------------
 

@@ -526,6 +526,18 @@ def test_refund_and_authorization_events_name_the_order(provider_harness: Provid
     assert provider_harness.call(provider, "handle_webhook", webhook=webhook_request(*paypal.sign_webhook(other))) == []
 
 
+def test_a_dispute_names_the_capture_and_moves_its_order_to_disputed(
+    provider_harness: ProviderHarness, paypal: PayPalFake
+) -> None:
+    provider = build(provider_harness, **settings(paypal))
+    made = provider_harness.call(provider, "pay", payment=payment("19.99"))
+    event = paypal.dispute_event(made.transaction_id)
+    [disputed] = provider_harness.call(provider, "handle_webhook", webhook=webhook_request(*paypal.sign_webhook(event)))
+    assert (disputed.event_id, disputed.reference, disputed.status) == (event["id"], made.transaction_id, "disputed")
+    assert disputed.details["dispute_id"] == event["resource"]["dispute_id"]
+    assert paypal.requests_to("hub.captures.get")[0].path_params["capture_id"] == made.details["capture_id"]
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Through the hub's REST API
 
@@ -588,6 +600,16 @@ def test_hub_pay_webhook_status_refunds(tmp_path: Path, paypal: PayPalFake) -> N
             None,
         ]
         assert all(r.body["custom_id"] == order_id for r in paypal.requests_to("hub.captures.refund"))
+
+        # A chargeback on another payment: the dispute names the capture; the hub's payment becomes disputed.
+        other = api.post(f"{API}/payments", {"amount": "8.00", "currency": "USD", "paymentMethod": "tok-visa"})
+        assert other.status_code == 201, other.get_json()
+        other_id, other_order = other.get_json()["data"]["paymentId"], other.get_json()["data"]["transactionId"]
+        dispute_body, dispute_headers = paypal.sign_webhook(paypal.dispute_event(other_order))
+        disputed = api.client.post(f"{API}/webhooks/paypal", data=dispute_body, headers=dispute_headers)
+        assert disputed.get_json()["data"] == {"received": 1, "duplicates": 0, "updated": 1}
+        assert api.get(f"{API}/payments/{other_id}").get_json()["data"]["status"] == "disputed"
+        assert "payment.disputed" in {r.payload["eventType"] for r in api.hub.list_records("demo", "event")}
 
 
 def test_hub_timeout_after_the_order_reached_paypal_is_reconciled_never_failed_over(
