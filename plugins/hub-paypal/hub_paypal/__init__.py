@@ -247,7 +247,9 @@ class PayPalGateway(Provider):
             error = self._error(response, moves_money)
             if error is not None:
                 raise error
-            return _json(response) if response.content else {}
+            if not response.content:
+                return {}
+            return _json(response, OutcomeUnknownError if moves_money else TransientError)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _error(self, response: requests.Response, moves_money: bool) -> ProviderError | None:
@@ -520,7 +522,10 @@ class PayPalGateway(Provider):
             cached = self._certificates.get(url)
         if cached is not None:
             return cached
-        response = self.http.get(url, sent_error=TransientError, timeout=min(self.http.timeout, 5.0))
+        try:
+            response = self.http.get(url, sent_error=TransientError, timeout=min(self.http.timeout, 5.0))
+        except PermanentError:
+            raise SignatureError("PAYPAL-CERT-URL serves no certificate") from None
         try:
             certificate = x509.load_pem_x509_certificate(response.content)
         except ValueError:
@@ -538,7 +543,7 @@ class PayPalGateway(Provider):
         if not event_id:
             raise PermanentError("a PayPal event without an id")
         if event_type in REFUND_EVENTS:
-            order_id = resource.get("custom_id") or _order_id_of(resource)
+            order_id = self._order_of_refund(resource)
             if not order_id:
                 return []
             found = self.payment_status(PaymentLookup(tenant="", payment_id="", transaction_id=str(order_id)))
@@ -560,6 +565,26 @@ class PayPalGateway(Provider):
         details = {"raw_status": resource.get("status"), "resource_id": resource.get("id")}
         return [WebhookEvent(event_id, str(order_id), status, type=event_type, details=details)]
 
+    def _order_of_refund(self, resource: Mapping[str, Any]) -> str | None:
+        """The order a refund belongs to: its ``custom_id`` (the hub sends the order id there), else -- a refund
+        made elsewhere, in PayPal's dashboard say -- the order of the capture its ``up`` link names."""
+        custom = str(resource.get("custom_id") or "")
+        if ORDER_ID.fullmatch(custom):
+            return custom
+        for link in resource.get("links") or []:
+            href = str(link.get("href") or "") if isinstance(link, dict) else ""
+            if link.get("rel") == "up" and "/payments/captures/" in href:
+                return self._order_of_capture(href.rstrip("/").rsplit("/", 1)[-1])
+        return None
+
+    def _order_of_capture(self, capture_id: str) -> str | None:
+        if not ORDER_ID.fullmatch(capture_id):
+            return None
+        try:
+            return _order_id_of(self._api("GET", f"/v2/payments/captures/{capture_id}"))
+        except NotFoundError:
+            return None  # a capture of another account
+
     def _dispute_events(self, event_id: str, event_type: str, resource: Mapping[str, Any]) -> list[WebhookEvent]:
         """A dispute names the captures it is about (``seller_transaction_id``): each capture's order is read
         from the capture (``GET /v2/payments/captures/{id}``, its ``up`` link)."""
@@ -567,13 +592,7 @@ class PayPalGateway(Provider):
         transactions = [t for t in resource.get("disputed_transactions") or [] if isinstance(t, dict)]
         for index, transaction in enumerate(transactions):
             capture_id = str(transaction.get("seller_transaction_id") or "")
-            if not ORDER_ID.fullmatch(capture_id):
-                continue
-            try:
-                capture = self._api("GET", f"/v2/payments/captures/{capture_id}")
-            except NotFoundError:
-                continue  # a capture of another account, or not an order's
-            order_id = _order_id_of(capture)
+            order_id = self._order_of_capture(capture_id)
             if order_id is None:
                 continue
             events.append(
@@ -737,13 +756,15 @@ def _clip(value: str, limit: int) -> str:
     return value[:limit]
 
 
-def _json(response: requests.Response) -> dict[str, Any]:
+def _json(response: requests.Response, error: type[ProviderError] = TransientError) -> dict[str, Any]:
+    """The answer's JSON object; ``error`` when it is none (``OutcomeUnknownError`` for a call that moved money:
+    a 2xx PayPal sent, whose body was garbled on the way)."""
     try:
         body = response.json()
     except ValueError:
-        raise OutcomeUnknownError("PayPal's answer is not JSON", provider_code="invalid-answer") from None
+        raise error("PayPal's answer is not JSON", provider_code="invalid-answer") from None
     if not isinstance(body, dict):
-        raise OutcomeUnknownError("PayPal's answer is not a JSON object", provider_code="invalid-answer")
+        raise error("PayPal's answer is not a JSON object", provider_code="invalid-answer")
     return body
 
 

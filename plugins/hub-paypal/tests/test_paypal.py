@@ -486,6 +486,11 @@ def test_a_certificate_from_a_host_not_allowed_is_refused_unfetched(
     with pytest.raises(SignatureError):
         provider_harness.call(provider, "handle_webhook", webhook=webhook_request(body, headers))
     assert paypal.server.requests == []
+    # An allowed host that serves no such certificate: refused as unverifiable.
+    allowed = build(provider_harness, **settings(paypal, webhook_verification="certificate"))
+    headers["PAYPAL-CERT-URL"] = f"{paypal.url}/v1/notifications/certs/CERT-unknown"
+    with pytest.raises(SignatureError, match="no certificate"):
+        provider_harness.call(allowed, "handle_webhook", webhook=webhook_request(body, headers))
 
 
 def test_unsigned_webhooks_and_a_missing_webhook_id_are_refused(
@@ -521,6 +526,19 @@ def test_refund_and_authorization_events_name_the_order(provider_harness: Provid
         provider, "handle_webhook", webhook=webhook_request(*paypal.sign_webhook(paypal.refund_event(rest.refund_id)))
     )
     assert (full.status, full.details["amount_refunded"]) == ("refunded", "30.00")
+
+    # A refund made in PayPal's dashboard carries no order id of the hub's: its capture is looked up.
+    third = provider_harness.call(provider, "pay", payment=payment("5.00"))
+    dashboard = paypal.refund_event(
+        provider_harness.call(
+            provider, "refund", refund=RefundRequest("re-4", "demo", third.transaction_id, None, "USD")
+        ).refund_id
+    )
+    dashboard["resource"]["custom_id"] = "pay_made_elsewhere"
+    [found] = provider_harness.call(
+        provider, "handle_webhook", webhook=webhook_request(*paypal.sign_webhook(dashboard))
+    )
+    assert (found.reference, found.status) == (third.transaction_id, "refunded")
 
     other = {"id": "WH-unknown", "event_type": "BILLING.PLAN.CREATED", "resource": {"id": "P-1"}}
     assert provider_harness.call(provider, "handle_webhook", webhook=webhook_request(*paypal.sign_webhook(other))) == []
