@@ -18,12 +18,11 @@ fake serves at a 127.0.0.1 ``PAYPAL-CERT-URL``; its ``verify-webhook-signature``
 
 Example::
 
-    from hub_paypal.testing import CLIENT_ID, CLIENT_SECRET, WEBHOOK_ID, paypal_contract_server
+    from hub_paypal.testing import paypal_contract_server
 
     with paypal_contract_server() as paypal:
-        settings = {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET, "api_base": paypal.url,
-                    "webhook_id": WEBHOOK_ID, "cert_hosts": ["127.0.0.1"]}
-        ...  # build the gateway, pay with "tok-visa"; paypal.orders() lists what was made
+        providers = {"paypal": {"type": "paypal", **paypal.gateway_settings()}}  # client id, secret, api_base...
+        ...  # build the hub or the gateway, pay with "tok-visa"; paypal.charges() lists what took money
         body, headers = paypal.sign_webhook(paypal.capture_event(order_id))
 """
 
@@ -457,6 +456,18 @@ class PayPalFake:
     @property
     def url(self) -> str:
         return self.server.url
+
+    def gateway_settings(self, client_id: str = CLIENT_ID, **overrides: Any) -> dict[str, Any]:
+        """Settings of a ``paypal`` gateway talking to this fake as ``client_id`` (a hub.yaml provider section
+        without ``type``), e.g. for a failover test: ``{"type": "paypal", **fake.gateway_settings()}``."""
+        return {
+            "client_id": client_id,
+            "client_secret": self.accounts[client_id],
+            "api_base": self.url,
+            "webhook_id": self.webhook_ids[client_id],
+            "cert_hosts": ["127.0.0.1"],
+            **overrides,
+        }
 
     @property
     def cert_url(self) -> str:

@@ -661,10 +661,7 @@ def test_hub_timeout_after_the_order_reached_paypal_is_reconciled_never_failed_o
 def test_hub_fails_over_from_a_paypal_that_is_down(tmp_path: Path, backup: PayPalFake, dead_url: str) -> None:
     providers = {
         "primary": {"type": "paypal", **settings(url=dead_url)},
-        "backup": {
-            "type": "paypal",
-            **settings(backup, client_id=BACKUP_CLIENT_ID, client_secret=BACKUP_CLIENT_SECRET),
-        },
+        "backup": {"type": "paypal", **backup.gateway_settings(BACKUP_CLIENT_ID)},
     }
     with make_hub(tmp_path, providers, ["primary", "backup"]) as api:
         paid = api.post(f"{API}/payments", {"amount": "12.00", "currency": "EUR", "paymentMethod": "tok-visa"})
