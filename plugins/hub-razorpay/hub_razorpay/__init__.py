@@ -364,9 +364,17 @@ class RazorpayGateway(Provider):
     @hookimpl
     def capture(self, capture: CaptureRequest) -> PaymentResult:
         order, razorpay_payment = self._paid_order(capture.transaction_id)
-        if razorpay_payment is None or razorpay_payment.get("status") != "authorized":
-            state = razorpay_payment.get("status") if razorpay_payment else "unpaid"
-            raise PermanentError(f"the order's payment is {state}, not authorized", provider_code="not_authorized")
+        # Razorpay's capture takes no idempotency key: the capture's key goes into the order's notes first, so a
+        # retry whose first answer was lost finds the payment captured under its key and returns it.
+        mark = receipt_for(capture.tenant, f"capture:{capture.idempotency_key or capture.id}")
+        notes = _notes(order)
+        status = razorpay_payment.get("status") if razorpay_payment else None
+        if razorpay_payment is not None and status == "captured" and notes.get("hub_capture_key") == mark:
+            return self._result(order, razorpay_payment)
+        if razorpay_payment is None or status != "authorized":
+            raise PermanentError(
+                f"the order's payment is {status or 'not made yet'}, not authorized", provider_code="not_authorized"
+            )
         currency = str(razorpay_payment["currency"]).upper()
         if capture.amount is not None and self._minor(capture.amount, currency) != razorpay_payment["amount"]:
             raise PermanentError(
@@ -374,6 +382,9 @@ class RazorpayGateway(Provider):
                 field="amount",
                 provider_code="partial_capture",
             )
+        if notes.get("hub_capture_key") != mark:
+            order_path = f"/v1/orders/{quote(order['id'], safe='')}"
+            self.http.request("PATCH", order_path, json={"notes": {**notes, "hub_capture_key": mark}})
         return self._result(order, self._capture(razorpay_payment, razorpay_payment["amount"], currency))
 
     # --- refunds ---------------------------------------------------------------------------------------
@@ -389,7 +400,7 @@ class RazorpayGateway(Provider):
         key = refund.idempotency_key or refund.id
         # A retried refund whose first answer was lost: Razorpay has it already, under its receipt.
         receipt = receipt_for(refund.tenant, f"refund:{key}")
-        earlier = self._get(f"/v1/payments/{payment_id}/refunds").get("items") or []
+        earlier = self._get(f"/v1/payments/{payment_id}/refunds", count=100).get("items") or []
         done = next((item for item in earlier if item.get("receipt") == receipt), None)
         if done is None:
             body: dict[str, Any] = {

@@ -10,7 +10,7 @@ sent"). The exact wording of the fake's error descriptions is ours where the ref
 
 :class:`RazorpayFake` keeps orders, payments and refunds like the real service: amounts in the currency's subunits
 (the last digit 0 for three-decimal currencies), unique receipts, captures only of ``authorized`` payments and for
-the whole amount, refunds only of captured payments and never above what is left, ``400 BAD_REQUEST_ERROR "The id
+the whole amount, updates of an order's notes only, refunds only of captured payments and never above what is left, ``400 BAD_REQUEST_ERROR "The id
 provided does not exist"`` for unknown ids (Razorpay answers 400, not 404). The customer's Checkout is simulated: an
 order created with ``notes.hub_payment_method`` set to one of :data:`TEST_TOKENS` is paid at once (captured when
 the order's ``payment.capture`` is ``automatic``, else left ``authorized``), declined, or paid with its answer
@@ -139,7 +139,14 @@ SPEC: dict[str, Any] = {
                 "operationId": "fetchOrder",
                 "parameters": [_id_parameter("The order's id (order_...).")],
                 "responses": _answers("Order"),
-            }
+            },
+            "patch": {
+                "operationId": "updateOrder",
+                "description": "Only an order's notes can be modified.",
+                "parameters": [_id_parameter("The order's id (order_...).")],
+                "requestBody": {"required": True, **_json(_ref("OrderUpdate"))},
+                "responses": _answers("Order"),
+            },
         },
         "/v1/orders/{id}/payments": {
             "get": {
@@ -215,6 +222,12 @@ SPEC: dict[str, Any] = {
                         },
                     },
                 },
+            },
+            "OrderUpdate": {
+                "type": "object",
+                "required": ["notes"],
+                "additionalProperties": False,
+                "properties": {"notes": _NOTES_IN},
             },
             "Order": {
                 "type": "object",
@@ -419,6 +432,7 @@ class RazorpayFake:
             "createOrder",
             "fetchOrders",
             "fetchOrder",
+            "updateOrder",
             "fetchOrderPayments",
             "fetchPayment",
             "capturePayment",
@@ -559,6 +573,13 @@ class RazorpayFake:
     def fetchOrder(self, request: ContractRequest, state: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         order = self._table(state, "orders").get(request.path_params["id"])
         return (200, dict(order)) if order else not_found()
+
+    def updateOrder(self, request: ContractRequest, state: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        order = self._table(state, "orders").get(request.path_params["id"])
+        if order is None:
+            return not_found()
+        order["notes"] = request.body["notes"] or []
+        return 200, dict(order)
 
     def fetchOrderPayments(self, request: ContractRequest, state: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         order_id = request.path_params["id"]

@@ -162,17 +162,30 @@ def test_an_authorisation_is_captured_whole_once_and_then_refundable(
     with pytest.raises(PermanentError, match="only captured payments"):
         harness_refund(provider_harness, provider, authorised.transaction_id, None)
 
-    def capture(amount: Decimal | None) -> Any:
+    def capture(amount: Decimal | None, key: str = "cap-key") -> Any:
         request = CaptureRequest(
-            id="cap-1", tenant="demo", transaction_id=authorised.transaction_id, amount=amount, currency="USD"
+            id="cap-1",
+            tenant="demo",
+            transaction_id=authorised.transaction_id,
+            amount=amount,
+            currency="USD",
+            idempotency_key=key,
         )
         return provider_harness.call(provider, "capture", capture=request)
 
+    with pytest.raises(PermanentError, match="only the whole authorised amount"):
+        capture(Decimal("10.00"))
     captured = capture(Decimal("25.00"))
     assert (captured.status, captured.amount_captured) == ("succeeded", Decimal("25.00"))
     assert requests_of(razorpay, "capturePayment")[-1].body == {"amount": 2500, "currency": "USD"}
+    # The capture's key went into the order's notes first: a retry of it (its answer lost) returns the capture.
+    assert requests_of(razorpay, "updateOrder")[-1].body["notes"]["hub_capture_key"] == receipt_for(
+        "demo", "capture:cap-key"
+    )
+    again = capture(Decimal("25.00"))
+    assert again.status == "succeeded" and len(requests_of(razorpay, "capturePayment")) == 1
     with pytest.raises(PermanentError, match="not authorized"):
-        capture(None)
+        capture(None, key="another-capture")
     with pytest.raises(NotFoundError):
         provider_harness.call(
             provider,
@@ -320,7 +333,7 @@ def test_a_checkout_payment_id_is_verified_and_captured(
         pay(provider_harness, provider, payment("pay_Unknown0000000"))
     with pytest.raises(PermanentError, match="card numbers"):
         pay(provider_harness, provider, payment("4111 1111 1111 1111"))
-    assert not any("4111" in request.raw_body.decode() for request in razorpay.server.requests)
+    assert not any(b"4111 1111" in request.raw_body for request in razorpay.server.requests)
 
 
 @pytest.mark.parametrize(
