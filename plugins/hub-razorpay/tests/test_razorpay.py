@@ -514,3 +514,56 @@ def test_a_timeout_after_the_order_reached_razorpay_is_reconciled_never_failed_o
     assert len(razorpay.orders) == 1 and len(razorpay.captured()) == 1
     assert [r.body["receipt"] for r in requests_of(razorpay, "createOrder")] == [receipt_for("demo", "checkout-9")]
     assert backup_razorpay.server.requests == []
+
+
+def test_a_refund_whose_answer_was_lost_is_found_by_its_receipt_not_made_twice(
+    provider_harness: ProviderHarness, razorpay: RazorpayFake
+) -> None:
+    provider = build(provider_harness, razorpay.server.url, timeout=0.5)
+    paid = pay(provider_harness, provider, payment(amount="50.00", currency="INR"))
+    request = RefundRequest(
+        id="ref-1",
+        tenant="demo",
+        transaction_id=paid.transaction_id,
+        amount=Decimal("20.00"),
+        currency="INR",
+        reason="damaged",
+        idempotency_key="refund-key-1",
+    )
+    razorpay.server.delay_answers("refundPayment", 1.0)
+    with pytest.raises(OutcomeUnknownError):
+        provider_harness.call(provider, "refund", refund=request)
+    again = provider_harness.call(provider, "refund", refund=request)
+    [refund] = razorpay.refunds.values()
+    assert (again.refund_id, again.amount, again.status) == (refund["id"], Decimal("20.00"), "succeeded")
+    assert refund["receipt"] == receipt_for("demo", "refund:refund-key-1")
+    assert refund["notes"] == {"hub_refund_id": "ref-1", "hub_tenant": "demo", "reason": "damaged"}
+    status = provider_harness.call(
+        provider,
+        "payment_status",
+        lookup=PaymentLookup(tenant="demo", payment_id="p", transaction_id=paid.transaction_id),
+    )
+    assert (status.status, status.amount_refunded) == ("partially_refunded", Decimal("20.00"))
+
+
+def test_authorise_then_capture_through_the_hub(tmp_path: Path, razorpay: RazorpayFake) -> None:
+    with hub_for(tmp_path, razorpay) as api:
+        body = {"amount": "99.99", "currency": "INR", "paymentMethod": SUCCESS, "capture": False}
+        authorised = data(api.post(f"{API}/payments", json=body), 201)
+        assert (authorised["status"], authorised["rawStatus"]) == ("requires_capture", "authorized")
+        payment_id = authorised["paymentId"]
+        assert data(api.post(f"{API}/payments/{payment_id}/cancel", json={}), 422)["code"] == "unsupported"
+        partial = data(api.post(f"{API}/payments/{payment_id}/capture", json={"amount": "50.00"}), 422)
+        assert "whole authorised amount" in partial["message"]
+        captured = data(api.post(f"{API}/payments/{payment_id}/capture", json={}), 200)
+        assert (captured["status"], captured["amountCaptured"]) == ("succeeded", 99.99)
+        assert [p["status"] for p in razorpay.payments.values()] == ["captured"]
+
+        refund = data(api.post(f"{API}/payments/{payment_id}/refunds", json={"amount": "9.99"}), 201)
+        assert refund["amount"] == 9.99
+        [payment_entity] = razorpay.payments.values()
+        [refund_entity] = razorpay.refunds.values()
+        event = webhook_body("refund.processed", payment_entity, refund=refund_entity)
+        assert data(post_webhook(api, event, webhook_headers(event, "evt_refund_1")), 200)["updated"] == 1
+        view = data(api.get(f"{API}/payments/{payment_id}"), 200)
+        assert (view["status"], view["amountRefunded"]) == ("partially_refunded", 9.99)
