@@ -32,7 +32,9 @@ with a third decimal is refused (never rounded).
 Razorpay has **no void**: an authorised payment that is not captured is refunded to the customer automatically
 (after the capture window, 5 days by default), so there is no ``cancel`` hook. Razorpay captures only the whole
 authorised amount (its reference: the capture amount "should be equal to the order amount"): a partial capture is
-refused with :class:`~hub.errors.PermanentError`.
+refused with :class:`~hub.errors.PermanentError`. Its capture takes no idempotency key, so :meth:`capture` writes the
+capture's key into the order's notes (``PATCH /v1/orders/{id}``) before capturing: a retry whose first answer was
+lost finds the payment captured under its key and returns it.
 
 Errors (through :mod:`hub.http`): connection refused -> :class:`~hub.errors.TransientError` (nothing was sent);
 a timeout after sending, a dropped connection, HTTP 500/502/504 -> :class:`~hub.errors.OutcomeUnknownError`

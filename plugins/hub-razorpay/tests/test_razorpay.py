@@ -17,7 +17,14 @@ import pytest
 from hub_razorpay import RazorpayGateway, receipt_for
 
 from hub.capabilities import CaptureRequest, PaymentLookup, PaymentRequest, RefundRequest, WebhookRequest
-from hub.errors import ConfigError, NotFoundError, OutcomeUnknownError, PermanentError, SignatureError
+from hub.errors import (
+    ConfigError,
+    ConfigurationError,
+    NotFoundError,
+    OutcomeUnknownError,
+    PermanentError,
+    SignatureError,
+)
 from hub.testing import ProviderHarness
 from hub.testing.contract_server import ContractServer
 from hub.testing.contracts import check_health, check_provider_class, run_contract
@@ -36,7 +43,6 @@ from razorpay_api import (  # noqa: E402
     WEBHOOK_SECRET,
     RazorpayFake,
     razorpay_error_shaper,
-    signature,
     webhook_body,
     webhook_headers,
 )
@@ -393,8 +399,6 @@ def test_settings_and_secrets(provider_harness: ProviderHarness) -> None:
 
 
 def test_wrong_keys_are_a_configuration_error(provider_harness: ProviderHarness, razorpay: RazorpayFake) -> None:
-    from hub.errors import ConfigurationError
-
     provider = build(provider_harness, razorpay.server.url, key_secret="wrong-secret")
     with pytest.raises(ConfigurationError) as refused:
         pay(provider_harness, provider, payment())
@@ -491,7 +495,6 @@ def test_forged_stale_and_replayed_webhooks_through_the_hub(tmp_path: Path, razo
         assert data(api.get(f"{API}/payments/{created['paymentId']}"), 200)["status"] == "disputed"
         types = [record.payload["eventType"] for record in api.hub.list_records("demo", "event")]
         assert sorted(types) == ["payment.disputed", "payment.succeeded"]
-        assert signature(body) == webhook_headers(body, "x")["X-Razorpay-Signature"]
 
 
 def test_a_timeout_after_the_order_reached_razorpay_is_reconciled_never_failed_over(
