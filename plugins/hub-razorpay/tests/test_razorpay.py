@@ -570,3 +570,65 @@ def test_authorise_then_capture_through_the_hub(tmp_path: Path, razorpay: Razorp
         assert data(post_webhook(api, event, webhook_headers(event, "evt_refund_1")), 200)["updated"] == 1
         view = data(api.get(f"{API}/payments/{payment_id}"), 200)
         assert (view["status"], view["amountRefunded"]) == ("partially_refunded", 9.99)
+
+
+def test_webhook_events_map_onto_hub_statuses(provider_harness: ProviderHarness, razorpay: RazorpayFake) -> None:
+    provider = build(provider_harness, razorpay.server.url)
+    payment_entity = {
+        "id": "pay_AbCdEfGhIjKlMn",
+        "order_id": "order_AbCdEfGhIjKlMn",
+        "amount": 5000,
+        "currency": "INR",
+        "status": "failed",
+        "amount_refunded": 0,
+        "error_code": "BAD_REQUEST_ERROR",
+        "error_reason": "payment_failed",
+    }
+
+    def events(body: bytes, event_id: str = "evt_x") -> list[Any]:
+        request = WebhookRequest(
+            url="https://hub/x", headers=webhook_headers(body, event_id), body=body, form={}, query={}
+        )
+        result: list[Any] = provider_harness.call(provider, "handle_webhook", webhook=request)
+        return result
+
+    [failed] = events(webhook_body("payment.failed", payment_entity))
+    assert (failed.reference, failed.status, failed.details["error_reason"]) == (
+        "order_AbCdEfGhIjKlMn",
+        "failed",
+        "payment_failed",
+    )
+    authorised = {**payment_entity, "status": "authorized", "error_code": None, "error_reason": None}
+    assert events(webhook_body("payment.authorized", authorised))[0].status == "requires_capture"
+    order = {"id": "order_AbCdEfGhIjKlMn", "entity": "order", "status": "paid", "currency": "INR"}
+    [paid] = events(webhook_body("order.paid", {**authorised, "status": "captured"}, order=order))
+    assert (paid.reference, paid.status) == ("order_AbCdEfGhIjKlMn", "succeeded")
+    refunded = {**authorised, "status": "refunded", "amount_refunded": 5000, "refund_status": "full"}
+    [full] = events(webhook_body("refund.processed", refunded, refund={"id": "rfnd_AbCdEfGhIjKlMn"}))
+    assert (full.status, full.details["amount_refunded"], full.details["razorpay_refund_id"]) == (
+        "refunded",
+        "50.00",
+        "rfnd_AbCdEfGhIjKlMn",
+    )
+    assert events(webhook_body("refund.failed", refunded)) == []
+    assert events(webhook_body("refund.created", None, refund={"id": "rfnd_AbCdEfGhIjKlMn"})) == []
+    assert events(webhook_body("payment.captured", {**authorised, "order_id": None})) == []  # not an order's
+    no_header = webhook_body("payment.captured", {**authorised, "status": "captured"})
+    request = WebhookRequest(
+        url="https://hub/x",
+        headers={"X-Razorpay-Signature": webhook_headers(no_header, "e")["X-Razorpay-Signature"]},
+        body=no_header,
+        form={},
+        query={},
+    )
+    [fallback] = provider_harness.call(provider, "handle_webhook", webhook=request)
+    assert fallback.event_id.startswith("sha256:")  # stable for the same delivery, so still deduplicated
+
+
+def test_a_checkout_paid_later_is_found_by_a_refresh(tmp_path: Path, razorpay: RazorpayFake) -> None:
+    with hub_for(tmp_path, razorpay) as api:
+        created = data(api.post(f"{API}/payments", json={"amount": "5.00", "currency": "INR"}), 201)
+        assert created["status"] == "requires_action"
+        razorpay.checkout(created["transactionId"])
+        view = data(api.get(f"{API}/payments/{created['paymentId']}?refresh=true"), 200)
+        assert (view["status"], view["amountCaptured"]) == ("succeeded", 5.0)
