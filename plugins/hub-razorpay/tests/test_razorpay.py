@@ -133,26 +133,22 @@ def requests_of(fake: RazorpayFake, operation: str) -> list[Any]:
 # The kit's checks
 
 
-def test_razorpay_meets_the_pay_contract_up_to_partial_captures(
+def test_razorpay_meets_the_whole_pay_contract_capturing_whole_authorisations(
     provider_harness: ProviderHarness, razorpay: RazorpayFake
 ) -> None:
-    """The whole pay contract passes until its partial capture, which Razorpay does not offer (its reference: the
-    capture amount "should be equal to the order amount"); CORE-razorpay.md asks the kit to skip that step for
-    such gateways. Everything before it ran: pay, idempotency, lookups, refunds, the decline, the lost answer."""
+    """Razorpay captures only the whole authorisation (its reference: the capture amount "should be equal to the
+    order amount"), so the kit checks that a partial capture is refused and captures the whole."""
     check_provider_class(RazorpayGateway)
     provider = build(provider_harness, razorpay.server.url, timeout=0.5)
-    with pytest.raises(PermanentError, match="only the whole authorised amount") as refused:
-        run_contract(
-            provider_harness,
-            provider,
-            succeeding_method=SUCCESS,
-            declined_method=DECLINED,
-            outcome_unknown_method=LOST,
-        )
-    assert refused.value.provider_code == "partial_capture"
-    # The contract got as far as the authorisation and its (refused) captures: they sent no partial capture.
-    assert not requests_of(razorpay, "capturePayment")
-    assert any(p["status"] == "authorized" for p in razorpay.payments.values())
+    run_contract(
+        provider_harness,
+        provider,
+        succeeding_method=SUCCESS,
+        declined_method=DECLINED,
+        outcome_unknown_method=LOST,
+        partial_capture=False,
+    )
+    assert requests_of(razorpay, "capturePayment")  # the whole capture went through
     assert check_health(provider_harness, provider).ok  # type: ignore[union-attr]
 
 
