@@ -26,6 +26,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import re
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -132,7 +133,9 @@ class GcsStore(Provider):
         self.endpoint: str | None = settings["api_endpoint"].rstrip("/") if settings["api_endpoint"] else None
         anonymous = settings["anonymous"]
         self.anonymous: bool = (
-            bool(anonymous) if anonymous is not None else (self.endpoint is not None and not settings["credentials_file"])
+            bool(anonymous)
+            if anonymous is not None
+            else (self.endpoint is not None and not settings["credentials_file"])
         )
         self._client: Any = None
         self._client_lock = threading.Lock()
@@ -189,7 +192,8 @@ class GcsStore(Provider):
     def _credentials_from_file(path: str, scopes: Any) -> Any:
         """A service-account key or an authorized-user file, each with its own loader (google-auth warns
         against its generic loader, which accepts any credential configuration, external accounts too)."""
-        from google.oauth2 import credentials as user, service_account
+        from google.oauth2 import credentials as user
+        from google.oauth2 import service_account
 
         with open(path, encoding="utf-8") as handle:
             info = json.load(handle)
@@ -440,12 +444,16 @@ class GcsStore(Provider):
 
     @hookimpl
     def store_upload_url(self, file: StoredFile, expires_in: int) -> PresignedUpload | None:
-        headers = {f"x-goog-meta-{name}": value for name, value in file.metadata.items() if name not in RESERVED_METADATA}
-        headers.update(
-            {f"x-goog-meta-{META_TENANT}": file.tenant, f"x-goog-meta-{META_CATEGORY}": file.category}
-        )
-        if file.filename.isascii():
-            headers[f"x-goog-meta-{META_FILENAME}"] = file.filename  # HTTP headers carry ASCII safely only
+        # Metadata travels as signed x-goog-meta-* headers: GCS refuses the PUT unless they are sent as
+        # signed. Only header-safe names and ASCII values can go that way; the hub keeps the full metadata in
+        # its own record either way.
+        fields = {name: value for name, value in file.metadata.items() if name not in RESERVED_METADATA}
+        fields.update({META_TENANT: file.tenant, META_CATEGORY: file.category, META_FILENAME: file.filename})
+        headers = {
+            f"x-goog-meta-{name.lower()}": str(value)
+            for name, value in fields.items()
+            if _HEADER_NAME.match(name) and _header_safe(str(value))
+        }
         if file.size is not None:
             headers["x-goog-content-length-range"] = f"{file.size},{file.size}"  # GCS refuses another length
         started = datetime.now(UTC)
@@ -485,7 +493,9 @@ class GcsStore(Provider):
 
     # --- errors ----------------------------------------------------------------------------------
 
-    def _error(self, error: BaseException, action: str, *, key: str | None = None, bucket_level: bool = False) -> ProviderError:
+    def _error(
+        self, error: BaseException, action: str, *, key: str | None = None, bucket_level: bool = False
+    ) -> ProviderError:
         """The hub error for an SDK exception. Messages carry GCS's status, reason and message, never a
         URL (the SDK's own texts quote the request URL) or a credential."""
         if isinstance(error, ProviderError):
@@ -514,7 +524,9 @@ class GcsStore(Provider):
                     provider_code="bucket-not-found",
                 )
             if status == 404:
-                return NotFoundError(f"gcs: no object stored under {key!r}" if key else f"GCS: not found while {action}")
+                return NotFoundError(
+                    f"gcs: no object stored under {key!r}" if key else f"GCS: not found while {action}"
+                )
             if status == 412:
                 return TransientError(f"GCS: the object changed while {action}", provider_code="precondition-failed")
             mapped = status_error(status, service="GCS", headers=headers, code=reason, message=message)
@@ -553,6 +565,13 @@ def _error_reason(response: Any) -> tuple[str | None, str | None]:
     reason = reasons[0].get("reason") if reasons and isinstance(reasons[0], dict) else None
     message = error.get("message")
     return (str(reason) if reason else None), (str(message)[:300] if message else None)
+
+
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+
+
+def _header_safe(value: str) -> bool:
+    return value.isascii() and value.isprintable() and value == value.strip()
 
 
 def _bucket_missing(message: str | None) -> bool:

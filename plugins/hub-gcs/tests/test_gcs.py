@@ -222,7 +222,9 @@ def test_transport_errors_map_to_the_hubs_errors(provider_harness: ProviderHarne
     assert raised["HTTP 403"].provider_code == "kitFault"
 
 
-def test_worker_threads_share_one_client(provider_harness: ProviderHarness, gcs_server: ServerProcess, bucket: str) -> None:
+def test_worker_threads_share_one_client(
+    provider_harness: ProviderHarness, gcs_server: ServerProcess, bucket: str
+) -> None:
     def call(provider: Any, number: int) -> bytes:
         file = stored_file(f"{TENANT}/threads/{number}-{uuid.uuid4().hex[:6]}.txt", "text/plain")
         body = f"call {number}\n".encode() * (number + 1)
@@ -233,7 +235,10 @@ def test_worker_threads_share_one_client(provider_harness: ProviderHarness, gcs_
         return got
 
     results = check_concurrent_use(
-        provider_harness, lambda url, timeout: build(provider_harness, url, bucket, timeout=timeout), gcs_server.url, call=call
+        provider_harness,
+        lambda url, timeout: build(provider_harness, url, bucket, timeout=timeout),
+        gcs_server.url,
+        call=call,
     )
     assert results == [f"call {n}\n".encode() * (n + 1) for n in range(len(results))]
 
@@ -301,7 +306,9 @@ def verify_v4_signature(method: str, url: str, headers: dict[str, str], key: Any
     lowered = {name.lower(): value for name, value in headers.items()}
     assert sorted(lowered) == sorted(signed), f"signed headers {signed}, sent {sorted(lowered)}"
     canonical_headers = "".join(f"{name}:{lowered[name].strip()}\n" for name in signed)
-    canonical = "\n".join([method, parts.path, canonical_query, canonical_headers, ";".join(signed), "UNSIGNED-PAYLOAD"])
+    canonical = "\n".join(
+        [method, parts.path, canonical_query, canonical_headers, ";".join(signed), "UNSIGNED-PAYLOAD"]
+    )
     values = dict(query)
     scope = values["X-Goog-Credential"].split("/", 1)[1]
     to_sign = "\n".join(
@@ -325,6 +332,7 @@ def test_presigned_put_binds_content_type_length_and_metadata(
     assert sent.ok, sent.text
     head = provider_harness.call(provider, "store_head", key=file.key)
     assert (head.size, head.content_type) == (len(body), "application/pdf")
+    assert head.metadata == {"po": "9"}, head.metadata  # sent as the signed x-goog-meta-* headers
     assert read(provider_harness, provider, file.key) == body
 
 
@@ -347,7 +355,10 @@ def test_an_upload_a_few_chunks_long_goes_up_chunk_by_chunk(
     # Read back in 256 KiB requests pinned to the generation, and as a range across chunk boundaries.
     assert sha256_of(iter([read(provider_harness, provider, file.key)])) == expected
     first, last = 256 * KIB - 5, 3 * 256 * KIB + 5
-    assert read(provider_harness, provider, file.key, (first, last)) == b"".join(generated(size, "chunks", piece=100_000))[first : last + 1]
+    assert (
+        read(provider_harness, provider, file.key, (first, last))
+        == b"".join(generated(size, "chunks", piece=100_000))[first : last + 1]
+    )
 
 
 def interrupted(size: int, seed: str, after: int) -> UploadStream:
@@ -379,7 +390,11 @@ def test_an_interrupted_upload_leaves_no_object_and_keeps_an_earlier_one(
 
 
 def test_bytes_changed_on_the_way_are_caught_and_removed(
-    provider_harness: ProviderHarness, gcs_server: ServerProcess, bucket: str, admin: Any, monkeypatch: pytest.MonkeyPatch
+    provider_harness: ProviderHarness,
+    gcs_server: ServerProcess,
+    bucket: str,
+    admin: Any,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from google.cloud.storage.fileio import BlobWriter
 
@@ -476,7 +491,9 @@ def test_refused_credentials_are_a_configuration_error_without_secrets(
     assert "/nonexistent" not in caught.value.message
 
 
-def test_anonymous_credentials_cannot_sign(provider_harness: ProviderHarness, gcs_server: ServerProcess, bucket: str) -> None:
+def test_anonymous_credentials_cannot_sign(
+    provider_harness: ProviderHarness, gcs_server: ServerProcess, bucket: str
+) -> None:
     provider = build(provider_harness, gcs_server.url, bucket)
     assert provider.anonymous
     assert provider_harness.call(provider, "store_url", key="acme/x.bin", expires_in=60) is None
@@ -500,7 +517,9 @@ def test_settings_are_validated_and_read_from_the_environment(
     assert read(provider_harness, provider, file.key) == b"from the environment\n"
 
 
-def test_reserved_metadata_names_are_refused(provider_harness: ProviderHarness, gcs_server: ServerProcess, bucket: str) -> None:
+def test_reserved_metadata_names_are_refused(
+    provider_harness: ProviderHarness, gcs_server: ServerProcess, bucket: str
+) -> None:
     from hub.errors import PermanentError
 
     provider = build(provider_harness, gcs_server.url, bucket)
@@ -516,7 +535,10 @@ def test_rest_tenants_cannot_reach_each_others_files(
 ) -> None:
     settings = {"type": "gcs", "bucket": bucket, "api_endpoint": gcs_server.url, **signing(signing_key)}
     with rest_hub(
-        tmp_path, plugins=[(hub_gcs, "gcs")], providers={"gcs": settings}, services={"fileStorage": {"providers": ["gcs"]}}
+        tmp_path,
+        plugins=[(hub_gcs, "gcs")],
+        providers={"gcs": settings},
+        services={"fileStorage": {"providers": ["gcs"]}},
     ) as api:
         base = "/api/integrations/files"
         body = b"inventory,42\n" * 1000
@@ -603,7 +625,9 @@ def test_200_mb_up_and_down_within_100_mb_of_memory(
     assert memory.growth < 100 * MIB, f"peak RSS grew {memory.growth / MIB:.0f} MiB"
 
 
-def test_crc32c_is_what_gcs_reports(provider_harness: ProviderHarness, gcs_server: ServerProcess, bucket: str, admin: Any) -> None:
+def test_crc32c_is_what_gcs_reports(
+    provider_harness: ProviderHarness, gcs_server: ServerProcess, bucket: str, admin: Any
+) -> None:
     """The CRC32C the provider checks against is GCS's own encoding (base64 of the big-endian value)."""
     import google_crc32c
 
@@ -611,3 +635,25 @@ def test_crc32c_is_what_gcs_reports(provider_harness: ProviderHarness, gcs_serve
     store(provider_harness, provider, file := stored_file(), b"checksum me\n")
     expected = base64.b64encode(google_crc32c.value(b"checksum me\n").to_bytes(4, "big")).decode()
     assert admin.bucket(bucket).get_blob(file.key).crc32c == expected
+
+
+def test_rest_uploads_fail_over_to_local_disk_while_gcs_is_down(
+    tmp_path: Path, gcs_server: ServerProcess, bucket: str, dead_url: str
+) -> None:
+    providers = {
+        "gcs": {"type": "gcs", "bucket": bucket, "api_endpoint": dead_url, "timeout": 1},
+        "local": {"type": "local-disk"},
+    }
+    with rest_hub(
+        tmp_path,
+        plugins=[(hub_gcs, "gcs")],
+        providers=providers,
+        services={"fileStorage": {"providers": ["gcs", "local"]}},
+    ) as api:
+        base = "/api/integrations/files"
+        body = b"written while GCS was down\n"
+        uploaded = api.post(base, data=body, headers={"Content-Type": "text/plain", "X-File-Name": "down.txt"})
+        assert uploaded.status_code == 201, uploaded.get_json()
+        file = uploaded.get_json()["data"]
+        assert file["provider"] == "local"
+        assert api.get(f"{base}/{file['fileId']}/content").data == body
