@@ -2,7 +2,7 @@
 
 * **Uploads** are resumable uploads (``Blob.open("wb")``): the stream is copied in bounded pieces into the
   SDK's writer, which sends one ``chunk_size`` chunk (a multiple of 256 KiB) at a time; memory stays about
-  three chunks whatever the file's size. The object appears only when the last chunk finalises the session;
+  two chunks whatever the file's size. The object appears only when the last chunk finalises the session;
   an upload that breaks off is cancelled (the session is deleted), so nothing is visible under the key and
   an earlier object there stays as it was.
 * **Consistency**: the hub's metadata (tenant, category, file name, the caller's fields) goes with the
