@@ -412,6 +412,40 @@ def test_bytes_changed_on_the_way_are_caught_and_removed(
     assert admin.bucket(bucket).get_blob(file.key) is None
 
 
+def test_a_checksum_that_cannot_be_recorded_removes_the_upload(
+    provider_harness: ProviderHarness,
+    gcs_server: ServerProcess,
+    bucket: str,
+    admin: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from google.api_core import exceptions as api
+    from google.cloud.storage import Blob
+
+    provider = build(provider_harness, gcs_server.url, bucket)
+    file = stored_file()
+
+    def unavailable(self: Any, **_: Any) -> None:
+        raise api.ServiceUnavailable("injected: the metadata PATCH failed")
+
+    monkeypatch.setattr(Blob, "patch", unavailable)
+    with pytest.raises(TransientError, match="removed"):
+        store(provider_harness, provider, file, b"complete, but without its checksum\n")
+    assert admin.bucket(bucket).get_blob(file.key) is None  # no object without the core's SHA-256
+
+
+def test_signed_urls_last_at_most_seven_days(
+    provider_harness: ProviderHarness, gcs_server: ServerProcess, bucket: str, signing_key: tuple[Path, Any]
+) -> None:
+    from hub.errors import PermanentError
+
+    provider = build(provider_harness, gcs_server.url, bucket, **signing(signing_key))
+    week = 7 * 24 * 3600
+    assert "X-Goog-Expires=604800" in provider_harness.call(provider, "store_url", key="acme/x.bin", expires_in=week)
+    with pytest.raises(PermanentError, match="7 days"):
+        provider_harness.call(provider, "store_url", key="acme/x.bin", expires_in=week + 1)
+
+
 def test_a_download_pinned_to_its_generation_fails_when_overwritten(
     provider_harness: ProviderHarness, gcs_server: ServerProcess, bucket: str
 ) -> None:
