@@ -138,6 +138,7 @@ class GcsStore(Provider):
             else (self.endpoint is not None and not settings["credentials_file"])
         )
         self._client: Any = None
+        self._signer: Any = None  # the client's credentials
         self._client_lock = threading.Lock()
         self._bucket_ready = not settings["create_bucket"]
 
@@ -153,7 +154,7 @@ class GcsStore(Provider):
     def _make_client(self) -> Any:
         from google.cloud import storage
 
-        credentials = self._credentials()
+        credentials = self._signer = self._credentials()
         options = {"api_endpoint": self.endpoint} if self.endpoint else None
         try:
             # project=None (not omitted) keeps the SDK from looking for a default project on the network.
@@ -303,7 +304,9 @@ class GcsStore(Provider):
         except Exception as error:
             self._discard(blob, None)
             mapped = self._error(error, "recording the checksum")
-            raise TransientError(
+            # Refused for good (no storage.objects.update): fail over rather than retry an upload that cannot seal.
+            kind = ConfigurationError if isinstance(mapped, ConfigurationError) else TransientError
+            raise kind(
                 f"GCS: the upload was removed because its checksum could not be recorded: {mapped.message}",
                 provider_code=mapped.provider_code,
                 retry_after=mapped.retry_after,
@@ -414,8 +417,8 @@ class GcsStore(Provider):
         """The client's credentials when they can sign a URL themselves (a service-account key), else ``None``."""
         from google.auth.credentials import Signing
 
-        credentials = getattr(self.storage_client(), "_credentials", None)
-        return credentials if isinstance(credentials, Signing) else None
+        self.storage_client()  # loads the credentials
+        return self._signer if isinstance(self._signer, Signing) else None
 
     def _signed_url(self, key: str, expires_in: int, method: str, **options: Any) -> str | None:
         credentials = self._signing_credentials()
