@@ -305,6 +305,35 @@ def token_rotate(context: click.Context, token_id: str, grace: float) -> None:
     click.echo(secret)
 
 
+@main.group()
+def files() -> None:
+    """Stored files."""
+
+
+@files.command("migrate")
+@click.option("--tenant", default=None, help="Only this tenant's files (default: every tenant's).")
+@click.option("--limit", type=int, default=1000, show_default=True, help="Move at most this many files.")
+@click.option("--json", "as_json", is_flag=True, help="JSON output.")
+@click.pass_context
+def files_migrate(context: click.Context, tenant: str | None, limit: int, as_json: bool) -> None:
+    """Move files a failover put on a later storage provider back to the first one (checksum-verified)."""
+    from hub import IntegrationManager
+
+    manager = IntegrationManager(_config(context))
+    try:
+        report = manager.store.migrate(tenant, limit)
+    finally:
+        manager.close()
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        click.echo(f"moved {len(report['moved'])} file(s); {report['remaining']} still on another provider")
+        for failure in report["failed"]:
+            click.echo(f"failed {failure['fileId']}: {failure['error']}", err=True)
+    if report["failed"]:
+        context.exit(1)
+
+
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="JSON output.")
 @click.pass_context

@@ -91,7 +91,9 @@ def test_upload_stream_refuses_past_the_limit_while_reading() -> None:
     with pytest.raises(PayloadTooLargeError) as raised:
         while stream.read(65536):
             pass
-    assert raised.value.status_code == 413 and raised.value.errors == {"file": [f"the file is over the limit of {MIB} bytes"]}
+    assert raised.value.status_code == 413 and raised.value.errors == {
+        "file": [f"the file is over the limit of {MIB} bytes"]
+    }
     assert len(pulled) == MIB // 65536 + 1  # stopped at the first chunk past the limit, not at the end
     with pytest.raises(PayloadTooLargeError):
         stream.read(1)  # the error sticks: a provider that swallowed it cannot read on
@@ -358,7 +360,9 @@ def test_local_disk_broken_upload_leaves_no_file_and_no_temporary(provider_harne
         provider_harness.call(disk, "store_head", key=key)
 
 
-def test_local_disk_readers_see_the_old_or_the_new_content_during_an_overwrite(provider_harness: ProviderHarness) -> None:
+def test_local_disk_readers_see_the_old_or_the_new_content_during_an_overwrite(
+    provider_harness: ProviderHarness,
+) -> None:
     disk = provider_harness.build("local-disk")
     key = "acme/reports/1-ab-stock.csv"
     old, new = b"o" * (2 * MIB), b"n" * (3 * MIB)
@@ -369,7 +373,7 @@ def test_local_disk_readers_see_the_old_or_the_new_content_during_an_overwrite(p
     release = threading.Event()
 
     def slow_chunks() -> Iterator[bytes]:
-        yield new[: MIB]
+        yield new[:MIB]
         half_way.set()
         release.wait(10)
         yield new[MIB:]
@@ -406,7 +410,6 @@ def test_local_disk_head_of_a_file_without_sidecar(provider_harness: ProviderHar
 
 
 # --- the files API through the core ------------------------------------------------------------------
-
 
 
 class FlakySettings(Schema):
@@ -460,7 +463,9 @@ class SigningDisk(LocalDisk):
         expires = int(time.time()) + expires_in
         query = urlencode({"expires": expires, "signature": self.signature(file.key, expires, file.content_type)})
         url = f"{self.settings['upload_base_url']}/upload/{quote(file.key)}?{query}"
-        return PresignedUpload(url, "PUT", {"Content-Type": file.content_type}, expires_at=datetime.fromtimestamp(expires, UTC))
+        return PresignedUpload(
+            url, "PUT", {"Content-Type": file.content_type}, expires_at=datetime.fromtimestamp(expires, UTC)
+        )
 
 
 class UploadEndpoint(WsgiServer):
@@ -478,7 +483,9 @@ class UploadEndpoint(WsgiServer):
         expected = self.disk.signature(key, expires, request.mimetype)
         if not hmac.compare_digest(request.args.get("signature", ""), expected) or expires < time.time():
             return WerkzeugResponse("signature does not match or expired", 403)(environ, start_response)
-        file = StoredFile(key=key, tenant=key.split("/")[0], filename=key.rsplit("/", 1)[-1], content_type=request.mimetype)
+        file = StoredFile(
+            key=key, tenant=key.split("/")[0], filename=key.rsplit("/", 1)[-1], content_type=request.mimetype
+        )
         with UploadStream(request.stream, expected_size=request.content_length) as stream:
             self.disk.store(file, stream)
         return WerkzeugResponse("", 200)(environ, start_response)
@@ -495,7 +502,10 @@ class Hub:
     def __init__(self, manager: IntegrationManager) -> None:
         self.manager = manager
         self.client = create_app(manager=manager).test_client()
-        self.headers = {"Authorization": f"Bearer {manager.tokens.create('demo', 'store-tests')[1]}", "X-Tenant-ID": "demo"}
+        self.headers = {
+            "Authorization": f"Bearer {manager.tokens.create('demo', 'store-tests')[1]}",
+            "X-Tenant-ID": "demo",
+        }
 
     def instance(self, name: str) -> Any:
         return self.manager.registry.slots[name].instance
@@ -518,7 +528,9 @@ def make_hub(tmp_path: Path) -> Iterator[Any]:
 
     def make(providers: dict[str, Any] | None = None, services: dict[str, Any] | None = None, **overrides: Any) -> Hub:
         config = base_config(tmp_path / f"var-{len(made)}", providers, services, **overrides)
-        manager = IntegrationManager(config, environ={}, entry_points=False, plugins=[(StoreTestsPlugin(), "store-tests")])
+        manager = IntegrationManager(
+            config, environ={}, entry_points=False, plugins=[(StoreTestsPlugin(), "store-tests")]
+        )
         made.append(manager)
         return Hub(manager)
 
@@ -532,11 +544,17 @@ def test_file_upload_download_metadata_list_delete(make_hub: Any) -> None:
     payload = bytes(range(256)) * 10
     form = {"file": (io.BytesIO(payload), "report.bin"), "category": "reports", "metadata": json.dumps({"po": "PO-1"})}
     uploaded = hub.upload(data=form, content_type="multipart/form-data")
-    assert uploaded["size"] == len(payload) and uploaded["metadata"] == {"po": "PO-1"} and uploaded["category"] == "reports"
+    assert (
+        uploaded["size"] == len(payload)
+        and uploaded["metadata"] == {"po": "PO-1"}
+        and uploaded["category"] == "reports"
+    )
     assert uploaded["checksum"] == hashlib.sha256(payload).hexdigest() and uploaded["provider"] == "local"
     content = hub.get(f"/files/{uploaded['fileId']}/content")
     assert content.data == payload and content.headers["Accept-Ranges"] == "bytes"
-    assert content.headers["ETag"] == f'"{uploaded["checksum"]}"' and content.headers["Content-Length"] == str(len(payload))
+    assert content.headers["ETag"] == f'"{uploaded["checksum"]}"' and content.headers["Content-Length"] == str(
+        len(payload)
+    )
     assert hub.get(f"/files/{uploaded['fileId']}").get_json()["data"]["fileName"] == "report.bin"
     json_upload = hub.upload(json={"fileName": "notes.txt", "content": base64.b64encode(b"hello").decode()})
     assert json_upload["contentType"] == "text/plain"
@@ -556,12 +574,18 @@ def test_raw_body_uploads_name_and_type_the_file_from_headers_and_query(make_hub
         headers={"Content-Type": "application/pdf", "X-File-Name": quote("Bon de commande n°7.pdf")},
         query_string={"category": "purchase-orders", "fileType": "document", "metadata": json.dumps({"po": "7"})},
     )
-    assert (uploaded["fileName"], uploaded["contentType"], uploaded["size"]) == ("Bon de commande n°7.pdf", "application/pdf", len(pdf))
+    assert (uploaded["fileName"], uploaded["contentType"], uploaded["size"]) == (
+        "Bon de commande n°7.pdf",
+        "application/pdf",
+        len(pdf),
+    )
     assert uploaded["fileKey"].startswith("demo/purchase-orders/") and uploaded["metadata"] == {"po": "7"}
     assert uploaded["fileType"] == "document" and uploaded["checksum"] == hashlib.sha256(pdf).hexdigest()
     # No declared type: sniffed from the bytes, whatever the name says.
     png = b"\x89PNG\r\n\x1a\n" + b"\x00" * 100
-    sniffed = hub.upload(data=png, headers={"Content-Type": "application/octet-stream"}, query_string={"fileName": "scan.dat"})
+    sniffed = hub.upload(
+        data=png, headers={"Content-Type": "application/octet-stream"}, query_string={"fileName": "scan.dat"}
+    )
     assert sniffed["contentType"] == "image/png"
     assert hub.manager.store.runtime.ledger.get(sniffed["fileId"], "demo").payload["sniffedType"] == "image/png"
     missing_name = hub.upload(422, data=b"abc", headers={"Content-Type": "text/plain"})
@@ -590,29 +614,45 @@ def test_file_limits_answer_413_while_reading_and_check_the_sniffed_type(make_hu
             yield b"\x89PNG\r\n\x1a\n" + b"y" * 92
 
     chunked = {"wsgi.input": IteratorStream(chunks()), "wsgi.input_terminated": True}  # as gunicorn hands it over
-    streamed = hub.client.post(f"{API}/files?fileName=a.png", environ_overrides=chunked, headers={**hub.headers, "Content-Type": "image/png"})
+    streamed = hub.client.post(
+        f"{API}/files?fileName=a.png", environ_overrides=chunked, headers={**hub.headers, "Content-Type": "image/png"}
+    )
     assert streamed.status_code == 413 and len(pulled) <= 12
     assert list(hub.manager.store.list("demo")[0]) == []
 
     wrong = hub.upload(422, data={"file": (io.BytesIO(b"x"), "a.txt")}, content_type="multipart/form-data")
     assert "contentType" in wrong["errors"]
     # Declared as an image, but the bytes are an executable: the sniffed type must be allowed too.
-    disguised = hub.upload(422, data=b"MZ\x90\x00\x03" + b"\x00" * 300, headers={"Content-Type": "image/png"}, query_string={"fileName": "cat.png"})
+    disguised = hub.upload(
+        422,
+        data=b"MZ\x90\x00\x03" + b"\x00" * 300,
+        headers={"Content-Type": "image/png"},
+        query_string={"fileName": "cat.png"},
+    )
     assert disguised["errors"]["contentType"] == ["the content is application/x-msdownload, not the declared image/png"]
-    hub.upload(data={"file": (io.BytesIO(b"x"), "a.png")}, content_type="multipart/form-data")  # no signature: the name decides
+    hub.upload(
+        data={"file": (io.BytesIO(b"x"), "a.png")}, content_type="multipart/form-data"
+    )  # no signature: the name decides
 
 
 def test_downloads_stream_with_byte_ranges(make_hub: Any) -> None:
     hub = make_hub()
     data = bytes(range(256)) * 40  # 10240 bytes
-    file = hub.upload(data=data, headers={"Content-Type": "application/octet-stream"}, query_string={"fileName": "data.bin"})
+    file = hub.upload(
+        data=data, headers={"Content-Type": "application/octet-stream"}, query_string={"fileName": "data.bin"}
+    )
     path = f"/files/{file['fileId']}/content"
     etag = f'"{file["checksum"]}"'
 
     def ranged(header: str, **extra: str) -> Any:
         return hub.client.get(f"{API}{path}", headers={**hub.headers, "Range": header, **extra})
 
-    for header, first, last in (("bytes=0-9", 0, 9), ("bytes=100-", 100, 10239), ("bytes=-16", 10224, 10239), ("bytes=10000-99999", 10000, 10239)):
+    for header, first, last in (
+        ("bytes=0-9", 0, 9),
+        ("bytes=100-", 100, 10239),
+        ("bytes=-16", 10224, 10239),
+        ("bytes=10000-99999", 10000, 10239),
+    ):
         response = ranged(header)
         assert response.status_code == 206, header
         assert response.data == data[first : last + 1]
@@ -642,7 +682,9 @@ def test_downloads_stream_with_byte_ranges(make_hub: Any) -> None:
 
 def test_head_and_verify_ask_the_provider_what_it_holds(make_hub: Any) -> None:
     hub = make_hub()
-    file = hub.upload(data=b"inventory,42\n", headers={"Content-Type": "text/csv"}, query_string={"fileName": "stock.csv"})
+    file = hub.upload(
+        data=b"inventory,42\n", headers={"Content-Type": "text/csv"}, query_string={"fileName": "stock.csv"}
+    )
     storage = hub.get(f"/files/{file['fileId']}?verify=true").get_json()["data"]["storage"]
     assert storage["exists"] and storage["intact"] and storage["size"] == 13 and storage["checksum"] == file["checksum"]
     assert storage["contentType"] == "text/csv" and storage["etag"] and storage["updatedAt"].endswith("Z")
@@ -651,7 +693,10 @@ def test_head_and_verify_ask_the_provider_what_it_holds(make_hub: Any) -> None:
     on_disk.write_bytes(b"changed behind the hub's back")
     assert hub.get(f"/files/{file['fileId']}?verify=1").get_json()["data"]["storage"]["intact"] is False
     on_disk.unlink()
-    assert hub.get(f"/files/{file['fileId']}?verify=true").get_json()["data"]["storage"] == {"exists": False, "intact": False}
+    assert hub.get(f"/files/{file['fileId']}?verify=true").get_json()["data"]["storage"] == {
+        "exists": False,
+        "intact": False,
+    }
     assert hub.client.head(f"{API}/files/{file['fileId']}/content", headers=hub.headers).status_code == 404
 
 
@@ -666,23 +711,34 @@ def test_a_failed_try_replays_the_upload_from_its_first_byte(make_hub: Any) -> N
 
     # A large raw body read past its kept head cannot be read again: 503, nothing stored, the client sends it again.
     flaky.tries.clear()
-    refused = hub.upload(503, data=data * 3, headers={"Content-Type": "application/octet-stream"}, query_string={"fileName": "big.bin"})
+    refused = hub.upload(
+        503, data=data * 3, headers={"Content-Type": "application/octet-stream"}, query_string={"fileName": "big.bin"}
+    )
     assert "cannot be read again" in refused["message"] and flaky.tries == [100_000]
     assert len(flaky.objects) == 1
     # ... but a small one can: a body up to 1 MiB is read whole, and one within the kept head is replayed from it.
     for small in (data, bytes(range(256)) * 100):
         flaky.tries.clear()
-        kept = hub.upload(data=small, headers={"Content-Type": "application/octet-stream"}, query_string={"fileName": "small.bin"})
+        kept = hub.upload(
+            data=small, headers={"Content-Type": "application/octet-stream"}, query_string={"fileName": "small.bin"}
+        )
         assert flaky.tries == [min(len(small), 100_000), len(small)] and flaky.objects[kept["fileKey"]][0] == small
     chunked = {"wsgi.input": IteratorStream(iter([small[:1000], small[1000:]])), "wsgi.input_terminated": True}
     flaky.tries.clear()
-    response = hub.client.post(f"{API}/files?fileName=c.bin", environ_overrides=chunked, headers={**hub.headers, "Content-Type": "application/octet-stream"})
+    response = hub.client.post(
+        f"{API}/files?fileName=c.bin",
+        environ_overrides=chunked,
+        headers={**hub.headers, "Content-Type": "application/octet-stream"},
+    )
     assert response.status_code == 201 and flaky.tries == [len(small), len(small)]
 
 
 def test_failover_hands_the_next_provider_the_whole_upload(make_hub: Any) -> None:
     hub = make_hub(
-        {"broken": {"type": "flaky-store", "fail_after": 70_000, "failures": 99, "error": "configuration"}, "spare": {"type": "kit-memory"}},
+        {
+            "broken": {"type": "flaky-store", "fail_after": 70_000, "failures": 99, "error": "configuration"},
+            "spare": {"type": "kit-memory"},
+        },
         {"fileStorage": {"providers": ["broken", "spare"]}},
     )
     data = b"%PDF-1.7\n" + bytes(range(256)) * 1000
@@ -692,10 +748,18 @@ def test_failover_hands_the_next_provider_the_whole_upload(make_hub: Any) -> Non
 
 
 def test_a_provider_that_swallows_the_stream_error_does_not_keep_the_file(make_hub: Any) -> None:
-    hub = make_hub({"swallowing": {"type": "kit-swallowing"}}, {"fileStorage": {"providers": ["swallowing"]}}, storage_limits={"max_file_size": 100_000})
+    hub = make_hub(
+        {"swallowing": {"type": "kit-swallowing"}},
+        {"fileStorage": {"providers": ["swallowing"]}},
+        storage_limits={"max_file_size": 100_000},
+    )
     # Chunked: no length announced, so the limit is only found while the provider reads.
     chunked = {"wsgi.input": IteratorStream(iter([b"z" * 50_000] * 3)), "wsgi.input_terminated": True}
-    response = hub.client.post(f"{API}/files", environ_overrides=chunked, headers={**hub.headers, "Content-Type": "text/plain", "X-File-Name": "big.txt"})
+    response = hub.client.post(
+        f"{API}/files",
+        environ_overrides=chunked,
+        headers={**hub.headers, "Content-Type": "text/plain", "X-File-Name": "big.txt"},
+    )
     assert response.status_code == 413
     assert response.get_json()["errors"] == {"file": ["the file is over the limit of 100000 bytes"]}
     assert hub.instance("swallowing").objects == {}  # it reported success; the core deleted what it kept
@@ -716,43 +780,79 @@ def test_idempotent_raw_upload_is_answered_once_without_reading_the_body_twice(m
     assert hub.manager.store.list("demo")[1] == 1
 
 
-def test_direct_upload_through_a_presigned_url_is_confirmed_by_head(make_hub: Any, provider_harness: ProviderHarness) -> None:
+def test_direct_upload_through_a_presigned_url_is_confirmed_by_head(
+    make_hub: Any, provider_harness: ProviderHarness
+) -> None:
     with UploadEndpoint() as endpoint:
         hub = make_hub(
             {"signing": {"type": "signing-disk", "upload_base_url": endpoint.url, "secret": "s3cr3t"}},
             {"fileStorage": {"providers": ["signing"]}},
-            storage_limits={"max_file_size": 50_000, "allowed_content_types": ["text/*", "application/pdf"], "url_expiry": 600},
+            storage_limits={
+                "max_file_size": 50_000,
+                "allowed_content_types": ["text/*", "application/pdf"],
+                "url_expiry": 600,
+            },
             tenants={"acme": {"services": {"fileStorage": {"providers": ["local"]}}}},
         )
         endpoint.disk = hub.instance("signing")
-        started = hub.client.post(f"{API}/files/uploads", json={"fileName": "po.pdf", "contentType": "application/pdf", "size": 9, "metadata": {"po": "9"}}, headers=hub.headers)
+        started = hub.client.post(
+            f"{API}/files/uploads",
+            json={"fileName": "po.pdf", "contentType": "application/pdf", "size": 9, "metadata": {"po": "9"}},
+            headers=hub.headers,
+        )
         assert started.status_code == 201, started.get_json()
         upload = started.get_json()["data"]
-        assert upload["status"] == "awaiting_upload" and upload["upload"]["method"] == "PUT" and upload["upload"]["expiresAt"]
+        assert (
+            upload["status"] == "awaiting_upload"
+            and upload["upload"]["method"] == "PUT"
+            and upload["upload"]["expiresAt"]
+        )
         complete = f"{API}/files/uploads/{upload['uploadId']}/complete"
         early = hub.client.post(complete, headers=hub.headers)
         assert early.status_code == 409 and "Nothing was uploaded" in early.get_json()["message"]
-        forged = requests.put(upload["upload"]["url"].replace("signature=", "signature=0"), data=b"%PDF-1.7\n", headers=upload["upload"]["headers"], timeout=10)
+        forged = requests.put(
+            upload["upload"]["url"].replace("signature=", "signature=0"),
+            data=b"%PDF-1.7\n",
+            headers=upload["upload"]["headers"],
+            timeout=10,
+        )
         assert forged.status_code == 403
-        sent = requests.put(upload["upload"]["url"], data=b"%PDF-1.7\n", headers=upload["upload"]["headers"], timeout=10)
+        sent = requests.put(
+            upload["upload"]["url"], data=b"%PDF-1.7\n", headers=upload["upload"]["headers"], timeout=10
+        )
         assert sent.status_code == 200
         done = hub.client.post(complete, headers=hub.headers)
         assert done.status_code == 201, done.get_json()
         file = done.get_json()["data"]
-        assert (file["fileId"], file["size"], file["contentType"], file["metadata"]) == (upload["fileId"], 9, "application/pdf", {"po": "9"})
+        assert (file["fileId"], file["size"], file["contentType"], file["metadata"]) == (
+            upload["fileId"],
+            9,
+            "application/pdf",
+            {"po": "9"},
+        )
         assert file["checksum"] == hashlib.sha256(b"%PDF-1.7\n").hexdigest()
         assert hub.get(f"/files/{file['fileId']}/content").data == b"%PDF-1.7\n"
-        assert hub.client.post(complete, headers=hub.headers).get_json()["data"]["fileId"] == file["fileId"]  # completing again: same answer
+        assert (
+            hub.client.post(complete, headers=hub.headers).get_json()["data"]["fileId"] == file["fileId"]
+        )  # completing again: same answer
 
         # What arrived is checked, not what was announced: over the limit, or not an allowed type, it is deleted.
         for content, status in ((b"a" * 60_000, 413), (b"MZ\x90\x00" + b"\x00" * 100, 422)):
-            started = hub.client.post(f"{API}/files/uploads", json={"fileName": "n.txt", "contentType": "text/plain", "size": 10}, headers=hub.headers).get_json()["data"]
-            assert requests.put(started["upload"]["url"], data=content, headers=started["upload"]["headers"], timeout=10).ok
+            started = hub.client.post(
+                f"{API}/files/uploads",
+                json={"fileName": "n.txt", "contentType": "text/plain", "size": 10},
+                headers=hub.headers,
+            ).get_json()["data"]
+            assert requests.put(
+                started["upload"]["url"], data=content, headers=started["upload"]["headers"], timeout=10
+            ).ok
             refused = hub.client.post(f"{API}/files/uploads/{started['uploadId']}/complete", headers=hub.headers)
             assert refused.status_code == status, refused.get_json()
             with pytest.raises(NotFoundError):
                 endpoint.disk.store_head(started["fileKey"])
-        announced = hub.client.post(f"{API}/files/uploads", json={"fileName": "big.pdf", "size": 60_000}, headers=hub.headers)
+        announced = hub.client.post(
+            f"{API}/files/uploads", json={"fileName": "big.pdf", "size": 60_000}, headers=hub.headers
+        )
         assert announced.status_code == 413
         # local-disk cannot presign: a tenant on it is told to upload through the hub.
         acme = {"Authorization": f"Bearer {hub.manager.tokens.create('acme', 't')[1]}", "X-Tenant-ID": "acme"}
@@ -831,7 +931,14 @@ def test_200_mb_streams_through_hub_serve_in_and_out_within_60_mb_of_memory(tmp_
     env = {key: value for key, value in os.environ.items() if key not in ("DATABASE_URL", "REDIS_URL", "HUB_CONFIG")}
     env["HUB_LOG_LEVEL"] = "WARNING"
     hub_command = [sys.executable, "-m", "hub.cli"]
-    created = subprocess.run([*hub_command, "token", "create", "--tenant", "demo"], cwd=folder, capture_output=True, text=True, timeout=60, env=env)
+    created = subprocess.run(
+        [*hub_command, "token", "create", "--tenant", "demo"],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
     assert created.returncode == 0, created.stderr
     headers = {"Authorization": f"Bearer {created.stdout.strip().splitlines()[-1]}", "X-Tenant-ID": "demo"}
     port = free_port()
@@ -839,22 +946,41 @@ def test_200_mb_streams_through_hub_serve_in_and_out_within_60_mb_of_memory(tmp_
     with open(folder / "serve.log", "w") as log:
         server = subprocess.Popen(
             [*hub_command, "serve", "--port", str(port), "--workers", "1", "--job-workers", "0"],
-            cwd=folder, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env,
+            cwd=folder,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=env,
         )
         try:
             wait_for_port("127.0.0.1", port, timeout=60, process=server)
             session = requests.Session()
             # Warm up (imports, the database, the first request's caches), then measure the worker process.
-            small = session.post(f"{base}/files", data=b"warm-up", headers={**headers, "Content-Type": "text/plain", "X-File-Name": "w.txt"}, timeout=30)
+            small = session.post(
+                f"{base}/files",
+                data=b"warm-up",
+                headers={**headers, "Content-Type": "text/plain", "X-File-Name": "w.txt"},
+                timeout=30,
+            )
             assert small.status_code == 201, small.text
-            assert session.get(f"{base}/files/{small.json()['data']['fileId']}/content", headers=headers, timeout=30).content == b"warm-up"
+            assert (
+                session.get(
+                    f"{base}/files/{small.json()['data']['fileId']}/content", headers=headers, timeout=30
+                ).content
+                == b"warm-up"
+            )
             children = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
             assert len(children) == 1, children
             worker = int(children[0])
 
             def upload_raw() -> Any:
                 body = GeneratedBody(STREAMED_SIZE)
-                response = session.post(f"{base}/files", data=body, headers={**headers, "Content-Type": "application/octet-stream", "X-File-Name": "big.bin"}, timeout=600)
+                response = session.post(
+                    f"{base}/files",
+                    data=body,
+                    headers={**headers, "Content-Type": "application/octet-stream", "X-File-Name": "big.bin"},
+                    timeout=600,
+                )
                 assert response.status_code == 201, response.text
                 return response.json()["data"], body.digest.hexdigest()
 
@@ -862,13 +988,20 @@ def test_200_mb_streams_through_hub_serve_in_and_out_within_60_mb_of_memory(tmp_
                 boundary = "hub-memory-test"
                 prefix = f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.bin"\r\nContent-Type: application/octet-stream\r\n\r\n'.encode()
                 body = GeneratedBody(STREAMED_SIZE, prefix, f"\r\n--{boundary}--\r\n".encode())
-                response = session.post(f"{base}/files", data=body, headers={**headers, "Content-Type": f"multipart/form-data; boundary={boundary}"}, timeout=600)
+                response = session.post(
+                    f"{base}/files",
+                    data=body,
+                    headers={**headers, "Content-Type": f"multipart/form-data; boundary={boundary}"},
+                    timeout=600,
+                )
                 assert response.status_code == 201, response.text
                 return response.json()["data"], body.digest.hexdigest()
 
             def download(file_id: str) -> Any:
                 digest, size = hashlib.sha256(), 0
-                with session.get(f"{base}/files/{file_id}/content", headers=headers, stream=True, timeout=600) as response:
+                with session.get(
+                    f"{base}/files/{file_id}/content", headers=headers, stream=True, timeout=600
+                ) as response:
                     assert response.status_code == 200
                     for chunk in response.iter_content(MIB):
                         digest.update(chunk)
@@ -883,7 +1016,10 @@ def test_200_mb_streams_through_hub_serve_in_and_out_within_60_mb_of_memory(tmp_
             session.delete(f"{base}/files/{raw['fileId']}", headers=headers, timeout=30)
             growth["multipart upload"], (multipart, sent) = _peak_growth(worker, upload_multipart)
             assert multipart["size"] == STREAMED_SIZE and multipart["checksum"] == sent
-            print("peak RSS growth of the hub worker for 200 MB:", {name: f"{value / MIB:.1f} MB" for name, value in growth.items()})
+            print(
+                "peak RSS growth of the hub worker for 200 MB:",
+                {name: f"{value / MIB:.1f} MB" for name, value in growth.items()},
+            )
             assert all(value < MEMORY_GROWTH_BOUND for value in growth.values()), growth
         finally:
             os.killpg(server.pid, signal.SIGTERM)
@@ -899,7 +1035,9 @@ def test_openapi_describes_streamed_uploads_ranges_and_direct_uploads(make_hub: 
     document = make_hub().client.get(f"{API}/openapi.json").get_json()
     validate(document)
     upload = document["paths"][f"{API}/files"]["post"]
-    assert {"multipart/form-data", "application/octet-stream", "application/json"} <= set(upload["requestBody"]["content"])
+    assert {"multipart/form-data", "application/octet-stream", "application/json"} <= set(
+        upload["requestBody"]["content"]
+    )
     assert {"X-File-Name", "fileName", "Idempotency-Key"} <= {parameter["name"] for parameter in upload["parameters"]}
     assert {"201", "400", "413"} <= set(upload["responses"])
     download = document["paths"][f"{API}/files/{{file_id}}/content"]["get"]
@@ -907,7 +1045,9 @@ def test_openapi_describes_streamed_uploads_ranges_and_direct_uploads(make_hub: 
     assert download["responses"]["206"]["headers"]["Content-Range"] and "416" in download["responses"]
     assert "*/*" in download["responses"]["200"]["content"]
     direct = document["paths"][f"{API}/files/uploads"]["post"]
-    assert direct["requestBody"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/DirectUpload"}
+    assert direct["requestBody"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/DirectUpload"
+    }
     assert "201" in document["paths"][f"{API}/files/uploads/{{upload_id}}/complete"]["post"]["responses"]
 
 
@@ -950,21 +1090,47 @@ def test_each_category_may_have_its_own_size_limit_and_types(make_hub: Any) -> N
         }
     )
     zipped = b"PK\x03\x04" + b"\x00" * 2000
-    assert hub.upload(data=zipped, headers={"Content-Type": "application/zip", "X-File-Name": "a.zip"}, query_string={"category": "archives"})["size"] == 2004
-    too_big = hub.upload(413, data=zipped, headers={"Content-Type": "application/zip", "X-File-Name": "a.zip"})  # general: 1000
+    assert (
+        hub.upload(
+            data=zipped,
+            headers={"Content-Type": "application/zip", "X-File-Name": "a.zip"},
+            query_string={"category": "archives"},
+        )["size"]
+        == 2004
+    )
+    too_big = hub.upload(
+        413, data=zipped, headers={"Content-Type": "application/zip", "X-File-Name": "a.zip"}
+    )  # general: 1000
     assert too_big["success"] is False
-    pdf = hub.upload(422, data=b"%PDF-1.4 x", headers={"Content-Type": "application/pdf", "X-File-Name": "a.pdf"}, query_string={"category": "archives"})
+    pdf = hub.upload(
+        422,
+        data=b"%PDF-1.4 x",
+        headers={"Content-Type": "application/pdf", "X-File-Name": "a.pdf"},
+        query_string={"category": "archives"},
+    )
     assert "application/pdf is not accepted" in pdf["errors"]["contentType"][0]
 
 
 @pytest.mark.parametrize(
     ("name", "declared", "content", "found"),
     [
-        ("cat.png", None, b"%PDF-1.4 not a picture", "the content is application/pdf, not image/png, as its name 'cat.png' says"),
-        ("cat.png", "image/png", b"\xff\xd8\xff\xe0" + b"\x00" * 64, "the content is image/jpeg, not the declared image/png"),
+        (
+            "cat.png",
+            None,
+            b"%PDF-1.4 not a picture",
+            "the content is application/pdf, not image/png, as its name 'cat.png' says",
+        ),
+        (
+            "cat.png",
+            "image/png",
+            b"\xff\xd8\xff\xe0" + b"\x00" * 64,
+            "the content is image/jpeg, not the declared image/png",
+        ),
     ],
 )
-def test_content_that_is_not_what_its_type_or_name_says_is_refused_saying_what_was_found(make_hub: Any, name: str, declared: str | None, content: bytes, found: str) -> None:
+def test_content_that_is_not_what_its_type_or_name_says_is_refused_saying_what_was_found(
+    make_hub: Any, name: str, declared: str | None, content: bytes, found: str
+) -> None:
     hub = make_hub()
     headers = {"X-File-Name": name, "Content-Type": declared or "application/octet-stream"}
     assert hub.upload(422, data=content, headers=headers)["errors"]["contentType"] == [found]
@@ -973,19 +1139,93 @@ def test_content_that_is_not_what_its_type_or_name_says_is_refused_saying_what_w
 def test_aliases_and_containers_are_not_mismatches(make_hub: Any) -> None:
     hub = make_hub()
     jpeg = b"\xff\xd8\xff\xe0" + b"\x00" * 64
-    assert hub.upload(data=jpeg, headers={"Content-Type": "image/jpg", "X-File-Name": "photo.jpg"})["contentType"] == "image/jpg"
-    assert hub.upload(data=jpeg, headers={"Content-Type": "application/octet-stream", "X-File-Name": "photo.jpeg"})["contentType"] == "image/jpeg"
+    assert (
+        hub.upload(data=jpeg, headers={"Content-Type": "image/jpg", "X-File-Name": "photo.jpg"})["contentType"]
+        == "image/jpg"
+    )
+    assert (
+        hub.upload(data=jpeg, headers={"Content-Type": "application/octet-stream", "X-File-Name": "photo.jpeg"})[
+            "contentType"
+        ]
+        == "image/jpeg"
+    )
     text = hub.upload(data=b"plain words", headers={"Content-Type": "text/plain", "X-File-Name": "notes.png"})
     assert text["contentType"] == "text/plain"  # nothing sniffed: the declared type stands
 
 
 def test_files_list_by_key_prefix_within_the_tenant_only(make_hub: Any) -> None:
     hub = make_hub()
-    invoice = hub.upload(data=b"%PDF-1.4 a", headers={"Content-Type": "application/pdf", "X-File-Name": "a.pdf"}, query_string={"category": "invoices"})
-    hub.upload(data=b"%PDF-1.4 b", headers={"Content-Type": "application/pdf", "X-File-Name": "b.pdf"}, query_string={"category": "reports"})
+    invoice = hub.upload(
+        data=b"%PDF-1.4 a",
+        headers={"Content-Type": "application/pdf", "X-File-Name": "a.pdf"},
+        query_string={"category": "invoices"},
+    )
+    hub.upload(
+        data=b"%PDF-1.4 b",
+        headers={"Content-Type": "application/pdf", "X-File-Name": "b.pdf"},
+        query_string={"category": "reports"},
+    )
     listed = hub.get("/files?prefix=invoices/").get_json()["data"]
     assert [item["fileId"] for item in listed["items"]] == [invoice["fileId"]] and listed["total"] == 1
     assert hub.get("/files?prefix=%25").get_json()["data"]["total"] == 0  # a LIKE wildcard is a plain character
     other = hub.manager.tokens.create("other", "store-tests")[1]
-    foreign = hub.client.get(f"{API}/files?prefix=../demo/invoices/", headers={"Authorization": f"Bearer {other}", "X-Tenant-ID": "other"})
+    foreign = hub.client.get(
+        f"{API}/files?prefix=../demo/invoices/", headers={"Authorization": f"Bearer {other}", "X-Tenant-ID": "other"}
+    )
     assert foreign.get_json()["data"]["total"] == 0
+
+
+def test_files_a_failover_put_on_local_disk_move_back_to_the_first_provider_and_stay_downloadable(
+    make_hub: Any,
+) -> None:
+    hub = make_hub(
+        {"primary": {"type": "flaky-store", "fail_after": 1000, "failures": 2, "error": "transient"}},
+        {"fileStorage": {"providers": ["primary", "local"]}},
+    )
+    primary = hub.instance("primary")
+    data = b"%PDF-1.7\n" + bytes(range(256)) * 400
+    spilled = hub.upload(
+        data=data,
+        headers={"Content-Type": "application/pdf", "X-File-Name": "po.pdf"},
+        query_string={"category": "orders"},
+    )
+    assert spilled["provider"] == "local" and primary.objects == {}  # both tries failed: local disk took it
+    assert hub.get(f"/files/{spilled['fileId']}/content").data == data
+    assert hub.get("/files?provider=local").get_json()["data"]["total"] == 1
+
+    store = hub.manager.store
+    report = store.migrate()
+    assert report == {"moved": [spilled["fileId"]], "failed": [], "remaining": 0}
+    assert primary.objects[spilled["fileKey"]][0] == data
+    moved = hub.get(f"/files/{spilled['fileId']}").get_json()["data"]
+    assert moved["provider"] == "primary" and moved["checksum"] == spilled["checksum"]
+    assert hub.get(f"/files/{spilled['fileId']}/content").data == data  # now read from the primary
+    assert not (Path(hub.manager.config["data_dir"]) / "files" / spilled["fileKey"]).exists()  # the old copy went
+    assert store.migrate() == {"moved": [], "failed": [], "remaining": 0}
+
+
+def test_a_migration_stops_while_the_first_provider_is_still_down_and_loses_nothing(make_hub: Any) -> None:
+    hub = make_hub(
+        {"primary": {"type": "flaky-store", "fail_after": 10, "failures": 99, "error": "transient"}},
+        {"fileStorage": {"providers": ["primary", "local"]}},
+    )
+    first = hub.upload(data=b"%PDF-1.4 one", headers={"Content-Type": "application/pdf", "X-File-Name": "one.pdf"})
+    second = hub.upload(data=b"%PDF-1.4 two", headers={"Content-Type": "application/pdf", "X-File-Name": "two.pdf"})
+    report = hub.manager.store.migrate()
+    assert report["moved"] == [] and [failure["fileId"] for failure in report["failed"]] == [first["fileId"]]
+    assert report["remaining"] == 2  # it stopped at the first failure instead of hammering a store that is down
+    for uploaded, body in ((first, b"%PDF-1.4 one"), (second, b"%PDF-1.4 two")):
+        assert hub.get(f"/files/{uploaded['fileId']}/content").data == body
+        assert hub.get(f"/files/{uploaded['fileId']}").get_json()["data"]["provider"] == "local"
+
+
+def test_hub_files_migrate_command(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from hub.cli import main
+
+    config = tmp_path / "hub.yaml"
+    config.write_text(f"data_dir: {tmp_path / 'var'}\n")
+    result = CliRunner().invoke(main, ["--config", str(config), "files", "migrate", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == {"moved": [], "failed": [], "remaining": 0}

@@ -14,6 +14,7 @@ import binascii
 import contextlib
 import hashlib
 import io
+import logging
 import mimetypes
 import os
 import secrets
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 import filetype
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from werkzeug.utils import secure_filename
 
 from hub.capabilities import LimitedReader, StoredFile, StoredObject, UploadStream, to_dict
@@ -46,6 +47,8 @@ from hub.schemas import DirectUploadSchema, FileUploadSchema, load
 
 if TYPE_CHECKING:
     from itsdangerous import URLSafeSerializer
+
+log = logging.getLogger("hub.store")
 
 #: Bytes the content type is sniffed from (all that ``filetype`` looks at).
 SNIFF_BYTES = 8192
@@ -99,6 +102,8 @@ class Download:
 class StoreService:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
+        if runtime.config["storage_limits"]["migrate_back"]:
+            runtime.jobs.register_periodic(self.migrate_back)
 
     @property
     def limits(self) -> dict[str, Any]:
@@ -481,6 +486,82 @@ class StoreService:
         if verify:
             view["storage"] = self.verification(file_record)
         return view
+
+    # --- moving files back to the first provider (after a failover) --------------------------------
+
+    def migrate(self, tenant: str | None = None, limit: int = 100) -> dict[str, Any]:
+        """Move up to ``limit`` files that live elsewhere than their tenant's first ``fileStorage`` provider (a
+        failover put them on the next, local disk last) back to it: read from where they are, stored under the
+        same key, checked against the recorded size and SHA-256, then the record switched and the old copy
+        deleted. Until the switch, downloads read the old copy; after it, the new one. Stops at the first
+        provider failure (it is still down: the next run tries again). Returns counts and the moved file ids."""
+        runtime = self.runtime
+        report: dict[str, Any] = {"moved": [], "failed": [], "remaining": 0}
+        with runtime.db.session() as session:
+            tenants = [tenant] if tenant else list(session.scalars(select(FileRecord.tenant).where(FileRecord.deleted_at.is_(None)).distinct()))
+        for name in tenants:
+            providers = runtime.registry.service_providers("fileStorage", name)
+            if not providers:
+                continue
+            target = providers[0]
+            with runtime.db.session() as session:
+                waiting = select(FileRecord).where(FileRecord.tenant == name, FileRecord.deleted_at.is_(None), FileRecord.provider != target)
+                candidates = list(session.scalars(waiting.order_by(FileRecord.created_at).limit(max(limit - len(report["moved"]), 0))))
+                report["remaining"] += session.scalar(select(func.count()).select_from(waiting.subquery())) or 0
+            for file_record in candidates:
+                try:
+                    self._move(file_record, target)
+                except (HubError, ProviderError) as error:
+                    report["failed"].append({"fileId": file_record.id, "error": describe(error)})
+                    log.warning("could not move %s to %s: %s", file_record.id, target, describe(error))
+                    break  # the target (or the source) is failing: leave the rest for the next run
+                report["moved"].append(file_record.id)
+        report["remaining"] -= len(report["moved"])
+        return report
+
+    def migrate_back(self) -> None:
+        """The periodic job (``storage_limits.migrate_back: true``): a batch a minute."""
+        report = self.migrate(limit=20)
+        if report["moved"] or report["failed"]:
+            log.info("moved %d file(s) back to their first storage provider; %d left", len(report["moved"]), report["remaining"])
+
+    def _move(self, file_record: FileRecord, target: str) -> None:
+        runtime, tenant, source = self.runtime, file_record.tenant, file_record.provider
+        reader = runtime.calls.store_read(tenant, file_record.key, None, provider=source).result
+        stored = StoredFile(
+            key=file_record.key,
+            tenant=tenant,
+            filename=secure_filename(file_record.filename) or "file",
+            content_type=file_record.content_type,
+            category=file_record.category,
+            metadata={**(file_record.meta or {}), "tenant": tenant, "original-name": file_record.filename[:200]},
+            size=file_record.size,
+        )
+        try:
+            with UploadStream(reader, expected_size=file_record.size) as stream:
+                call = runtime.calls.store(tenant, stored, stream, providers=[target], record_id=file_record.id)
+                intact = stream.finished and stream.error is None and stream.size == file_record.size and stream.checksum == file_record.checksum
+        finally:
+            reader.close()
+        if not intact:
+            with contextlib.suppress(HubError, ProviderError):
+                runtime.calls.store_delete(tenant, file_record.key, provider=target)
+            raise NoProviderError(f"the copy of {file_record.id} read from {source} does not match its recorded size and SHA-256")
+        with runtime.db.session() as session:
+            # Only if nothing else moved or deleted it meanwhile.
+            switched = session.execute(
+                update(FileRecord)
+                .where(FileRecord.id == file_record.id, FileRecord.provider == source, FileRecord.deleted_at.is_(None))
+                .values(provider=target, url=call.result.url if call.result is not None else None)
+            ).rowcount
+        if not switched:
+            with contextlib.suppress(HubError, ProviderError):
+                runtime.calls.store_delete(tenant, file_record.key, provider=target)
+            return
+        try:
+            runtime.calls.store_delete(tenant, file_record.key, provider=source)
+        except (HubError, ProviderError) as error:  # the file is safe at the target; the old copy is only clutter
+            log.warning("moved %s to %s but could not delete the copy at %s: %s", file_record.id, target, source, describe(error))
 
     # --- deleting --------------------------------------------------------------------------------
 
