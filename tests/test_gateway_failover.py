@@ -91,3 +91,16 @@ def test_an_answer_lost_after_stripe_charged_is_reconciled_at_stripe_and_paypal_
         [intent] = stripe_fake.intents()
         assert paid["transactionId"] == intent["id"]  # found by the lookup, not charged twice
         assert paypal.orders() == [] and not paypal.server.requests
+
+
+def test_the_seeds_test_payment_picks_the_gateway_by_type(
+    tmp_path: Path, gateways: tuple[ContractServer, StripeFake, PayPalFake]
+) -> None:
+    stripe_server, stripe_fake, paypal = gateways
+    with make_hub(tmp_path, stripe_server.url, paypal) as api:
+        for gateway, expected in (("paypal", "paypal"), ("stripe", "stripe"), (None, "stripe")):
+            body = {"amount": 10.00, "currency": "USD", "orderId": "test_order_123", "paymentMethod": "pm_card_visa"}
+            response = api.post("/api/integrations/test/payment", json={**body, **({"gateway": gateway} if gateway else {})})
+            data = response.get_json()["data"]
+            assert response.status_code == 200 and data["gateway"] == expected and data["status"] == "succeeded", data
+        assert len(paypal.orders()) == 1 and len(stripe_fake.intents()) == 2
