@@ -211,23 +211,35 @@ class AzureBlobStore(Provider):
         block_size = self.settings["max_block_size"]
         single_put = self.settings["max_single_put_size"]
         whole_md5 = hashlib.md5(usedforsecurity=False)
-        pending: list[bytes] = []
+        pending: list[bytes] = []  # whole blocks read while it is not known yet whether one Put Blob will do
         pending_size = 0
-        # Read until the file is known to fit one Put Blob, or to need blocks.
+        carry = b""  # bytes past the single-put allowance: the start of the next block
         while True:
-            block = _read_block(stream, min(block_size, single_put + 1 - pending_size) or 1)
-            if not block:
+            room = single_put - pending_size
+            if room >= block_size:
+                block = _read_block(stream, block_size)
+                whole_md5.update(block)
+                if block:
+                    pending.append(block)
+                    pending_size += len(block)
+                if len(block) < block_size:
+                    break  # the end of the stream
+            else:
+                # Less than a block of allowance left: read just past it, to learn whether the file ends there.
+                tail = _read_block(stream, room + 1)
+                whole_md5.update(tail)
+                if len(tail) <= room:
+                    pending.append(tail)
+                    pending_size += len(tail)
+                else:
+                    carry = tail
                 break
-            whole_md5.update(block)
-            pending.append(block)
-            pending_size += len(block)
-            if pending_size > single_put:
-                break
+        block = b""  # the blocks live in `pending` only: staged, each is freed
         try:
-            if pending_size <= single_put:
+            if not carry:
                 size = self._put_whole(blob, file, stream, b"".join(pending), whole_md5)
             else:
-                size = self._put_blocks(blob, file, stream, pending, whole_md5, block_size)
+                size = self._put_blocks(blob, file, stream, pending, carry, whole_md5)
         except HubError:
             raise
         except Exception as error:
@@ -258,12 +270,13 @@ class AzureBlobStore(Provider):
         return len(data)
 
     def _put_blocks(
-        self, blob: Any, file: StoredFile, stream: UploadStream, first: list[bytes], md5: Any, block_size: int
+        self, blob: Any, file: StoredFile, stream: UploadStream, first: list[bytes], carry: bytes, md5: Any
     ) -> int:
         """Staged blocks, ``max_concurrency`` in flight, then one commit carrying the content type, MD5 and
         metadata (with the SHA-256, known only now). Nothing is visible under the key before that commit."""
         from azure.storage.blob import BlobBlock, ContentSettings
 
+        block_size = self.settings["max_block_size"]
         upload_id = uuid.uuid4().hex  # block ids unique to this attempt: a concurrent upload cannot mix in
         concurrency = self.settings["max_concurrency"]
         validate_content = self.settings["validate_content"]
@@ -291,6 +304,7 @@ class AzureBlobStore(Provider):
             return None
 
         executor = concurrent.futures.ThreadPoolExecutor(concurrency, thread_name_prefix=f"azure-{self.name}")
+        committed = False
         try:
             queued = list(first)
             first.clear()  # the caller's list must not keep the blocks alive
@@ -298,10 +312,11 @@ class AzureBlobStore(Provider):
                 if queued:
                     block = queued.pop(0)  # read (and hashed) by store() already
                 else:
-                    block = _read_block(stream, block_size)
+                    block = _read_block(stream, block_size - len(carry))
+                    md5.update(block)
+                    block, carry = carry + block, b""
                     if not block:
                         break
-                    md5.update(block)
                 block_ids.append(_block_id(upload_id, len(block_ids)))
                 if len(block_ids) > _MAX_BLOCKS:
                     raise PermanentError(
@@ -319,14 +334,42 @@ class AzureBlobStore(Provider):
                 del block
             for future in futures:
                 future.result()
+            executor.shutdown(wait=True)
+            blob.commit_block_list(
+                [BlobBlock(block_id=block_id) for block_id in block_ids],
+                content_settings=ContentSettings(content_type=file.content_type, content_md5=bytearray(md5.digest())),
+                metadata=self._metadata(file, stream.checksum),
+            )
+            committed = True
         finally:
             executor.shutdown(wait=True, cancel_futures=True)
-        blob.commit_block_list(
-            [BlobBlock(block_id=block_id) for block_id in block_ids],
-            content_settings=ContentSettings(content_type=file.content_type, content_md5=bytearray(md5.digest())),
-            metadata=self._metadata(file, stream.checksum),
-        )
+            if not committed and futures:
+                self._drop_staged(blob)
         return size
+
+    def _drop_staged(self, blob: Any) -> None:
+        """After a failed upload: drop its staged blocks when no committed blob is under the key (deleting an
+        uncommitted blob removes them). Over an existing blob they stay invisible until the next commit under
+        the key discards them, or Azure's garbage collection does after 7 days; deleting would lose the blob.
+        Best effort: a failure here is logged, the upload's own error is what the caller hears."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            blob.get_blob_properties()
+            return  # a committed blob (the old version, or this commit if only its answer was lost): keep it
+        except ResourceNotFoundError as error:
+            if _error_code(error) != "BlobNotFound":
+                return
+        except Exception:
+            return
+        try:
+            blob.delete_blob()
+        except ResourceNotFoundError:
+            pass  # nothing staged after all
+        except Exception as error:
+            self.log.warning(
+                "azure-blob: could not drop the staged blocks of a failed upload: %s", type(error).__name__
+            )
 
     def _metadata(self, file: StoredFile, checksum: str | None) -> dict[str, str]:
         metadata = {
@@ -510,8 +553,13 @@ class AzureBlobStore(Provider):
             status = int(getattr(error, "status_code", None) or getattr(response, "status_code", 0) or 0)
             code = _error_code(error)
             headers = dict(getattr(response, "headers", None) or {})
-            if code == "Md5Mismatch":
-                return TransientError(f"{SERVICE} refused a block whose MD5 did not match", provider_code=code)
+            text = str(getattr(error, "message", "") or error).lower()
+            if code == "Md5Mismatch" or ("md5" in text and "match" in text):
+                # Azure answers 400 Md5Mismatch (Azurite: InvalidOperation, "contentMD5 doesn't match"): bytes
+                # damaged on the way; nothing was stored, so another attempt may pass.
+                return TransientError(
+                    f"{SERVICE} refused bytes whose MD5 did not match what was sent", provider_code="Md5Mismatch"
+                )
             if isinstance(error, azure.ClientAuthenticationError) and status not in (401, 403):
                 status = 403
             if status == 404:
