@@ -599,7 +599,7 @@ class AzureBlobStore(Provider):
 def _error_code(error: BaseException) -> str | None:
     code = getattr(error, "error_code", None)
     if code:
-        return str(code)
+        return str(getattr(code, "value", code))  # the SDK's StorageErrorCode enum, or a string
     response = getattr(error, "response", None)
     headers = getattr(response, "headers", None) or {}
     value = headers.get("x-ms-error-code") if hasattr(headers, "get") else None

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import io
 import random
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -13,14 +14,16 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import hub_azure
+import psutil
 import pytest
 import requests
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
 from hub.capabilities import StoredFile, UploadStream
-from hub.errors import IncompleteUploadError, NotFoundError, TransientError
+from hub.errors import ConfigError, ConfigurationError, IncompleteUploadError, NotFoundError, TransientError
 from hub.testing import ProviderHarness
 from hub.testing.contracts import check_provider_class, run_contract
+from hub.testing.rest import rest_hub
 from hub.testing.transport import check_concurrent_use, check_transport_errors
 
 API = "/api/integrations"
@@ -327,7 +330,8 @@ def test_an_interrupted_upload_commits_nothing(harness: ProviderHarness, azurite
     )
     assert read_all(harness, provider, key) == b"".join(generated(first_size, "first"))
     committed, uncommitted = client.get_block_list("all")
-    assert [block.size for block in uncommitted] == [MIB, MIB]
+    # One or two: a block still queued when the stream broke is never sent.
+    assert 1 <= len(uncommitted) <= 2 and {block.size for block in uncommitted} == {MIB}
     size = 2 * MIB + 10  # the retry, in blocks: its commit drops the leftovers
     with UploadStream(generated(size, "retry")) as stream:
         harness.call(provider, "store", file=stored_file(key), stream=stream)
@@ -350,3 +354,183 @@ def test_azure_refuses_a_block_whose_md5_does_not_match(azurite: Any, container:
     assert refused.value.status_code == 400 and refused.value.error_code in ("Md5Mismatch", "InvalidOperation")
     mapped = hub_azure.AzureBlobStore._provider_error(object.__new__(hub_azure.AzureBlobStore), refused.value)
     assert isinstance(mapped, TransientError) and mapped.provider_code == "Md5Mismatch"
+
+
+def test_an_md5_azure_reports_differently_deletes_the_blob(
+    harness: ProviderHarness, azurite: Any, container: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from azure.storage.blob import BlobClient
+
+    provider = harness.build("azure-blob", settings(azurite, container))
+    upload_blob = BlobClient.upload_blob
+
+    def damaged_on_the_way(self: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        answer = dict(upload_blob(self, *args, **kwargs))
+        answer["content_md5"] = bytearray(hashlib.md5(b"something else").digest())
+        return answer
+
+    monkeypatch.setattr(BlobClient, "upload_blob", damaged_on_the_way)
+    key = new_key("damaged.txt")
+    with pytest.raises(TransientError, match="MD5"):
+        store(harness, provider, key, b"these bytes\n")
+    monkeypatch.undo()
+    with pytest.raises(NotFoundError):
+        harness.call(provider, "store_head", key=key)
+
+
+# --- configuration and errors ----------------------------------------------------------------------
+
+
+def test_a_missing_container_is_a_configuration_error_unless_created(harness: ProviderHarness, azurite: Any) -> None:
+    name = f"absent-{uuid.uuid4().hex[:12]}"
+    provider = harness.build("azure-blob", settings(azurite, name))
+    key = new_key("a.txt")
+    with pytest.raises(ConfigurationError, match="does not exist") as missing:
+        store(harness, provider, key, b"x")
+    assert missing.value.provider_code == "ContainerNotFound"
+    for hook, arguments in (("store_head", {}), ("store_read", {"byte_range": None}), ("store_delete", {})):
+        with pytest.raises(ConfigurationError):
+            harness.call(provider, hook, key=key, **arguments)
+    health = harness.call(provider, "health")
+    assert health.status == "error" and "does not exist" in health.message
+
+    creating = harness.build("azure-blob", settings(azurite, name, create_container=True))
+    store(harness, creating, key, b"created\n")
+    assert read_all(harness, provider, key) == b"created\n"
+    azurite.service().delete_container(name)
+
+
+def test_settings_come_from_hub_yaml_or_the_environment(harness: ProviderHarness, azurite: Any) -> None:
+    with pytest.raises(ConfigError, match="connection_string"):
+        harness.build("azure-blob", {"container": "files"}, environ={})
+    with pytest.raises(ConfigError, match="account_key"):
+        harness.build("azure-blob", {"container": "files", "account_name": "myaccount"}, environ={})
+    with pytest.raises(ConfigError, match="container"):
+        harness.build("azure-blob", {"connection_string": azurite.connection_string, "container": "Bad_Name"})
+    with pytest.raises(ConfigError, match="AZURE_STORAGE_CONTAINER"):
+        harness.build("azure-blob", {"connection_string": azurite.connection_string}, environ={})
+    environ = {"AZURE_STORAGE_CONNECTION_STRING": azurite.connection_string, "AZURE_STORAGE_CONTAINER": "files"}
+    provider = harness.build("azure-blob", {}, environ=environ)
+    assert provider.settings["container"] == "files" and provider.settings["max_block_size"] == 4 * MIB
+    # Account name and key, with the account URL (Azurite's path-style URL here).
+    keyed = harness.build(
+        "azure-blob",
+        {"account_url": f"{azurite.url}/{azurite.account_name}", "container": "files"},
+        environ={"AZURE_STORAGE_ACCOUNT": azurite.account_name, "AZURE_STORAGE_KEY": azurite.account_key},
+    )
+    azurite.service().create_container("files")
+    try:
+        key = new_key("keyed.txt")
+        store(harness, keyed, key, b"signed with the key\n")
+        assert requests.get(harness.call(keyed, "store_url", key=key, expires_in=30), timeout=10).ok
+        assert read_all(harness, provider, key) == b"signed with the key\n"
+    finally:
+        azurite.service().delete_container("files")
+
+
+def test_rejected_credentials_are_a_configuration_error_without_the_key(
+    harness: ProviderHarness, azurite: Any, container: str
+) -> None:
+    wrong_key = base64.b64encode(b"not the account key" * 3).decode()
+    wrong = azurite.connection_string.replace(azurite.account_key, wrong_key)
+    provider = harness.build("azure-blob", settings(azurite, container, connection_string=wrong))
+    with pytest.raises(ConfigurationError) as refused:
+        store(harness, provider, new_key("a.txt"), b"x")
+    assert refused.value.provider_code in ("AuthorizationFailure", "AuthenticationFailed", "403")
+    assert wrong_key not in str(refused.value) and "sig=" not in str(refused.value)
+    health = harness.call(provider, "health")
+    assert health.status == "error" and wrong_key not in health.message
+
+
+# --- through the hub's REST API --------------------------------------------------------------------
+
+
+def test_tenants_cannot_read_sign_or_delete_each_others_files(tmp_path: Any, azurite: Any, container: str) -> None:
+    with rest_hub(
+        tmp_path,
+        plugins=[(hub_azure, "hub-azure")],
+        providers={"azure": {"type": "azure-blob", **settings(azurite, container)}},
+        services={"fileStorage": {"providers": ["azure"]}},
+    ) as api:
+        body = b"tenant demo's invoice\n"
+        uploaded = api.post(
+            f"{API}/files", data=body, headers={"Content-Type": "text/plain", "X-File-Name": "invoice.txt"}
+        )
+        assert uploaded.status_code == 201, uploaded.get_json()
+        file = uploaded.get_json()["data"]
+        assert file["provider"] == "azure" and file["fileKey"].startswith("demo/")
+        path = f"{API}/files/{file['fileId']}"
+        view = api.get(path).get_json()["data"]
+        assert requests.get(view["downloadUrl"], timeout=10).content == body  # signed by Azure, not the hub
+        assert api.get(f"{path}/content", headers={"Range": "bytes=7-12"}).data == body[7:13]
+
+        token = api.hub.tokens.create("other")[1]
+        other = {"Authorization": f"Bearer {token}", "X-Tenant-ID": "other"}
+        assert api.client.get(path, headers=other).status_code == 404  # no metadata, no download URL
+        assert api.client.get(f"{path}/content", headers=other).status_code == 404
+        assert api.client.delete(path, headers=other).status_code == 404
+        assert api.client.get(f"{API}/files", headers=other).get_json()["data"]["items"] == []
+        assert blob_client(azurite, container, file["fileKey"]).exists()
+
+        deleted = api.client.delete(path, headers=api.headers)
+        assert deleted.status_code == 200 and deleted.get_json()["data"]["existedAtProvider"] is True
+        assert not blob_client(azurite, container, file["fileKey"]).exists()
+
+
+# --- memory ----------------------------------------------------------------------------------------
+
+
+class PeakRss:
+    """The process's peak resident memory above its level at the start, sampled every 5 ms."""
+
+    def __init__(self) -> None:
+        self.process = psutil.Process()
+        self.baseline = self.peak = self.process.memory_info().rss
+        self.running = True
+        self.thread = threading.Thread(target=self.sample, daemon=True)
+
+    def sample(self) -> None:
+        while self.running:
+            self.peak = max(self.peak, self.process.memory_info().rss)
+            time.sleep(0.005)
+
+    def __enter__(self) -> PeakRss:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.running = False
+        self.thread.join()
+
+    @property
+    def growth(self) -> int:
+        return self.peak - self.baseline
+
+
+def test_200_mb_up_and_down_within_100_mb_of_memory(harness: ProviderHarness, azurite: Any, container: str) -> None:
+    # The defaults: 4 MiB blocks, 4 in flight, 4 MiB download ranges. (Azurite runs in its own process.)
+    provider = harness.build("azure-blob", settings(azurite, container))
+    key = new_key("large.bin")
+    size = 200 * 1000 * 1000
+    expected = digest_of(generated(size, key, chunk=1024 * 1024))
+    store(harness, provider, new_key("warm-up.txt"), b"warm-up")  # the SDK's imports and the pool, before measuring
+    with PeakRss() as upload:
+        started = time.monotonic()
+        with UploadStream(generated(size, key, chunk=1024 * 1024)) as stream:
+            harness.call(provider, "store", file=stored_file(key), stream=stream)
+        upload_seconds = time.monotonic() - started
+    with PeakRss() as download:
+        started = time.monotonic()
+        opened = harness.call(provider, "store_read", key=key, byte_range=None)
+        digest = digest_of(iter(lambda: opened.read(1024 * 1024), b""))
+        opened.close()
+        download_seconds = time.monotonic() - started
+    assert digest == expected
+    assert harness.call(provider, "store_head", key=key).checksum == expected
+    print(
+        f"\n200 MB: upload {upload_seconds:.1f} s, peak RSS +{upload.growth / MIB:.1f} MiB; "
+        f"download {download_seconds:.1f} s, peak RSS +{download.growth / MIB:.1f} MiB"
+    )
+    assert upload.growth < 100 * MIB, f"upload grew RSS by {upload.growth / MIB:.0f} MiB"
+    assert download.growth < 100 * MIB, f"download grew RSS by {download.growth / MIB:.0f} MiB"
+    assert harness.call(provider, "store_delete", key=key) is True
