@@ -410,8 +410,17 @@ class AzureBlobStore(Provider):
 
     def _chunks(self, chunks: Iterator[bytes], key: str) -> Iterator[bytes]:
         # The later ranged GETs happen while the core streams the download: their errors become hub errors too.
+        from azure.core.exceptions import ResourceModifiedError
+
         try:
             yield from chunks
+        except ResourceModifiedError:
+            # The SDK reads every range with If-Match on the first one's ETag: the blob changed since (Azurite
+            # also answers 412 for one deleted since; Azure 404, which is a NotFoundError).
+            raise TransientError(
+                f"{SERVICE}: {key!r} was overwritten or deleted while it was being read",
+                provider_code="ConditionNotMet",
+            ) from None
         except Exception as error:
             raise self._provider_error(error, key=key) from None
 

@@ -378,6 +378,29 @@ def test_an_md5_azure_reports_differently_deletes_the_blob(
         harness.call(provider, "store_head", key=key)
 
 
+def test_a_download_notices_the_blob_changing_or_going_under_it(
+    harness: ProviderHarness, azurite: Any, container: str
+) -> None:
+    provider = harness.build("azure-blob", settings(azurite, container, download_chunk_size=64 * 1024))
+    key = new_key("moving.bin")
+    first = b"a" * (512 * 1024)
+    store(harness, provider, key, first)
+    opened = harness.call(provider, "store_read", key=key, byte_range=None)
+    assert opened.read(64 * 1024) == first[: 64 * 1024]  # the first range is in
+    store(harness, provider, key, b"b" * (512 * 1024))
+    with pytest.raises(TransientError, match="overwritten"):
+        while opened.read(64 * 1024):
+            pass
+    opened.close()
+    opened = harness.call(provider, "store_read", key=key, byte_range=None)
+    opened.read(1000)
+    harness.call(provider, "store_delete", key=key)
+    with pytest.raises((NotFoundError, TransientError)):  # Azure: 404; Azurite: 412 (If-Match on a deleted blob)
+        while opened.read(64 * 1024):
+            pass
+    opened.close()
+
+
 # --- configuration and errors ----------------------------------------------------------------------
 
 
