@@ -106,6 +106,17 @@ class AzureBlobSettings(Schema):
     create_container = fields.Boolean(load_default=False)
 
     @validates_schema
+    def _md5_ranges(self, data: dict[str, Any], **_: Any) -> None:
+        if data.get("validate_content", True) and data.get("download_chunk_size", 0) > 4 * _MIB:
+            raise ValidationError(
+                {
+                    "download_chunk_size": [
+                        "at most 4 MiB (4194304) with validate_content: Azure sends no MD5 for longer ranges"
+                    ]
+                }
+            )
+
+    @validates_schema
     def _credentials(self, data: dict[str, Any], **_: Any) -> None:
         if data.get("connection_string"):
             return

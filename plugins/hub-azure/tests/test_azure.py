@@ -432,6 +432,8 @@ def test_settings_come_from_hub_yaml_or_the_environment(harness: ProviderHarness
         harness.build("azure-blob", {"connection_string": azurite.connection_string, "container": "Bad_Name"})
     with pytest.raises(ConfigError, match="AZURE_STORAGE_CONTAINER"):
         harness.build("azure-blob", {"connection_string": azurite.connection_string}, environ={})
+    with pytest.raises(ConfigError, match="download_chunk_size"):
+        harness.build("azure-blob", settings(azurite, "files", download_chunk_size=8 * MIB))
     environ = {"AZURE_STORAGE_CONNECTION_STRING": azurite.connection_string, "AZURE_STORAGE_CONTAINER": "files"}
     provider = harness.build("azure-blob", {}, environ=environ)
     assert provider.settings["container"] == "files" and provider.settings["max_block_size"] == 4 * MIB
