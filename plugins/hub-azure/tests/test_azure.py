@@ -502,6 +502,33 @@ def test_tenants_cannot_read_sign_or_delete_each_others_files(tmp_path: Any, azu
         assert not blob_client(azurite, container, file["fileKey"]).exists()
 
 
+def test_a_direct_upload_through_the_hub_goes_straight_to_azure(tmp_path: Any, azurite: Any, container: str) -> None:
+    with rest_hub(
+        tmp_path,
+        plugins=[(hub_azure, "hub-azure")],
+        providers={"azure": {"type": "azure-blob", **settings(azurite, container)}},
+        services={"fileStorage": {"providers": ["azure"]}},
+    ) as api:
+        body = b"%PDF-1.7\n" + b"1" * 1000
+        started = api.post(
+            f"{API}/files/uploads",
+            json={"fileName": "po.pdf", "contentType": "application/pdf", "size": len(body), "metadata": {"po": "9"}},
+        )
+        assert started.status_code == 201, started.get_json()
+        upload = started.get_json()["data"]
+        signed = upload["upload"]
+        assert signed["method"] == "PUT" and signed["url"].startswith(azurite.url)
+        forged = signed["url"].replace("sig=", "sig=AAAA")
+        assert requests.put(forged, data=body, headers=signed["headers"], timeout=10).status_code == 403
+        sent = requests.put(signed["url"], data=body, headers=signed["headers"], timeout=10)
+        assert sent.status_code == 201, sent.text[:300]
+        done = api.post(f"{API}/files/uploads/{upload['uploadId']}/complete")
+        assert done.status_code == 201, done.get_json()
+        file = done.get_json()["data"]
+        assert (file["size"], file["contentType"], file["metadata"]) == (len(body), "application/pdf", {"po": "9"})
+        assert api.get(f"{API}/files/{file['fileId']}/content").data == body
+
+
 # --- memory ----------------------------------------------------------------------------------------
 
 
