@@ -21,7 +21,6 @@ Downloads are read in ``download_chunk_size`` ranges, each checked against the M
 
 from __future__ import annotations
 
-import base64
 import concurrent.futures
 import hashlib
 import json
@@ -627,8 +626,9 @@ def _error_code(error: BaseException) -> str | None:
 
 
 def _block_id(upload_id: str, index: int) -> str:
-    # Every block id of a blob must have the same length: a fixed-width index.
-    return base64.b64encode(f"{upload_id}-{index:06d}".encode("ascii")).decode("ascii")
+    # Every block id of a blob must have the same length (at most 64 bytes): a fixed-width index. The SDK
+    # base64-encodes it on the wire (and decodes it in get_block_list).
+    return f"{upload_id}-{index:06d}"
 
 
 def _read_block(stream: BinaryIO, size: int) -> bytes:

@@ -24,7 +24,7 @@ from hub.errors import ConfigError, ConfigurationError, IncompleteUploadError, N
 from hub.testing import ProviderHarness
 from hub.testing.contracts import check_provider_class, run_contract
 from hub.testing.rest import rest_hub
-from hub.testing.transport import check_concurrent_use, check_transport_errors
+from hub.testing.transport import Fault, FaultServer, check_concurrent_use, check_transport_errors
 
 API = "/api/integrations"
 MIB = 1024 * 1024
@@ -253,6 +253,8 @@ def test_large_upload_goes_up_in_staged_blocks_and_one_commit(
         harness.call(provider, "store", file=stored_file(key), stream=stream)
     committed, uncommitted = blob_client(azurite, container, key).get_block_list("all")
     assert [block.size for block in committed] == [MIB] * 5 + [12_345] and uncommitted == []
+    upload_id = committed[0].id.split("-")[0]  # one attempt's ids: <upload id>-<index>, all of one length
+    assert [block.id for block in committed] == [f"{upload_id}-{index:06d}" for index in range(6)]
     head = harness.call(provider, "store_head", key=key)
     # The core's SHA-256 went into the commit itself, with the content type and the whole file's MD5.
     assert head.size == size and head.checksum == digest_of(generated(size, key))
@@ -399,6 +401,34 @@ def test_a_download_notices_the_blob_changing_or_going_under_it(
         while opened.read(64 * 1024):
             pass
     opened.close()
+
+
+def test_a_block_the_service_refuses_stops_the_upload_before_any_commit(harness: ProviderHarness, azurite: Any) -> None:
+    with FaultServer(
+        Fault(status=503, headers={"Retry-After": "3"}, body=b"", content_type="application/xml")
+    ) as server:
+        provider = harness.build(
+            "azure-blob",
+            {
+                "connection_string": azurite.connection_string_for(server.url),
+                "container": "files",
+                "max_block_size": 256 * 1024,
+                "max_single_put_size": 256 * 1024,
+                "max_concurrency": 2,
+                "timeout": 2,
+            },
+        )
+        size = 8 * MIB
+        with UploadStream(generated(size, "refused")) as stream:
+            with pytest.raises(TransientError) as refused:
+                harness.call(provider, "store", file=stored_file(new_key("refused.bin")), stream=stream)
+            assert stream.size < size  # it stopped reading once a block failed
+        assert refused.value.retry_after == 3
+        sent = server.received()
+        queries = [urlsplit(request.path).query for request in sent]
+        assert any("comp=block&" in query or query.startswith("comp=block") for query in queries)
+        assert not any("comp=blocklist" in query for query in queries)  # never committed
+        assert len([query for query in queries if "comp=block" in query]) <= 2 + 2  # at most the blocks in flight
 
 
 # --- configuration and errors ----------------------------------------------------------------------
