@@ -8,11 +8,13 @@ Uploads are staged blocks and one commit, so a blob appears whole or not at all:
 
 * the stream is read in blocks of ``max_block_size``; a file that ends within ``max_single_put_size`` goes
   up in one ``Put Blob`` (atomic by itself);
-* anything longer is sent as ``Put Block`` calls, at most ``max_concurrency`` at a time (memory stays below
-  ``max_block_size x (max_concurrency + 1)``), and made visible by one ``Put Block List`` that carries the
+* anything longer is sent as ``Put Block`` calls, at most ``max_concurrency`` at a time (memory stays about
+  ``max_block_size x (max_concurrency + 2)``), and made visible by one ``Put Block List`` that carries the
   content type, the whole file's MD5 and the metadata -- including the SHA-256 the core computed, which is
   only known once the stream ended. Staged blocks are invisible until that commit: an upload that breaks
-  off commits nothing, so a new key stays absent and an existing blob stays as it was.
+  off commits nothing, so a new key stays absent and an existing blob stays as it was. The blocks it staged
+  under a new key are dropped (the uncommitted blob deleted); over an existing blob they wait for the next
+  commit under the key, which discards them, or for Azure's garbage collection after 7 days.
 
 Consistency: every block (and a single ``Put Blob``) is sent with its MD5 (``validate_content``); Azure
 refuses a block whose bytes do not match, and the MD5 it reports back is compared with the one computed here.
