@@ -108,10 +108,10 @@ def test_store_contract(harness: ProviderHarness, azurite: Any, container: str) 
     assert results["health"].status == "success"
 
 
-def build_at(harness: ProviderHarness, azurite: Any, container: str = "kit"):
+def build_at(harness: ProviderHarness, connection_string_for: Any, container: str = "kit"):
     return lambda url, timeout: harness.build(
         "azure-blob",
-        {"connection_string": azurite.connection_string_for(url), "container": container, "timeout": timeout},
+        {"connection_string": connection_string_for(url), "container": container, "timeout": timeout},
     )
 
 
@@ -122,8 +122,10 @@ def store_small(harness: ProviderHarness):
     return call
 
 
-def test_transport_errors(harness: ProviderHarness, azurite: Any) -> None:
-    raised = check_transport_errors(harness, build_at(harness, azurite), call=store_small(harness), timeout=0.4)
+def test_transport_errors(harness: ProviderHarness, dev_connection_string: Any) -> None:
+    raised = check_transport_errors(
+        harness, build_at(harness, dev_connection_string), call=store_small(harness), timeout=0.4
+    )
     assert all(error.provider_code for error in raised.values() if hasattr(error, "provider_code"))
 
 
@@ -135,7 +137,9 @@ def test_concurrent_use(harness: ProviderHarness, azurite: Any, container: str) 
         assert read_all(harness, provider, key) == body
         return body
 
-    results = check_concurrent_use(harness, build_at(harness, azurite, container), azurite.url, call=call)
+    results = check_concurrent_use(
+        harness, build_at(harness, azurite.connection_string_for, container), azurite.url, call=call
+    )
     assert len(set(results)) == len(results)
 
 
@@ -403,14 +407,16 @@ def test_a_download_notices_the_blob_changing_or_going_under_it(
     opened.close()
 
 
-def test_a_block_the_service_refuses_stops_the_upload_before_any_commit(harness: ProviderHarness, azurite: Any) -> None:
+def test_a_block_the_service_refuses_stops_the_upload_before_any_commit(
+    harness: ProviderHarness, dev_connection_string: Any
+) -> None:
     with FaultServer(
         Fault(status=503, headers={"Retry-After": "3"}, body=b"", content_type="application/xml")
     ) as server:
         provider = harness.build(
             "azure-blob",
             {
-                "connection_string": azurite.connection_string_for(server.url),
+                "connection_string": dev_connection_string(server.url),
                 "container": "files",
                 "max_block_size": 256 * 1024,
                 "max_single_put_size": 256 * 1024,
