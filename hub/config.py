@@ -240,6 +240,18 @@ class RetentionSchema(Schema):
     recipient_days = fields.Float(load_default=30, allow_none=True, validate=validate.Range(min=0))
 
 
+class EventSchemaEntrySchema(Schema):
+    """``event_schemas.<event type>[]``: one version of the JSON Schema of that type's ``data``."""
+
+    class Meta:
+        unknown = RAISE
+
+    version = fields.Integer(required=True, validate=validate.Range(min=1))
+    schema = fields.Dict(required=True)
+    #: Registered even though events valid under the version before may be refused by it.
+    breaking = fields.Boolean(load_default=False)
+
+
 class TemplateSchema(Schema):
     class Meta:
         unknown = RAISE
@@ -401,6 +413,7 @@ class HubConfigSchema(Schema):
     metrics = fields.Nested(MetricsSchema, load_default=lambda: MetricsSchema().load({}))
     retention = fields.Nested(RetentionSchema, load_default=lambda: RetentionSchema().load({}))
     templates = fields.Dict(keys=fields.String(), values=fields.List(fields.Nested(TemplateSchema)), load_default=dict)
+    event_schemas = fields.Dict(keys=fields.String(), values=fields.List(fields.Nested(EventSchemaEntrySchema)), load_default=dict)
     tenants = fields.Dict(keys=fields.String(), values=fields.Nested(TenantSchema), load_default=dict)
     sync_schedules = fields.List(fields.Nested(ScheduleSchema), load_default=list)
     sync = fields.Nested(SyncSettingsSchema, load_default=lambda: SyncSettingsSchema().load({}))

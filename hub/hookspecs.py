@@ -8,6 +8,7 @@ are ``historic``: a plugin loaded late still receives them.
 * :func:`register_providers` -- declare provider types (classes).
 * :func:`register_templates` -- contribute notification templates.
 * :func:`register_handlers` -- contribute event handlers that subscriptions can name.
+* :func:`register_event_schemas` -- contribute JSON Schemas for event types.
 
 **Provider hooks** are implemented as methods of a *provider instance*. The core builds one instance per
 entry in ``hub.yaml``'s ``providers:`` section, registers it with the plugin manager under its configured
@@ -158,6 +159,26 @@ def register_handlers(register: Callable[..., None]) -> None:
         Delivery is at-least-once: after a crash a record may be handled twice, so make the handler
         idempotent (``record.event().id`` is stable). A later registration of the same name replaces an
         earlier one.
+    :returns: nothing.
+    """
+
+
+@hookspec(historic=True)
+def register_event_schemas(register: Callable[..., None]) -> None:
+    """Contribute a JSON Schema (draft 2020-12) for the ``data`` of an event type and version.
+
+    Called once when the plugin is loaded (historic).
+
+    :param register: call ``register(event_type, version, schema, breaking=False)``: ``event_type`` a dotted
+        lower-case name (``inventory.stock.updated``), ``version`` an integer from 1, ``schema`` a JSON Schema
+        dict. Events of that type published through the hub (``POST /events``, the Python API, the hub's own
+        ``payment.*`` events) are validated against the newest version -- or the one they name in
+        ``schemaVersion`` -- and refused with a 422 naming the field (``data.quantity``). A new version must be
+        backward compatible with the one before (every event valid under the old one stays valid: no new
+        required field, no narrowed type, enum or bound, no property removed where others are refused); a
+        version that is not is refused (the plugin's load reports it) unless ``breaking=True``. Schemas from
+        ``hub.yaml`` (``event_schemas``) and a tenant's own (``PUT /events/schemas/<type>/<version>``) follow
+        the same rules; ``GET /events/schemas`` lists them all.
     :returns: nothing.
     """
 

@@ -13,6 +13,7 @@ from hub import schemas
 from hub.api.middleware import API_PREFIX, MAX_OFFSET, idempotent
 from hub.capabilities import PAYMENT_STATUSES
 from hub.config import SERVICES, TemplateSchema
+from hub.schemas import EVENT_TYPE
 from hub.services.templates import TEMPLATE_NAME
 
 #: operation id (the view's name) -> (request body schema, success status)
@@ -37,6 +38,7 @@ REQUEST_BODIES: dict[str, tuple[type, int]] = {
     "sync_inventory": (schemas.InventorySyncSchema, 200),
     "push_inventory_updates": (schemas.InventoryPushSchema, 200),
     "save_template": (TemplateSchema, 200),
+    "register_event_schema": (schemas.EventTypeSchemaSchema, 201),
 }
 
 _PAGE = [
@@ -90,6 +92,8 @@ PATH_PARAMETERS: dict[str, dict[str, dict[str, Any]]] = {
     "delete_template": {"channel": {"type": "string", "enum": ["email", "sms", "chat"]}},
     "health_service": {"service": {"type": "string", "enum": sorted(SERVICES)}},
     "service": {"service": {"type": "string", "enum": sorted(SERVICES)}},
+    "get_event_schema": {"version": {"type": "integer", "minimum": 1}, "event_type": {"type": "string", "pattern": EVENT_TYPE.pattern}},
+    "register_event_schema": {"version": {"type": "integer", "minimum": 1}, "event_type": {"type": "string", "pattern": EVENT_TYPE.pattern}},
 }
 
 _QUEUED = "Accepted: delivered in the background (poll the record)"

@@ -36,6 +36,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "hub.builtins.event_log",
     "hub.builtins.file_source",
     "hub.builtins.sandbox",
+    "hub.builtins.event_schemas",
 )
 
 #: Hooks each capability's providers must implement (checked when a provider type is registered).
@@ -165,6 +166,9 @@ class PluginHost:
         self.templates: dict[tuple[str, str], TemplateDefinition] = {}
         #: Event handlers from ``register_handlers``: name -> (handler, plugin name).
         self.handlers: dict[str, tuple[Callable[..., Any], str]] = {}
+        #: Event schemas from ``register_event_schemas``, in load order: (plugin name, args, kwargs); the
+        #: schema registry checks them (versions, compatibility) when it is built.
+        self.event_schemas: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
         self.records: dict[str, PluginRecord] = {}
         self._hook_cache: dict[tuple[int, str], Callable[..., Any] | None] = {}
         self._lock = threading.RLock()
@@ -269,6 +273,9 @@ class PluginHost:
             for impl in self.pm.hook.register_handlers.get_hookimpls():
                 if impl.plugin is plugin:
                     impl.function(register=lambda name, handler, _r=record: self._register_handler(_r, name, handler))
+            for impl in self.pm.hook.register_event_schemas.get_hookimpls():
+                if impl.plugin is plugin:
+                    impl.function(register=lambda *a, _r=record, **kw: self.event_schemas.append((_r.name, a, kw)))
         return record
 
     def _register_provider_type(self, provider_class: type, record: PluginRecord) -> None:

@@ -196,6 +196,17 @@ class EventSchema(StrictSchema):
     data = fields.Dict(keys=fields.String(), required=True)
     key = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=1000))
     headers = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict)
+    #: The version of the event type's schema the data follows; the newest when omitted (GET /events/schemas).
+    schema_version = fields.Integer(data_key="schemaVersion", load_default=None, allow_none=True, validate=validate.Range(min=1))
+    #: CloudEvents ``subject`` (what the event is about); the key when omitted.
+    subject = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=500))
+
+
+class EventTypeSchemaSchema(StrictSchema):
+    """``PUT /events/schemas/<type>/<version>``: a tenant's own JSON Schema for that event type's data."""
+
+    schema = fields.Dict(required=True)
+    breaking = JsonBoolean(load_default=False)
 
 
 class EventBatchSchema(StrictSchema):

@@ -487,7 +487,7 @@ def test_event_log_offsets_survive_a_new_provider_instance(provider_harness: Pro
     records = [json.loads(line) for line in lines]
     assert [record["offset"] for record in records] == [0, 1, 2, 3, 4]
     assert records[3]["value"]["data"] == {"n": 3}
-    assert records[3]["value"]["tenantId"] == TENANT and records[3]["key"] == "WIDGET-001"
+    assert records[3]["value"]["tenant"] == TENANT and records[3]["key"] == "WIDGET-001"
 
 
 def test_event_log_offsets_survive_another_process(provider_harness: ProviderHarness) -> None:

@@ -77,6 +77,7 @@ HOOK_TESTS: dict[str, str] = {
     "consumer_groups": "tests/test_hooks.py::test_consumer_groups_lists_only_the_tenants_groups",
     "reset_offsets": "tests/test_publish.py::test_resetting_a_running_subscriptions_group_pauses_it_and_redelivers_from_the_new_offset",
     "register_handlers": "tests/test_publish.py::test_a_registered_callable_handler_and_one_added_from_python_both_consume",
+    "register_event_schemas": "tests/test_publish.py::test_a_plugins_event_schemas_are_checked_for_compatibility_and_validate_its_events",
     "sync": "tests/test_sync.py::test_sync_jobs_are_accepted_and_run_by_a_worker",
     "sync_push": "tests/test_sync.py::test_push_inventory_updates_through_the_api",
     "health": "tests/test_hooks.py::test_health_results_errors_and_missing_hooks_in_get_health",
@@ -483,11 +484,13 @@ def test_store_url_gives_file_metadata_its_download_url(make_hub: Callable[..., 
     assert presigned.url_requests == [(key, 900)]  # the key as stored, valid for storage_limits.url_expiry
     assert hub.client.get(f"{API}/files/{uploaded['fileId']}/content", headers=demo).data == b"pallet report"
 
-    # A store whose store_url returns None: the metadata has no downloadUrl, the API serves the file.
+    # A store whose store_url returns None: the downloadUrl is the hub's own signed one; the hub serves the file.
     acme = hub.headers("acme")
     other = hub.data(hub.client.post(f"{API}/files", json={"fileName": "a.txt", "content": content}, headers=acme), 201)
     metadata = hub.data(hub.client.get(f"{API}/files/{other['fileId']}", headers=acme))
-    assert "downloadUrl" not in metadata and metadata["url"] == f"{API}/files/{other['fileId']}/content"
+    assert metadata["downloadUrl"].startswith(f"http://localhost{API}/files/{other['fileId']}/download?token=")
+    assert metadata["url"] == f"{API}/files/{other['fileId']}/content"
+    assert hub.client.get(metadata["downloadUrl"].removeprefix("http://localhost")).data == b"pallet report"
     assert hub.manager.registry.slots["no-urls"].instance.url_requests == [(other["fileKey"], 900)]
 
 

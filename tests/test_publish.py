@@ -58,11 +58,15 @@ def _event(topic: str = "orders", key: str | None = "SO-1", **data: Any) -> Even
     return Event(id=uuid.uuid4().hex, tenant=TENANT, topic=topic, event_type="order.created", data=data, key=key)
 
 
-def _subscription(name: str = "orders-to-erp", topics: tuple[str, ...] = ("orders",), start: str = "earliest") -> Subscription:
+def _subscription(
+    name: str = "orders-to-erp", topics: tuple[str, ...] = ("orders",), start: str = "earliest"
+) -> Subscription:
     return Subscription(name=name, tenant=TENANT, group=f"{TENANT}.{name}", topics=topics, start=start)
 
 
-def _drain(harness: ProviderHarness, provider: Any, subscription: Subscription, *, batch: int = 100, timeout: float = 0.2) -> list[ConsumedRecord]:
+def _drain(
+    harness: ProviderHarness, provider: Any, subscription: Subscription, *, batch: int = 100, timeout: float = 0.2
+) -> list[ConsumedRecord]:
     """Consume until a call returns nothing."""
     records: list[ConsumedRecord] = []
     while chunk := harness.call(provider, "consume", subscription=subscription, max_records=batch, timeout=timeout):
@@ -82,7 +86,13 @@ def test_consumed_record_gives_back_the_published_event_and_its_next_offset() ->
     record = ConsumedRecord("orders", 2, 41, json.loads(json.dumps(event.envelope())), key="SO-1", headers={"a": "b"})
     again = record.event()
     assert again is not None
-    assert (again.id, again.tenant, again.event_type, again.data, again.key) == (event.id, TENANT, "order.created", {"sku": "W-1"}, "SO-1")
+    assert (again.id, again.tenant, again.event_type, again.data, again.key) == (
+        event.id,
+        TENANT,
+        "order.created",
+        {"sku": "W-1"},
+        "SO-1",
+    )
     assert again.timestamp == event.timestamp
     assert record.next_offset == PartitionOffset("orders", 2, 42)
     assert ConsumedRecord("orders", 0, 0, {"not": "an envelope"}).event() is None
@@ -388,7 +398,9 @@ def test_a_broker_keeping_the_contract_passes_check_publish(brokers: ProviderHar
 
 
 @pytest.mark.parametrize(("broker", "problem"), BROKEN_BROKERS, ids=[broker.type_name for broker, _ in BROKEN_BROKERS])
-def test_check_publish_fails_a_broker_that_breaks_the_contract(brokers: ProviderHarness, broker: type, problem: str) -> None:
+def test_check_publish_fails_a_broker_that_breaks_the_contract(
+    brokers: ProviderHarness, broker: type, problem: str
+) -> None:
     provider = brokers.build(broker.type_name)
     with pytest.raises(AssertionError, match=problem):
         check_publish(brokers, provider, "orders", wait=1, settle=0.1)
@@ -410,7 +422,10 @@ def test_event_log_consumes_in_order_resumes_from_the_committed_offset_and_redel
     assert first[0].event() is not None and first[0].event().id == events[0].id  # type: ignore[union-attr]
     assert first[0].timestamp is not None and first[0].key == "SO-1"
     provider_harness.call(log, "commit", subscription=subscription, offsets=[first[1].next_offset])
-    assert [record.offset for record in _drain(provider_harness, log, subscription)] == [4, 5]  # the position, not the commit
+    assert [record.offset for record in _drain(provider_harness, log, subscription)] == [
+        4,
+        5,
+    ]  # the position, not the commit
 
     # A new instance (another process, after a restart) starts from the committed offset: 2 and 3 again.
     restarted = provider_harness.build("event-log", {"fsync": False})
@@ -467,7 +482,9 @@ def test_event_log_never_delivers_a_half_written_line(provider_harness: Provider
     assert [record.offset for record in _drain(provider_harness, log, subscription)] == [1]
 
 
-def test_event_log_latest_start_is_committed_at_once_so_a_restart_skips_nothing(provider_harness: ProviderHarness) -> None:
+def test_event_log_latest_start_is_committed_at_once_so_a_restart_skips_nothing(
+    provider_harness: ProviderHarness,
+) -> None:
     log = provider_harness.build("event-log", {"fsync": False})
     for n in range(3):
         provider_harness.call(log, "publish", event=_event(n=n))  # before the subscription existed
@@ -495,7 +512,9 @@ def test_event_log_resumes_from_a_byte_hint_and_checks_it(provider_harness: Prov
 
     def next_offset_after_restart() -> int:
         restarted = provider_harness.build("event-log", {"fsync": False})
-        return provider_harness.call(restarted, "consume", subscription=subscription, max_records=1, timeout=1)[0].offset
+        return provider_harness.call(restarted, "consume", subscription=subscription, max_records=1, timeout=1)[
+            0
+        ].offset
 
     assert next_offset_after_restart() == 20
     for wrong in (byte - 3, byte + len(lines[20]), 10**9, 0):  # mid-line, the next line, past the end, the start
@@ -525,7 +544,11 @@ def test_event_log_commits_and_groups_are_shared_with_another_process(provider_h
     )
     completed = subprocess.run(
         [sys.executable, "-c", script, provider_harness.data_dir],
-        capture_output=True, text=True, env=_subprocess_environment(), timeout=60, check=True,
+        capture_output=True,
+        text=True,
+        env=_subprocess_environment(),
+        timeout=60,
+        check=True,
     )
     assert json.loads(completed.stdout) == [3]
     (group,) = provider_harness.call(log, "consumer_groups")
@@ -588,18 +611,24 @@ def test_event_log_resets_offsets_of_an_idle_group_only(provider_harness: Provid
     assert [record.offset for record in _drain(provider_harness, log, subscription)] == [1, 2, 3, 4]
     provider_harness.call(log, "unsubscribe", subscription=subscription)
     assert reset(OffsetReset("latest")) == [PartitionOffset("orders", 0, 5)]
-    assert reset(OffsetReset("timestamp", timestamp=datetime.now(UTC) + timedelta(hours=1))) == [PartitionOffset("orders", 0, 5)]
+    assert reset(OffsetReset("timestamp", timestamp=datetime.now(UTC) + timedelta(hours=1))) == [
+        PartitionOffset("orders", 0, 5)
+    ]
     with pytest.raises(PermanentError, match="past the end"):
         reset(OffsetReset("explicit", offsets={0: 6}))
     with pytest.raises(PermanentError, match="no partition 3"):
         reset(OffsetReset("explicit", offsets={3: 0}))
     # A group nobody consumed yet can be positioned before it starts.
-    fresh = provider_harness.call(log, "reset_offsets", group="acme.fresh", topic="orders", to=OffsetReset("explicit", offsets={0: 4}))
+    fresh = provider_harness.call(
+        log, "reset_offsets", group="acme.fresh", topic="orders", to=OffsetReset("explicit", offsets={0: 4})
+    )
     assert fresh == [PartitionOffset("orders", 0, 4)]
     assert [record.offset for record in _drain(provider_harness, log, _subscription("fresh"))] == [4]
 
 
-def test_event_log_consumer_that_missed_a_reset_refuses_to_commit_and_starts_over(provider_harness: ProviderHarness) -> None:
+def test_event_log_consumer_that_missed_a_reset_refuses_to_commit_and_starts_over(
+    provider_harness: ProviderHarness,
+) -> None:
     log = provider_harness.build("event-log", {"fsync": False, "session_timeout": 0.5})
     for n in range(4):
         provider_harness.call(log, "publish", event=_event(n=n))
@@ -766,7 +795,9 @@ def test_a_lease_held_by_a_killed_process_is_taken_over_within_its_ttl(
     )
     process = subprocess.Popen(
         [sys.executable, "-c", script, database.url],
-        stdout=subprocess.PIPE, text=True, env=_subprocess_environment(),
+        stdout=subprocess.PIPE,
+        text=True,
+        env=_subprocess_environment(),
     )
     try:
         assert process.stdout is not None and process.stdout.readline().strip() == "held"
@@ -837,7 +868,13 @@ def receiver() -> Iterator[Receiver]:
 
 
 def _webhook_subscription(url: str, **options: Any) -> dict[str, Any]:
-    return {"tenant": "demo", "topics": ["orders"], "handler": {"type": "webhook", "url": url}, "lease_seconds": 2, **options}
+    return {
+        "tenant": "demo",
+        "topics": ["orders"],
+        "handler": {"type": "webhook", "url": url},
+        "lease_seconds": 2,
+        **options,
+    }
 
 
 class Hub:
@@ -846,7 +883,10 @@ class Hub:
     def __init__(self, manager: IntegrationManager) -> None:
         self.manager = manager
         self.client = create_app(manager=manager).test_client()
-        self.headers = {"Authorization": f"Bearer {manager.tokens.create('demo', 'publish-tests')[1]}", "X-Tenant-ID": "demo"}
+        self.headers = {
+            "Authorization": f"Bearer {manager.tokens.create('demo', 'publish-tests')[1]}",
+            "X-Tenant-ID": "demo",
+        }
 
     def data(self, response: Any, status: int = 200) -> Any:
         body = response.get_json()
@@ -857,7 +897,9 @@ class Hub:
         return self.data(self.client.get(f"{API}{path}", headers=self.headers), status)
 
     def post(self, path: str, body: Any = None, status: int = 200, headers: dict[str, str] | None = None) -> Any:
-        return self.data(self.client.post(f"{API}{path}", json=body, headers={**self.headers, **(headers or {})}), status)
+        return self.data(
+            self.client.post(f"{API}{path}", json=body, headers={**self.headers, **(headers or {})}), status
+        )
 
     def publish(self, n: int, key: str = "SO-1", topic: str = "orders") -> dict[str, Any]:
         return self.post("/events", {"topic": topic, "eventType": "order.created", "data": {"n": n}, "key": key}, 201)
@@ -876,7 +918,13 @@ class Hub:
 def make_hub(tmp_path: Path) -> Iterator[Callable[..., Hub]]:
     made: list[IntegrationManager] = []
 
-    def make(subscriptions: dict[str, Any] | None = None, *, workers: int = 1, plugins: tuple[tuple[object, str], ...] = (), **overrides: Any) -> Hub:
+    def make(
+        subscriptions: dict[str, Any] | None = None,
+        *,
+        workers: int = 1,
+        plugins: tuple[tuple[object, str], ...] = (),
+        **overrides: Any,
+    ) -> Hub:
         config = base_config(tmp_path / "var", subscriptions=subscriptions or {}, **overrides)
         manager = IntegrationManager(config, environ={}, entry_points=False, plugins=plugins)
         made.append(manager)
@@ -897,16 +945,34 @@ def test_events_and_consumer_groups(client: Any, headers: dict[str, str]) -> Non
         assert response.status_code == status, response.get_json()
         return response.get_json()["data"]
 
-    first = data_of(client.post(f"{API}/events", json={"topic": "sales-events", "eventType": "sales.order.created", "data": {"orderId": "1"}, "key": "o1"}, headers=headers), 201)
-    second = data_of(client.post(f"{API}/events", json={"topic": "sales-events", "eventType": "sales.order.created", "data": {"orderId": "1"}, "key": "o1"}, headers=headers), 201)
+    first = data_of(
+        client.post(
+            f"{API}/events",
+            json={"topic": "sales-events", "eventType": "sales.order.created", "data": {"orderId": "1"}, "key": "o1"},
+            headers=headers,
+        ),
+        201,
+    )
+    second = data_of(
+        client.post(
+            f"{API}/events",
+            json={"topic": "sales-events", "eventType": "sales.order.created", "data": {"orderId": "1"}, "key": "o1"},
+            headers=headers,
+        ),
+        201,
+    )
     assert first["partition"] == second["partition"] and int(second["offset"]) == int(first["offset"]) + 1
     assert data_of(client.get(f"{API}/events/{first['eventId']}", headers=headers))["topic"] == "sales-events"
     assert data_of(client.get(f"{API}/events/consumer-groups", headers=headers)) == {"groups": []}
 
 
-def test_a_batch_is_published_in_one_round_trip_and_replayed_by_its_idempotency_key(make_hub: Callable[..., Hub]) -> None:
+def test_a_batch_is_published_in_one_round_trip_and_replayed_by_its_idempotency_key(
+    make_hub: Callable[..., Hub],
+) -> None:
     hub = make_hub(workers=0)
-    events = [{"topic": "orders", "eventType": "order.created", "data": {"n": n}, "key": f"SO-{n % 2}"} for n in range(6)]
+    events = [
+        {"topic": "orders", "eventType": "order.created", "data": {"n": n}, "key": f"SO-{n % 2}"} for n in range(6)
+    ]
     events.append({"topic": "returns", "eventType": "order.returned", "data": {"n": 6}})
     batch = hub.post("/events/batch", {"events": events}, 201, headers={"Idempotency-Key": "batch-1"})
     assert (batch["status"], batch["published"], batch["failed"]) == ("succeeded", 7, 0)
@@ -921,9 +987,17 @@ def test_a_batch_is_published_in_one_round_trip_and_replayed_by_its_idempotency_
     assert hub.get(f"/events/{batch['batchId']}") == batch
     # Each event went to the log once, with its own id, under the batch's.
     log = hub.manager.registry.instance("eventlog", "demo")
-    published = [json.loads(line)["value"] for path in sorted(log.directory.glob("*.jsonl")) for line in path.read_text().splitlines()]
+    published = [
+        json.loads(line)["value"]
+        for path in sorted(log.directory.glob("*.jsonl"))
+        for line in path.read_text().splitlines()
+    ]
     assert sorted(value["id"] for value in published) == sorted(event["eventId"] for event in batch["events"])
-    bad = hub.client.post(f"{API}/events/batch", json={"events": [{"topic": "bad topic", "eventType": "a.b", "data": {}}]}, headers=hub.headers)
+    bad = hub.client.post(
+        f"{API}/events/batch",
+        json={"events": [{"topic": "bad topic", "eventType": "a.b", "data": {}}]},
+        headers=hub.headers,
+    )
     assert bad.status_code == 422 and "events" in bad.get_json()["errors"]
     assert hub.client.post(f"{API}/events/batch", json={"events": []}, headers=hub.headers).status_code == 422
 
@@ -950,7 +1024,10 @@ class HalfBatchBroker(MemoryBroker):
     @hookimpl
     def publish_batch(self, events: list[Event]) -> list[PublishResult]:
         HalfBatchBroker.calls.append(len(events))
-        return [self.publish(event) if index % 2 == 0 else PublishResult.failed(event.topic, "not acknowledged") for index, event in enumerate(events)]
+        return [
+            self.publish(event) if index % 2 == 0 else PublishResult.failed(event.topic, "not acknowledged")
+            for index, event in enumerate(events)
+        ]
 
 
 class BrokerPlugin:
@@ -960,7 +1037,9 @@ class BrokerPlugin:
             register(broker)
 
 
-def test_a_batch_without_the_batch_hook_or_half_acknowledged_is_partial_with_each_events_outcome(make_hub: Callable[..., Hub]) -> None:
+def test_a_batch_without_the_batch_hook_or_half_acknowledged_is_partial_with_each_events_outcome(
+    make_hub: Callable[..., Hub],
+) -> None:
     events = [{"topic": "orders", "eventType": "order.created", "data": {"n": n, "refuse": n == 1}} for n in range(3)]
     hub = make_hub(
         workers=0,
@@ -990,7 +1069,9 @@ def test_a_batch_without_the_batch_hook_or_half_acknowledged_is_partial_with_eac
 
 def test_publish_events_and_consumer_groups_through_the_python_api(make_hub: Callable[..., Hub]) -> None:
     manager = make_hub(workers=0).manager
-    batch = manager.publish_events([{"topic": "orders", "eventType": "order.created", "data": {"n": 1}}], tenant_id="demo")
+    batch = manager.publish_events(
+        [{"topic": "orders", "eventType": "order.created", "data": {"n": 1}}], tenant_id="demo"
+    )
     assert batch["published"] == 1
     assert manager.consumer_groups("demo") == []
 
@@ -998,9 +1079,17 @@ def test_publish_events_and_consumer_groups_through_the_python_api(make_hub: Cal
 # --- subscriptions in one process ------------------------------------------------------------------
 
 
-def test_a_webhook_subscription_delivers_every_event_in_order_signed_and_commits(make_hub: Callable[..., Hub], receiver: Receiver) -> None:
+def test_a_webhook_subscription_delivers_every_event_in_order_signed_and_commits(
+    make_hub: Callable[..., Hub], receiver: Receiver
+) -> None:
     secret = "whsec-subscription"
-    hub = make_hub({"orders-to-erp": _webhook_subscription(f"{receiver.url}/erp", handler={"type": "webhook", "url": f"{receiver.url}/erp", "secret": secret})})
+    hub = make_hub(
+        {
+            "orders-to-erp": _webhook_subscription(
+                f"{receiver.url}/erp", handler={"type": "webhook", "url": f"{receiver.url}/erp", "secret": secret}
+            )
+        }
+    )
     published = [hub.publish(n) for n in range(10)]
     assert receiver.wait_for(10) == list(range(10))
     path, headers, body = receiver.deliveries[0]
@@ -1014,39 +1103,64 @@ def test_a_webhook_subscription_delivers_every_event_in_order_signed_and_commits
     def committed_all() -> bool:
         groups = hub.get("/events/consumer-groups")["groups"]
         return bool(groups) and groups[0]["lag"] == 0
+
     hub.wait_until(committed_all, what="lag 0")
     (group,) = hub.get("/events/consumer-groups")["groups"]
-    assert (group["groupId"], group["subscription"], group["provider"], group["state"]) == ("demo.orders-to-erp", "orders-to-erp", "eventlog", "Stable")
+    assert (group["groupId"], group["subscription"], group["provider"], group["state"]) == (
+        "demo.orders-to-erp",
+        "orders-to-erp",
+        "eventlog",
+        "Stable",
+    )
     assert sum(partition["committed"] or 0 for partition in group["partitions"]) == 10
-    hub.wait_until(lambda: hub.subscription("orders-to-erp")["handledSinceStart"] == 10, what="the count in the lease's note")
+    hub.wait_until(
+        lambda: hub.subscription("orders-to-erp")["handledSinceStart"] == 10, what="the count in the lease's note"
+    )
     view = hub.subscription("orders-to-erp")
     assert view["running"] and view["owner"] == hub.manager.publish.leases.owner and view["status"] == "running"
-    assert view["handler"] == f"webhook 127.0.0.1:{receiver.port}" and view["deadLetters"] == 0 and view["source"] == "config"
+    assert (
+        view["handler"] == f"webhook 127.0.0.1:{receiver.port}"
+        and view["deadLetters"] == 0
+        and view["source"] == "config"
+    )
     assert [item["name"] for item in hub.get("/events/subscriptions")["subscriptions"]] == ["orders-to-erp"]
     other = {"Authorization": f"Bearer {hub.manager.tokens.create('acme', 't')[1]}", "X-Tenant-ID": "acme"}
     assert hub.client.get(f"{API}/events/subscriptions/orders-to-erp", headers=other).status_code == 404
     assert hub.data(hub.client.get(f"{API}/events/subscriptions", headers=other)) == {"subscriptions": []}
 
 
-def test_a_failing_record_is_retried_then_dead_lettered_and_the_subscription_moves_on(make_hub: Callable[..., Hub], receiver: Receiver) -> None:
+def test_a_failing_record_is_retried_then_dead_lettered_and_the_subscription_moves_on(
+    make_hub: Callable[..., Hub], receiver: Receiver
+) -> None:
     receiver.fail = {1: (2, 503), 2: (-1, 500), 3: (-1, 422)}  # 1 recovers; 2 never does; 3 is refused for good
     subscription = _webhook_subscription(
-        f"{receiver.url}/erp", max_attempts=3, backoff={"initial": 0.05, "max": 0.2}, dead_letter_topic="orders.dead-letters"
+        f"{receiver.url}/erp",
+        max_attempts=3,
+        backoff={"initial": 0.05, "max": 0.2},
+        dead_letter_topic="orders.dead-letters",
     )
     hub = make_hub({"orders-to-erp": subscription})
     for n in range(5):
         hub.publish(n)
     assert receiver.wait_for(3) == [0, 1, 4]  # in order; 2 and 3 skipped once given up
     hub.wait_until(lambda: len(hub.get("/events/dead-letters")["items"]) == 2, what="two dead letters")
-    letters = {item["value"]["data"]["n"]: item for item in hub.get("/events/dead-letters?subscription=orders-to-erp")["items"]}
+    letters = {
+        item["value"]["data"]["n"]: item for item in hub.get("/events/dead-letters?subscription=orders-to-erp")["items"]
+    }
     assert letters[2]["attempts"] == 3 and "500" in letters[2]["error"]
     assert letters[3]["attempts"] == 1 and "422" in letters[3]["error"]  # a PermanentError: no retries
     assert letters[2]["published"]["topic"] == "orders.dead-letters" and letters[2]["groupId"] == "demo.orders-to-erp"
     log = hub.manager.registry.instance("eventlog", "demo")
-    dead = [json.loads(line)["value"] for path in log.directory.glob("orders.dead-letters-*.jsonl") for line in path.read_text().splitlines()]
+    dead = [
+        json.loads(line)["value"]
+        for path in log.directory.glob("orders.dead-letters-*.jsonl")
+        for line in path.read_text().splitlines()
+    ]
     assert sorted(value["data"]["value"]["data"]["n"] for value in dead) == [2, 3]
-    assert {value["eventType"] for value in dead} == {"hub.dead_letter"}
-    hub.wait_until(lambda: hub.get("/events/consumer-groups")["groups"][0]["lag"] == 0, what="committed past the dead letters")
+    assert {value["type"] for value in dead} == {"hub.dead_letter"}
+    hub.wait_until(
+        lambda: hub.get("/events/consumer-groups")["groups"][0]["lag"] == 0, what="committed past the dead letters"
+    )
     assert hub.subscription("orders-to-erp")["deadLetters"] == 2
     audit = hub.manager.audit_log("demo", outcome="dead")
     assert len(audit) == 2 and all(entry.operation == "dead_letter" for entry in audit)
@@ -1067,7 +1181,12 @@ def test_a_registered_callable_handler_and_one_added_from_python_both_consume(ma
         def register_handlers(self, register: Callable[..., None]) -> None:
             register("reserve-stock", reserve_stock)
 
-    subscription = {"tenant": "demo", "topics": ["orders"], "handler": {"type": "callable", "name": "reserve-stock"}, "backoff": {"initial": 0.05, "max": 0.1}}
+    subscription = {
+        "tenant": "demo",
+        "topics": ["orders"],
+        "handler": {"type": "callable", "name": "reserve-stock"},
+        "backoff": {"initial": 0.05, "max": 0.1},
+    }
     hub = make_hub({"stock": subscription}, plugins=((Handlers(), "handlers"),))
     for n in range(3):
         hub.publish(n)
@@ -1075,21 +1194,35 @@ def test_a_registered_callable_handler_and_one_added_from_python_both_consume(ma
     assert seen == [("stock", 0), ("stock", 1), ("stock", 2)] and failures["left"] == 0  # retried, in order
 
     received: list[int] = []
-    added = hub.manager.subscribe("orders", "audit", lambda record, _: received.append(record.value["data"]["n"]), tenant_id="demo", start="latest", lease_seconds=2)
+    added = hub.manager.subscribe(
+        "orders",
+        "audit",
+        lambda record, _: received.append(record.value["data"]["n"]),
+        tenant_id="demo",
+        start="latest",
+        lease_seconds=2,
+    )
     assert (added.name, added.group, added.topics, added.start) == ("demo.audit", "demo.audit", ("orders",), "latest")
     assert hub.subscription("demo.audit")["source"] == "python"
     # start="latest": it starts at the end as of its first consume, so wait until it has joined its group.
-    hub.wait_until(lambda: any(group["groupId"] == "demo.audit" for group in hub.get("/events/consumer-groups")["groups"]), what="joined")
+    hub.wait_until(
+        lambda: any(group["groupId"] == "demo.audit" for group in hub.get("/events/consumer-groups")["groups"]),
+        what="joined",
+    )
     hub.publish(3)
     hub.wait_until(lambda: received == [3], what="the latest-only subscriber got the new event")
     assert hub.manager.unsubscribe("demo.audit") and not hub.manager.unsubscribe("demo.audit")
-    hub.wait_until(lambda: not hub.manager.publish.leases.state("subscription:demo.audit")["held"], what="its worker stopped")
+    hub.wait_until(
+        lambda: not hub.manager.publish.leases.state("subscription:demo.audit")["held"], what="its worker stopped"
+    )
     hub.publish(4)
     hub.wait_until(lambda: len(seen) == 5, what="the configured one still runs")
     assert received == [3]
 
 
-def test_pausing_stops_deliveries_in_every_process_and_resuming_continues(make_hub: Callable[..., Hub], receiver: Receiver) -> None:
+def test_pausing_stops_deliveries_in_every_process_and_resuming_continues(
+    make_hub: Callable[..., Hub], receiver: Receiver
+) -> None:
     hub = make_hub({"orders-to-erp": _webhook_subscription(f"{receiver.url}/erp")})
     hub.publish(0)
     receiver.wait_for(1)
@@ -1105,7 +1238,10 @@ def test_pausing_stops_deliveries_in_every_process_and_resuming_continues(make_h
     assert hub.client.post(f"{API}/events/subscriptions/nope/pause", headers=hub.headers).status_code == 404
 
     # POST /shutdown closes the providers: the worker stops (and frees the lease) until POST /initialize.
-    admin = {"Authorization": f"Bearer {hub.manager.tokens.create('ops', 'admin', admin=True)[1]}", "X-Tenant-ID": "ops"}
+    admin = {
+        "Authorization": f"Bearer {hub.manager.tokens.create('ops', 'admin', admin=True)[1]}",
+        "X-Tenant-ID": "ops",
+    }
     assert hub.client.post(f"{API}/shutdown", headers=admin).status_code == 200
     hub.wait_until(lambda: not hub.subscription("orders-to-erp")["running"], what="the worker stopped at shutdown")
     assert hub.client.post(f"{API}/initialize", headers=admin).status_code == 200
@@ -1113,13 +1249,18 @@ def test_pausing_stops_deliveries_in_every_process_and_resuming_continues(make_h
     assert receiver.wait_for(3) == [0, 1, 2]
 
 
-def test_resetting_a_running_subscriptions_group_pauses_it_and_redelivers_from_the_new_offset(make_hub: Callable[..., Hub], receiver: Receiver) -> None:
+def test_resetting_a_running_subscriptions_group_pauses_it_and_redelivers_from_the_new_offset(
+    make_hub: Callable[..., Hub], receiver: Receiver
+) -> None:
     hub = make_hub({"orders-to-erp": _webhook_subscription(f"{receiver.url}/erp")})
     offsets = [int(hub.publish(n)["offset"]) for n in range(4)]
     partition = hub.publish(4)["partition"]
     assert receiver.wait_for(5) == [0, 1, 2, 3, 4]
     hub.wait_until(lambda: hub.get("/events/consumer-groups")["groups"][0]["lag"] == 0, what="everything committed")
-    reset = hub.post("/events/consumer-groups/demo.orders-to-erp/reset", {"topic": "orders", "to": "explicit", "offsets": {str(partition): offsets[2]}})
+    reset = hub.post(
+        "/events/consumer-groups/demo.orders-to-erp/reset",
+        {"topic": "orders", "to": "explicit", "offsets": {str(partition): offsets[2]}},
+    )
     assert reset["subscriptions"] == ["orders-to-erp"] and reset["provider"] == "eventlog"
     assert reset["offsets"] == [{"topic": "orders", "partition": partition, "offset": offsets[2]}]
     assert receiver.wait_for(8) == [0, 1, 2, 3, 4, 2, 3, 4]  # the worker resumed from the new offset
@@ -1133,20 +1274,35 @@ def test_resetting_a_running_subscriptions_group_pauses_it_and_redelivers_from_t
         ({"topic": "orders", "to": "explicit", "offsets": {"9": 0}}, 422, "no partition 9"),
     ]
     for body, status, text in problems:
-        answer = hub.client.post(f"{API}/events/consumer-groups/demo.orders-to-erp/reset", json=body, headers=hub.headers)
+        answer = hub.client.post(
+            f"{API}/events/consumer-groups/demo.orders-to-erp/reset", json=body, headers=hub.headers
+        )
         assert answer.status_code == status and text in json.dumps(answer.get_json()), answer.get_json()
-    assert hub.client.post(f"{API}/events/consumer-groups/acme.orders/reset", json={"topic": "orders", "to": "earliest"}, headers=hub.headers).status_code == 404
+    assert (
+        hub.client.post(
+            f"{API}/events/consumer-groups/acme.orders/reset",
+            json={"topic": "orders", "to": "earliest"},
+            headers=hub.headers,
+        ).status_code
+        == 404
+    )
     manual = hub.manager.reset_offsets("demo.manual", "orders", "latest", tenant_id="demo")
     assert manual["subscriptions"] == [] and {offset["offset"] for offset in manual["offsets"]} >= {offsets[-1] + 2}
 
 
-def test_reset_offsets_refuses_a_group_with_a_consumer_outside_the_hub(make_hub: Callable[..., Hub], provider_harness: ProviderHarness) -> None:
+def test_reset_offsets_refuses_a_group_with_a_consumer_outside_the_hub(
+    make_hub: Callable[..., Hub], provider_harness: ProviderHarness
+) -> None:
     hub = make_hub(workers=0)
     hub.publish(0)
     log = hub.manager.registry.instance("eventlog", "demo")
     outsider = Subscription("outsider", "demo", "demo.outsider", ("orders",))
     log.consume(outsider, 10, 0.1)  # a consumer the hub does not run: a live member of the group
-    answer = hub.client.post(f"{API}/events/consumer-groups/demo.outsider/reset", json={"topic": "orders", "to": "earliest"}, headers=hub.headers)
+    answer = hub.client.post(
+        f"{API}/events/consumer-groups/demo.outsider/reset",
+        json={"topic": "orders", "to": "earliest"},
+        headers=hub.headers,
+    )
     assert answer.status_code == 409 and "active member" in answer.get_json()["message"]
     log.unsubscribe(outsider)
     assert hub.post("/events/consumer-groups/demo.outsider/reset", {"topic": "orders", "to": "earliest"})["offsets"]
@@ -1155,16 +1311,55 @@ def test_reset_offsets_refuses_a_group_with_a_consumer_outside_the_hub(make_hub:
 @pytest.mark.parametrize(
     ("subscription", "path", "reason"),
     [
-        ({"tenant": "demo", "topics": ["orders"], "handler": {"type": "callable", "name": "missing"}}, "subscriptions.s.handler.name", "no handler 'missing'"),
-        ({"tenant": "demo", "group": "acme.s", "topics": ["orders"], "handler": {"type": "webhook", "url": "http://127.0.0.1:9/x"}}, "subscriptions.s.group", "'demo.'"),
-        ({"tenant": "demo", "provider": "outbox", "topics": ["orders"], "handler": {"type": "webhook", "url": "http://127.0.0.1:9/x"}}, "subscriptions.s.provider", "cannot be subscribed to"),
-        ({"tenant": "demo", "provider": "nobody", "topics": ["orders"], "handler": {"type": "webhook", "url": "http://127.0.0.1:9/x"}}, "subscriptions.s.provider", "no provider named"),
-        ({"tenant": "demo", "topics": ["bad topic"], "handler": {"type": "webhook", "url": "http://127.0.0.1:9/x"}}, "subscriptions.s.topics.0", "letters"),
+        (
+            {"tenant": "demo", "topics": ["orders"], "handler": {"type": "callable", "name": "missing"}},
+            "subscriptions.s.handler.name",
+            "no handler 'missing'",
+        ),
+        (
+            {
+                "tenant": "demo",
+                "group": "acme.s",
+                "topics": ["orders"],
+                "handler": {"type": "webhook", "url": "http://127.0.0.1:9/x"},
+            },
+            "subscriptions.s.group",
+            "'demo.'",
+        ),
+        (
+            {
+                "tenant": "demo",
+                "provider": "outbox",
+                "topics": ["orders"],
+                "handler": {"type": "webhook", "url": "http://127.0.0.1:9/x"},
+            },
+            "subscriptions.s.provider",
+            "cannot be subscribed to",
+        ),
+        (
+            {
+                "tenant": "demo",
+                "provider": "nobody",
+                "topics": ["orders"],
+                "handler": {"type": "webhook", "url": "http://127.0.0.1:9/x"},
+            },
+            "subscriptions.s.provider",
+            "no provider named",
+        ),
+        (
+            {"tenant": "demo", "topics": ["bad topic"], "handler": {"type": "webhook", "url": "http://127.0.0.1:9/x"}},
+            "subscriptions.s.topics.0",
+            "letters",
+        ),
     ],
 )
-def test_a_subscription_that_cannot_run_stops_start_up_naming_its_key(tmp_path: Path, subscription: dict[str, Any], path: str, reason: str) -> None:
+def test_a_subscription_that_cannot_run_stops_start_up_naming_its_key(
+    tmp_path: Path, subscription: dict[str, Any], path: str, reason: str
+) -> None:
     with pytest.raises(ConfigError) as raised:
-        IntegrationManager(base_config(tmp_path / "var", subscriptions={"s": subscription}), environ={}, entry_points=False).close()
+        IntegrationManager(
+            base_config(tmp_path / "var", subscriptions={"s": subscription}), environ={}, entry_points=False
+        ).close()
     assert raised.value.path == path and reason in str(raised.value), str(raised.value)
 
 
@@ -1175,7 +1370,9 @@ BATCH = 5
 
 def _lease_owners(database: Database) -> dict[str, str | None]:
     with database.session() as session:
-        return {row.name: row.owner for row in session.scalars(select(Lease).where(Lease.name.startswith("subscription:")))}
+        return {
+            row.name: row.owner for row in session.scalars(select(Lease).where(Lease.name.startswith("subscription:")))
+        }
 
 
 def _pid_of(owner: str | None) -> int | None:
@@ -1185,8 +1382,19 @@ def _pid_of(owner: str | None) -> int | None:
 def _start_worker(config: Path, log_file: Path) -> subprocess.Popen[bytes]:
     with log_file.open("ab") as output:
         return subprocess.Popen(
-            [sys.executable, "-c", "from hub.cli import main; main()", "--config", str(config), "worker", "--threads", "1"],
-            stdout=output, stderr=subprocess.STDOUT, env=_subprocess_environment(),
+            [
+                sys.executable,
+                "-c",
+                "from hub.cli import main; main()",
+                "--config",
+                str(config),
+                "worker",
+                "--threads",
+                "1",
+            ],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            env=_subprocess_environment(),
         )
 
 
@@ -1205,21 +1413,32 @@ def test_two_hub_processes_run_each_subscription_once_and_take_over_within_secon
     receiver = Receiver(delay=0.01).start()
     config = tmp_path / "hub.yaml"
     subscription = {"tenant": "demo", "topics": ["orders"], "lease_seconds": lease_seconds, "batch_size": BATCH}
-    config.write_text(json.dumps({  # JSON is YAML
-        "data_dir": str(tmp_path / "var"),
-        "database_url": database_url if database_url.startswith("postgres") else None,
-        "queue": {"backend": "sqlite", "workers": 1},
-        "providers": {"eventlog": {"type": "event-log", "directory": "events", "fsync": False}},
-        "services": {"kafka": {"providers": ["eventlog"]}},
-        "subscriptions": {
-            name: {**subscription, "handler": {"type": "webhook", "url": f"{receiver.url}/{name}"}} for name in ("orders-a", "orders-b")
-        },
-    }))
+    config.write_text(
+        json.dumps(
+            {  # JSON is YAML
+                "data_dir": str(tmp_path / "var"),
+                "database_url": database_url if database_url.startswith("postgres") else None,
+                "queue": {"backend": "sqlite", "workers": 1},
+                "providers": {"eventlog": {"type": "event-log", "directory": "events", "fsync": False}},
+                "services": {"kafka": {"providers": ["eventlog"]}},
+                "subscriptions": {
+                    name: {**subscription, "handler": {"type": "webhook", "url": f"{receiver.url}/{name}"}}
+                    for name in ("orders-a", "orders-b")
+                },
+            }
+        )
+    )
     publisher = IntegrationManager(str(config), environ={}, entry_points=False)  # no workers: it only publishes
     processes: list[subprocess.Popen[bytes]] = []
     try:
         for start in range(0, count, 100):
-            publisher.publish_events([{"topic": "orders", "eventType": "order.created", "data": {"n": n}, "key": "SO-1"} for n in range(start, start + 100)], tenant_id="demo")
+            publisher.publish_events(
+                [
+                    {"topic": "orders", "eventType": "order.created", "data": {"n": n}, "key": "SO-1"}
+                    for n in range(start, start + 100)
+                ],
+                tenant_id="demo",
+            )
         processes = [_start_worker(config, tmp_path / f"worker-{index}.log") for index in range(2)]
         pids = {process.pid for process in processes}
         database = publisher.db
@@ -1231,7 +1450,9 @@ def test_two_hub_processes_run_each_subscription_once_and_take_over_within_secon
         owners = _wait(both_held, 30, "both leases held")
         assert {_pid_of(owner) for owner in owners.values()} <= pids  # each subscription held by one of them
         receiver.wait_for(60, "/orders-a", timeout=30)
-        assert len(set(receiver.numbers("/orders-a"))) == len(receiver.numbers("/orders-a"))  # no duplicate while one runs it
+        assert len(set(receiver.numbers("/orders-a"))) == len(
+            receiver.numbers("/orders-a")
+        )  # no duplicate while one runs it
 
         victim_pid = _pid_of(owners["subscription:orders-a"])
         victim = next(process for process in processes if process.pid == victim_pid)
@@ -1239,17 +1460,28 @@ def test_two_hub_processes_run_each_subscription_once_and_take_over_within_secon
         victim.send_signal(signal.SIGKILL)
         killed = time.monotonic()
         victim.wait(10)
-        _wait(lambda: _pid_of(_lease_owners(database)["subscription:orders-a"]) == survivor.pid, 15, "the survivor took orders-a over")
+        _wait(
+            lambda: _pid_of(_lease_owners(database)["subscription:orders-a"]) == survivor.pid,
+            15,
+            "the survivor took orders-a over",
+        )
         takeover = time.monotonic() - killed
         assert takeover < lease_seconds + 2.5, f"took {takeover:.1f} s"
 
         for name in ("orders-a", "orders-b"):
             receiver.wait_for(count, f"/{name}", timeout=90)
-            _wait(lambda name=name: set(receiver.numbers(f"/{name}")) == set(range(count)), 90, f"every event delivered to {name}")
+            _wait(
+                lambda name=name: set(receiver.numbers(f"/{name}")) == set(range(count)),
+                90,
+                f"every event delivered to {name}",
+            )
             delivered = receiver.numbers(f"/{name}")
             # In order: the first process's run, then the survivor from the last committed offset. The only
             # duplicates are the records the killed process had handled but not yet committed (one batch).
-            restart = next((index for index in range(1, len(delivered)) if delivered[index] <= delivered[index - 1]), len(delivered))
+            restart = next(
+                (index for index in range(1, len(delivered)) if delivered[index] <= delivered[index - 1]),
+                len(delivered),
+            )
             resumed_at = delivered[restart] if restart < len(delivered) else restart
             assert delivered == list(range(restart)) + list(range(resumed_at, count)), name
             duplicates = restart - resumed_at
@@ -1260,7 +1492,9 @@ def test_two_hub_processes_run_each_subscription_once_and_take_over_within_secon
         survivor.send_signal(signal.SIGTERM)
         survivor.wait(20)
         assert _lease_owners(database) == {"subscription:orders-a": None, "subscription:orders-b": None}
-        print(f"takeover after SIGKILL: {takeover:.2f} s; duplicates: {[len(receiver.numbers(f'/{n}')) - count for n in ('orders-a', 'orders-b')]}")
+        print(
+            f"takeover after SIGKILL: {takeover:.2f} s; duplicates: {[len(receiver.numbers(f'/{n}')) - count for n in ('orders-a', 'orders-b')]}"
+        )
     finally:
         for process in processes:
             if process.poll() is None:
@@ -1268,3 +1502,188 @@ def test_two_hub_processes_run_each_subscription_once_and_take_over_within_secon
                 process.wait()
         publisher.close()
         receiver.stop()
+
+
+# --- CloudEvents envelopes and event schemas ------------------------------------------------------------------
+
+
+def _refused(hub: Hub, body: dict[str, Any], path: str = "/events") -> dict[str, Any]:
+    response = hub.client.post(f"{API}{path}", json=body, headers=hub.headers)
+    answer = response.get_json()
+    assert response.status_code == 422, answer
+    return answer
+
+
+def test_published_events_are_cloudevents_with_their_attributes_in_the_headers(make_hub: Callable[..., Hub]) -> None:
+    from cloudevents.core.formats.json import JSONFormat
+
+    hub = make_hub(workers=0)
+    order = {"orderId": "SO-17", "customerId": "C-9", "totalAmount": 129.5, "currency": "USD", "status": "confirmed"}
+    published = hub.post(
+        "/events", {"topic": "sales-events", "eventType": "sales.order.created", "data": order, "key": "SO-17"}, 201
+    )
+    [record] = _drain_event_log(hub, "sales-events")
+    event = JSONFormat().read(None, json.dumps(record.value).encode())  # the official SDK reads it as a CloudEvent 1.0
+    assert event.get_id() == published["eventId"] and event.get_type() == "sales.order.created"
+    assert event.get_source() == "/tenants/demo" and event.get_subject() == "SO-17"
+    assert event.get_extension("tenant") == "demo" and event.get_data() == order
+    assert event.get_dataschema() == "/api/integrations/events/schemas/sales.order.created/1"
+    schema = hub.get("/events/schemas/sales.order.created/1")
+    assert schema["origin"] == "builtin" and "orderId" in schema["schema"]["required"]
+    assert record.headers["ce_id"] == published["eventId"] and record.headers["ce_type"] == "sales.order.created"
+    assert record.headers["ce_tenant"] == "demo" and record.headers["content-type"] == "application/cloudevents+json"
+    assert record.event() is not None and record.event().data == order
+
+
+def _drain_event_log(hub: Hub, topic: str) -> list[ConsumedRecord]:
+    slot = next(slot for slot in hub.manager.registry.slots.values() if slot.type_name == "event-log")
+    files = sorted(slot.instance.directory.glob("*.jsonl"))
+    topics = tuple(sorted({path.name.rsplit("-", 1)[0] for path in files if topic in path.name}))
+    assert topics, [path.name for path in files]
+    subscription = Subscription(
+        name=f"read-{topic}", tenant="demo", topics=topics, group=f"demo.read-{topic}", start="earliest"
+    )
+    consume = hub.manager.runtime.host.hook_for(slot.instance, "consume")
+    return consume(subscription=subscription, max_records=100, timeout=0.2)
+
+
+def test_an_event_that_breaks_its_schema_is_a_422_naming_each_field(make_hub: Callable[..., Hub]) -> None:
+    hub = make_hub(workers=0)
+    missing = _refused(
+        hub, {"topic": "sales-events", "eventType": "sales.order.created", "data": {"customerId": "C-1"}}
+    )
+    assert missing["errors"] == {"data.orderId": ["'orderId' is a required property"]}
+    wrong = {"orderId": "SO-1", "items": [{"sku": "A", "quantity": "two"}], "currency": "usd"}
+    refused = hub.client.post(
+        f"{API}/events/batch",
+        json={
+            "events": [
+                {"topic": "t", "eventType": "order.placed", "data": {}},
+                {"topic": "sales", "eventType": "sales.order.created", "data": wrong},
+            ]
+        },
+        headers=hub.headers,
+    )
+    body = refused.get_json()
+    assert refused.status_code == 422 and set(body["errors"]) == {
+        "events.1.data.items.0.quantity",
+        "events.1.data.currency",
+    }, body
+    assert hub.post(
+        "/events", {"topic": "t", "eventType": "order.placed", "data": {"anything": 1}}, 201
+    )  # no schema: unchecked
+    unknown_version = _refused(
+        hub, {"topic": "s", "eventType": "sales.order.created", "data": {"orderId": "1"}, "schemaVersion": 9}
+    )
+    assert "schemaVersion" in unknown_version["errors"]
+
+
+def test_schema_versions_must_stay_backward_compatible_unless_marked_breaking() -> None:
+    from hub.services.event_schemas import backward_incompatibilities
+
+    v1 = {
+        "type": "object",
+        "required": ["sku"],
+        "properties": {
+            "sku": {"type": "string"},
+            "qty": {"type": "integer", "minimum": 0},
+            "unit": {"enum": ["ea", "kg"]},
+        },
+    }
+    widened = {
+        "type": "object",
+        "required": ["sku"],
+        "properties": {
+            "sku": {"type": "string"},
+            "qty": {"type": "number"},
+            "unit": {"enum": ["ea", "kg", "lb"]},
+            "note": {"type": "string", "format": "uri"},
+        },
+    }
+    assert backward_incompatibilities(v1, widened) == []
+    narrowed = {
+        "type": "object",
+        "required": ["sku", "location"],
+        "additionalProperties": False,
+        "properties": {
+            "sku": {"type": "string", "maxLength": 20},
+            "qty": {"type": "integer", "minimum": 1},
+            "unit": {"enum": ["ea"]},
+        },
+    }
+    problems = backward_incompatibilities(v1, narrowed)
+    assert any("new required properties ['location']" in p for p in problems)
+    assert any("closed to properties" in p for p in problems)
+    assert any(p.startswith("sku: maxLength lowered") for p in problems)
+    assert any(p.startswith("qty: minimum raised") for p in problems)
+    assert any(p.startswith("unit: allowed values narrowed") for p in problems)
+    assert backward_incompatibilities({"type": "number"}, {"type": "integer"}) != []
+
+
+class SchemaPlugin:
+    @hookimpl
+    def register_event_schemas(self, register: Callable[..., None]) -> None:
+        base = {"type": "object", "required": ["shipmentId"], "properties": {"shipmentId": {"type": "string"}}}
+        register("shipment.dispatched", 1, base)
+        register(
+            "shipment.dispatched", 2, {**base, "properties": {**base["properties"], "carrier": {"type": "string"}}}
+        )
+        register("shipment.dispatched", 3, {**base, "required": ["shipmentId", "carrier"]})  # incompatible: skipped
+        register("shipment.returned", 1, base)
+        register("shipment.returned", 2, {**base, "required": ["shipmentId", "reason"]}, breaking=True)
+
+
+def test_a_plugins_event_schemas_are_checked_for_compatibility_and_validate_its_events(
+    make_hub: Callable[..., Hub], caplog: Any
+) -> None:
+    hub = make_hub(workers=0, plugins=((SchemaPlugin(), "shipping-schemas"),))
+    listed = {(item["eventType"], item["version"]): item for item in hub.get("/events/schemas")["items"]}
+    assert {("shipment.dispatched", 1), ("shipment.dispatched", 2), ("shipment.returned", 2)} <= set(listed)
+    assert ("shipment.dispatched", 3) not in listed and listed[("shipment.returned", 2)]["breaking"] is True
+    assert listed[("shipment.dispatched", 2)]["origin"] == "shipping-schemas"
+    assert "not backward compatible with version 2" in caplog.text
+    assert hub.post(
+        "/events",
+        {"topic": "ship", "eventType": "shipment.dispatched", "data": {"shipmentId": "S1", "carrier": "UPS"}},
+        201,
+    )
+    bad = _refused(hub, {"topic": "ship", "eventType": "shipment.dispatched", "data": {"shipmentId": 7}})
+    assert list(bad["errors"]) == ["data.shipmentId"]
+    # The breaking version is the newest; an event may still name the old one.
+    assert _refused(hub, {"topic": "ship", "eventType": "shipment.returned", "data": {"shipmentId": "S1"}})[
+        "errors"
+    ] == {"data.reason": ["'reason' is a required property"]}
+    assert hub.post(
+        "/events",
+        {"topic": "ship", "eventType": "shipment.returned", "data": {"shipmentId": "S1"}, "schemaVersion": 1},
+        201,
+    )
+
+
+def test_a_tenant_registers_its_own_versions_and_other_tenants_keep_the_shared_ones(
+    make_hub: Callable[..., Hub],
+) -> None:
+    hub = make_hub(workers=0)
+    path = "/events/schemas/sales.order.created/2"
+    builtin = hub.get("/events/schemas/sales.order.created/1")["schema"]
+    stricter = {**builtin, "required": ["orderId", "channel"]}
+    refused = hub.client.put(f"{API}{path}", json={"schema": stricter}, headers=hub.headers)
+    assert refused.status_code == 422 and "not backward compatible" in refused.get_json()["errors"]["schema"][0]
+    wider = {**builtin, "properties": {**builtin["properties"], "channel": {"type": "string"}}}
+    made = hub.client.put(f"{API}{path}", json={"schema": wider}, headers=hub.headers)
+    assert made.status_code == 201 and made.get_json()["data"]["origin"] == "tenant"
+    assert hub.client.put(f"{API}{path}", json={"schema": wider}, headers=hub.headers).status_code == 422  # exists
+    invalid = hub.client.put(
+        f"{API}/events/schemas/sales.order.created/3", json={"schema": {"type": "nothing"}}, headers=hub.headers
+    )
+    assert invalid.status_code == 422 and "not a valid JSON Schema" in invalid.get_json()["errors"]["schema"][0]
+    published = hub.post(
+        "/events", {"topic": "s", "eventType": "sales.order.created", "data": {"orderId": "1", "channel": "web"}}, 201
+    )
+    assert published["eventId"]
+    other = hub.manager.tokens.create("acme", "publish-tests")[1]
+    theirs = hub.client.get(
+        f"{API}/events/schemas/sales.order.created/2",
+        headers={"Authorization": f"Bearer {other}", "X-Tenant-ID": "acme"},
+    )
+    assert theirs.status_code == 404  # demo's own version is demo's

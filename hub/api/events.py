@@ -7,6 +7,7 @@ from typing import Any
 from flask import Blueprint, g, request
 
 from hub.api.middleware import idempotency_key, idempotent, json_body, manager, ok, paging
+from hub.schemas import EventTypeSchemaSchema, load
 
 blueprint = Blueprint("events", __name__)
 
@@ -23,6 +24,27 @@ def publish_event() -> Any:
 def publish_events() -> Any:
     """Publish up to 500 events in one round trip; each event's outcome is in the answer."""
     return ok(manager().publish.accept_batch(g.tenant, json_body(), idempotency_key()), 201)
+
+
+@blueprint.get("/events/schemas")
+def list_event_schemas() -> Any:
+    """Every event type with a schema the tenant's events are checked against (its own first), by version."""
+    return ok({"items": manager().publish.schemas.listing(g.tenant)})
+
+
+@blueprint.get("/events/schemas/<event_type>/<int:version>")
+def get_event_schema(event_type: str, version: int) -> Any:
+    """One version of an event type's JSON Schema (what an event's ``dataschema`` names)."""
+    return ok(manager().publish.schemas.describe(g.tenant, event_type, version))
+
+
+@blueprint.put("/events/schemas/<event_type>/<int:version>")
+def register_event_schema(event_type: str, version: int) -> Any:
+    """Register the tenant's own version of an event type's schema: 422 when it is not backward compatible with
+    the version before (unless ``breaking``: true), or is not a valid JSON Schema."""
+    request_body = load(EventTypeSchemaSchema(), json_body())
+    entry = manager().publish.schemas.register_for_tenant(g.tenant, event_type, version, request_body["schema"], breaking=request_body["breaking"])
+    return ok(entry.view(with_schema=True), 201)
 
 
 @blueprint.get("/events/consumer-groups")

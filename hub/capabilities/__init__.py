@@ -43,6 +43,8 @@ from hub.capabilities.pay import (
     to_minor_units,
 )
 from hub.capabilities.publish import (
+    CLOUDEVENTS_CONTENT_TYPE,
+    CLOUDEVENTS_SPECVERSION,
     OFFSET_RESETS,
     SUBSCRIPTION_STARTS,
     ConsumedRecord,
@@ -97,6 +99,8 @@ __all__ = [
     "LimitedReader",
     "Message",
     "NotifyResult",
+    "CLOUDEVENTS_CONTENT_TYPE",
+    "CLOUDEVENTS_SPECVERSION",
     "OFFSET_RESETS",
     "OffsetReset",
     "PAYMENT_STATUSES",

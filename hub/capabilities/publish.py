@@ -14,48 +14,91 @@ SUBSCRIPTION_STARTS = ("earliest", "latest")
 OFFSET_RESETS = ("earliest", "latest", "timestamp", "explicit")
 
 
+#: The CloudEvents version of every envelope the hub publishes.
+CLOUDEVENTS_SPECVERSION = "1.0"
+#: The content type of an envelope (CloudEvents' structured JSON mode).
+CLOUDEVENTS_CONTENT_TYPE = "application/cloudevents+json"
+
+
 @dataclass
 class Event:
+    """One event, published as a CloudEvents 1.0 envelope (structured JSON mode; see :meth:`envelope`), with the
+    envelope's attributes repeated in :attr:`headers` (``ce_id``, ``ce_type``... as in CloudEvents' Kafka binding)
+    so a consumer can route without parsing the value."""
+
     id: str
     tenant: str
     topic: str
+    #: CloudEvents ``type``: ``inventory.stock.updated``.
     event_type: str
     data: dict[str, Any]
+    #: The message key (ordering per key); also the CloudEvents ``subject`` unless :attr:`subject` is set.
     key: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
     timestamp: datetime = field(default_factory=utcnow)
+    #: CloudEvents ``source`` (a URI reference); ``/tenants/<tenant>`` when not set.
+    source: str | None = None
+    subject: str | None = None
+    #: CloudEvents ``dataschema``: the URI of the JSON Schema the data was validated against, when one was.
+    dataschema: str | None = None
+
+    def attributes(self) -> dict[str, str]:
+        """The CloudEvents context attributes (``tenant`` is the hub's extension attribute)."""
+        attributes = {
+            "specversion": CLOUDEVENTS_SPECVERSION,
+            "id": self.id,
+            "source": self.source or f"/tenants/{self.tenant}",
+            "type": self.event_type,
+            "time": self.timestamp.isoformat().replace("+00:00", "Z"),
+            "datacontenttype": "application/json",
+            "tenant": self.tenant,
+        }
+        subject = self.subject or self.key
+        if subject:
+            attributes["subject"] = subject
+        if self.dataschema:
+            attributes["dataschema"] = self.dataschema
+        return attributes
 
     def envelope(self) -> dict[str, Any]:
-        """The JSON document published: the event and its tenant, so every consumer sees whose it is."""
-        return {
-            "id": self.id,
-            "tenantId": self.tenant,
-            "eventType": self.event_type,
-            "timestamp": self.timestamp.isoformat(),
-            "data": self.data,
-        }
+        """The JSON document published: a CloudEvents 1.0 event in structured mode, ``data`` inside."""
+        return {**self.attributes(), "data": self.data}
+
+    def attribute_headers(self) -> dict[str, str]:
+        """The attributes as message headers (``ce_<name>``, CloudEvents' Kafka binding) plus the content type."""
+        return {**{f"ce_{name}": value for name, value in self.attributes().items()}, "content-type": CLOUDEVENTS_CONTENT_TYPE}
 
     @classmethod
     def from_envelope(
         cls, topic: str, envelope: Any, key: str | None = None, headers: dict[str, str] | None = None
     ) -> Event | None:
-        """The event :meth:`envelope` published, or ``None`` when ``envelope`` is not one (a message some
-        other producer wrote to the topic)."""
-        if not isinstance(envelope, dict) or not {"id", "tenantId", "eventType", "data"} <= set(envelope):
+        """The event :meth:`envelope` published (or the hub's earlier envelope: ``tenantId``/``eventType``), or
+        ``None`` when ``envelope`` is not one (a message some other producer wrote to the topic)."""
+        if not isinstance(envelope, dict):
+            return None
+        if {"specversion", "id", "type"} <= set(envelope) and "tenant" in envelope:
+            tenant, event_type, moment = envelope["tenant"], envelope["type"], envelope.get("time")
+        elif {"id", "tenantId", "eventType", "data"} <= set(envelope):
+            tenant, event_type, moment = envelope["tenantId"], envelope["eventType"], envelope.get("timestamp")
+        else:
             return None
         try:
-            timestamp = datetime.fromisoformat(str(envelope.get("timestamp")))
+            timestamp = datetime.fromisoformat(str(moment).replace("Z", "+00:00"))
         except ValueError:
             timestamp = utcnow()
+        data = envelope.get("data")
         return cls(
             id=str(envelope["id"]),
-            tenant=str(envelope["tenantId"]),
+            tenant=str(tenant),
             topic=topic,
-            event_type=str(envelope["eventType"]),
-            data=envelope["data"] if isinstance(envelope["data"], dict) else {"value": envelope["data"]},
+            event_type=str(event_type),
+            data=data if isinstance(data, dict) else {"value": data},
             key=key,
             headers=dict(headers or {}),
             timestamp=timestamp,
+            source=envelope.get("source"),
+            subject=envelope.get("subject"),
+            dataschema=envelope.get("dataschema"),
         )
 
 

@@ -31,6 +31,7 @@ from hub.records.database import (
 from hub.records.events import (
     DeadLetter,
     Lease,
+    StoredEventSchema,
 )
 from hub.records.sync import (
     InventoryChange,
@@ -56,6 +57,7 @@ __all__ = [
     "ProviderReference",
     "RecipientOutcome",
     "Record",
+    "StoredEventSchema",
     "StoredTemplate",
     "SyncCheckpoint",
     "SyncedRecord",

@@ -85,3 +85,16 @@ class DeadLetter(Base):
             "published": self.published,
             "createdAt": self.created_at.isoformat(),
         }
+
+
+class StoredEventSchema(Base):
+    """A tenant's own JSON Schema for an event type's data, registered through the API (one row per version)."""
+
+    __tablename__ = "hub_event_schemas"
+
+    tenant: Mapped[str] = mapped_column(String(100), primary_key=True)
+    event_type: Mapped[str] = mapped_column(String(200), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    schema: Mapped[dict[str, Any]] = mapped_column(JSON)
+    breaking: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

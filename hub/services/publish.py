@@ -29,6 +29,7 @@ from hub.records import AuditEntry, DeadLetter, Record, new_id, utcnow
 from hub.runtime import Runtime, describe
 from hub.runtime.leases import LeaseManager
 from hub.schemas import TOPIC, EventBatchSchema, EventSchema, OffsetResetSchema, load
+from hub.services.event_schemas import EventSchemaRegistry
 from hub.services.subscriptions import Handler, SubscriptionRunner, SubscriptionSpec, WebhookHandler
 
 log = logging.getLogger("hub.publish")
@@ -46,6 +47,7 @@ class PublishService:
         self.specs: dict[str, SubscriptionSpec] = {
             name: self._spec_from_config(name, entry) for name, entry in runtime.config.get("subscriptions", {}).items()
         }
+        self.schemas = EventSchemaRegistry(runtime)
         self.runner = SubscriptionRunner(self)
         runtime.jobs.register_worker("subscriptions", self.runner.run)
         runtime.jobs.register_handler("event", self.run_queued)
@@ -56,6 +58,7 @@ class PublishService:
         runtime = self.runtime
         runtime.require_running()
         request = load(EventSchema(), raw)
+        schema = self.schemas.validate(tenant, request["event_type"], request["data"], request["schema_version"])
         payload = {"topic": request["topic"], "eventType": request["event_type"], "key": request["key"]}
         record, replayed = runtime.ledger.begin(
             "event",
@@ -68,7 +71,7 @@ class PublishService:
         )
         if record is None:
             return replayed
-        event = _event(record.id, tenant, request)
+        event = _event(record.id, tenant, request, schema.uri if schema else None)
         try:
             call = runtime.calls.publish(tenant, event, record_id=record.id)
         except (ProviderError, NoProviderError) as error:
@@ -104,9 +107,16 @@ class PublishService:
         )
         if exists is not None:
             return None
+        try:
+            schema = self.schemas.validate(tenant, event_type, data)  # the hub's own events keep to their schemas too
+        except ValidationError as error:
+            # A schema registered later that the hub's own event does not meet: the change it reports must
+            # still be told; it goes out without a dataschema, and the log says why.
+            log.error("the hub's %s event does not match its schema: %s", event_type, error.errors)
+            schema = None
         now = utcnow()
         record_id = new_id("evt")
-        payload = {"topic": topic, "eventType": event_type, "key": key, "data": data}
+        payload = {"topic": topic, "eventType": event_type, "key": key, "data": data, "dataschema": schema.uri if schema else None}
         session.add(
             Record(
                 id=record_id,
@@ -134,10 +144,9 @@ class PublishService:
             "data": payload.get("data") or {},
             "headers": {},
         }
+        event = _event(record.id, record.tenant, request, payload.get("dataschema"))
         try:
-            call = self.runtime.calls.publish(
-                record.tenant, _event(record.id, record.tenant, request), record_id=record.id
-            )
+            call = self.runtime.calls.publish(record.tenant, event, record_id=record.id)
         except (ProviderError, NoProviderError) as error:
             self.runtime.ledger.requeue_or_dead(record, describe(error))
             return
@@ -170,6 +179,10 @@ class PublishService:
         runtime = self.runtime
         runtime.require_running()
         requests = load(EventBatchSchema(), raw)["events"]
+        schemas = [
+            self.schemas.validate(tenant, r["event_type"], r["data"], r["schema_version"], field=f"events.{index}.data")
+            for index, r in enumerate(requests)
+        ]
         payload = {"events": [{"topic": r["topic"], "eventType": r["event_type"], "key": r["key"]} for r in requests]}
         record, replayed = runtime.ledger.begin(
             "event_batch",
@@ -182,7 +195,10 @@ class PublishService:
         )
         if record is None:
             return replayed
-        events = [_event(f"{record.id}-{index}", tenant, request) for index, request in enumerate(requests)]
+        events = [
+            _event(f"{record.id}-{index}", tenant, request, schema.uri if schema else None)
+            for index, (request, schema) in enumerate(zip(requests, schemas, strict=True))
+        ]
         outcomes, attempts = self._publish_all(tenant, events, record.id)
         published = sum(1 for outcome in outcomes if outcome.get("status") == "published")
         status = "succeeded" if published == len(events) else "partial" if published else "failed"
@@ -432,8 +448,17 @@ class PublishService:
                     "value": to_dict(record.value),
                 },
                 key=record.key,
-                headers={**record.headers, "x-hub-dead-letter": spec.name},
             )
+            kept = {name: value for name, value in record.headers.items() if not name.startswith("ce_") and name != "content-type"}
+            event.headers = {
+                **kept,
+                **event.attribute_headers(),
+                "x-hub-dead-letter": spec.name,
+                # Why it was given up on, readable without parsing the value.
+                "x-hub-error": str(error)[:1000],
+                "x-hub-attempts": str(attempts),
+                "x-hub-original-id": str(record.headers.get("ce_id", "")),
+            }
             try:
                 call = self.runtime.calls.publish(tenant, event)
                 published = {
@@ -569,16 +594,21 @@ def _prefixes(tenant: str) -> tuple[str, str]:
     return f"{tenant}.", f"{tenant}-"
 
 
-def _event(event_id: str, tenant: str, request: dict[str, Any]) -> Event:
-    return Event(
+def _event(event_id: str, tenant: str, request: dict[str, Any], dataschema: str | None = None) -> Event:
+    """The event to publish; its CloudEvents attributes also go in its headers (``ce_type``, ``ce_tenant``...),
+    after the caller's own headers so a caller cannot pass for another tenant."""
+    event = Event(
         id=event_id,
         tenant=tenant,
         topic=request["topic"],
         event_type=request["event_type"],
         data=request["data"],
         key=request["key"],
-        headers={**request["headers"], "tenant": tenant, "event-type": request["event_type"]},
+        subject=request.get("subject"),
+        dataschema=dataschema,
     )
+    event.headers = {**request["headers"], **event.attribute_headers()}
+    return event
 
 
 def _outcome(provider: str, result: Any) -> dict[str, Any]:
