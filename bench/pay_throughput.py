@@ -132,6 +132,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=6, help="seconds per round and contender")
     parser.add_argument("--threads", type=int, default=8, help="concurrent payers (both contenders)")
     parser.add_argument("--hub-threads", type=int, default=8, help="hub serve's threads per worker")
+    parser.add_argument("--hub-workers", type=int, default=1, help="hub serve's worker processes (hub.yaml's default: 1)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (logs, databases)")
     parser.add_argument("--serve-stripe", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -163,7 +164,7 @@ def main() -> None:
         ).stdout.split()[-1]
         hub_port = free_port()
         hub, hub_log = spawn(
-            "hub", [*hub_command, "serve", "--port", str(hub_port), "--workers", "1", "--threads", str(args.hub_threads)], folder, env, hub_port
+            "hub", [*hub_command, "serve", "--port", str(hub_port), "--workers", str(args.hub_workers), "--threads", str(args.hub_threads)], folder, env, hub_port
         )
         servers.append(hub)
         headers = {"Authorization": f"Bearer {token}", "X-Tenant-ID": TENANT}
@@ -201,7 +202,7 @@ def main() -> None:
         for one in (bare_payment, hub_payment):  # warm both paths (imports, pools, the fake's caches)
             run_round(args.threads, 1.5, one)
         print(
-            f"{PATH} (10.00 USD, pm_card_visa, confirmed) through hub serve (gunicorn gthread 1 x {args.hub_threads}, SQLite) vs. "
+            f"{PATH} (10.00 USD, pm_card_visa, confirmed) through hub serve (gunicorn gthread {args.hub_workers} x {args.hub_threads}, SQLite) vs. "
             f"stripe.StripeClient payment_intents.create, both against one Stripe contract server; {args.threads} payer threads; "
             f"{args.rounds} interleaved rounds of {args.duration:g} s"
         )
