@@ -336,12 +336,14 @@ _SUBSCRIPTION_NAME = validate.Regexp(r"^[A-Za-z0-9._-]{1,100}$", error="1-100 le
 
 class SubscriptionHandlerSchema(Schema):
     """``subscriptions.<name>.handler``: ``{type: webhook, url: ...}`` POSTs each record as JSON;
-    ``{type: callable, name: ...}`` calls a handler a plugin registered with ``register_handlers``."""
+    ``{type: callable, name: ...}`` calls a handler a plugin registered with ``register_handlers``; any other
+    ``type`` is a handler type a plugin registered with ``register_handler_types``, its other keys that type's
+    settings (checked by its schema when the subscription is built)."""
 
     class Meta:
-        unknown = RAISE
+        unknown = INCLUDE
 
-    type = fields.String(required=True, validate=validate.OneOf(["webhook", "callable"]))
+    type = fields.String(required=True, validate=validate.Length(min=1, max=100))
     url = fields.Url(load_default=None, allow_none=True, require_tld=False, schemes={"http", "https"})
     headers = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict)
     timeout = fields.Float(load_default=10.0, validate=validate.Range(min=0.1, max=300))
@@ -351,6 +353,8 @@ class SubscriptionHandlerSchema(Schema):
 
     @validates_schema
     def _complete(self, data: dict[str, Any], **_: Any) -> None:
+        if data["type"] not in ("webhook", "callable"):
+            return
         needed = "url" if data["type"] == "webhook" else "name"
         if not data.get(needed):
             raise MarshmallowValidationError({needed: [f"required for a {data['type']} handler"]})

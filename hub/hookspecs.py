@@ -9,6 +9,7 @@ are ``historic``: a plugin loaded late still receives them.
 * :func:`register_templates` -- contribute notification templates.
 * :func:`register_handlers` -- contribute event handlers that subscriptions can name.
 * :func:`register_event_schemas` -- contribute JSON Schemas for event types.
+* :func:`register_handler_types` -- contribute kinds of subscription handlers, configured in ``hub.yaml``.
 
 **Provider hooks** are implemented as methods of a *provider instance*. The core builds one instance per
 entry in ``hub.yaml``'s ``providers:`` section, registers it with the plugin manager under its configured
@@ -159,6 +160,26 @@ def register_handlers(register: Callable[..., None]) -> None:
         Delivery is at-least-once: after a crash a record may be handled twice, so make the handler
         idempotent (``record.event().id`` is stable). A later registration of the same name replaces an
         earlier one.
+    :returns: nothing.
+    """
+
+
+@hookspec(historic=True)
+def register_handler_types(register: Callable[..., None]) -> None:
+    """Contribute a kind of subscription handler that ``hub.yaml`` configures (an outbound webhook, an action).
+
+    Called once when the plugin is loaded (historic).
+
+    :param register: call ``register(type_name, factory, settings_schema)``. ``hub.yaml`` then says
+        ``subscriptions.<name>.handler: {type: <type_name>, <settings>...}``; the settings (without ``type``) are
+        loaded with ``settings_schema`` (a marshmallow ``Schema`` class: a bad value stops start-up naming its
+        key, ``subscriptions.<name>.handler.url``), then ``factory(settings, context)`` is called once per
+        subscription and returns the handler: ``handler(record, subscription)``, with the contract of
+        :func:`register_handlers` (return: handled and committed; raise: retried with backoff, then a dead
+        letter; :class:`~hub.errors.PermanentError`: a dead letter at once). ``context`` is a
+        :class:`hub.capabilities.HandlerContext`: the subscription's ``name`` and ``tenant``, and ``hub()`` -- the
+        :class:`~hub.manager.IntegrationManager`, for handlers that notify, publish or sync. A handler may have
+        a ``label`` attribute (``webhook https://erp.example/…``) for the subscription's status.
     :returns: nothing.
     """
 

@@ -47,6 +47,7 @@ class IntegrationManager:
         self.runtime = runtime = Runtime(config, environ=environ, plugins=plugins, entry_points=entry_points)
         self.notify = NotifyService(runtime)
         self.publish = PublishService(runtime)
+        self.publish.manager = self
         self.pay = PayService(runtime, events=self.publish)
         self.store = StoreService(runtime)
         self.sync = SyncService(runtime)

@@ -169,6 +169,8 @@ class PluginHost:
         #: Event schemas from ``register_event_schemas``, in load order: (plugin name, args, kwargs); the
         #: schema registry checks them (versions, compatibility) when it is built.
         self.event_schemas: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+        #: Handler types from ``register_handler_types``: type name -> (factory, settings schema, plugin name).
+        self.handler_types: dict[str, tuple[Callable[..., Any], type, str]] = {}
         self.records: dict[str, PluginRecord] = {}
         self._hook_cache: dict[tuple[int, str], Callable[..., Any] | None] = {}
         self._lock = threading.RLock()
@@ -273,6 +275,9 @@ class PluginHost:
             for impl in self.pm.hook.register_handlers.get_hookimpls():
                 if impl.plugin is plugin:
                     impl.function(register=lambda name, handler, _r=record: self._register_handler(_r, name, handler))
+            for impl in self.pm.hook.register_handler_types.get_hookimpls():
+                if impl.plugin is plugin:
+                    impl.function(register=lambda *a, _r=record: self._register_handler_type(_r, *a))
             for impl in self.pm.hook.register_event_schemas.get_hookimpls():
                 if impl.plugin is plugin:
                     impl.function(register=lambda *a, _r=record, **kw: self.event_schemas.append((_r.name, a, kw)))
@@ -328,6 +333,17 @@ class PluginHost:
         )
         if name not in record.templates:
             record.templates.append(name)
+
+    def _register_handler_type(self, record: PluginRecord, type_name: Any, factory: Any = None, settings_schema: Any = None) -> None:
+        from marshmallow import Schema
+
+        if not isinstance(type_name, str) or not type_name or not callable(factory) or not (isinstance(settings_schema, type) and issubclass(settings_schema, Schema)):
+            _report(record, f"handler type {type_name!r}: register(type_name, factory, settings_schema) takes a name, a callable and a marshmallow Schema class")
+            return
+        if type_name == "callable":
+            _report(record, "handler type 'callable' is the core's (handlers registered with register_handlers)")
+            return
+        self.handler_types[type_name] = (factory, settings_schema, record.name)
 
     def _register_handler(self, record: PluginRecord, name: str, handler: Callable[..., Any]) -> None:
         if not isinstance(name, str) or not name or not callable(handler):

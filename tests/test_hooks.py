@@ -77,6 +77,7 @@ HOOK_TESTS: dict[str, str] = {
     "consumer_groups": "tests/test_hooks.py::test_consumer_groups_lists_only_the_tenants_groups",
     "reset_offsets": "tests/test_publish.py::test_resetting_a_running_subscriptions_group_pauses_it_and_redelivers_from_the_new_offset",
     "register_handlers": "tests/test_publish.py::test_a_registered_callable_handler_and_one_added_from_python_both_consume",
+    "register_handler_types": "tests/test_publish.py::test_a_plugins_handler_type_is_configured_per_subscription_from_hub_yaml",
     "register_event_schemas": "tests/test_publish.py::test_a_plugins_event_schemas_are_checked_for_compatibility_and_validate_its_events",
     "sync": "tests/test_sync.py::test_sync_jobs_are_accepted_and_run_by_a_worker",
     "sync_push": "tests/test_sync.py::test_push_inventory_updates_through_the_api",

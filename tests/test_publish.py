@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+from marshmallow import Schema, fields
 from sqlalchemy import select
 from werkzeug.wrappers import Request, Response
 
@@ -1687,3 +1688,46 @@ def test_a_tenant_registers_its_own_versions_and_other_tenants_keep_the_shared_o
         headers={"Authorization": f"Bearer {other}", "X-Tenant-ID": "acme"},
     )
     assert theirs.status_code == 404  # demo's own version is demo's
+
+
+class CollectSettings(Schema):
+    prefix = fields.String(required=True)
+    limit = fields.Integer(load_default=10)
+
+
+class CollectingHandlers:
+    """A plugin with a configurable handler type: each subscription gets its own handler, built from its settings."""
+
+    seen: ClassVar[list[tuple[str, str, str, int]]] = []
+
+    @hookimpl
+    def register_handler_types(self, register: Callable[..., None]) -> None:
+        def factory(settings: dict[str, Any], context: Any) -> Callable[..., None]:
+            def handle(record: ConsumedRecord, subscription: Subscription) -> None:
+                assert context.hub() is not None  # the hub, for handlers that notify or publish
+                CollectingHandlers.seen.append((context.subscription, context.tenant, settings["prefix"], settings["limit"]))
+
+            handle.label = f"collect {settings['prefix']}"  # type: ignore[attr-defined]
+            return handle
+
+        register("collect", factory, CollectSettings)
+
+
+def test_a_plugins_handler_type_is_configured_per_subscription_from_hub_yaml(make_hub: Callable[..., Hub], tmp_path: Path) -> None:
+    CollectingHandlers.seen = []
+    subscriptions = {"orders-collect": {"topics": ["orders"], "tenant": "demo", "handler": {"type": "collect", "prefix": "so-", "limit": 3}}}
+    hub = make_hub(subscriptions, plugins=((CollectingHandlers(), "collectors"),))
+    hub.publish(1)
+    hub.wait_until(lambda: CollectingHandlers.seen, what="the handler to run")
+    assert CollectingHandlers.seen[0] == ("orders-collect", "demo", "so-", 3)
+    assert hub.subscription("orders-collect")["handler"] == "collect so-"
+
+    for handler, key in (({"type": "collect"}, "subscriptions.bad.handler.prefix"), ({"type": "nothing"}, "subscriptions.bad.handler.type")):
+        with pytest.raises(ConfigError) as refused:
+            IntegrationManager(
+                base_config(tmp_path / f"var-{key[-4:]}", subscriptions={"bad": {"topics": ["t"], "tenant": "demo", "handler": handler}}),
+                environ={},
+                entry_points=False,
+                plugins=((CollectingHandlers(), "collectors"),),
+            )
+        assert key in str(refused.value)

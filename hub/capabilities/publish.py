@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -100,6 +101,18 @@ class Event:
             subject=envelope.get("subject"),
             dataschema=envelope.get("dataschema"),
         )
+
+
+@dataclass
+class HandlerContext:
+    """What a subscription handler factory (:func:`~hub.hookspecs.register_handler_types`) is told."""
+
+    #: The subscription's name (``subscriptions.<name>``).
+    subscription: str
+    tenant: str
+    #: ``hub()`` is the :class:`~hub.manager.IntegrationManager` the subscription runs in (for handlers that
+    #: notify, publish or sync); call it when handling, not in the factory: the hub is still being built then.
+    hub: Callable[[], Any]
 
 
 @dataclass

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from hub.capabilities import ConsumedRecord, ConsumerGroup, Event, OffsetReset, Subscription, to_dict
+from hub.capabilities import ConsumedRecord, ConsumerGroup, Event, HandlerContext, OffsetReset, Subscription, to_dict
 from hub.errors import (
     ConfigError,
     Conflict,
@@ -34,6 +34,8 @@ from hub.services.subscriptions import Handler, SubscriptionRunner, Subscription
 
 log = logging.getLogger("hub.publish")
 
+#: What SubscriptionHandlerSchema fills in for the core's own types: not settings of a plugin's handler type.
+_HANDLER_DEFAULTS: dict[str, Any] = {"url": None, "headers": {}, "timeout": 10.0, "secret": None, "name": None}
 SUBSCRIPTION_NAME = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
 #: The hooks a provider needs for the hub to run a subscription on it.
 CONSUMER_HOOKS = ("consume", "commit", "unsubscribe")
@@ -48,6 +50,8 @@ class PublishService:
             name: self._spec_from_config(name, entry) for name, entry in runtime.config.get("subscriptions", {}).items()
         }
         self.schemas = EventSchemaRegistry(runtime)
+        #: The IntegrationManager, set once it is built: what handler types' ``context.hub()`` returns.
+        self.manager: Any = None
         self.runner = SubscriptionRunner(self)
         runtime.jobs.register_worker("subscriptions", self.runner.run)
         runtime.jobs.register_handler("event", self.run_queued)
@@ -524,7 +528,7 @@ class PublishService:
         group = entry["group"] or f"{tenant}.{name}"
         if not group.startswith(_prefixes(tenant)):
             raise ConfigError(f"{path}.group", f"must start with '{tenant}.' or '{tenant}-' (the tenant's prefix)")
-        function, label = self._handler(entry["handler"], f"{path}.handler")
+        function, label = self._handler(entry["handler"], f"{path}.handler", name, tenant)
         return SubscriptionSpec(
             Subscription(name, tenant, group, tuple(entry["topics"]), entry["start"]),
             self._consumer_provider(tenant, entry["provider"], f"{path}.provider"),
@@ -539,10 +543,11 @@ class PublishService:
             enabled=entry["enabled"],
         )
 
-    def _handler(self, entry: dict[str, Any] | Callable[..., Any], path: str) -> tuple[Handler, str]:
+    def _handler(self, entry: dict[str, Any] | Callable[..., Any], path: str, name: str = "", tenant: str = "") -> tuple[Handler, str]:
         if callable(entry):
             return entry, f"python {getattr(entry, '__qualname__', type(entry).__name__)}"
-        if entry["type"] == "webhook":
+        if entry["type"] == "webhook" and "webhook" not in self.runtime.host.handler_types:
+            # The core's plain webhook; a plugin's "webhook" handler type (hub-webhooks) replaces it.
             webhook = WebhookHandler(
                 entry["url"],
                 headers=entry.get("headers"),
@@ -550,11 +555,32 @@ class PublishService:
                 secret=entry.get("secret"),
             )
             return webhook, webhook.label
+        if entry["type"] != "callable":
+            return self._configured_handler(entry, path, name, tenant)
         registered = self.runtime.host.handlers.get(entry["name"])
         if registered is None:
             known = ", ".join(sorted(self.runtime.host.handlers)) or "none"
             raise ConfigError(f"{path}.name", f"no handler {entry['name']!r} is registered (registered: {known})")
         return registered[0], f"callable {entry['name']}"
+
+    def _configured_handler(self, entry: dict[str, Any], path: str, name: str, tenant: str) -> tuple[Handler, str]:
+        """A handler of a type a plugin registered (``register_handler_types``), built from its settings."""
+        from marshmallow import ValidationError as SettingsError
+
+        registered = self.runtime.host.handler_types.get(entry["type"])
+        if registered is None:
+            known = ", ".join(sorted(["webhook", "callable", *self.runtime.host.handler_types])) or "none"
+            raise ConfigError(f"{path}.type", f"no handler type {entry['type']!r} (known: {known}; a plugin may add one)")
+        factory, settings_schema, plugin = registered
+        raw = {key: value for key, value in entry.items() if key != "type" and not (key in _HANDLER_DEFAULTS and value == _HANDLER_DEFAULTS[key])}
+        try:
+            settings = settings_schema().load(raw)
+        except SettingsError as error:
+            field, reasons = next(iter(error.messages_dict.items()))
+            raise ConfigError(f"{path}.{field}", "; ".join(map(str, reasons if isinstance(reasons, list) else [reasons]))) from None
+        context = HandlerContext(subscription=name, tenant=tenant, hub=lambda: self.manager)
+        handler = factory(settings, context)
+        return handler, str(getattr(handler, "label", f"{entry['type']} ({plugin})"))
 
     def _consumer_provider(self, tenant: str, name: str | None, path: str) -> str:
         if name is not None:
