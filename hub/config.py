@@ -368,6 +368,50 @@ class SubscriptionBackoffSchema(Schema):
     max = fields.Float(load_default=60.0, validate=validate.Range(min=0))
 
 
+class ConditionSchema(Schema):
+    """One condition on a consumed event's data: ``{field: newQuantity, op: lt, value: 10}``."""
+
+    class Meta:
+        unknown = RAISE
+
+    #: A dotted path in the event's data (``items.0.sku``; a leading ``data.`` is allowed).
+    field = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    op = fields.String(load_default="eq", validate=validate.OneOf(["eq", "ne", "lt", "lte", "gt", "gte", "in", "exists"]))
+    value = fields.Raw(load_default=None, allow_none=True)
+
+
+class CrossingSchema(Schema):
+    """A value going below a threshold, once per crossing: the event's previous value was at or above it."""
+
+    class Meta:
+        unknown = RAISE
+
+    field = fields.String(required=True)
+    #: The data field with the value before the change (``oldQuantity``).
+    previous = fields.String(required=True)
+    threshold = fields.Float(load_default=None, allow_none=True)
+    #: Or a data field holding the threshold (``reorderPoint``).
+    threshold_field = fields.String(load_default=None, allow_none=True)
+
+    @validates_schema
+    def _one_threshold(self, data: dict[str, Any], **_: Any) -> None:
+        if (data.get("threshold") is None) == (data.get("threshold_field") is None):
+            raise MarshmallowValidationError({"threshold": ["give threshold or threshold_field (one of them)"]})
+
+
+class SubscriptionFilterSchema(Schema):
+    """``subscriptions.<name>.filter``: which consumed events the handler gets; the others are skipped (committed)."""
+
+    class Meta:
+        unknown = RAISE
+
+    #: Event types, shell-style patterns allowed (``sales.order.*``); empty: any.
+    event_types = fields.List(fields.String(), load_default=list)
+    #: Every condition must hold.
+    where = fields.List(fields.Nested(ConditionSchema), load_default=list)
+    crosses_below = fields.Nested(CrossingSchema, load_default=None, allow_none=True)
+
+
 class SubscriptionSchema(Schema):
     """``subscriptions.<name>``: a long-running consumer, run by one hub process at a time (a lease)."""
 
@@ -383,6 +427,7 @@ class SubscriptionSchema(Schema):
     provider = fields.String(load_default=None, allow_none=True)
     start = fields.String(load_default="earliest", validate=validate.OneOf(["earliest", "latest"]))
     handler = fields.Nested(SubscriptionHandlerSchema, required=True)
+    filter = fields.Nested(SubscriptionFilterSchema, load_default=None, allow_none=True)
     batch_size = fields.Integer(load_default=50, validate=validate.Range(min=1, max=1000))
     #: Tries per record before it becomes a dead letter (a PermanentError from the handler: at once).
     max_attempts = fields.Integer(load_default=5, validate=validate.Range(min=1, max=100))

@@ -37,6 +37,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "hub.builtins.file_source",
     "hub.builtins.sandbox",
     "hub.builtins.event_schemas",
+    "hub.builtins.actions",
 )
 
 #: Hooks each capability's providers must implement (checked when a provider type is registered).

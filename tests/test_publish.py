@@ -1731,3 +1731,49 @@ def test_a_plugins_handler_type_is_configured_per_subscription_from_hub_yaml(mak
                 plugins=((CollectingHandlers(), "collectors"),),
             )
         assert key in str(refused.value)
+
+
+def _stock(item: str, old: int, new: int) -> dict[str, Any]:
+    return {"itemId": item, "warehouseId": "WH-1", "oldQuantity": old, "newQuantity": new, "transactionType": "SALE"}
+
+
+def test_stock_falling_below_its_threshold_alerts_once_per_crossing(make_hub: Callable[..., Hub]) -> None:
+    subscriptions = {
+        "low-stock": {
+            "tenant": "demo",
+            "topics": ["inventory-events"],
+            "filter": {"event_types": ["inventory.stock.*"], "crosses_below": {"field": "newQuantity", "previous": "oldQuantity", "threshold": 10}},
+            "handler": {
+                "type": "notify",
+                "channel": "email",
+                "template": "low_stock_alert",
+                "recipients": [{"email": "ops@example.com"}],
+                "data_map": {"sku": "itemId", "location": "warehouseId", "current_stock": "newQuantity"},
+                "data": {"threshold": 10},
+            },
+            "backoff": {"initial": 0.05, "max": 0.2},
+        },
+        "orders-forward": {
+            "tenant": "demo",
+            "topics": ["sales-events"],
+            "filter": {"event_types": ["sales.order.created"], "where": [{"field": "totalAmount", "op": "gte", "value": 100}]},
+            "handler": {"type": "publish", "topic": "big-orders"},
+        },
+    }
+    hub = make_hub(subscriptions)
+    for old, new in ((15, 12), (12, 8), (8, 5), (5, 20), (20, 3)):
+        hub.post("/events", {"topic": "inventory-events", "eventType": "inventory.stock.updated", "data": _stock("SKU-1", old, new), "key": "SKU-1"}, 201)
+    for total in (50, 150):
+        hub.post("/events", {"topic": "sales-events", "eventType": "sales.order.created", "data": {"orderId": f"SO-{total}", "totalAmount": total}}, 201)
+
+    def sent() -> list[Any]:
+        return hub.manager.list_records("demo", "notification")
+
+    hub.wait_until(lambda: len(sent()) >= 2, timeout=15, what="two alerts")
+    hub.wait_until(lambda: hub.manager.list_records("demo", "event", limit=100) and any(r.payload.get("topic") == "big-orders" for r in hub.manager.list_records("demo", "event", limit=100)), what="the forwarded order")
+    time.sleep(0.5)  # nothing more arrives: 12 -> 8 and 20 -> 3 cross, the others do not
+    alerts = sent()
+    assert len(alerts) == 2
+    assert {alert.payload.get("template") for alert in alerts} == {"low_stock_alert"}
+    forwarded = [r for r in hub.manager.list_records("demo", "event", limit=100) if r.payload.get("topic") == "big-orders"]
+    assert len(forwarded) == 1 and forwarded[0].payload["eventType"] == "sales.order.created"

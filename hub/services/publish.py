@@ -29,6 +29,7 @@ from hub.records import AuditEntry, DeadLetter, Record, new_id, utcnow
 from hub.runtime import Runtime, describe
 from hub.runtime.leases import LeaseManager
 from hub.schemas import TOPIC, EventBatchSchema, EventSchema, OffsetResetSchema, load
+from hub.services.event_filters import FilteredHandler
 from hub.services.event_schemas import EventSchemaRegistry
 from hub.services.subscriptions import Handler, SubscriptionRunner, SubscriptionSpec, WebhookHandler
 
@@ -529,6 +530,8 @@ class PublishService:
         if not group.startswith(_prefixes(tenant)):
             raise ConfigError(f"{path}.group", f"must start with '{tenant}.' or '{tenant}-' (the tenant's prefix)")
         function, label = self._handler(entry["handler"], f"{path}.handler", name, tenant)
+        if entry.get("filter"):
+            function = FilteredHandler(entry["filter"], function)
         return SubscriptionSpec(
             Subscription(name, tenant, group, tuple(entry["topics"]), entry["start"]),
             self._consumer_provider(tenant, entry["provider"], f"{path}.provider"),
