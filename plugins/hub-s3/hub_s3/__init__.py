@@ -92,7 +92,14 @@ _THROTTLING_CODES = frozenset(
 _SERVER_CODES = frozenset({"InternalError", "ServiceUnavailable", "InternalFailure", "503", "500"})
 #: Answers to a body that arrived damaged or too slowly: sending it again can work.
 _RESEND_CODES = frozenset(
-    {"BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch", "IncompleteBody", "RequestTimeout", "InvalidChunkSizeError"}
+    {
+        "BadDigest",
+        "InvalidDigest",
+        "XAmzContentSHA256Mismatch",
+        "IncompleteBody",
+        "RequestTimeout",
+        "InvalidChunkSizeError",
+    }
 )
 _CREDENTIAL_CODES = frozenset(
     {
@@ -112,7 +119,9 @@ _CREDENTIAL_CODES = frozenset(
         "401",
     }
 )
-_BUCKET_CODES = frozenset({"NoSuchBucket", "InvalidBucketName", "PermanentRedirect", "301", "IllegalLocationConstraintException"})
+_BUCKET_CODES = frozenset(
+    {"NoSuchBucket", "InvalidBucketName", "PermanentRedirect", "301", "IllegalLocationConstraintException"}
+)
 #: Refusals of this one request (the object is too large, the key too long): neither retry nor fail over.
 _REQUEST_CODES = frozenset({"EntityTooLarge", "KeyTooLongError", "MetadataTooLarge", "InvalidRange", "416"})
 
@@ -140,7 +149,9 @@ class S3Settings(Schema):
     #: Above this many bytes an upload is multipart.
     multipart_threshold = fields.Integer(load_default=8 * MIB, validate=validate.Range(min=MIN_PART_SIZE))
     #: Bytes per part (S3: at least 5 MiB, at most 5 GiB, at most 10,000 parts: 8 MiB parts cover 78 GiB).
-    multipart_chunksize = fields.Integer(load_default=8 * MIB, validate=validate.Range(min=MIN_PART_SIZE, max=MAX_PART_SIZE))
+    multipart_chunksize = fields.Integer(
+        load_default=8 * MIB, validate=validate.Range(min=MIN_PART_SIZE, max=MAX_PART_SIZE)
+    )
     #: Parts uploaded at once (and buffered ahead): memory is about chunksize x (max_concurrency + 1).
     max_concurrency = fields.Integer(load_default=4, validate=validate.Range(min=1, max=64))
     #: Create the bucket on first use when it does not exist (else a missing bucket is a configuration error).
@@ -152,7 +163,9 @@ class S3Settings(Schema):
     sse_kms_key_id = fields.String(load_default=None, allow_none=True, validate=validate.Length(min=1))
     #: ``path`` (``endpoint/bucket/key``: moto, most MinIO set-ups), ``virtual`` or ``auto`` (the default: path
     #: when ``endpoint_url`` is set, else boto3's choice).
-    addressing_style = fields.String(load_default=None, allow_none=True, validate=validate.OneOf(["auto", "path", "virtual"]))
+    addressing_style = fields.String(
+        load_default=None, allow_none=True, validate=validate.OneOf(["auto", "path", "virtual"])
+    )
     #: Connect and read timeout of each request, in seconds.
     timeout = fields.Float(load_default=20.0, validate=validate.Range(min=0.1, max=600))
 
@@ -574,7 +587,9 @@ class S3Store(Provider):
                 post = self.client.generate_presigned_post(
                     self.bucket, key, Fields=form, Conditions=conditions, ExpiresIn=seconds
                 )
-                return PresignedUpload(url=post["url"], method="POST", fields=dict(post["fields"]), expires_at=expires_at)
+                return PresignedUpload(
+                    url=post["url"], method="POST", fields=dict(post["fields"]), expires_at=expires_at
+                )
             params = {
                 "Bucket": self.bucket,
                 "Key": key,

@@ -26,7 +26,14 @@ import pytest
 import requests
 
 from hub.capabilities import StoredFile, UploadStream
-from hub.errors import ConfigError, ConfigurationError, IncompleteUploadError, NotFoundError, TransientError
+from hub.errors import (
+    ConfigError,
+    ConfigurationError,
+    IncompleteUploadError,
+    NotFoundError,
+    PermanentError,
+    TransientError,
+)
 from hub.testing import ProviderHarness
 from hub.testing.contracts import check_provider_class, run_contract
 from hub.testing.rest import rest_hub
@@ -53,9 +60,7 @@ def admin_client(server: ServerProcess) -> Any:
     import boto3
     from botocore.config import Config
 
-    return boto3.client(
-        "s3", endpoint_url=server.url, config=Config(s3={"addressing_style": "path"}), **_boto_keys()
-    )
+    return boto3.client("s3", endpoint_url=server.url, config=Config(s3={"addressing_style": "path"}), **_boto_keys())
 
 
 def _boto_keys() -> dict[str, str]:
@@ -257,7 +262,9 @@ def test_upload_head_url_range_and_delete(provider_harness: ProviderHarness, mot
         provider_harness.call(provider, "store_read", key=key, byte_range=None)
 
 
-def test_presigned_put_binds_type_and_metadata(provider_harness: ProviderHarness, moto: ServerProcess, bucket: str) -> None:
+def test_presigned_put_binds_type_and_metadata(
+    provider_harness: ProviderHarness, moto: ServerProcess, bucket: str
+) -> None:
     provider = build(provider_harness, moto, bucket)
     key = new_key("direct.json")
     presigned = provider_harness.call(
@@ -338,16 +345,17 @@ def test_an_interrupted_multipart_upload_leaves_nothing(
     existing = new_key("existing.bin")
     upload(provider_harness, provider, existing, b"the old version")
 
-    for key in (new_key("broken.bin"), existing):
+    broken = new_key("broken.bin")
+    for key in (broken, existing):
         calls.clear()
         # The client announced 20 MiB and went away after 12: two parts were sent by then.
-        with UploadStream(generated(12 * MIB, "broken"), expected_size=20 * MIB) as stream:
-            with pytest.raises(IncompleteUploadError):
-                provider_harness.call(provider, "store", file=stored_file(key, size=20 * MIB), stream=stream)
+        stream = UploadStream(generated(12 * MIB, "broken"), expected_size=20 * MIB)
+        with stream, pytest.raises(IncompleteUploadError):
+            provider_harness.call(provider, "store", file=stored_file(key, size=20 * MIB), stream=stream)
         assert calls.count("UploadPart") >= 1 and "AbortMultipartUpload" in calls, calls
         assert admin.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
     with pytest.raises(NotFoundError):
-        provider_harness.call(provider, "store_head", key=key if key != existing else new_key())
+        provider_harness.call(provider, "store_head", key=broken)
     listed = [item["Key"] for item in admin.list_objects_v2(Bucket=bucket).get("Contents", [])]
     assert listed == [existing]
     assert read_all(provider_harness.call(provider, "store_read", key=existing, byte_range=None)) == b"the old version"
@@ -414,7 +422,9 @@ def test_a_missing_bucket_is_a_configuration_error_or_created(
     key = new_key()
     upload(provider_harness, creating, key, b"bucket made on first use")
     assert provider_harness.call(creating, "health").ok
-    assert read_all(provider_harness.call(provider, "store_read", key=key, byte_range=None)) == b"bucket made on first use"
+    assert (
+        read_all(provider_harness.call(provider, "store_read", key=key, byte_range=None)) == b"bucket made on first use"
+    )
 
 
 def test_metadata_s3_cannot_hold_is_refused_before_uploading(
@@ -423,9 +433,9 @@ def test_metadata_s3_cannot_hold_is_refused_before_uploading(
     provider = build(provider_harness, moto, bucket)
     file = stored_file(new_key())
     file.metadata = {"notes": "x" * 3000}
-    with UploadStream(io.BytesIO(b"data")) as stream:
-        with pytest.raises(Exception, match="at most 2048") as caught:
-            provider_harness.call(provider, "store", file=file, stream=stream)
+    stream = UploadStream(io.BytesIO(b"data"))
+    with stream, pytest.raises(PermanentError, match="at most 2048") as caught:
+        provider_harness.call(provider, "store", file=file, stream=stream)
     assert caught.value.status_code == 422
     assert admin_client(moto).list_objects_v2(Bucket=bucket).get("KeyCount") == 0
 
@@ -545,17 +555,47 @@ def test_a_200_mb_upload_and_download_stay_under_100_mb_of_memory(
         for _ in range(size // MIB):
             yield chunk
 
-    with PeakRss() as uploading, UploadStream(source()) as stream:
-        provider_harness.call(provider, "store", file=stored_file(key), stream=stream)
-    assert stream.size == size
-    with PeakRss() as downloading:
+    with PeakRss() as overall:
+        with PeakRss() as uploading, UploadStream(source()) as stream:
+            provider_harness.call(provider, "store", file=stored_file(key), stream=stream)
+        assert stream.size == size
         opened = provider_harness.call(provider, "store_read", key=key, byte_range=None)
         digest = hashlib.sha256()
         while part := opened.read(256 * 1024):
             digest.update(part)
         opened.close()
     assert digest.hexdigest() == stream.checksum
-    print(f"\npeak RSS growth: upload {uploading.growth / MIB:.1f} MiB, download {downloading.growth / MIB:.1f} MiB")
-    assert uploading.growth < 100 * MIB, f"upload grew RSS by {uploading.growth / MIB:.0f} MiB"
-    assert downloading.growth < 100 * MIB, f"download grew RSS by {downloading.growth / MIB:.0f} MiB"
+    print(
+        f"\npeak RSS growth: upload {uploading.growth / MIB:.1f} MiB, upload + download {overall.growth / MIB:.1f} MiB"
+    )
+    assert overall.growth < 100 * MIB, f"the upload and download grew RSS by {overall.growth / MIB:.0f} MiB"
     provider_harness.call(provider, "store_delete", key=key)
+
+
+def test_rest_fails_over_to_local_disk_while_s3_is_down(tmp_path: Path, moto: ServerProcess, bucket: str) -> None:
+    """A second moto, stopped half-way: uploads then go to the local disk, and the earlier file's record still
+    says it lives on S3 (a download is then a 503, not a wrong answer)."""
+    spare = moto_server().start()
+    try:
+        admin_client(spare).create_bucket(Bucket=bucket)
+        settings = {"type": "s3", **KEYS, "endpoint_url": spare.url, "bucket": bucket, "timeout": 1}
+        with rest_hub(
+            tmp_path,
+            plugins=[(hub_s3, "s3")],
+            providers={"s3": settings, "local": {"type": "local-disk", "root": str(tmp_path / "files")}},
+            services={"fileStorage": {"providers": ["s3", "local"]}},
+        ) as api:
+            headers = {"Content-Type": "text/plain", "X-File-Name": "notes.txt"}
+            first = api.post("/api/integrations/files", data=b"to S3", headers=headers)
+            assert first.status_code == 201 and first.get_json()["data"]["provider"] == "s3", first.get_json()
+            spare.stop()
+            second = api.post("/api/integrations/files", data=b"to the local disk", headers=headers)
+            assert second.status_code == 201, second.get_json()
+            assert second.get_json()["data"]["provider"] == "local"
+            assert api.get(f"/api/integrations/files/{second.get_json()['data']['fileId']}/content").data == (
+                b"to the local disk"
+            )
+            gone = api.get(f"/api/integrations/files/{first.get_json()['data']['fileId']}/content")
+            assert gone.status_code == 503
+    finally:
+        spare.stop()
