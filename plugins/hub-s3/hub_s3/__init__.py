@@ -213,22 +213,25 @@ class _PartHashingReader(io.RawIOBase):
             while chunk := self.read(MIB):
                 parts.append(chunk)
             return b"".join(parts)
-        buffer = bytearray()
-        while len(buffer) < size:
-            chunk = self._stream.read(size - len(buffer))
-            if not chunk:
+        if size == 0:
+            return b""
+        buffer = bytearray(size)
+        view = memoryview(buffer)
+        filled = 0
+        while filled < size:
+            count = self._stream.readinto(view[filled:])
+            if not count:
                 break
-            buffer += chunk
-        self._hash(buffer)
-        return bytes(buffer)
+            filled += count
+        self._hash(view[:filled])
+        return bytes(buffer) if filled == size else bytes(view[:filled])
 
     def readinto(self, buffer: Any) -> int:
         data = self.read(len(buffer))
         buffer[: len(data)] = data
         return len(data)
 
-    def _hash(self, data: bytes | bytearray) -> None:
-        view = memoryview(data)
+    def _hash(self, view: memoryview) -> None:
         self.size += len(view)
         while view:
             take = min(len(view), self._part_size - self._in_part)
