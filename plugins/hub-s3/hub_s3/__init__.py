@@ -32,7 +32,9 @@ import hashlib
 import io
 import json
 import re
+import struct
 import threading
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -81,6 +83,8 @@ META_METADATA = "hub-metadata"
 META_TENANT = "hub-tenant"
 META_CATEGORY = "hub-category"
 META_FILENAME = "hub-filename"
+#: The core's SHA-256 (hex), on objects uploaded with one PutObject (the only ones where it is known in time).
+META_SHA256 = "hub-sha256"
 
 _MULTIPART_ETAG = re.compile(r"-(\d+)$")
 
@@ -180,23 +184,40 @@ class S3Settings(Schema):
             raise ValidationError({"sse_kms_key_id": ["only with server_side_encryption: aws:kms"]})
 
 
-class _PartHashingReader(io.RawIOBase):
-    """The upload stream as s3transfer reads it: full reads, and the SHA-256 of every ``part_size`` slice.
+def read_full(stream: Any, size: int) -> bytes:
+    """Up to ``size`` bytes of ``stream``: fewer only when it ended (a request body gives short reads)."""
+    if size <= 0:
+        return b""
+    buffer = bytearray(size)
+    view = memoryview(buffer)
+    filled = 0
+    while filled < size:
+        count = stream.readinto(view[filled:])
+        if not count:
+            break
+        filled += count
+    return bytes(buffer) if filled == size else bytes(view[:filled])
+
+
+class _PartChecksumReader(io.RawIOBase):
+    """What s3transfer reads for a multipart upload: the head the provider read first, then the rest of the
+    stream, with full reads, and the CRC32 of every ``part_size`` slice as it passes.
 
     s3transfer decides between one ``PutObject`` and a multipart upload by reading ``multipart_threshold``
     bytes and cuts parts with ``read(chunksize)``: a short read (which a request body may give) would make it
-    send a 500 MB body as one PutObject read whole into memory, or parts below S3's 5 MiB minimum. So
-    ``read(n)`` returns ``n`` bytes unless the stream ended. Parts are the consecutive ``part_size`` slices
-    of the content, so the digests here are S3's part checksums.
+    send parts below S3's 5 MiB minimum, or a large body as one PutObject read whole into memory. So
+    ``read(n)`` returns ``n`` bytes unless the stream ended. Parts are the consecutive ``part_size`` slices of
+    the content, so the checksums here are S3's part checksums.
     """
 
-    def __init__(self, stream: UploadStream, part_size: int) -> None:
+    def __init__(self, head: bytes, stream: UploadStream, part_size: int) -> None:
         super().__init__()
+        self._head: bytes | None = head
         self._stream = stream
         self._part_size = part_size
-        self._part = hashlib.sha256()
+        self._part_crc = 0
         self._in_part = 0
-        self.part_digests: list[bytes] = []
+        self.part_checksums: list[int] = []
         self.size = 0
 
     def readable(self) -> bool:
@@ -207,54 +228,50 @@ class _PartHashingReader(io.RawIOBase):
 
     def read(self, size: int | None = -1) -> bytes:
         if size is None or size < 0:
-            # s3transfer reads "the rest" for a single PutObject only after a read of the threshold came back
-            # short, which (with full reads) means the stream has ended: this loop finds that at once.
+            # s3transfer reads "the rest" only for a single PutObject, after a short threshold read: with full
+            # reads that means the stream ended, and this loop finds that at once.
             parts = []
             while chunk := self.read(MIB):
                 parts.append(chunk)
             return b"".join(parts)
-        if size == 0:
-            return b""
-        buffer = bytearray(size)
-        view = memoryview(buffer)
-        filled = 0
-        while filled < size:
-            count = self._stream.readinto(view[filled:])
-            if not count:
-                break
-            filled += count
-        self._hash(view[:filled])
-        return bytes(buffer) if filled == size else bytes(view[:filled])
+        head, self._head = self._head, None
+        if head is not None and len(head) == size:
+            data = head  # s3transfer's first read asks for exactly the threshold: no copy
+        elif head is not None:
+            data = head[:size] + read_full(self._stream, size - len(head)) if len(head) < size else head[:size]
+            if len(head) > size:
+                self._head = head[size:]
+        else:
+            data = read_full(self._stream, size)
+        self._checksum(memoryview(data))
+        return data
 
     def readinto(self, buffer: Any) -> int:
         data = self.read(len(buffer))
         buffer[: len(data)] = data
         return len(data)
 
-    def _hash(self, view: memoryview) -> None:
+    def _checksum(self, view: memoryview) -> None:
         self.size += len(view)
         while view:
             take = min(len(view), self._part_size - self._in_part)
-            self._part.update(view[:take])
+            self._part_crc = zlib.crc32(view[:take], self._part_crc)
             self._in_part += take
             view = view[take:]
             if self._in_part == self._part_size:
-                self._close_part()
+                self.part_checksums.append(self._part_crc)
+                self._part_crc = self._in_part = 0
 
-    def _close_part(self) -> None:
-        self.part_digests.append(self._part.digest())
-        self._part = hashlib.sha256()
-        self._in_part = 0
+    def _all_parts(self) -> list[int]:
+        return [*self.part_checksums, *([self._part_crc] if self._in_part else [])]
 
     def composite_checksum(self) -> str:
-        """S3's checksum of a multipart upload: base64 of the SHA-256 of the parts' SHA-256 digests."""
-        digests = list(self.part_digests)
-        if self._in_part:
-            digests.append(self._part.digest())
-        return base64.b64encode(hashlib.sha256(b"".join(digests)).digest()).decode("ascii")
+        """S3's CRC32 of a multipart upload: base64 of the CRC32 of the parts' CRC32s (big-endian bytes)."""
+        joined = b"".join(struct.pack(">I", crc) for crc in self._all_parts())
+        return base64.b64encode(struct.pack(">I", zlib.crc32(joined))).decode("ascii")
 
     def part_count(self) -> int:
-        return len(self.part_digests) + (1 if self._in_part else 0)
+        return len(self._all_parts())
 
 
 class _ObjectBody(IteratorStream):
@@ -393,14 +410,17 @@ class S3Store(Provider):
     # --- metadata ----------------------------------------------------------------------------------
 
     @staticmethod
-    def object_metadata(file: StoredFile) -> dict[str, str]:
-        """The ``x-amz-meta-*`` entries of ``file``: ASCII only (S3 sends metadata as HTTP headers)."""
+    def object_metadata(file: StoredFile, *, sha256: str | None = None) -> dict[str, str]:
+        """The ``x-amz-meta-*`` entries of ``file`` (with the core's SHA-256 when it is known before the
+        upload): ASCII only, since S3 sends metadata as HTTP headers."""
         metadata = {
             META_TENANT: quote(file.tenant, safe=""),
             META_CATEGORY: quote(file.category, safe=""),
             META_FILENAME: quote(file.filename, safe=""),
             META_METADATA: json.dumps(dict(file.metadata), ensure_ascii=True, separators=(",", ":"), sort_keys=True),
         }
+        if sha256:
+            metadata[META_SHA256] = sha256
         used = sum(len(name) + len(value) for name, value in metadata.items())
         if used > MAX_METADATA_BYTES:
             raise PermanentError(
@@ -438,15 +458,36 @@ class S3Store(Provider):
         client = self.client
         self._ensure_bucket()
         key = self.object_key(file.key)
-        extra = {
-            "ContentType": file.content_type,
-            "Metadata": self.object_metadata(file),
-            "ChecksumAlgorithm": "SHA256",
-            **self._encryption_arguments(),
-        }
-        reader = _PartHashingReader(stream, self.settings["multipart_chunksize"])
+        threshold = self.settings["multipart_threshold"]
+        # Read up to the threshold first: a file that ends before it goes up as one PutObject carrying the
+        # core's SHA-256 (known once the stream ended), which S3 checks the body against and keeps.
+        head = read_full(stream, threshold)
         try:
-            client.upload_fileobj(reader, self.bucket, key, ExtraArgs=extra, Config=self.transfer_config())
+            if len(head) < threshold:
+                sha256 = bytes.fromhex(stream.checksum or hashlib.sha256(head).hexdigest())
+                client.put_object(
+                    Bucket=self.bucket,
+                    Key=key,
+                    Body=head,
+                    ContentType=file.content_type,
+                    Metadata=self.object_metadata(file, sha256=sha256.hex()),
+                    ChecksumAlgorithm="SHA256",
+                    ChecksumSHA256=base64.b64encode(sha256).decode("ascii"),
+                    **self._encryption_arguments(),
+                )
+                reader = None
+            else:
+                # A multipart upload: S3 checks each part's CRC32 (cheaper than SHA-256 on every byte twice
+                # more; the core already computes the SHA-256 once), and the provider computes the composite.
+                reader = _PartChecksumReader(head, stream, self.settings["multipart_chunksize"])
+                del head
+                extra = {
+                    "ContentType": file.content_type,
+                    "Metadata": self.object_metadata(file),
+                    "ChecksumAlgorithm": "CRC32",
+                    **self._encryption_arguments(),
+                }
+                client.upload_fileobj(reader, self.bucket, key, ExtraArgs=extra, Config=self.transfer_config())
         except HubError:
             raise  # the stream's own error (too large, cut short); s3transfer aborted the multipart upload
         except Exception as error:
@@ -454,28 +495,27 @@ class S3Store(Provider):
         self._verify_upload(key, reader, stream)
         return replace(file, size=stream.size, checksum=stream.checksum)
 
-    def _verify_upload(self, key: str, reader: _PartHashingReader, stream: UploadStream) -> None:
-        """Compare what S3 holds with what was read: size, and S3's SHA-256 (whole object, or composite of
-        the parts). A mismatch deletes the object: the upload must be sent again."""
+    def _verify_upload(self, key: str, reader: _PartChecksumReader | None, stream: UploadStream) -> None:
+        """Compare what S3 holds with what was read: the size, and S3's checksum (the SHA-256 of a single
+        PutObject, the composite CRC32 of a multipart upload). A mismatch deletes the object: the upload must
+        be sent again."""
         try:
             head = self.client.head_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
         except Exception as error:
             raise self._provider_error(error) from None
         problem = None
-        if int(head.get("ContentLength", -1)) != stream.size or reader.size != stream.size:
+        if int(head.get("ContentLength", -1)) != stream.size or (reader is not None and reader.size != stream.size):
             problem = f"S3 holds {head.get('ContentLength')} bytes, {stream.size} were sent"
-        reported = head.get("ChecksumSHA256")
-        if problem is None and reported:
-            reported_value = reported.split("-", 1)[0]
+        elif reader is None and head.get("ChecksumSHA256"):
+            expected = base64.b64encode(bytes.fromhex(stream.checksum or "")).decode("ascii")
+            if head["ChecksumSHA256"] != expected:
+                problem = "S3's SHA-256 differs from the content's"
+        elif reader is not None and head.get("ChecksumCRC32"):
             parts = self._multipart_count(head)
-            if parts is None:
-                expected = base64.b64encode(bytes.fromhex(stream.checksum or "")).decode("ascii")
-            else:
-                expected = reader.composite_checksum()
-                if parts and parts != reader.part_count():
-                    problem = f"S3 assembled {parts} parts, {reader.part_count()} were sent"
-            if problem is None and reported_value != expected:
-                problem = "S3's SHA-256 checksum differs from the content sent"
+            if parts and parts != reader.part_count():
+                problem = f"S3 assembled {parts} parts, {reader.part_count()} were sent"
+            elif head["ChecksumCRC32"].split("-", 1)[0] != reader.composite_checksum():
+                problem = "S3's CRC32 of the parts differs from the content sent"
         if problem is None:
             return
         self.log.warning("s3: upload of %s failed verification (%s): deleting it", key, problem)
@@ -492,7 +532,8 @@ class S3Store(Provider):
         match = _MULTIPART_ETAG.search(str(head.get("ETag") or "").strip('"'))
         if match:
             return int(match.group(1))
-        if head.get("ChecksumType") == "COMPOSITE" or "-" in str(head.get("ChecksumSHA256") or ""):
+        composite = any("-" in str(head.get(name) or "") for name in ("ChecksumSHA256", "ChecksumCRC32"))
+        if head.get("ChecksumType") == "COMPOSITE" or composite:
             return 0
         return None
 
@@ -520,9 +561,10 @@ class S3Store(Provider):
 
     def describe(self, key: str, head: dict[str, Any]) -> StoredObject:
         """A ``head_object`` answer as a :class:`StoredObject`."""
-        checksum = None
+        stored = dict(head.get("Metadata") or {})
+        checksum = stored.get(META_SHA256)
         reported = head.get("ChecksumSHA256")
-        if reported and self._multipart_count(head) is None:
+        if not checksum and reported and self._multipart_count(head) is None:
             # A single PutObject's checksum is the object's SHA-256: the core's, in base64.
             try:
                 checksum = base64.b64decode(reported, validate=True).hex()
@@ -533,8 +575,8 @@ class S3Store(Provider):
             key=key,
             size=int(head.get("ContentLength", 0)),
             content_type=head.get("ContentType"),
-            metadata=self.caller_metadata(dict(head.get("Metadata") or {})),
-            checksum=checksum if checksum and len(checksum) == 64 else None,
+            metadata=self.caller_metadata(stored),
+            checksum=checksum if checksum and re.fullmatch(r"[0-9a-f]{64}", checksum) else None,
             etag=str(head["ETag"]).strip('"') if head.get("ETag") else None,
             updated_at=updated.astimezone(UTC) if isinstance(updated, datetime) else None,
         )

@@ -239,6 +239,7 @@ def test_upload_head_url_range_and_delete(provider_harness: ProviderHarness, mot
     # What S3 itself holds: the hub's entries as object metadata, the SHA-256 as S3's own checksum.
     raw = admin_client(moto).head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
     assert raw["Metadata"]["hub-tenant"] == "acme" and raw["Metadata"]["hub-category"] == "docs"
+    assert raw["Metadata"]["hub-sha256"] == hashlib.sha256(data).hexdigest()  # known before the single PUT
     assert raw["ChecksumSHA256"] == base64.b64encode(hashlib.sha256(data).digest()).decode()
 
     url = provider_harness.call(provider, "store_url", key=key, expires_in=120)
@@ -361,19 +362,25 @@ def test_an_interrupted_multipart_upload_leaves_nothing(
     assert read_all(provider_harness.call(provider, "store_read", key=existing, byte_range=None)) == b"the old version"
 
 
+@pytest.mark.parametrize(("size", "checksum"), [(1000, "ChecksumSHA256"), (6 * MIB, "ChecksumCRC32")])
 def test_a_checksum_s3_disagrees_with_deletes_the_object(
-    provider_harness: ProviderHarness, moto: ServerProcess, bucket: str
+    provider_harness: ProviderHarness, moto: ServerProcess, bucket: str, size: int, checksum: str
 ) -> None:
-    provider = build(provider_harness, moto, bucket)
+    """moto keeps the checksum the client sent without checking it: the disagreement is injected into its
+    answer, as a store that damaged the content would give it."""
+    provider = build(provider_harness, moto, bucket, **SMALL_PARTS)
+    seen: dict[str, str] = {}
 
     def corrupt(parsed: dict[str, Any], **_: Any) -> None:
-        parsed["ChecksumSHA256"] = base64.b64encode(hashlib.sha256(b"something else").digest()).decode()
+        seen[checksum] = parsed.get(checksum)
+        parsed[checksum] = "AAAAAA==" if checksum == "ChecksumCRC32" else base64.b64encode(bytes(32)).decode()
 
     provider.client.meta.events.register("after-call.s3.HeadObject", corrupt)
-    key = new_key("mismatch.txt")
+    key = new_key("mismatch.bin")
     with pytest.raises(TransientError, match="did not match"):
-        upload(provider_harness, provider, key, b"what was sent")
+        upload(provider_harness, provider, key, b"".join(generated(size, "mismatch")))
     provider.client.meta.events.unregister("after-call.s3.HeadObject", corrupt)
+    assert seen[checksum]  # S3 did report one: the single PUT's SHA-256, the parts' composite CRC32
     with pytest.raises(NotFoundError):
         provider_harness.call(provider, "store_head", key=key)
 
