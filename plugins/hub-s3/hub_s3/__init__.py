@@ -4,20 +4,20 @@ One boto3 client per provider instance, made on first use under a lock: boto3 *c
 hub's worker threads share it and its connection pool), sessions and resources are not. botocore's own retries
 are off: the hub retries with backoff and fails over, and two retry layers would multiply the wait.
 
-Uploads go through ``upload_fileobj`` with a ``TransferConfig``: one ``PutObject`` below
-``multipart_threshold``, a multipart upload of ``multipart_chunksize`` parts above it, ``max_concurrency``
-parts in flight and as many buffered, so memory stays near ``chunksize x (concurrency + 1)`` whatever the
-file's size. Every request carries a SHA-256 checksum S3 verifies (``ChecksumAlgorithm=SHA256``: the whole
-body of a ``PutObject``, each part of a multipart upload). After the upload the object is checked against
-what was read from the stream: size, and S3's ``ChecksumSHA256`` -- for a single ``PutObject`` the object's
-SHA-256, which must equal the core's; for a multipart upload the composite checksum (the SHA-256 of the
-parts' SHA-256s), which the provider computes as the parts pass. A mismatch deletes the object and raises
-``TransientError``.
+Uploads: the provider first reads up to ``multipart_threshold`` bytes. A file that ends before it goes up as
+one ``PutObject`` carrying the core's SHA-256 (known once the stream ended): S3 checks the body against it
+(``x-amz-checksum-sha256``) and keeps it, and it is also written as metadata (``x-amz-meta-hub-sha256``), so
+``store_head`` returns it. A larger file goes through ``upload_fileobj`` with a ``TransferConfig``: a multipart
+upload of ``multipart_chunksize`` parts, ``max_concurrency`` in flight and as many buffered, so memory stays near
+``chunksize x (concurrency + 1)`` whatever the file's size. Each part carries a CRC32 S3 checks
+(``ChecksumAlgorithm=CRC32``: the core already computes the SHA-256 once; twice more would cost CPU for nothing).
+After the upload the object is checked against what was read: size, and S3's checksum -- the single
+``PutObject``'s SHA-256, or the composite CRC32 of the parts (the CRC32 of their CRC32s), which the provider
+computes as the parts pass, and the part count. A mismatch deletes the object and raises ``TransientError``.
 
-S3 writes an object's metadata when the upload *starts*, before the core's SHA-256 is known, so it is not in
-the metadata: ``store_head`` reports it from S3's own checksum where that is the object's SHA-256 (a single
-``PutObject``) and ``None`` for a multipart object (its checksum is the composite one). Rewriting the object
-with ``copy_object`` to add it would cost a second copy of every large file.
+S3 writes an object's metadata when the upload *starts*, so a multipart object cannot carry the core's SHA-256
+(it is known only at the end): ``store_head`` reports ``None`` for it. Rewriting the object with
+``copy_object`` to add it would cost a second copy of every large file; the hub's record keeps the SHA-256.
 
 An object appears under its key only when ``PutObject`` or ``CompleteMultipartUpload`` succeeds; when the
 stream breaks off, s3transfer aborts the multipart upload, so nothing half-written stays (an existing object
@@ -35,7 +35,7 @@ import re
 import struct
 import threading
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
@@ -46,7 +46,6 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 from hub import hookimpl
 from hub.capabilities import (
     HealthResult,
-    IteratorStream,
     PresignedUpload,
     Provider,
     ProviderContext,
@@ -74,8 +73,8 @@ MAX_PART_SIZE = 5 * 1024 * MIB
 MAX_METADATA_BYTES = 2048
 #: A SigV4 presigned URL is valid for at most seven days.
 MAX_PRESIGN_SECONDS = 7 * 24 * 3600
-#: Bytes per chunk handed to the core from a download (the core reads 256 KiB at a time).
-DOWNLOAD_CHUNK = 256 * 1024
+#: The most the provider asks the upload stream for at once.
+READ_STEP = 1024 * 1024
 
 #: The object metadata entries the provider writes (``x-amz-meta-hub-*``). S3 lowercases metadata keys, so the
 #: caller's metadata (whose keys may be camelCase) is kept as one JSON document, ASCII-escaped.
@@ -192,7 +191,9 @@ def read_full(stream: Any, size: int) -> bytes:
     view = memoryview(buffer)
     filled = 0
     while filled < size:
-        count = stream.readinto(view[filled:])
+        # At most 1 MiB per read: the layers below (gunicorn, werkzeug, UploadStream) each buffer what one read
+        # asks for, and an 8 MiB ask would hold two or three more copies of it at once.
+        count = stream.readinto(view[filled : filled + READ_STEP])
         if not count:
             break
         filled += count
@@ -228,21 +229,21 @@ class _PartChecksumReader(io.RawIOBase):
 
     def read(self, size: int | None = -1) -> bytes:
         if size is None or size < 0:
-            # s3transfer reads "the rest" only for a single PutObject, after a short threshold read: with full
-            # reads that means the stream ended, and this loop finds that at once.
+            # s3transfer reads "the rest" only for a single PutObject, which it never chooses here (the head is
+            # the whole threshold): kept correct anyway, in chunks.
             parts = []
             while chunk := self.read(MIB):
                 parts.append(chunk)
             return b"".join(parts)
         head, self._head = self._head, None
-        if head is not None and len(head) == size:
-            data = head  # s3transfer's first read asks for exactly the threshold: no copy
-        elif head is not None:
-            data = head[:size] + read_full(self._stream, size - len(head)) if len(head) < size else head[:size]
-            if len(head) > size:
-                self._head = head[size:]
-        else:
+        if head is None:
             data = read_full(self._stream, size)
+        elif len(head) == size:
+            data = head  # s3transfer's first read asks for exactly the threshold: no copy
+        elif len(head) > size:
+            data, self._head = head[:size], head[size:]
+        else:
+            data = head + read_full(self._stream, size - len(head))
         self._checksum(memoryview(data))
         return data
 
@@ -274,28 +275,43 @@ class _PartChecksumReader(io.RawIOBase):
         return len(self._all_parts())
 
 
-class _ObjectBody(IteratorStream):
-    """A ``get_object`` body as a file object: its chunks, with read errors mapped; ``close()`` releases the
-    connection even when nothing was read."""
+class _ObjectBody(io.RawIOBase):
+    """A ``get_object`` body as a file object: ``read(n)`` is the body's own (botocore's ``StreamingBody``,
+    which checks the length S3 announced), with read errors mapped; ``close()`` releases the connection even
+    when nothing was read.
+
+    Not ``IteratorStream(body.iter_chunks())``: that copies every chunk twice more on its way to the caller,
+    which shows at several hundred MiB/s.
+    """
 
     def __init__(self, body: Any, map_error: Callable[[Exception], ProviderError]) -> None:
+        super().__init__()
         self._body = body
-        super().__init__(self._chunks(body, map_error))
+        self._map_error = map_error
 
-    @staticmethod
-    def _chunks(body: Any, map_error: Callable[[Exception], ProviderError]) -> Iterator[bytes]:
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        if self.closed:
+            raise ValueError("I/O operation on a closed S3 object body")
         try:
-            yield from body.iter_chunks(DOWNLOAD_CHUNK)
-        except HubError:
-            raise
+            data = self._body.read(None if size is None or size < 0 else size)
         except Exception as error:  # the connection dropped or timed out mid-download
-            raise map_error(error) from None
+            raise self._map_error(error) from None
+        return bytes(data)
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
 
     def close(self) -> None:
-        try:
-            super().close()
-        finally:
-            self._body.close()
+        if not self.closed:
+            try:
+                self._body.close()
+            finally:
+                super().close()
 
 
 class S3Store(Provider):
