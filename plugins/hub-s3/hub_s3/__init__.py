@@ -426,18 +426,17 @@ class S3Store(Provider):
     # --- metadata ----------------------------------------------------------------------------------
 
     @staticmethod
-    def object_metadata(file: StoredFile, *, sha256: str | None = None) -> dict[str, str]:
-        """The ``x-amz-meta-*`` entries of ``file`` (with the core's SHA-256 when it is known before the
-        upload): ASCII only, since S3 sends metadata as HTTP headers."""
+    def object_metadata(file: StoredFile) -> dict[str, str]:
+        """The ``x-amz-meta-*`` entries of ``file``: ASCII only, since S3 sends metadata as HTTP headers. Raises
+        ``PermanentError`` when S3 could not keep them (leaving room for the core's SHA-256, added to a
+        single-PUT upload once it is known)."""
         metadata = {
             META_TENANT: quote(file.tenant, safe=""),
             META_CATEGORY: quote(file.category, safe=""),
             META_FILENAME: quote(file.filename, safe=""),
             META_METADATA: json.dumps(dict(file.metadata), ensure_ascii=True, separators=(",", ":"), sort_keys=True),
         }
-        if sha256:
-            metadata[META_SHA256] = sha256
-        used = sum(len(name) + len(value) for name, value in metadata.items())
+        used = sum(len(name) + len(value) for name, value in metadata.items()) + len(META_SHA256) + 64
         if used > MAX_METADATA_BYTES:
             raise PermanentError(
                 f"s3: the file's metadata takes {used} bytes; S3 keeps at most {MAX_METADATA_BYTES} "
@@ -474,6 +473,7 @@ class S3Store(Provider):
         client = self.client
         self._ensure_bucket()
         key = self.object_key(file.key)
+        metadata = self.object_metadata(file)  # refused before a byte is read when S3 could not keep it
         threshold = self.settings["multipart_threshold"]
         # Read up to the threshold first: a file that ends before it goes up as one PutObject carrying the
         # core's SHA-256 (known once the stream ended), which S3 checks the body against and keeps.
@@ -486,7 +486,7 @@ class S3Store(Provider):
                     Key=key,
                     Body=head,
                     ContentType=file.content_type,
-                    Metadata=self.object_metadata(file, sha256=sha256.hex()),
+                    Metadata={**metadata, META_SHA256: sha256.hex()},
                     ChecksumAlgorithm="SHA256",
                     ChecksumSHA256=base64.b64encode(sha256).decode("ascii"),
                     **self._encryption_arguments(),
@@ -499,7 +499,7 @@ class S3Store(Provider):
                 del head
                 extra = {
                     "ContentType": file.content_type,
-                    "Metadata": self.object_metadata(file),
+                    "Metadata": metadata,
                     "ChecksumAlgorithm": "CRC32",
                     **self._encryption_arguments(),
                 }

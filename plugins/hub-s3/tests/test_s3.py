@@ -443,7 +443,7 @@ def test_metadata_s3_cannot_hold_is_refused_before_uploading(
     stream = UploadStream(io.BytesIO(b"data"))
     with stream, pytest.raises(PermanentError, match="at most 2048") as caught:
         provider_harness.call(provider, "store", file=file, stream=stream)
-    assert caught.value.status_code == 422
+    assert caught.value.status_code == 422 and stream.size == 0  # refused before reading
     assert admin_client(moto).list_objects_v2(Bucket=bucket).get("KeyCount") == 0
 
 
