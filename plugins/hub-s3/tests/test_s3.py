@@ -342,15 +342,29 @@ def test_an_interrupted_multipart_upload_leaves_nothing(
     provider = build(provider_harness, moto, bucket, **SMALL_PARTS)
     admin = admin_client(moto)
     calls: list[str] = []
-    provider.client.meta.events.register("after-call.s3.*", lambda model, **_: calls.append(model.name))
+    part_sent = threading.Event()
+
+    def record(model: Any, **_: Any) -> None:
+        calls.append(model.name)
+        if model.name == "UploadPart":
+            part_sent.set()
+
+    provider.client.meta.events.register("after-call.s3.*", record)
     existing = new_key("existing.bin")
     upload(provider_harness, provider, existing, b"the old version")
+
+    def goes_away() -> Iterator[bytes]:
+        """12 MiB of the 20 announced, then the client is gone -- once S3 has taken a part."""
+        for number, chunk in enumerate(generated(12 * MIB, "broken")):
+            if number * len(chunk) >= 11 * MIB:
+                part_sent.wait(10)
+            yield chunk
 
     broken = new_key("broken.bin")
     for key in (broken, existing):
         calls.clear()
-        # The client announced 20 MiB and went away after 12: two parts were sent by then.
-        stream = UploadStream(generated(12 * MIB, "broken"), expected_size=20 * MIB)
+        part_sent.clear()
+        stream = UploadStream(goes_away(), expected_size=20 * MIB)
         with stream, pytest.raises(IncompleteUploadError):
             provider_harness.call(provider, "store", file=stored_file(key, size=20 * MIB), stream=stream)
         assert calls.count("UploadPart") >= 1 and "AbortMultipartUpload" in calls, calls
