@@ -526,6 +526,31 @@ def test_rest_upload_download_and_tenant_isolation(tmp_path: Path, moto: ServerP
             assert answer.status_code == 404, (method, path, answer.get_json())
         listed = api.client.get("/api/integrations/files", headers=other).get_json()["data"]
         assert listed["items"] == []
+
+        # A direct upload: presigned at S3 for the owner, not completable by the other tenant.
+        body = b"straight to S3, bypassing the hub\n"
+        started = api.post(
+            "/api/integrations/files/uploads",
+            {"fileName": "direct.txt", "contentType": "text/plain", "size": len(body), "metadata": {"ref": "A-1"}},
+        )
+        assert started.status_code == 201, started.get_json()
+        direct = started.get_json()["data"]
+        assert direct["upload"]["method"] == "POST" and direct["fileKey"].startswith("demo/")
+        sent = requests.post(
+            direct["upload"]["url"],
+            data=direct["upload"]["fields"],
+            files={"file": ("direct.txt", body, "text/plain")},
+            timeout=10,
+        )
+        assert sent.status_code in (200, 204), sent.text
+        refused = api.client.post(f"/api/integrations/files/uploads/{direct['uploadId']}/complete", headers=other)
+        assert refused.status_code == 404
+        completed = api.post(f"/api/integrations/files/uploads/{direct['uploadId']}/complete")
+        assert completed.status_code == 201, completed.get_json()
+        assert completed.get_json()["data"]["checksum"] == hashlib.sha256(body).hexdigest()
+        head = admin_client(moto).head_object(Bucket=bucket, Key=direct["fileKey"])
+        assert head["Metadata"]["hub-tenant"] == "demo" and head["ContentType"] == "text/plain"
+        api.client.delete(f"/api/integrations/files/{direct['uploadId']}", headers=api.headers)
         # Still there for its owner.
         assert api.get(f"/api/integrations/files/{file_id}/content").data == data
         deleted = api.client.delete(f"/api/integrations/files/{file_id}", headers=api.headers)
