@@ -287,7 +287,13 @@ class ConnectionCountingProxy(ThreadedServer):
                 for name, value in answer_headers:
                     if name.lower() not in owner.HOP_BY_HOP and name.lower() != "content-length":
                         self.send_header(name, value)
-                self.send_header("Content-Length", str(len(content)))
+                if self.command == "HEAD":
+                    # A HEAD answer has no body; its Content-Length is the resource's, not ours.
+                    length = dict((name.lower(), value) for name, value in answer_headers).get("content-length")
+                    if length is not None:
+                        self.send_header("Content-Length", length)
+                else:
+                    self.send_header("Content-Length", str(len(content)))
                 self.end_headers()
                 if self.command != "HEAD":
                     self.wfile.write(content)

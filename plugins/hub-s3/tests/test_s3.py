@@ -176,23 +176,19 @@ def test_transport_errors_map_to_the_hubs_errors(provider_harness: ProviderHarne
 
 
 def test_worker_threads_share_one_client(provider_harness: ProviderHarness, moto: ServerProcess, bucket: str) -> None:
-    """The kit's check, with reads: its counting proxy answers a HEAD with ``Content-Length: 0`` (it measures the
-    body it relayed), which a store's verification rightly refuses -- see /work/notes/CORE-s3.md. Concurrent
-    stores are tested against moto directly below."""
+    """The kit's check: many threads storing through one provider share its client and connection pool."""
     provider_harness.add_plugin(hub_s3, "s3")
-    direct = build(provider_harness, moto, bucket)
-    keys = [new_key(f"thread-{number}.txt") for number in range(24)]
-    for number, key in enumerate(keys):
-        upload(provider_harness, direct, key, f"call {number}\n".encode())
 
-    def read_one(provider: Any, number: int) -> bytes:
-        return read_all(provider_harness.call(provider, "store_read", key=keys[number], byte_range=None))
+    def store_one(provider: Any, number: int) -> bytes:
+        key = new_key(f"thread-{number}.txt")
+        upload(provider_harness, provider, key, f"call {number}\n".encode())
+        return read_all(provider_harness.call(provider, "store_read", key=key, byte_range=None))
 
     def build_here(url: str, timeout: float) -> Any:
         return provider_harness.build("s3", {**KEYS, "endpoint_url": url, "bucket": bucket, "timeout": timeout})
 
-    results = check_concurrent_use(provider_harness, build_here, moto.url, call=read_one)
-    assert results == [f"call {number}\n".encode() for number in range(24)]
+    results = check_concurrent_use(provider_harness, build_here, moto.url, call=store_one)
+    assert results == [f"call {number}\n".encode() for number in range(len(results))]
 
 
 def test_concurrent_stores_on_one_provider(provider_harness: ProviderHarness, moto: ServerProcess, bucket: str) -> None:
@@ -618,9 +614,12 @@ def test_a_200_mb_upload_and_download_stay_under_100_mb_of_memory(
     provider_harness.call(provider, "store_delete", key=key)
 
 
-def test_rest_fails_over_to_local_disk_while_s3_is_down(tmp_path: Path, moto: ServerProcess, bucket: str) -> None:
+def test_rest_fails_over_to_local_disk_while_s3_is_down_then_migrates_back(
+    tmp_path: Path, moto: ServerProcess, bucket: str
+) -> None:
     """A second moto, stopped half-way: uploads then go to the local disk, and the earlier file's record still
-    says it lives on S3 (a download is then a 503, not a wrong answer)."""
+    says it lives on S3 (a download is then a 503, not a wrong answer). Once S3 is back, ``hub files migrate``'s
+    work moves the local file to S3, checksum-verified, and it stays downloadable throughout."""
     spare = moto_server().start()
     try:
         admin_client(spare).create_bucket(Bucket=bucket)
@@ -643,5 +642,18 @@ def test_rest_fails_over_to_local_disk_while_s3_is_down(tmp_path: Path, moto: Se
             )
             gone = api.get(f"/api/integrations/files/{first.get_json()['data']['fileId']}/content")
             assert gone.status_code == 503
+
+            # S3 is back (moto keeps nothing across a restart: the bucket is made again).
+            spare = moto_server(port=spare.port).start()
+            admin_client(spare).create_bucket(Bucket=bucket)
+            moved_id = second.get_json()["data"]["fileId"]
+            report = api.hub.store.migrate()
+            assert report["moved"] == [moved_id] and report["failed"] == [], report
+            moved = api.get(f"/api/integrations/files/{moved_id}").get_json()["data"]
+            assert moved["provider"] == "s3"
+            assert api.get(f"/api/integrations/files/{moved_id}/content").data == b"to the local disk"
+            key = second.get_json()["data"]["fileKey"]
+            assert admin_client(spare).get_object(Bucket=bucket, Key=key)["Body"].read() == b"to the local disk"
+            assert not (tmp_path / "files" / key).exists()  # the local copy went
     finally:
         spare.stop()
