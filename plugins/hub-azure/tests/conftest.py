@@ -9,10 +9,6 @@ group, and is stopped with it at the end of the session.
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import json
-import shutil
-import subprocess
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,11 +18,10 @@ from typing import Any
 import pytest
 
 from hub.testing.servers import ServerProcess, free_port
-from hub.testing.specs import test_servers_dir
+from hub.testing.specs import SpecUnavailable, npm_package
 
 AZURITE_PACKAGE = "azurite"
 AZURITE_VERSION = "3.35.0"
-_NPM_TIMEOUT_SECONDS = 600
 
 #: Azurite's well-known development account (public, documented by Microsoft; not a secret).
 ACCOUNT_NAME = "devstoreaccount1"
@@ -41,64 +36,16 @@ def connection_string(base_url: str) -> str:
     )
 
 
-def _installed_version(package_dir: Path) -> str | None:
-    try:
-        return json.loads((package_dir / "package.json").read_text(encoding="utf-8")).get("version")
-    except (OSError, ValueError):
-        return None
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-
-
 def azurite_blob_binary() -> Path:
-    """``node_modules/.bin/azurite-blob`` of the pinned Azurite, installing it first when needed; skips the
-    calling test when npm is missing, fails when the install does."""
-    prefix = test_servers_dir() / f"{AZURITE_PACKAGE}-{AZURITE_VERSION}"
-    package_dir = prefix / "node_modules" / AZURITE_PACKAGE
-    binary = prefix / "node_modules" / ".bin" / "azurite-blob"
-    if _installed_version(package_dir) == AZURITE_VERSION and binary.exists():
-        return binary
-    npm = shutil.which("npm")
-    if npm is None or shutil.which("node") is None:
-        pytest.skip(
-            f"Azurite ({AZURITE_PACKAGE}@{AZURITE_VERSION}) needs Node.js and npm, which are not installed "
-            "(e.g. `apt-get install nodejs npm`), or set HUB_TEST_SERVERS_DIR to a folder that has it"
-        )
-    with _file_lock(prefix.parent / f"{AZURITE_PACKAGE}-{AZURITE_VERSION}.lock"):
-        if _installed_version(package_dir) == AZURITE_VERSION and binary.exists():
-            return binary  # another process installed it while this one waited
-        prefix.mkdir(parents=True, exist_ok=True)
-        command = [
-            npm,
-            "install",
-            "--no-audit",
-            "--no-fund",
-            "--prefix",
-            str(prefix),
-            f"{AZURITE_PACKAGE}@{AZURITE_VERSION}",
-        ]
-        completed = subprocess.run(
-            command,
-            cwd=prefix,
-            capture_output=True,
-            text=True,
-            timeout=_NPM_TIMEOUT_SECONDS,
-            stdin=subprocess.DEVNULL,
-            check=False,
-        )
-        if completed.returncode != 0 or not binary.exists():
-            output = (completed.stderr or completed.stdout or "").strip()[-2000:]
-            raise RuntimeError(f"`{' '.join(command)}` failed (exit {completed.returncode}): {output}")
-    return binary
+    """``node_modules/.bin/azurite-blob`` of the pinned Azurite, installing it first when needed (the kit's
+    :func:`~hub.testing.specs.npm_package`); skips the calling test when npm is missing, fails when the install does."""
+    try:
+        package_dir = npm_package(AZURITE_PACKAGE, AZURITE_VERSION, needed_for="Azurite, the Azure Blob emulator")
+    except SpecUnavailable as error:
+        if error.reason == "npm-missing":
+            pytest.skip(str(error))
+        raise
+    return package_dir.parent / ".bin" / "azurite-blob"
 
 
 @dataclass
