@@ -202,6 +202,8 @@ def test_every_event_is_delivered_in_order_signed_and_a_receiver_verifies_it(
     view = data(api.get(f"{API}/events/subscriptions/orders-to-erp"))
     assert view["handler"] == f"webhook http://127.0.0.1:{receiver.port}/…" and view["deadLetters"] == 0
     assert "abc" not in json.dumps(view)
+    plugins = {plugin["name"]: plugin for plugin in data(api.get(f"{API}/plugins"))["plugins"]}
+    assert plugins["webhooks"]["status"] == "loaded" and plugins["webhooks"]["hooks"] == ["register_handler_types"]
 
 
 def test_a_503_is_retried_and_delivered_once_failures_become_dead_letters_and_the_subscription_moves_on(
@@ -264,6 +266,17 @@ def test_a_slow_receiver_times_out_and_is_retried(make_hub: Callable[..., RestHu
     wait_until(lambda: len(data(api.get(letters_of))["items"]) == 1, "a dead letter after two timeouts")
     (letter,) = data(api.get(letters_of))["items"]
     assert letter["attempts"] == 2 and "did not answer within 0.2 s" in letter["error"]
+
+
+def test_a_sender_subscribed_from_python_delivers_too(make_hub: Callable[..., RestHub], receiver: Receiver) -> None:
+    api = make_hub({})
+    sender = WebhookSender(f"{receiver.url}/py", secrets=[SECRET])
+    added = api.hub.subscribe("orders", "py-hook", sender, tenant_id="demo", lease_seconds=2)
+    published = publish(api, 0)
+    assert receiver.wait_for(1) == [0]
+    (delivery,) = receiver.deliveries
+    assert delivery.path == "/py" and verify(delivery.body, delivery.headers, SECRET)["id"] == published["eventId"]
+    assert api.hub.unsubscribe(added.name)
 
 
 def test_settings_are_checked_at_start_up_naming_the_key_and_never_quoting_a_secret(tmp_path: Path) -> None:
