@@ -184,8 +184,15 @@ SUBSCRIPTION = Subscription("orders-to-erp", "demo", "demo.orders-to-erp", ("ord
 def test_every_event_is_delivered_in_order_signed_and_a_receiver_verifies_it(
     make_hub: Callable[..., RestHub], receiver: Receiver
 ) -> None:
-    api = make_hub({"orders-to-erp": subscription(f"{receiver.url}/erp?token=abc")})
-    published = [publish(api, n) for n in range(6)]
+    # The core's subscription filter wraps the plugin's handler like any other: order.cancelled is skipped.
+    only_created = {"event_types": ["order.created"]}
+    api = make_hub({"orders-to-erp": subscription(f"{receiver.url}/erp?token=abc", filter=only_created)})
+    published = []
+    for n in range(6):
+        published.append(publish(api, n))
+        if n == 2:
+            cancelled = {"topic": "orders", "eventType": "order.cancelled", "data": {"n": 99}, "key": "SO-1"}
+            data(api.post(f"{API}/events", cancelled), 201)
     assert receiver.wait_for(6) == list(range(6))
     for n, (event, delivery) in enumerate(zip(published, receiver.deliveries, strict=True)):
         headers = delivery.headers
