@@ -155,8 +155,10 @@ def register_handlers(register: Callable[..., None]) -> None:
         is called by the subscription's worker thread with a :class:`hub.capabilities.ConsumedRecord` and
         its :class:`hub.capabilities.Subscription`, one record at a time, in offset order per partition.
         Returning (any value) means handled: the offset is committed after it. Raising means not handled:
-        the hub calls it again with backoff, and after the subscription's ``max_attempts`` records the
-        record as a dead letter and moves on; raise :class:`~hub.errors.PermanentError` to skip the retries.
+        the hub calls it again with backoff (an error's ``retry_after`` seconds, e.g. a receiver's
+        ``Retry-After``, stretch the wait, up to 10 minutes), and after the subscription's ``max_attempts``
+        records the record as a dead letter and moves on; raise :class:`~hub.errors.PermanentError` to skip
+        the retries.
         Delivery is at-least-once: after a crash a record may be handled twice, so make the handler
         idempotent (``record.event().id`` is stable). A later registration of the same name replaces an
         earlier one.

@@ -1166,6 +1166,18 @@ def test_a_failing_record_is_retried_then_dead_lettered_and_the_subscription_mov
     audit = hub.manager.audit_log("demo", outcome="dead")
     assert len(audit) == 2 and all(entry.operation == "dead_letter" for entry in audit)
 
+    # The receiver is fixed for 2 (still refuses 3): a replay delivers 2 once and drops its dead letter.
+    receiver.fail = {3: (-1, 422)}
+    delivered = hub.post(f"/events/dead-letters/{letters[2]['id']}/replay")
+    assert delivered == {"id": letters[2]["id"], "status": "delivered"} and receiver.numbers()[-1] == 2
+    failed = hub.post(f"/events/dead-letters/{letters[3]['id']}/replay")
+    assert failed["status"] == "failed" and "422" in failed["error"]
+    remaining = hub.get("/events/dead-letters")["items"]
+    assert [(item["id"], item["attempts"]) for item in remaining] == [(letters[3]["id"], 2)]
+    assert (
+        hub.client.post(f"{API}/events/dead-letters/{letters[2]['id']}/replay", headers=hub.headers).status_code == 404
+    )
+
 
 def test_a_registered_callable_handler_and_one_added_from_python_both_consume(make_hub: Callable[..., Hub]) -> None:
     seen: list[tuple[str, int]] = []
@@ -1705,7 +1717,9 @@ class CollectingHandlers:
         def factory(settings: dict[str, Any], context: Any) -> Callable[..., None]:
             def handle(record: ConsumedRecord, subscription: Subscription) -> None:
                 assert context.hub() is not None  # the hub, for handlers that notify or publish
-                CollectingHandlers.seen.append((context.subscription, context.tenant, settings["prefix"], settings["limit"]))
+                CollectingHandlers.seen.append(
+                    (context.subscription, context.tenant, settings["prefix"], settings["limit"])
+                )
 
             handle.label = f"collect {settings['prefix']}"  # type: ignore[attr-defined]
             return handle
@@ -1713,19 +1727,33 @@ class CollectingHandlers:
         register("collect", factory, CollectSettings)
 
 
-def test_a_plugins_handler_type_is_configured_per_subscription_from_hub_yaml(make_hub: Callable[..., Hub], tmp_path: Path) -> None:
+def test_a_plugins_handler_type_is_configured_per_subscription_from_hub_yaml(
+    make_hub: Callable[..., Hub], tmp_path: Path
+) -> None:
     CollectingHandlers.seen = []
-    subscriptions = {"orders-collect": {"topics": ["orders"], "tenant": "demo", "handler": {"type": "collect", "prefix": "so-", "limit": 3}}}
+    subscriptions = {
+        "orders-collect": {
+            "topics": ["orders"],
+            "tenant": "demo",
+            "handler": {"type": "collect", "prefix": "so-", "limit": 3},
+        }
+    }
     hub = make_hub(subscriptions, plugins=((CollectingHandlers(), "collectors"),))
     hub.publish(1)
     hub.wait_until(lambda: CollectingHandlers.seen, what="the handler to run")
     assert CollectingHandlers.seen[0] == ("orders-collect", "demo", "so-", 3)
     assert hub.subscription("orders-collect")["handler"] == "collect so-"
 
-    for handler, key in (({"type": "collect"}, "subscriptions.bad.handler.prefix"), ({"type": "nothing"}, "subscriptions.bad.handler.type")):
+    for handler, key in (
+        ({"type": "collect"}, "subscriptions.bad.handler.prefix"),
+        ({"type": "nothing"}, "subscriptions.bad.handler.type"),
+    ):
         with pytest.raises(ConfigError) as refused:
             IntegrationManager(
-                base_config(tmp_path / f"var-{key[-4:]}", subscriptions={"bad": {"topics": ["t"], "tenant": "demo", "handler": handler}}),
+                base_config(
+                    tmp_path / f"var-{key[-4:]}",
+                    subscriptions={"bad": {"topics": ["t"], "tenant": "demo", "handler": handler}},
+                ),
                 environ={},
                 entry_points=False,
                 plugins=((CollectingHandlers(), "collectors"),),
@@ -1742,7 +1770,10 @@ def test_stock_falling_below_its_threshold_alerts_once_per_crossing(make_hub: Ca
         "low-stock": {
             "tenant": "demo",
             "topics": ["inventory-events"],
-            "filter": {"event_types": ["inventory.stock.*"], "crosses_below": {"field": "newQuantity", "previous": "oldQuantity", "threshold": 10}},
+            "filter": {
+                "event_types": ["inventory.stock.*"],
+                "crosses_below": {"field": "newQuantity", "previous": "oldQuantity", "threshold": 10},
+            },
             "handler": {
                 "type": "notify",
                 "channel": "email",
@@ -1756,24 +1787,69 @@ def test_stock_falling_below_its_threshold_alerts_once_per_crossing(make_hub: Ca
         "orders-forward": {
             "tenant": "demo",
             "topics": ["sales-events"],
-            "filter": {"event_types": ["sales.order.created"], "where": [{"field": "totalAmount", "op": "gte", "value": 100}]},
+            "filter": {
+                "event_types": ["sales.order.created"],
+                "where": [{"field": "totalAmount", "op": "gte", "value": 100}],
+            },
             "handler": {"type": "publish", "topic": "big-orders"},
         },
     }
     hub = make_hub(subscriptions)
     for old, new in ((15, 12), (12, 8), (8, 5), (5, 20), (20, 3)):
-        hub.post("/events", {"topic": "inventory-events", "eventType": "inventory.stock.updated", "data": _stock("SKU-1", old, new), "key": "SKU-1"}, 201)
+        hub.post(
+            "/events",
+            {
+                "topic": "inventory-events",
+                "eventType": "inventory.stock.updated",
+                "data": _stock("SKU-1", old, new),
+                "key": "SKU-1",
+            },
+            201,
+        )
     for total in (50, 150):
-        hub.post("/events", {"topic": "sales-events", "eventType": "sales.order.created", "data": {"orderId": f"SO-{total}", "totalAmount": total}}, 201)
+        hub.post(
+            "/events",
+            {
+                "topic": "sales-events",
+                "eventType": "sales.order.created",
+                "data": {"orderId": f"SO-{total}", "totalAmount": total},
+            },
+            201,
+        )
 
     def sent() -> list[Any]:
         return hub.manager.list_records("demo", "notification")
 
     hub.wait_until(lambda: len(sent()) >= 2, timeout=15, what="two alerts")
-    hub.wait_until(lambda: hub.manager.list_records("demo", "event", limit=100) and any(r.payload.get("topic") == "big-orders" for r in hub.manager.list_records("demo", "event", limit=100)), what="the forwarded order")
+    hub.wait_until(
+        lambda: (
+            hub.manager.list_records("demo", "event", limit=100)
+            and any(
+                r.payload.get("topic") == "big-orders" for r in hub.manager.list_records("demo", "event", limit=100)
+            )
+        ),
+        what="the forwarded order",
+    )
     time.sleep(0.5)  # nothing more arrives: 12 -> 8 and 20 -> 3 cross, the others do not
     alerts = sent()
     assert len(alerts) == 2
     assert {alert.payload.get("template") for alert in alerts} == {"low_stock_alert"}
-    forwarded = [r for r in hub.manager.list_records("demo", "event", limit=100) if r.payload.get("topic") == "big-orders"]
+    forwarded = [
+        r for r in hub.manager.list_records("demo", "event", limit=100) if r.payload.get("topic") == "big-orders"
+    ]
     assert len(forwarded) == 1 and forwarded[0].payload["eventType"] == "sales.order.created"
+
+
+def test_a_handlers_retry_after_stretches_the_wait_before_the_next_try(make_hub: Callable[..., Hub]) -> None:
+    calls: list[float] = []
+
+    def busy_once(record: ConsumedRecord, subscription: Subscription) -> None:
+        calls.append(time.monotonic())
+        if len(calls) == 1:
+            raise TransientError("receiver busy", retry_after=0.6)  # a 429's Retry-After, as hub.http reads it
+
+    hub = make_hub()
+    hub.manager.subscribe("orders", "busy", busy_once, tenant_id="demo", backoff=(0.01, 0.05))
+    hub.publish(1)
+    hub.wait_until(lambda: len(calls) >= 2, what="the second try")
+    assert calls[1] - calls[0] >= 0.55  # not the subscription's 10 ms backoff

@@ -89,6 +89,13 @@ def dead_letters() -> Any:
     return ok({"items": manager().publish.dead_letters(g.tenant, request.args.get("subscription"), limit)})
 
 
+@blueprint.post("/events/dead-letters/<letter_id>/replay")
+def replay_dead_letter(letter_id: str) -> Any:
+    """Hand one dead letter to its subscription's handler again: ``delivered`` (the dead letter is removed) or
+    ``failed`` with the new error (kept, one attempt more)."""
+    return ok(manager().publish.replay_dead_letter(g.tenant, letter_id))
+
+
 @blueprint.get("/events/<record_id>")
 def get_event(record_id: str) -> Any:
     """An event (``evt_…``) or a batch (``eve_…``) by id."""

@@ -432,6 +432,34 @@ class PublishService:
                 query = query.where(DeadLetter.subscription == subscription)
             return [row.to_dict() for row in session.scalars(query.order_by(DeadLetter.created_at.desc()).limit(limit))]
 
+    def replay_dead_letter(self, tenant: str, letter_id: str) -> dict[str, Any]:
+        """Hand one dead letter to its subscription's handler again (its receiver was fixed): delivered, the
+        dead letter is gone (an audit row says so); failed again, it stays with the new error and one attempt more.
+        The record is the same, so an idempotent receiver (a webhook's ``webhook-id``) drops a duplicate."""
+        with self.runtime.db.session() as session:
+            row = session.get(DeadLetter, letter_id)
+            if row is None or row.tenant != tenant:
+                raise NotFound(f"No dead letter {letter_id}")
+            spec = self._spec(tenant, row.subscription)
+            record = ConsumedRecord(row.topic, row.partition, row.offset, row.value, row.key, dict(row.headers or {}))
+        started = time.perf_counter()
+        try:
+            spec.handler(record, spec.subscription)
+        except Exception as error:  # the handler is the user's code
+            reason = describe(error)
+            with self.runtime.db.session() as session:
+                stored = session.get(DeadLetter, letter_id)
+                if stored is not None:
+                    stored.error, stored.attempts = reason, stored.attempts + 1
+            return {"id": letter_id, "status": "failed", "error": reason}
+        with self.runtime.db.session() as session:
+            stored = session.get(DeadLetter, letter_id)
+            if stored is not None:
+                session.delete(stored)
+        latency = (time.perf_counter() - started) * 1000
+        self.runtime.audit.add(tenant=tenant, capability="publish", operation="replay_dead_letter", outcome="success", latency_ms=latency, record_id=letter_id)
+        return {"id": letter_id, "status": "delivered"}
+
     def record_dead_letter(self, spec: SubscriptionSpec, record: ConsumedRecord, error: str, attempts: int) -> None:
         """Keep a record whose handler kept failing (and publish it to the dead-letter topic, if any), so the
         worker can commit past it. Recording the same position twice (after a crash) keeps one row."""

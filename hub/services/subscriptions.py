@@ -42,6 +42,8 @@ log = logging.getLogger("hub.subscriptions")
 #: ``handler(record, subscription)``: returning means handled; raising means try again later.
 Handler = Callable[[ConsumedRecord, Subscription], Any]
 
+#: The longest wait a handler's ``retry_after`` (a receiver's ``Retry-After``) can put before a record's next try.
+RETRY_AFTER_CAP = 600.0
 #: Seconds each ``consume`` call may wait for records.
 POLL_TIMEOUT = 1.0
 #: How long a subscription whose provider refuses it (credentials, a missing topic) waits before trying again.
@@ -248,7 +250,11 @@ class SubscriptionWorker:
                 self.report("retrying", f"{position}, attempt {attempt} of {self.spec.max_attempts}: {reason}")
                 log.warning("subscription %s: handler failed on %s (attempt %d): %s", self.spec.name, position, attempt, reason)
                 self._commit(done)  # what was handled before this record stays handled if the process dies now
-                if not self._wait_keeping_alive(self.spec.backoff(attempt)):
+                delay = self.spec.backoff(attempt)
+                retry_after = getattr(error, "retry_after", None)  # a receiver's Retry-After, through hub.http
+                if isinstance(retry_after, int | float) and retry_after > delay:
+                    delay = min(float(retry_after), RETRY_AFTER_CAP)
+                if not self._wait_keeping_alive(delay):
                     return False
                 continue
             self.stats.handled += 1
