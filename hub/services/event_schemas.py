@@ -190,7 +190,8 @@ class EventSchemaRegistry:
         entry = self.get(tenant, event_type, version)
         if entry is None:
             if version is not None:
-                raise ValidationError({"schemaVersion": [f"{event_type} has no schema version {version}"]})
+                where = field.removesuffix("data").rstrip(".")
+                raise ValidationError({f"{where}.schemaVersion" if where else "schemaVersion": [f"{event_type} has no schema version {version}"]})
             return None
         validator = self._validator(entry)
         errors: dict[str, list[str]] = {}
