@@ -83,7 +83,8 @@ class IntegrationManager:
         return self.health_service.shutdown()
 
     def close(self) -> None:
-        self.runtime.close()
+        self.runtime.close()  # workers stop first: no handler is in use once they have
+        self.publish.close_handlers()
         self.health_service.pool.shutdown(wait=False)
 
     def run_record(self, record_id: str) -> None:

@@ -432,6 +432,17 @@ class PublishService:
                 query = query.where(DeadLetter.subscription == subscription)
             return [row.to_dict() for row in session.scalars(query.order_by(DeadLetter.created_at.desc()).limit(limit))]
 
+    def close_handlers(self) -> None:
+        """Release what subscription handlers hold (an HTTP session): each one's ``close()``, if it has one."""
+        for spec in self.specs.values():
+            handler = getattr(spec.handler, "handler", spec.handler)  # a FilteredHandler's inner one
+            close = getattr(handler, "close", None)
+            if callable(close):
+                try:
+                    close()
+                except Exception:  # one handler's failure must not keep the others open
+                    log.warning("closing the handler of subscription %s failed", spec.name, exc_info=True)
+
     def replay_dead_letter(self, tenant: str, letter_id: str) -> dict[str, Any]:
         """Hand one dead letter to its subscription's handler again (its receiver was fixed): delivered, the
         dead letter is gone (an audit row says so); failed again, it stays with the new error and one attempt more.
@@ -607,8 +618,8 @@ class PublishService:
         try:
             settings = settings_schema().load(raw)
         except SettingsError as error:
-            field, reasons = next(iter(error.messages_dict.items()))
-            raise ConfigError(f"{path}.{field}", "; ".join(map(str, reasons if isinstance(reasons, list) else [reasons]))) from None
+            field, reasons = _first_problem(error.messages_dict)
+            raise ConfigError(f"{path}.{field}", reasons) from None
         context = HandlerContext(subscription=name, tenant=tenant, hub=lambda: self.manager)
         handler = factory(settings, context)
         return handler, str(getattr(handler, "label", f"{entry['type']} ({plugin})"))
@@ -645,6 +656,16 @@ class PublishService:
         if spec is None or spec.subscription.tenant != tenant:
             raise NotFound(f"No subscription {name}")
         return spec
+
+
+def _first_problem(messages: Any, prefix: str = "") -> tuple[str, str]:
+    """The first error of a marshmallow messages dict as a dotted key path and its reasons
+    (``secrets.1``: "Not a valid string."), however deep the schema nests."""
+    while isinstance(messages, dict) and messages:
+        key, messages = next(iter(messages.items()))
+        prefix = f"{prefix}.{key}" if prefix else str(key)
+    reasons = messages if isinstance(messages, list) else [messages]
+    return prefix, "; ".join(map(str, reasons))
 
 
 def _prefixes(tenant: str) -> tuple[str, str]:
