@@ -55,8 +55,8 @@ __all__ = [
 
 __version__ = "0.1.0"
 
-#: The handler type subscriptions name in ``hub.yaml`` (``handler: {type: webhook, url: ...}``).
-TYPE_NAME = "webhook"
+#: The handler type subscriptions name in ``hub.yaml`` (``handler: {type: standard-webhook, url: ...}``).
+TYPE_NAME = "standard-webhook"
 #: Seconds a receiver accepts between a message's ``webhook-timestamp`` and its own clock (either way).
 DEFAULT_TOLERANCE = 300
 #: The window ``standardwebhooks.Webhook.verify`` applies itself (fixed at five minutes in the library).
@@ -127,7 +127,7 @@ def _check_headers(headers: Mapping[str, str]) -> None:
 
 
 class WebhookSettings(Schema):
-    """``subscriptions.<name>.handler`` for ``type: webhook`` (without ``type``)."""
+    """``subscriptions.<name>.handler`` for ``type: standard-webhook`` (without ``type``)."""
 
     class Meta:
         unknown = RAISE

@@ -20,7 +20,7 @@ from typing import Any
 
 import hub_webhooks
 import pytest
-from hub_webhooks import InvalidSignature, WebhookSender, generate_secret, verify, verify_request
+from hub_webhooks import TYPE_NAME, InvalidSignature, WebhookSender, generate_secret, verify, verify_request
 from standardwebhooks import Webhook, WebhookVerificationError
 from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request, Response
@@ -105,7 +105,7 @@ def receiver() -> Iterator[Receiver]:
 
 
 def subscription(url: str, **options: Any) -> dict[str, Any]:
-    handler = {"type": "webhook", "url": url, "secret": SECRET, **options.pop("handler", {})}
+    handler = {"type": TYPE_NAME, "url": url, "secret": SECRET, **options.pop("handler", {})}
     return {
         "tenant": "demo",
         "topics": ["orders"],
