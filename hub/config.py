@@ -439,6 +439,12 @@ class SubscriptionSchema(Schema):
     enabled = fields.Boolean(load_default=True)
 
 
+class SubscriptionRequestSchema(SubscriptionSchema):
+    """``POST /events/subscriptions``: a subscription as hub.yaml holds it, with its ``name``."""
+
+    name = fields.String(required=True, validate=validate.Regexp(r"^[A-Za-z0-9._-]{1,100}$"))
+
+
 class HubConfigSchema(Schema):
     class Meta:
         unknown = RAISE

@@ -12,7 +12,7 @@ from flask import Flask
 from hub import schemas
 from hub.api.middleware import API_PREFIX, MAX_OFFSET, idempotent
 from hub.capabilities import PAYMENT_STATUSES
-from hub.config import SERVICES, TemplateSchema
+from hub.config import SERVICES, SubscriptionRequestSchema, TemplateSchema
 from hub.schemas import EVENT_TYPE
 from hub.services.templates import TEMPLATE_NAME
 
@@ -39,6 +39,7 @@ REQUEST_BODIES: dict[str, tuple[type, int]] = {
     "push_inventory_updates": (schemas.InventoryPushSchema, 200),
     "save_template": (TemplateSchema, 200),
     "register_event_schema": (schemas.EventTypeSchemaSchema, 201),
+    "create_subscription": (SubscriptionRequestSchema, 201),
 }
 
 _PAGE = [

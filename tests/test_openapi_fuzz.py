@@ -59,6 +59,10 @@ RUNTIME_RULES: dict[str, tuple[set[str], str]] = {
     "POST /events": ({"data", "schemaVersion"}, _EVENT_SCHEMAS),
     "POST /test/event": ({"data", "schemaVersion"}, _EVENT_SCHEMAS),
     "POST /events/batch": ({"events"}, _EVENT_SCHEMAS),
+    "POST /events/subscriptions": (
+        {"handler", "group", "provider", "tenant", "name", "topics", "filter"},
+        "handler types and their settings are the plugins'; providers and groups follow the tenant's configuration",
+    ),
     "PUT /events/schemas/{event_type}/{version}": (
         {"version", "schema"},
         "versions follow the ones registered (known at run time); a schema must be a valid JSON Schema, compatible with the version before",

@@ -1853,3 +1853,43 @@ def test_a_handlers_retry_after_stretches_the_wait_before_the_next_try(make_hub:
     hub.publish(1)
     hub.wait_until(lambda: len(calls) >= 2, what="the second try")
     assert calls[1] - calls[0] >= 0.55  # not the subscription's 10 ms backoff
+
+
+def test_a_subscription_defined_through_the_api_runs_in_every_process_until_deleted(
+    make_hub: Callable[..., Hub], receiver: Receiver
+) -> None:
+    hub = make_hub(workers=0)
+    body = {
+        "name": "orders-api",
+        "topics": ["orders"],
+        "handler": {"type": "webhook", "url": f"{receiver.url}/api-made"},
+        "backoff": {"initial": 0.05, "max": 0.2},
+    }
+    made = hub.post("/events/subscriptions", body, 201)
+    assert made["name"] == "orders-api" and made["groupId"] == "demo.orders-api" and made["source"] == "api"
+    conflict = hub.client.post(f"{API}/events/subscriptions", json=body, headers=hub.headers)
+    assert conflict.status_code == 409
+    bad = hub.client.post(
+        f"{API}/events/subscriptions",
+        json={**body, "name": "x", "handler": {"type": "notify", "channel": "fax"}},
+        headers=hub.headers,
+    )
+    assert bad.status_code == 422 and set(bad.get_json()["errors"]) <= {"handler.channel", "handler.template"}, (
+        bad.get_json()
+    )
+    foreign = hub.client.post(
+        f"{API}/events/subscriptions", json={**body, "name": "y", "tenant": "acme"}, headers=hub.headers
+    )
+    assert foreign.status_code == 422 and "tenant" in foreign.get_json()["errors"]
+
+    # Another process (its own manager on the same database) picks it up and runs it.
+    other = make_hub(workers=1)
+    hub.publish(7)
+    assert receiver.wait_for(1, "/api-made") == [7]
+    assert other.subscription("orders-api")["source"] == "api"
+    assert (
+        hub.client.delete(f"{API}/events/subscriptions/orders-api", headers=hub.headers).get_json()["data"]["deleted"]
+        is True
+    )
+    other.manager.publish._stored_synced_at = float("-inf")  # its next round looks again at once
+    other.wait_until(lambda: "orders-api" not in other.manager.publish.specs, what="the other process to drop it")

@@ -66,6 +66,19 @@ def list_subscriptions() -> Any:
     return ok({"subscriptions": manager().publish.subscriptions(g.tenant)})
 
 
+@blueprint.post("/events/subscriptions")
+def create_subscription() -> Any:
+    """Define a subscription (hub.yaml's shape plus ``name``): topics, a filter and a handler (an action, a
+    webhook); every hub process picks it up within seconds. A bad setting is a 422 naming it."""
+    return ok(manager().publish.create_subscription(g.tenant, json_body()), 201)
+
+
+@blueprint.delete("/events/subscriptions/<name>")
+def delete_subscription(name: str) -> Any:
+    """Remove a subscription defined through the API (409 for one from hub.yaml)."""
+    return ok(manager().publish.delete_subscription(g.tenant, name))
+
+
 @blueprint.get("/events/subscriptions/<name>")
 def get_subscription(name: str) -> Any:
     return ok(manager().publish.subscription(g.tenant, name))

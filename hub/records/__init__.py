@@ -32,6 +32,7 @@ from hub.records.events import (
     DeadLetter,
     Lease,
     StoredEventSchema,
+    StoredSubscription,
 )
 from hub.records.sync import (
     InventoryChange,
@@ -58,6 +59,7 @@ __all__ = [
     "RecipientOutcome",
     "Record",
     "StoredEventSchema",
+    "StoredSubscription",
     "StoredTemplate",
     "SyncCheckpoint",
     "SyncedRecord",

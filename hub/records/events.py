@@ -98,3 +98,17 @@ class StoredEventSchema(Base):
     schema: Mapped[dict[str, Any]] = mapped_column(JSON)
     breaking: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class StoredSubscription(Base):
+    """A subscription a tenant defined through the API (``POST /events/subscriptions``): every hub process
+    runs it as one from ``hub.yaml`` (one of them at a time, by its lease)."""
+
+    __tablename__ = "hub_subscriptions"
+
+    #: Lease names are global, so subscription names are unique across tenants.
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(100), index=True)
+    #: The subscription as hub.yaml would hold it (validated by SubscriptionSchema).
+    definition: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from hub.capabilities import ConsumedRecord, ConsumerGroup, Event, HandlerContext, OffsetReset, Subscription, to_dict
+from hub.config import SubscriptionSchema
 from hub.errors import (
     ConfigError,
     Conflict,
@@ -25,7 +26,7 @@ from hub.errors import (
     UnsupportedError,
     ValidationError,
 )
-from hub.records import AuditEntry, DeadLetter, Record, new_id, utcnow
+from hub.records import AuditEntry, DeadLetter, Record, StoredSubscription, new_id, utcnow
 from hub.runtime import Runtime, describe
 from hub.runtime.leases import LeaseManager
 from hub.schemas import TOPIC, EventBatchSchema, EventSchema, OffsetResetSchema, load
@@ -35,6 +36,8 @@ from hub.services.subscriptions import Handler, SubscriptionRunner, Subscription
 
 log = logging.getLogger("hub.publish")
 
+#: Seconds between two looks at the subscriptions defined through the API (another process may have added one).
+STORED_SUBSCRIPTIONS_EVERY = 2.0
 #: What SubscriptionHandlerSchema fills in for the core's own types: not settings of a plugin's handler type.
 _HANDLER_DEFAULTS: dict[str, Any] = {"url": None, "headers": {}, "timeout": 10.0, "secret": None, "name": None}
 SUBSCRIPTION_NAME = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
@@ -53,6 +56,8 @@ class PublishService:
         self.schemas = EventSchemaRegistry(runtime)
         #: The IntegrationManager, set once it is built: what handler types' ``context.hub()`` returns.
         self.manager: Any = None
+        self._stored_synced_at = float("-inf")
+        self.sync_stored_subscriptions()
         self.runner = SubscriptionRunner(self)
         runtime.jobs.register_worker("subscriptions", self.runner.run)
         runtime.jobs.register_handler("event", self.run_queued)
@@ -398,6 +403,66 @@ class PublishService:
         )
         self.specs[name] = spec
         return spec.subscription
+
+    # --- subscriptions defined through the API (kept in the database, run by every process) ---------------
+
+    def create_subscription(self, tenant: str, raw: Any) -> dict[str, Any]:
+        """Define a subscription for ``tenant`` (the hub.yaml shape plus ``name``); every process picks it up
+        within seconds. Its settings are checked as hub.yaml's are: a bad one is a 422 naming it."""
+        if not isinstance(raw, dict):
+            raise ValidationError({"body": ["must be a JSON object"]})
+        name = raw.get("name")
+        if not isinstance(name, str) or not SUBSCRIPTION_NAME.match(name):
+            raise ValidationError({"name": ["1-100 letters, digits, '.', '_' or '-'"]})
+        definition = {key: value for key, value in raw.items() if key != "name"}
+        if definition.get("tenant") not in (None, tenant):
+            raise ValidationError({"tenant": ["a subscription is the calling tenant's"]})
+        definition["tenant"] = tenant
+        try:
+            entry = load(SubscriptionSchema(), definition)
+            spec = self._spec_from_config(name, entry)
+        except ConfigError as error:
+            raise ValidationError({error.path.removeprefix(f"subscriptions.{name}."): [error.reason]}) from None
+        spec.source = "api"
+        with self.runtime.db.session() as session:
+            if name in self.specs or session.get(StoredSubscription, name) is not None:
+                raise Conflict(f"a subscription named {name} exists already")
+            session.add(StoredSubscription(name=name, tenant=tenant, definition=definition, created_at=utcnow()))
+        self.specs[name] = spec
+        return self.subscription(tenant, name)
+
+    def delete_subscription(self, tenant: str, name: str) -> dict[str, Any]:
+        """Remove a subscription defined through the API (its worker stops within a second, wherever it runs)."""
+        spec = self._spec(tenant, name)
+        if spec.source != "api":
+            raise Conflict(f"subscription {name} comes from {'hub.yaml' if spec.source == 'config' else 'Python'}: remove it there")
+        with self.runtime.db.session() as session:
+            stored = session.get(StoredSubscription, name)
+            if stored is not None:
+                session.delete(stored)
+        self.specs.pop(name, None)
+        return {"name": name, "deleted": True}
+
+    def sync_stored_subscriptions(self) -> None:
+        """Run what the API defined (in any process) and stop what it removed; the supervisor calls it each round."""
+        now = time.monotonic()
+        if now - self._stored_synced_at < STORED_SUBSCRIPTIONS_EVERY:
+            return
+        self._stored_synced_at = now
+        with self.runtime.db.session() as session:
+            stored = {row.name: row.definition for row in session.scalars(select(StoredSubscription))}
+        for name, definition in stored.items():
+            if name in self.specs:
+                continue
+            try:
+                spec = self._spec_from_config(name, load(SubscriptionSchema(), definition))
+            except (ConfigError, ValidationError) as error:  # e.g. a handler type whose plugin was removed
+                log.error("subscription %s (defined through the API) cannot run: %s", name, error)
+                continue
+            spec.source = "api"
+            self.specs[name] = spec
+        for name in [name for name, spec in self.specs.items() if spec.source == "api" and name not in stored]:
+            self.specs.pop(name, None)
 
     def remove_subscription(self, name: str) -> bool:
         """Stop running a subscription added with :meth:`subscribe` (its worker unsubscribes within a second)."""

@@ -343,6 +343,7 @@ class SubscriptionRunner:
                 del self.threads[name]
         if self.service.runtime.state != "running":
             return
+        self.service.sync_stored_subscriptions()
         for name, spec in list(self.service.specs.items()):
             if name in self.threads or not spec.enabled or stop.is_set():
                 continue
