@@ -1893,3 +1893,28 @@ def test_a_subscription_defined_through_the_api_runs_in_every_process_until_dele
     )
     other.manager.publish._stored_synced_at = float("-inf")  # its next round looks again at once
     other.wait_until(lambda: "orders-api" not in other.manager.publish.specs, what="the other process to drop it")
+
+
+def test_a_tenants_subscription_never_gets_another_tenants_events_on_a_shared_topic(
+    make_hub: Callable[..., Hub], receiver: Receiver
+) -> None:
+    hub = make_hub()
+    acme = {"Authorization": f"Bearer {hub.manager.tokens.create('acme', 'publish-tests')[1]}", "X-Tenant-ID": "acme"}
+    made = hub.client.post(
+        f"{API}/events/subscriptions",
+        json={
+            "name": "acme-orders",
+            "topics": ["orders"],
+            "handler": {"type": "webhook", "url": f"{receiver.url}/acme"},
+        },
+        headers=acme,
+    )
+    assert made.status_code == 201, made.get_json()
+    hub.publish(1)  # demo's event on the shared topic
+    mine = hub.client.post(
+        f"{API}/events", json={"topic": "orders", "eventType": "order.created", "data": {"n": 2}}, headers=acme
+    )
+    assert mine.status_code == 201
+    assert receiver.wait_for(1, "/acme") == [2]
+    time.sleep(0.3)
+    assert receiver.numbers("/acme") == [2]  # demo's event 1 was committed past, never delivered

@@ -73,6 +73,15 @@ class SubscriptionSpec:
     def name(self) -> str:
         return self.subscription.name
 
+    def sees(self, record: ConsumedRecord) -> bool:
+        """Whether the handler gets ``record``. Topics are shared by tenants, so a hub event of another tenant never
+        reaches a tenant's subscription; a message that is no hub event (another producer's) reaches only
+        subscriptions the operator defined (hub.yaml, Python), not those a tenant defined through the API."""
+        event = record.event()
+        if event is None:
+            return self.source != "api"
+        return event.tenant == self.subscription.tenant
+
     @property
     def lease_name(self) -> str:
         return lease_name(self.subscription.name)
@@ -235,6 +244,8 @@ class SubscriptionWorker:
     def _deliver(self, record: ConsumedRecord, done: dict[tuple[str, int], PartitionOffset]) -> bool:
         """Hand ``record`` to the handler until it succeeds or becomes a dead letter (True), or the worker
         has to stop while waiting to try again (False: not handled)."""
+        if not self.spec.sees(record):
+            return True  # another tenant's event on a shared topic: never this tenant's handler's
         attempt = 0
         while True:
             attempt += 1
