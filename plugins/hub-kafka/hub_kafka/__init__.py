@@ -229,7 +229,6 @@ class Kafka(Provider):
             "request_timeout_ms": max(settings["request_timeout_ms"], settings["session_timeout_ms"] + 5000),
         }
 
-    @property
     def producer(self) -> Any:
         """The provider's one producer, shared by every thread (kafka-python's producer is thread-safe)."""
         with self._clients_lock:
@@ -242,8 +241,9 @@ class Kafka(Provider):
                     raise self._error(error, "connecting the producer") from None
             return self._producer
 
-    @property
     def admin(self) -> Any:
+        """The provider's admin client, made on first use. (Methods, not properties: the plugin manager looks at
+        every attribute of a provider when registering it, and a property would connect then.)"""
         with self._clients_lock:
             if self._admin is None:
                 from kafka import KafkaAdminClient
@@ -260,7 +260,7 @@ class Kafka(Provider):
             return self._admin
 
     def _admin_call(self, action: str, call: Callable[[Any], Any]) -> Any:
-        admin = self.admin
+        admin = self.admin()
         try:
             with self._admin_lock:
                 return call(admin)
@@ -347,7 +347,7 @@ class Kafka(Provider):
 
     def _send(self, event: Event) -> Any:
         topic, key, value, headers = self.record_for(event)
-        return self.producer.send(topic, value=value, key=key, headers=headers)
+        return self.producer().send(topic, value=value, key=key, headers=headers)
 
     def _wait_timeout(self) -> float:
         settings = self.settings
@@ -381,7 +381,7 @@ class Kafka(Provider):
                 futures.append(None)
                 errors.append(self._error(error, f"publishing to {event.topic}"))
         try:
-            self.producer.flush(timeout=self._wait_timeout())
+            self.producer().flush(timeout=self._wait_timeout())
         except Exception as error:  # a flush that timed out: each future below says which records made it
             self.log.warning("kafka: flush of a batch of %d did not finish: %s", len(events), error)
         results: list[PublishResult] = []
