@@ -12,16 +12,19 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import hub_kafka
 import pytest
 
+from hub import hookimpl
 from hub.capabilities import ConsumedRecord, Event, Subscription
 from hub.errors import ConfigError, PermanentError, TransientError
 from hub.testing import ProviderHarness
 from hub.testing.contracts import check_provider_class, run_contract
+from hub.testing.rest import RestHub, rest_hub
 from hub.testing.servers import ServerProcess, free_port, refused_url
 
 API = "/api/integrations"
@@ -331,3 +334,216 @@ def test_settings_are_validated_and_read_from_the_environment(provider_harness: 
     )
     assert secure.connection_config()["sasl_plain_password"] == "s3cret"
     assert "sasl_password" in hub_kafka.Kafka.secret_settings
+
+
+# --- through the hub ------------------------------------------------------------------------------------
+
+
+def kafka_hub(data_dir: Path, bootstrap: str, plugins: tuple[tuple[object, str], ...] = (), **config: Any) -> RestHub:
+    return rest_hub(
+        data_dir,
+        plugins=[(hub_kafka, "kafka"), *plugins],
+        providers={"kafka": {"type": "kafka", "bootstrap_servers": bootstrap, "topic_partitions": 2, **FAST_GROUPS}},
+        services={"kafka": {"providers": ["kafka"]}},
+        **config,
+    )
+
+
+def data(response: Any, status: int = 200) -> Any:
+    body = response.get_json()
+    assert response.status_code == status, body
+    return body["data"]
+
+
+def wait_until(condition: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while not (result := condition()):
+        assert time.monotonic() < deadline, f"{what} not reached in {timeout} s"
+        time.sleep(0.1)
+    return result
+
+
+def test_consumer_groups_are_described_and_reset_through_the_rest_api(
+    tmp_path: Path, bootstrap: str, unique: str
+) -> None:
+    topic = f"sales-{unique}"
+    group = f"demo.erp-{unique}"
+    with kafka_hub(tmp_path, bootstrap) as api:
+        published = [
+            data(
+                api.post(
+                    f"{API}/events",
+                    {"topic": topic, "eventType": "sales.order.created", "data": {"n": n}, "key": "SO-1"},
+                ),
+                201,
+            )
+            for n in range(4)
+        ]
+        assert [item["offset"] for item in published] == ["0", "1", "2", "3"] and published[0]["provider"] == "kafka"
+        partition = published[0]["partition"]
+        provider = api.hub.registry.instance("kafka", "demo")
+        outsider = Subscription(f"erp-{unique}", "demo", group, (topic,))  # a consumer outside the hub
+        records = collect(provider, outsider, 4)
+        provider.commit(outsider, [records[0].next_offset])
+        high = provider._consumers[(outsider.name, group)].consumer.highwater(
+            __import__("kafka").TopicPartition(topic, partition)
+        )
+
+        (described,) = [g for g in data(api.get(f"{API}/events/consumer-groups"))["groups"] if g["groupId"] == group]
+        assert described["state"] == "Stable" and described["memberCount"] == 1 and described["provider"] == "kafka"
+        assert described["members"][0]["memberId"]
+        lags = {item["partition"]: item for item in described["partitions"]}
+        assert (lags[partition]["committed"], lags[partition]["end"], lags[partition]["lag"]) == (1, high, 3)
+        assert described["topics"] == [topic]
+
+        refused = api.post(f"{API}/events/consumer-groups/{group}/reset", {"topic": topic, "to": "earliest"})
+        assert refused.status_code == 409 and "active member" in refused.get_json()["message"]
+        provider.unsubscribe(outsider)
+
+        explicit = data(
+            api.post(
+                f"{API}/events/consumer-groups/{group}/reset",
+                {"topic": topic, "to": "explicit", "offsets": {str(partition): 2}},
+            )
+        )
+        assert explicit["offsets"] == [{"topic": topic, "partition": partition, "offset": 2}]
+        assert [record.offset for record in collect(provider, outsider, 2)] == [2, 3]
+        provider.unsubscribe(outsider)
+        past_end = api.post(
+            f"{API}/events/consumer-groups/{group}/reset",
+            {"topic": topic, "to": "explicit", "offsets": {str(partition): 99}},
+        )
+        assert past_end.status_code == 422 and "past the end" in past_end.get_json()["message"]
+        latest = data(api.post(f"{API}/events/consumer-groups/{group}/reset", {"topic": topic, "to": "latest"}))
+        assert {item["partition"]: item["offset"] for item in latest["offsets"]}[partition] == 4
+        earliest = data(api.post(f"{API}/events/consumer-groups/{group}/reset", {"topic": topic, "to": "earliest"}))
+        assert {item["offset"] for item in earliest["offsets"]} == {0}
+        (after,) = [g for g in data(api.get(f"{API}/events/consumer-groups"))["groups"] if g["groupId"] == group]
+        assert after["state"] == "Empty" and after["memberCount"] == 0
+        assert {item["partition"]: item["lag"] for item in after["partitions"]}[partition] == 4
+        other = api.hub.tokens.create("acme")[1]
+        theirs = api.client.get(
+            f"{API}/events/consumer-groups", headers={"Authorization": f"Bearer {other}", "X-Tenant-ID": "acme"}
+        )
+        assert group not in [g["groupId"] for g in data(theirs)["groups"]]  # another tenant's groups stay hidden
+
+
+class Handled:
+    """A handler plugin: records every event it handles; fails for good on ``data.poison``."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.seen: list[int] = []
+        self.attempts: dict[int, int] = {}
+
+    def __call__(self, record: ConsumedRecord, subscription: Subscription) -> None:
+        number = record.value["data"]["n"]
+        with self.lock:
+            self.attempts[number] = self.attempts.get(number, 0) + 1
+        if record.value["data"].get("poison"):
+            raise ValueError(f"cannot reserve stock for {number}")
+        with self.lock:
+            self.seen.append(number)
+
+    @hookimpl
+    def register_handlers(self, register: Callable[..., None]) -> None:
+        register("reserve-stock", self)
+
+
+def test_a_subscription_survives_the_hub_being_closed_and_rebuilt_without_losing_or_rerunning_a_committed_event(
+    tmp_path: Path, bootstrap: str, unique: str
+) -> None:
+    topic = f"stock-{unique}"
+    handler = Handled()
+    subscriptions = {
+        "stock": {
+            "tenant": "demo",
+            "topics": [topic],
+            "handler": {"type": "callable", "name": "reserve-stock"},
+            "lease_seconds": 2,
+        }
+    }
+
+    def publish(api: RestHub, n: int) -> None:
+        data(
+            api.post(
+                f"{API}/events",
+                {"topic": topic, "eventType": "inventory.stock.updated", "data": {"n": n}, "key": f"SKU-{n % 3}"},
+            ),
+            201,
+        )
+
+    def lag(api: RestHub) -> int | None:
+        groups = [g for g in data(api.get(f"{API}/events/consumer-groups"))["groups"] if g["groupId"] == "demo.stock"]
+        return groups[0]["lag"] if groups else None
+
+    first = kafka_hub(tmp_path, bootstrap, plugins=((handler, "handlers"),), subscriptions=subscriptions)
+    try:
+        for n in range(3):
+            publish(first, n)
+        first.hub.start_workers(1)
+        wait_until(lambda: len(handler.seen) == 3, what="three events handled")
+        wait_until(lambda: lag(first) == 0, what="everything committed")
+        view = data(first.get(f"{API}/events/subscriptions/stock"))
+        assert view["running"] and view["provider"] == "kafka"
+    finally:
+        first.close()  # stops the worker (it leaves the group), closes the producer and consumers
+    with kafka_hub(tmp_path, bootstrap, plugins=((handler, "handlers"),), subscriptions=subscriptions) as second:
+        for n in range(3, 6):
+            publish(second, n)  # published while no hub consumed
+        second.hub.start_workers(1)
+        wait_until(lambda: len(handler.seen) == 6, what="the events published in between handled")
+        wait_until(lambda: lag(second) == 0, what="everything committed again")
+        time.sleep(1.0)
+    assert sorted(handler.seen) == list(range(6)) and len(handler.seen) == 6  # none lost, none run twice
+    for key in range(3):  # per key, in publishing order
+        assert [n for n in handler.seen if n % 3 == key] == [n for n in range(6) if n % 3 == key]
+
+
+def test_a_poison_message_is_dead_lettered_after_max_attempts_and_the_subscription_moves_on(
+    tmp_path: Path, bootstrap: str, unique: str
+) -> None:
+    topic = f"orders-{unique}"
+    dead_topic = f"orders-{unique}.dead-letters"
+    handler = Handled()
+    subscriptions = {
+        "orders": {
+            "tenant": "demo",
+            "topics": [topic],
+            "handler": {"type": "callable", "name": "reserve-stock"},
+            "max_attempts": 3,
+            "backoff": {"initial": 0.2, "max": 0.4},
+            "dead_letter_topic": dead_topic,
+            "lease_seconds": 2,
+        }
+    }
+    with kafka_hub(tmp_path, bootstrap, plugins=((handler, "handlers"),), subscriptions=subscriptions) as api:
+        for n in range(3):
+            body = {
+                "topic": topic,
+                "eventType": "sales.order.created",
+                "data": {"n": n, "poison": n == 1},
+                "key": "SO-1",
+            }
+            data(api.post(f"{API}/events", body), 201)
+        api.hub.start_workers(1)
+        wait_until(lambda: handler.seen == [0, 2], what="the good events handled, in order")
+        (letter,) = wait_until(lambda: data(api.get(f"{API}/events/dead-letters?subscription=orders"))["items"])
+        assert letter["attempts"] == 3 and handler.attempts[1] == 3 and "cannot reserve stock for 1" in letter["error"]
+        assert letter["published"]["topic"] == dead_topic and letter["published"]["provider"] == "kafka"
+        (record,) = topic_records(bootstrap, dead_topic)
+        envelope = json.loads(record.value)
+        assert envelope["eventType"] == "hub.dead_letter" and envelope["data"]["value"]["data"]["n"] == 1
+        assert "cannot reserve stock for 1" in envelope["data"]["error"] and envelope["data"]["attempts"] == 3
+        headers = {name: value.decode() for name, value in record.headers}
+        assert headers["x-hub-dead-letter"] == "orders" and headers["event-type"] == "sales.order.created"
+        assert record.key == b"SO-1"
+        wait_until(
+            lambda: (
+                [g for g in data(api.get(f"{API}/events/consumer-groups"))["groups"] if g["groupId"] == "demo.orders"][
+                    0
+                ]["lag"]
+                == 0
+            ),
+            what="committed past the dead letter",
+        )
