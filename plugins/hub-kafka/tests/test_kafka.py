@@ -20,7 +20,7 @@ import hub_kafka
 import pytest
 
 from hub import hookimpl
-from hub.capabilities import ConsumedRecord, Event, Subscription
+from hub.capabilities import ConsumedRecord, Event, PartitionOffset, Subscription
 from hub.errors import ConfigError, PermanentError, TransientError
 from hub.testing import ProviderHarness
 from hub.testing.contracts import check_provider_class, run_contract
@@ -143,6 +143,9 @@ def test_a_round_trip_in_a_group_carries_key_headers_and_envelope_and_resumes_af
         "tenant": "demo",
     }
     assert first.timestamp is not None
+    consumer = provider._consumers[(subscription.name, subscription.group)].consumer
+    assert provider.consume(subscription, 0, 0) == []  # a keep-alive: pauses, polls, resumes
+    assert consumer.paused() == set() and consumer.assignment()
     provider.commit(subscription, [records[1].next_offset])
     provider.unsubscribe(subscription)
     again = collect(provider, subscription, 2)
@@ -547,3 +550,63 @@ def test_a_poison_message_is_dead_lettered_after_max_attempts_and_the_subscripti
             ),
             what="committed past the dead letter",
         )
+
+
+def test_a_rebalance_hands_partitions_over_at_the_committed_offset_and_a_commit_for_a_lost_one_is_refused(
+    provider_harness: ProviderHarness, bootstrap: str, unique: str
+) -> None:
+    provider = build(provider_harness, bootstrap, topic_partitions=2)
+    topic = f"rebalance-{unique}"
+    group = f"demo.rebalance-{unique}"
+    for n in range(8):
+        provider.publish(event(topic, n, key=f"SKU-{n}"))
+    first = Subscription(f"first-{unique}", "demo", group, (topic,))
+    second = Subscription(f"second-{unique}", "demo", group, (topic,))
+    records = collect(provider, first, 8)
+    assert {record.partition for record in records} == {0, 1}
+    handled = {record.partition: record for record in records}  # the last record of each partition
+    provider.commit(first, [record.next_offset for record in handled.values()])
+    taken: list[ConsumedRecord] = []
+
+    def join_second() -> None:
+        until = time.monotonic() + 15
+        while time.monotonic() < until:
+            taken.extend(provider.consume(second, 10, 0.2))
+            if provider._consumers[(second.name, group)].consumer.assignment():
+                return
+
+    joining = threading.Thread(target=join_second)
+    joining.start()
+    deadline = time.monotonic() + 15
+    state = provider._consumers[(first.name, group)]
+    while (len(state.consumer.assignment()) != 1 or joining.is_alive()) and time.monotonic() < deadline:
+        provider.consume(first, 10, 0.2)  # the first member keeps polling, so it takes part in the rebalance
+    joining.join()
+    kept = {tp.partition for tp in state.consumer.assignment()}
+    assert len(kept) == 1, "the group did not split the two partitions between its members"
+    (lost,) = {0, 1} - kept
+    with pytest.raises(TransientError, match="lost"):
+        provider.commit(first, [PartitionOffset(topic, lost, handled[lost].offset + 1)])
+    provider.publish(event(topic, 8, key=handled[lost].key))
+    assert taken == []  # the second member started the partition at the first one's commit
+    after = collect(provider, second, 1, wait=10)
+    assert [(record.partition, record.value["data"]["n"]) for record in after] == [(lost, 8)]
+    provider.unsubscribe(first)
+    provider.unsubscribe(second)
+
+
+def test_a_latest_start_is_committed_at_once_so_a_restart_skips_nothing(
+    provider_harness: ProviderHarness, bootstrap: str, unique: str
+) -> None:
+    provider = build(provider_harness, bootstrap, topic_partitions=1)
+    topic = f"latest-{unique}"
+    for n in range(3):
+        provider.publish(event(topic, n))  # one record per request: Tansu's LATEST is right then
+    subscription = Subscription(f"latest-{unique}", "demo", f"demo.latest-{unique}", (topic,), start="latest")
+    assert collect(provider, subscription, 1, wait=4) == []  # joined at the end: nothing old
+    (group,) = [g for g in provider.consumer_groups() if g.group_id == subscription.group]
+    assert [(lag.committed, lag.end) for lag in group.partitions] == [(3, 3)]  # the start position, committed
+    provider.unsubscribe(subscription)
+    provider.publish(event(topic, 3))  # published while nobody consumed
+    assert [record.value["data"]["n"] for record in collect(provider, subscription, 1)] == [3]
+    provider.unsubscribe(subscription)
