@@ -141,6 +141,8 @@ class _ConsumerState:
     #: Per partition, the next offset the hub asked to commit and the one known durable.
     handled: dict[Any, int] = field(default_factory=dict)
     durable: dict[Any, int] = field(default_factory=dict)
+    #: How many times the rebalance listener committed handled offsets before partitions moved.
+    revoke_commits: int = 0
 
 
 class Kafka(Provider):
@@ -596,7 +598,7 @@ class Kafka(Provider):
         if not ids:
             return []
         described = self.describe_groups(ids)
-        committed = self._admin_call("listing group offsets", lambda admin: admin.list_group_offsets(ids))
+        committed = self._group_offsets(ids)
         groups: list[tuple[str, str, list[GroupMember], dict[str, dict[int, int | None]]]] = []
         for group_id in ids:
             info = described.get(group_id) or {}
@@ -630,6 +632,20 @@ class Kafka(Provider):
             topics = [self.hub_topic(topic) or topic for topic in sorted(per_topic)]
             result.append(ConsumerGroup(group_id, state, members, topics, lags))
         return result
+
+    def _group_offsets(self, ids: list[str]) -> dict[str, dict[Any, Any]]:
+        """Committed offsets of several groups: one OffsetFetch (v8+, Kafka 3.0+), else one per group."""
+        try:
+            return self._admin_call("listing group offsets", lambda admin: admin.list_group_offsets(ids))
+        except ProviderError as error:
+            if error.provider_code != "UnsupportedVersionError" or len(ids) == 1:
+                raise
+        found: dict[str, dict[Any, Any]] = {}
+        for group_id in ids:
+            found.update(
+                self._admin_call("listing group offsets", lambda admin, g=group_id: admin.list_group_offsets(g))
+            )
+        return found
 
     def _active_members(self, group: str) -> int:
         info = self.describe_groups([group]).get(group) or {}
@@ -706,8 +722,24 @@ class Kafka(Provider):
 
     # --- health and close --------------------------------------------------------------------------
 
+    def _reachable(self, timeout: float = 2.0) -> str | None:
+        """The first bootstrap server accepting a TCP connection, or ``None`` (keeps ``health`` fast when the
+        brokers are down: building a client would wait ``bootstrap_timeout_ms``)."""
+        import socket
+
+        for server in self.settings["bootstrap_servers"].split(","):
+            host, _, port = server.rpartition(":")
+            try:
+                with socket.create_connection((host.strip("[]") or server, int(port or 9092)), timeout=timeout):
+                    return server
+            except (OSError, ValueError):
+                continue
+        return None
+
     @hookimpl
     def health(self) -> HealthResult:
+        if self._admin is None and self._reachable() is None:
+            return HealthResult("error", "kafka: no bootstrap server accepts connections")
         try:
             cluster = self._admin_call("describing the cluster", lambda admin: admin.describe_cluster())
         except ProviderError as error:
@@ -816,31 +848,46 @@ def _member(provider: Kafka, member: dict[str, Any]) -> GroupMember:
 
 
 def _rebalance_listener(provider: Kafka, state: _ConsumerState) -> Any:
-    """A :class:`kafka.ConsumerRebalanceListener` for one subscription's consumer (built lazily: kafka-python is
-    imported only once a consumer exists)."""
-    from kafka import ConsumerRebalanceListener
+    """The rebalance listener of one subscription's consumer (built lazily: kafka-python is imported only once a
+    consumer exists).
+
+    kafka-python 3.x runs listeners on its I/O loop: a blocking ``consumer.commit`` there would wait for the loop it
+    runs on, so the listener is the async kind and awaits the coordinator's commit coroutine (kafka-python's own
+    pre-rebalance auto-commit does the same).
+    """
+    from kafka import AsyncConsumerRebalanceListener
     from kafka.structs import OffsetAndMetadata
 
-    class Listener(ConsumerRebalanceListener):
-        def on_partitions_revoked(self, revoked: Any) -> None:
-            # Before the partitions move: make durable what the hub handled and asked to commit.
+    def forget(partitions: Any) -> None:
+        for tp in partitions:
+            state.handled.pop(tp, None)
+            state.durable.pop(tp, None)
+            state.unstarted.discard(tp)
+
+    class Listener(AsyncConsumerRebalanceListener):
+        async def on_partitions_revoked(self, revoked: Any) -> None:
+            # Still the partitions' owner: make durable what the hub handled and asked to commit, before they move.
             pending = {
                 tp: OffsetAndMetadata(offset, "", -1)
                 for tp, offset in state.handled.items()
-                if tp in set(revoked) and state.durable.get(tp) != offset
+                if tp in revoked and state.durable.get(tp) != offset
             }
-            if pending:
+            commit = getattr(getattr(state.consumer, "_coordinator", None), "_commit_offsets_sync_async", None)
+            if pending and commit is not None:
                 try:
-                    state.consumer.commit(pending)
+                    await commit(pending)
                     state.durable.update({tp: meta.offset for tp, meta in pending.items()})
-                except Exception as error:  # the new owner re-reads them: at-least-once, nothing lost
+                    state.revoke_commits += 1
+                except Exception as error:  # the new owner reads them again: at-least-once, nothing lost
                     provider.log.warning("kafka: commit on revoke failed: %s", error)
-            for tp in revoked:
-                state.handled.pop(tp, None)
-                state.durable.pop(tp, None)
-                state.unstarted.discard(tp)
+            elif pending:
+                provider.log.warning("kafka: this kafka-python cannot commit on revoke; the new owner re-reads")
+            forget(revoked)
 
-        def on_partitions_assigned(self, assigned: Any) -> None:
+        async def on_partitions_lost(self, lost: Any) -> None:
+            forget(lost)  # no longer the owner: committing now could overwrite the new owner's position
+
+        async def on_partitions_assigned(self, assigned: Any) -> None:
             state.unstarted |= set(assigned)
 
     return Listener()
