@@ -116,6 +116,8 @@ class KafkaSettings(Schema):
     session_timeout_ms = fields.Integer(load_default=45_000, validate=validate.Range(min=1000))
     heartbeat_interval_ms = fields.Integer(load_default=3_000, validate=validate.Range(min=100))
     max_poll_interval_ms = fields.Integer(load_default=300_000, validate=validate.Range(min=1000))
+    #: How long the broker may hold a fetch for more data: the idle part of a subscription's latency.
+    fetch_max_wait_ms = fields.Integer(load_default=500, validate=validate.Range(min=0, max=30_000))
 
     @validates_schema
     def _consistent(self, data: dict[str, Any], **_: Any) -> None:
@@ -227,6 +229,7 @@ class Kafka(Provider):
             "session_timeout_ms": settings["session_timeout_ms"],
             "heartbeat_interval_ms": settings["heartbeat_interval_ms"],
             "max_poll_interval_ms": settings["max_poll_interval_ms"],
+            "fetch_max_wait_ms": settings["fetch_max_wait_ms"],
             # A poll may wait up to the hub's timeout; a request must be allowed longer than that.
             "request_timeout_ms": max(settings["request_timeout_ms"], settings["session_timeout_ms"] + 5000),
         }
