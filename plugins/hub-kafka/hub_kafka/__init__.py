@@ -168,6 +168,7 @@ class Kafka(Provider):
         self._clients_lock = threading.Lock()
         self._admin_lock = threading.Lock()
         self._known_topics: set[str] = set()
+        self._broker_names: dict[str, str] = {}
         self._consumers: dict[tuple[str, str], _ConsumerState] = {}
         self._consumers_lock = threading.Lock()
 
@@ -278,12 +279,17 @@ class Kafka(Provider):
 
     def broker_topic(self, topic: str) -> str:
         """The topic's name on the broker (with ``topic_prefix``), checked against Kafka's rule."""
+        known = self._broker_names.get(topic)
+        if known is not None:
+            return known
         name = f"{self.prefix}{topic}"
         if not isinstance(topic, str) or not _TOPIC_NAME.fullmatch(name) or name in (".", ".."):
             raise PermanentError(
                 f"kafka: invalid topic name {topic!r}: use 1-249 characters among letters, digits, '.', '_' and '-'",
                 provider_code="invalid_topic",
             )
+        if len(self._broker_names) < 10_000:  # a cache, bounded: topics are few in practice
+            self._broker_names[topic] = name
         return name
 
     def hub_topic(self, broker_topic: str) -> str | None:
@@ -341,7 +347,7 @@ class Kafka(Provider):
     def record_for(self, event: Event) -> tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]:
         """(broker topic, key, value, headers) of the record ``event`` becomes."""
         topic = self.broker_topic(event.topic)
-        value = json.dumps(to_dict(event.envelope()), separators=(",", ":"), default=str).encode("utf-8")
+        value = json.dumps(event.envelope(), separators=(",", ":"), default=_json_value).encode("utf-8")
         headers = {str(name): str(item) for name, item in event.headers.items()}
         headers.setdefault(EVENT_ID_HEADER, event.id)
         headers.setdefault(EVENT_TYPE_HEADER, event.event_type)
@@ -350,9 +356,9 @@ class Kafka(Provider):
         key = event.key.encode("utf-8") if event.key is not None else None
         return topic, key, value, [(name, item.encode("utf-8")) for name, item in headers.items()]
 
-    def _send(self, event: Event) -> Any:
+    def _send(self, event: Event, producer: Any = None) -> Any:
         topic, key, value, headers = self.record_for(event)
-        return self.producer().send(topic, value=value, key=key, headers=headers)
+        return (producer or self.producer()).send(topic, value=value, key=key, headers=headers)
 
     def _wait_timeout(self) -> float:
         settings = self.settings
@@ -376,17 +382,18 @@ class Kafka(Provider):
             return []
         topics = {self.broker_topic(event.topic) for event in events}  # an invalid topic refuses the whole batch
         self.ensure_topics(topics)
+        producer = self.producer()
         futures: list[Any] = []
         errors: list[ProviderError | None] = []
         for event in events:
             try:
-                futures.append(self._send(event))
+                futures.append(self._send(event, producer))
                 errors.append(None)
             except Exception as error:  # not even queued (no metadata in max_block_ms, too large): this one fails
                 futures.append(None)
                 errors.append(self._error(error, f"publishing to {event.topic}"))
         try:
-            self.producer().flush(timeout=self._wait_timeout())
+            producer.flush(timeout=self._wait_timeout())
         except Exception as error:  # a flush that timed out: each future below says which records made it
             self.log.warning("kafka: flush of a batch of %d did not finish: %s", len(events), error)
         results: list[PublishResult] = []
@@ -817,6 +824,16 @@ def map_error(error: BaseException, action: str, *, transient: bool = False) -> 
         # kafka-python refuses before sending (a record over max_request_size is a MessageSizeTooLargeError above).
         return PermanentError(message, provider_code=code)
     return TransientError(message, provider_code=code)
+
+
+def _json_value(value: Any) -> Any:
+    """What ``json.dumps`` cannot write itself, as :func:`hub.capabilities.to_dict` writes it (Decimal -> str,
+    datetime -> ISO 8601, dataclasses -> dicts); anything else as ``str``."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if hasattr(value, "__dataclass_fields__"):
+        return to_dict(value)
+    return str(value)
 
 
 def _assigned_topics(member: dict[str, Any]) -> list[str]:
