@@ -458,7 +458,7 @@ class Kafka(Provider):
                 self._commit_start_positions(state)
                 return []
             batches = consumer.poll(timeout_ms=int(max(timeout, 0.0) * 1000), max_records=max_records)
-            self._commit_start_positions(state)
+            self._commit_start_positions(state, batches)
         except ProviderError:
             raise
         except Exception as error:
@@ -491,9 +491,11 @@ class Kafka(Provider):
             timestamp=timestamp,
         )
 
-    def _commit_start_positions(self, state: _ConsumerState) -> None:
+    def _commit_start_positions(self, state: _ConsumerState, batches: dict[Any, list[Any]] | None = None) -> None:
         """Commit where newly assigned partitions without a committed offset start, so a restart resumes there
-        rather than resolving ``latest`` again (a record published in between would be skipped)."""
+        rather than resolving ``latest`` again (a record published in between would be skipped). For a partition
+        whose first records this poll returned, that is the first record's offset -- never the position after
+        them, which would lose them if the process died before the hub handled them."""
         if not state.unstarted:
             return
         from kafka.structs import OffsetAndMetadata
@@ -505,7 +507,9 @@ class Kafka(Provider):
         offsets = {}
         for tp in pending:
             if consumer.committed(tp) is None:
-                offsets[tp] = OffsetAndMetadata(consumer.position(tp), "", -1)
+                returned = (batches or {}).get(tp)
+                start = returned[0].offset if returned else consumer.position(tp)
+                offsets[tp] = OffsetAndMetadata(start, "", -1)
         if offsets:
             consumer.commit(offsets)
             state.durable.update({tp: meta.offset for tp, meta in offsets.items()})

@@ -143,6 +143,9 @@ def test_a_round_trip_in_a_group_carries_key_headers_and_envelope_and_resumes_af
         "tenant": "demo",
     }
     assert first.timestamp is not None
+    (group,) = [g for g in provider.consumer_groups() if g.group_id == subscription.group]
+    # The fresh group's start is committed at once -- at the first record returned, not after the records.
+    assert [lag.committed for lag in group.partitions if lag.partition == first.partition] == [0]
     consumer = provider._consumers[(subscription.name, subscription.group)].consumer
     assert provider.consume(subscription, 0, 0) == []  # a keep-alive: pauses, polls, resumes
     assert consumer.paused() == set() and consumer.assignment()
