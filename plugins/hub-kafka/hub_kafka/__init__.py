@@ -458,7 +458,14 @@ class Kafka(Provider):
                 self._commit_start_positions(state)
                 return []
             batches = consumer.poll(timeout_ms=int(max(timeout, 0.0) * 1000), max_records=max_records)
-            self._commit_start_positions(state, batches)
+            try:
+                self._commit_start_positions(state, batches)
+            except Exception:
+                # The records fetched are not returned: move back to them, so the next call returns them.
+                for tp, messages in batches.items():
+                    if messages:
+                        consumer.seek(tp, messages[0].offset)
+                raise
         except ProviderError:
             raise
         except Exception as error:
@@ -503,7 +510,7 @@ class Kafka(Provider):
         consumer = state.consumer
         assigned = consumer.assignment()
         pending = {tp for tp in state.unstarted if tp in assigned}
-        state.unstarted.clear()
+        state.unstarted -= pending
         offsets = {}
         for tp in pending:
             if consumer.committed(tp) is None:
@@ -511,7 +518,11 @@ class Kafka(Provider):
                 start = returned[0].offset if returned else consumer.position(tp)
                 offsets[tp] = OffsetAndMetadata(start, "", -1)
         if offsets:
-            consumer.commit(offsets)
+            try:
+                consumer.commit(offsets)
+            except Exception:
+                state.unstarted |= set(offsets)  # tried again on the next call
+                raise
             state.durable.update({tp: meta.offset for tp, meta in offsets.items()})
 
     @hookimpl
