@@ -299,6 +299,28 @@ def test_a_batch_retried_after_a_lost_acknowledgement_is_written_once_by_the_ide
         assert written == [-1, *range(10), *range(10)]  # the same fault without idempotence: every record twice
 
 
+def test_worker_threads_share_one_lazily_built_producer_which_reopens_after_close(
+    provider_harness: ProviderHarness, bootstrap: str, unique: str
+) -> None:
+    provider = build(provider_harness, bootstrap)
+    assert provider._producer is None and provider._admin is None  # building it contacted nothing
+    topic = f"threads-{unique}"
+    provider.publish(event(topic, -1))
+    producer = provider._producer
+    calls = [{"event": event(topic, n, key=f"SKU-{n % 4}")} for n in range(24)]
+    results = provider_harness.call_concurrently(provider, "publish", calls)
+    assert provider._producer is producer  # one producer for every thread
+    by_partition: dict[int, list[int]] = {}
+    for result in results:
+        by_partition.setdefault(result.partition, []).append(int(result.offset))
+    assert all(len(set(offsets)) == len(offsets) for offsets in by_partition.values())
+    assert sum(len(offsets) for offsets in by_partition.values()) == 24
+    provider_harness.call(provider, "close")
+    assert provider._producer is None
+    assert provider.publish(event(topic, 99)).ok  # the same instance serves again, reconnecting lazily
+    assert len(topic_records(bootstrap, topic)) == 26
+
+
 def test_publish_errors_map_to_the_hubs_errors(provider_harness: ProviderHarness, bootstrap: str) -> None:
     provider = build(provider_harness, bootstrap)
     with pytest.raises(PermanentError, match="invalid topic name"):
