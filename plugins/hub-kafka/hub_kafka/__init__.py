@@ -3,8 +3,9 @@
 * **publish** -- one :class:`kafka.KafkaProducer` per provider instance, shared by every thread, built on first
   use under a lock: ``acks=all`` and the idempotent producer (the broker drops the producer's own retries, so a
   retried request never writes a record twice), batching by ``linger_ms``/``batch_size``/``compression_type``.
-  The value is the event's envelope as JSON, the key the event's key (ordering per key: one key, one partition),
-  and every ``event.headers`` entry plus the event id, type, tenant and content type travel as Kafka headers.
+  The value is the event's CloudEvents envelope as JSON (structured mode), the key the event's key (ordering per
+  key: one key, one partition), and every ``event.headers`` entry -- with the ``ce_*`` attribute headers of
+  CloudEvents' Kafka binding where the event lacks them -- travels as a Kafka header.
 * **consume/commit/unsubscribe** -- one :class:`kafka.KafkaConsumer` per subscription (name and group), with
   ``enable_auto_commit`` off: the hub commits after its handler. A keep-alive (``max_records=0``) pauses the
   partitions, polls and resumes. A rebalance listener commits what the hub handled before partitions are taken
@@ -54,12 +55,6 @@ __version__ = "0.1.0"
 
 #: Kafka's rule for topic names (``kafka.common.internals.Topic``).
 _TOPIC_NAME = re.compile(r"[a-zA-Z0-9._-]{1,249}")
-#: The header names the provider adds to every record (unless ``event.headers`` carries them already).
-EVENT_ID_HEADER = "event-id"
-EVENT_TYPE_HEADER = "event-type"
-TENANT_HEADER = "tenant"
-CONTENT_TYPE_HEADER = "content-type"
-CONTENT_TYPE = "application/json"
 #: Group states in which a group has no live members (an offset reset is allowed).
 _IDLE_STATES = frozenset({"Empty", "Dead"})
 
@@ -349,10 +344,11 @@ class Kafka(Provider):
         topic = self.broker_topic(event.topic)
         value = json.dumps(event.envelope(), separators=(",", ":"), default=_json_value).encode("utf-8")
         headers = {str(name): str(item) for name, item in event.headers.items()}
-        headers.setdefault(EVENT_ID_HEADER, event.id)
-        headers.setdefault(EVENT_TYPE_HEADER, event.event_type)
-        headers.setdefault(TENANT_HEADER, event.tenant)
-        headers.setdefault(CONTENT_TYPE_HEADER, CONTENT_TYPE)
+        # The CloudEvents Kafka binding (ce_id, ce_type, ce_tenant..., content-type) where the event lacks them:
+        # the core puts them in event.headers already; an event built elsewhere (a plugin, a test) gets them too.
+        if "ce_id" not in headers or "content-type" not in headers:  # the core's events carry them: skip the work
+            for name, item in event.attribute_headers().items():
+                headers.setdefault(name, item)
         key = event.key.encode("utf-8") if event.key is not None else None
         return topic, key, value, [(name, item.encode("utf-8")) for name, item in headers.items()]
 
