@@ -27,6 +27,8 @@ store      :func:`store`, :func:`store_read`,                     :func:`store_u
 publish    :func:`publish`                                        :func:`publish_batch`, :func:`consume` with
                                                                   :func:`commit` and :func:`unsubscribe`,
                                                                   :func:`consumer_groups`, :func:`reset_offsets`,
+                                                                  :func:`delete_consumer_group`,
+                                                                  :func:`list_topics`, :func:`create_topic`,
                                                                   :func:`health`
 sync       :func:`sync`                                           :func:`sync_push`, :func:`health`
 ========== ====================================================== ================================
@@ -94,6 +96,7 @@ if TYPE_CHECKING:
         Subscription,
         SyncRequest,
         SyncResult,
+        TopicSpec,
         UploadStream,
         WebhookEvent,
         WebhookRequest,
@@ -569,6 +572,33 @@ def reset_offsets(group: str, topic: str, to: OffsetReset) -> list[PartitionOffs
     :returns: the new committed offsets, one :class:`hub.capabilities.PartitionOffset` per partition moved.
     :raises InUseError: the group has active members.
     :raises PermanentError: an explicit partition or offset that does not exist (past the end).
+    """
+
+
+@hookspec(firstresult=True)
+def list_topics() -> list[str]:
+    """Optional. The topic names the broker has for the hub (``GET /events/topics``), without any prefix the
+    provider adds; internal topics (``__consumer_offsets``) left out."""
+
+
+@hookspec(firstresult=True)
+def create_topic(topic: TopicSpec) -> bool:
+    """Optional. Create a topic (``POST /events/topics``) with ``topic.partitions``, ``replication_factor`` and
+    ``retention_ms`` (``None``: the provider's defaults).
+
+    :returns: ``True`` when it was created, ``False`` when it existed already (not an error).
+    :raises PermanentError: the broker refuses it (an invalid name, more replicas than brokers).
+    """
+
+
+@hookspec(firstresult=True)
+def delete_consumer_group(group: str) -> bool:
+    """Optional. Delete ``group`` and its committed offsets (``DELETE /events/consumer-groups/<group>``). The core
+    pauses the hub's own subscriptions of the group first (as for :func:`reset_offsets`) and checks the group is
+    the calling tenant's.
+
+    :returns: ``True`` when it existed, ``False`` for an unknown group.
+    :raises InUseError: the group still has active members (a consumer outside the hub): Kafka refuses then.
     """
 
 

@@ -40,6 +40,7 @@ REQUEST_BODIES: dict[str, tuple[type, int]] = {
     "save_template": (TemplateSchema, 200),
     "register_event_schema": (schemas.EventTypeSchemaSchema, 201),
     "create_subscription": (SubscriptionRequestSchema, 201),
+    "create_topic": (schemas.TopicSchema, 201),
 }
 
 _PAGE = [
@@ -77,6 +78,8 @@ QUERY_PARAMETERS: dict[str, list[tuple[str, dict[str, Any], bool, str]]] = {
     ],
     "list_inventory_levels": [*_PAGE, ("provider", {"type": "string"}, False, ""), ("sku", {"type": "string"}, False, ""), ("location", {"type": "string"}, False, "")],
     "list_inventory_history": [_PAGE[0], ("provider", {"type": "string"}, False, ""), ("sku", {"type": "string"}, False, ""), ("location", {"type": "string"}, False, "")],
+    "list_topics": [("provider", {"type": "string"}, False, "the publish provider to ask (default: the tenant's first that can)")],
+    "delete_consumer_group": [("provider", {"type": "string"}, False, "the publish provider holding the group")],
     "list_snapshots": [_PAGE[0], ("provider", {"type": "string"}, False, "")],
     "list_sync_checkpoints": [("provider", {"type": "string"}, False, ""), ("dataType", {"type": "string"}, False, "")],
     "audit": [

@@ -215,6 +215,17 @@ class EventBatchSchema(StrictSchema):
     events = fields.List(fields.Nested(EventSchema), required=True, validate=validate.Length(min=1, max=500))
 
 
+class TopicSchema(StrictSchema):
+    """``POST /events/topics``: a topic to create (``None``: the provider's defaults)."""
+
+    topic = fields.String(required=True, validate=validate.Regexp(TOPIC, error="letters, digits, '.', '_' or '-'"))
+    partitions = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(min=1, max=10000))
+    replication_factor = fields.Integer(data_key="replicationFactor", load_default=None, allow_none=True, validate=validate.Range(min=1, max=32))
+    retention_ms = fields.Integer(data_key="retentionMs", load_default=None, allow_none=True, validate=validate.Range(min=-1))
+    #: The publish provider to create it on (default: the tenant's first that can).
+    provider = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=100))
+
+
 class OffsetResetSchema(StrictSchema):
     """``POST /events/consumer-groups/<group>/reset``: where to move the group's committed offsets in ``topic``."""
 

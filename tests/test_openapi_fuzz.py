@@ -59,6 +59,9 @@ RUNTIME_RULES: dict[str, tuple[set[str], str]] = {
     "POST /events": ({"data", "schemaVersion"}, _EVENT_SCHEMAS),
     "POST /test/event": ({"data", "schemaVersion"}, _EVENT_SCHEMAS),
     "POST /events/batch": ({"events"}, _EVENT_SCHEMAS),
+    "POST /events/topics": ({"provider"}, _PROVIDER),
+    "GET /events/topics": ({"provider"}, _PROVIDER),
+    "DELETE /events/consumer-groups/{group}": ({"provider"}, _PROVIDER),
     "POST /events/subscriptions": (
         {"handler", "group", "provider", "tenant", "name", "topics", "filter"},
         "handler types and their settings are the plugins'; providers and groups follow the tenant's configuration",

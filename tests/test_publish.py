@@ -1918,3 +1918,25 @@ def test_a_tenants_subscription_never_gets_another_tenants_events_on_a_shared_to
     assert receiver.wait_for(1, "/acme") == [2]
     time.sleep(0.3)
     assert receiver.numbers("/acme") == [2]  # demo's event 1 was committed past, never delivered
+
+
+def test_topics_are_listed_and_created_and_a_group_deleted_through_the_api(
+    make_hub: Callable[..., Hub], receiver: Receiver
+) -> None:
+    hub = make_hub({"orders-to-erp": _webhook_subscription(f"{receiver.url}/erp")})
+    made = hub.post("/events/topics", {"topic": "returns", "partitions": 2}, 201)
+    assert made == {"topic": "returns", "provider": made["provider"], "created": True}
+    assert hub.post("/events/topics", {"topic": "returns"}, 201)["created"] is False  # it exists: not an error
+    hub.publish(1)
+    receiver.wait_for(1)
+    assert {"returns", "orders"} <= set(hub.get("/events/topics")["topics"])
+    group = "demo.orders-to-erp"
+    hub.wait_until(
+        lambda: any(g["groupId"] == group for g in hub.get("/events/consumer-groups")["groups"]), what="the group"
+    )
+    deleted = hub.data(hub.client.delete(f"{API}/events/consumer-groups/{group}", headers=hub.headers))
+    assert deleted["deleted"] is True and deleted["pausedSubscriptions"] == ["orders-to-erp"]
+    assert group not in [g["groupId"] for g in hub.get("/events/consumer-groups")["groups"]]
+    assert hub.subscription("orders-to-erp")["paused"] is True  # its offsets are gone: resumed, it starts over
+    other = hub.client.delete(f"{API}/events/consumer-groups/acme.other", headers=hub.headers)
+    assert other.status_code == 404  # not the tenant's

@@ -53,6 +53,25 @@ def consumer_groups() -> Any:
     return ok({"groups": manager().publish.consumer_groups(g.tenant)})
 
 
+@blueprint.delete("/events/consumer-groups/<group>")
+def delete_consumer_group(group: str) -> Any:
+    """Delete one of the tenant's consumer groups and its committed offsets (409 while it has members outside the
+    hub; the hub's subscriptions of it are paused and stay paused)."""
+    return ok(manager().publish.delete_consumer_group(g.tenant, group, request.args.get("provider")))
+
+
+@blueprint.get("/events/topics")
+def list_topics() -> Any:
+    """The topics of the tenant's broker (``?provider=`` for another)."""
+    return ok(manager().publish.topics(g.tenant, request.args.get("provider")))
+
+
+@blueprint.post("/events/topics")
+def create_topic() -> Any:
+    """Create a topic with its partitions, replication and retention (``created: false`` when it existed)."""
+    return ok(manager().publish.create_topic(g.tenant, json_body()), 201)
+
+
 @blueprint.post("/events/consumer-groups/<group>/reset")
 @idempotent(with_record=False)
 def reset_offsets(group: str) -> Any:

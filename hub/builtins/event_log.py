@@ -52,6 +52,7 @@ from hub.capabilities import (
     ProviderContext,
     PublishResult,
     Subscription,
+    TopicSpec,
     utcnow,
 )
 from hub.errors import InUseError, PermanentError, TransientError
@@ -474,6 +475,35 @@ class EventLog(Provider):
             self.offsets.write_offsets(connection, group, targets)
             self.offsets.touch_group(connection, group, [topic], bump=True)
         return [PartitionOffset(topic, number, offset) for _, number, offset, _ in targets]
+
+    @hookimpl
+    def delete_consumer_group(self, group: str) -> bool:
+        if not self.offsets.path.exists():
+            return False
+        with self.offsets.connect(write=True) as connection:
+            active = self.offsets.live_members(connection, group, prune=True)
+            if active:
+                raise InUseError(f"event-log: consumer group {group!r} has {len(active)} active member(s); stop its consumers first")
+            deleted = connection.execute("DELETE FROM groups WHERE group_id = ?", (group,)).rowcount
+            deleted += connection.execute("DELETE FROM offsets WHERE group_id = ?", (group,)).rowcount
+        return deleted > 0
+
+    @hookimpl
+    def list_topics(self) -> list[str]:
+        names = set()
+        for path in self.directory.glob("*.jsonl"):
+            stem, _, number = path.name[: -len(".jsonl")].rpartition("-")
+            if number.isdigit() and stem:
+                names.add(stem)  # a very long topic shows as its shortened file name (with "~")
+        return sorted(names)
+
+    @hookimpl
+    def create_topic(self, topic: TopicSpec) -> bool:
+        validate_topic(topic.name)
+        existed = any(self.log_path(topic.name, number).exists() for number in self._partitions(topic.name))
+        for number in range(max(topic.partitions or self.partitions, 1)):
+            self.log_path(topic.name, number).touch(exist_ok=True)
+        return not existed
 
     def _reset_partitions(self, partitions: list[int], to: OffsetReset) -> list[int]:
         if to.to != "explicit":

@@ -57,6 +57,7 @@ from hub.capabilities.publish import (
     PartitionOffset,
     PublishResult,
     Subscription,
+    TopicSpec,
 )
 from hub.capabilities.store import (
     UPLOAD_HEAD_BYTES,
@@ -129,6 +130,7 @@ __all__ = [
     "StoredFile",
     "StoredObject",
     "Subscription",
+    "TopicSpec",
     "SyncRequest",
     "SyncResult",
     "UPLOAD_HEAD_BYTES",

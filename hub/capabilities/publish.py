@@ -236,6 +236,16 @@ class ConsumerGroup:
 
 
 @dataclass(frozen=True)
+class TopicSpec:
+    """A topic to create (``create_topic``); ``None``: the broker's (or provider's) default."""
+
+    name: str
+    partitions: int | None = None
+    replication_factor: int | None = None
+    retention_ms: int | None = None
+
+
+@dataclass(frozen=True)
 class OffsetReset:
     """Where ``reset_offsets`` moves a group's committed offsets in one topic.
 

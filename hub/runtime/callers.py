@@ -29,6 +29,7 @@ if TYPE_CHECKING:
         StoredFile,
         Subscription,
         SyncRequest,
+        TopicSpec,
         UploadStream,
     )
 
@@ -104,6 +105,15 @@ class ProviderCalls:
 
     def reset_offsets(self, tenant: str, group: str, topic: str, to: OffsetReset, *, provider: str) -> CallResult:
         return self.pipeline.call("kafka", tenant, "reset_offsets", {"group": group, "topic": topic, "to": to}, providers=[provider])
+
+    def list_topics(self, tenant: str, *, provider: str) -> CallResult:
+        return self.pipeline.call("kafka", tenant, "list_topics", {}, providers=[provider])
+
+    def create_topic(self, tenant: str, topic: TopicSpec, *, provider: str) -> CallResult:
+        return self.pipeline.call("kafka", tenant, "create_topic", {"topic": topic}, providers=[provider])
+
+    def delete_consumer_group(self, tenant: str, group: str, *, provider: str) -> CallResult:
+        return self.pipeline.call("kafka", tenant, "delete_consumer_group", {"group": group}, providers=[provider])
 
     # A subscription's worker polls: consume, commit and unsubscribe go straight to its one provider, measured
     # but neither audited (a row per poll would bury the audit trail) nor retried (the worker has its own loop).

@@ -15,7 +15,16 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from hub.capabilities import ConsumedRecord, ConsumerGroup, Event, HandlerContext, OffsetReset, Subscription, to_dict
+from hub.capabilities import (
+    ConsumedRecord,
+    ConsumerGroup,
+    Event,
+    HandlerContext,
+    OffsetReset,
+    Subscription,
+    TopicSpec,
+    to_dict,
+)
 from hub.config import SubscriptionSchema
 from hub.errors import (
     ConfigError,
@@ -29,7 +38,7 @@ from hub.errors import (
 from hub.records import AuditEntry, DeadLetter, Record, StoredSubscription, new_id, utcnow
 from hub.runtime import Runtime, describe
 from hub.runtime.leases import LeaseManager
-from hub.schemas import TOPIC, EventBatchSchema, EventSchema, OffsetResetSchema, load
+from hub.schemas import TOPIC, EventBatchSchema, EventSchema, OffsetResetSchema, TopicSchema, load
 from hub.services.event_filters import FilteredHandler
 from hub.services.event_schemas import EventSchemaRegistry
 from hub.services.subscriptions import Handler, SubscriptionRunner, SubscriptionSpec, WebhookHandler
@@ -496,6 +505,45 @@ class PublishService:
             if subscription:
                 query = query.where(DeadLetter.subscription == subscription)
             return [row.to_dict() for row in session.scalars(query.order_by(DeadLetter.created_at.desc()).limit(limit))]
+
+    # --- topics and deleting groups ---------------------------------------------------------------------
+
+    def _admin_provider(self, tenant: str, provider: str | None, hook: str, what: str) -> str:
+        """The publish provider to run an admin hook on: the one named (checked), else the tenant's first that can."""
+        if provider is not None:
+            slot = self.runtime.registry.slots.get(provider)
+            if slot is None or slot.capability != "publish":
+                raise ValidationError({"provider": [f"no publish provider named {provider!r}"]})
+        name = provider or self._provider_with(tenant, (hook,))
+        if name is None or self.runtime.hook_for(name, tenant, hook) is None:
+            raise UnsupportedError(f"provider {name or '(none)'} cannot {what}")
+        return name
+
+    def topics(self, tenant: str, provider: str | None = None) -> dict[str, Any]:
+        name = self._admin_provider(tenant, provider, "list_topics", "list topics")
+        return {"provider": name, "topics": sorted(self.runtime.calls.list_topics(tenant, provider=name).result or [])}
+
+    def create_topic(self, tenant: str, raw: Any) -> dict[str, Any]:
+        request = load(TopicSchema(), raw)
+        name = self._admin_provider(tenant, request["provider"], "create_topic", "create topics")
+        spec = TopicSpec(request["topic"], request["partitions"], request["replication_factor"], request["retention_ms"])
+        created = self.runtime.calls.create_topic(tenant, spec, provider=name).result
+        return {"topic": spec.name, "provider": name, "created": bool(created)}
+
+    def delete_consumer_group(self, tenant: str, group: str, provider: str | None = None) -> dict[str, Any]:
+        """Delete one of the tenant's groups; the hub's subscriptions of it are paused meanwhile and stay paused
+        (their offsets are gone: resume one to start it from its ``start`` position)."""
+        if not group.startswith(_prefixes(tenant)):
+            raise NotFound(f"No consumer group {group}")
+        specs = [spec for spec in self._tenant_specs(tenant) if spec.subscription.group == group]
+        name = self._admin_provider(tenant, provider or (specs[0].provider if specs else None), "delete_consumer_group", "delete consumer groups")
+        for spec in specs:
+            self.leases.pause(spec.lease_name)
+        self._wait_until_stopped(specs)
+        existed = self.runtime.calls.delete_consumer_group(tenant, group, provider=name).result
+        if not existed and not specs:
+            raise NotFound(f"No consumer group {group}")
+        return {"groupId": group, "provider": name, "deleted": bool(existed), "pausedSubscriptions": [spec.name for spec in specs]}
 
     def close_handlers(self) -> None:
         """Release what subscription handlers hold (an HTTP session): each one's ``close()``, if it has one."""

@@ -47,6 +47,7 @@ from hub.capabilities import (
     ProviderContext,
     PublishResult,
     Subscription,
+    TopicSpec,
     to_dict,
 )
 from hub.errors import ConfigurationError, InUseError, PermanentError, ProviderError, TransientError
@@ -291,12 +292,17 @@ class Kafka(Provider):
         """The hub's name of a broker topic, or ``None`` for a topic outside ``topic_prefix``."""
         return broker_topic[len(self.prefix) :] if broker_topic.startswith(self.prefix) else None
 
+    @hookimpl
     def list_topics(self) -> list[str]:
         """The hub's topics on the broker (those under ``topic_prefix``, without it)."""
         names = self._admin_call("listing topics", lambda admin: admin.list_topics())
         return sorted(topic for name in names if (topic := self.hub_topic(name)) and not name.startswith("__"))
 
-    def create_topic(
+    @hookimpl
+    def create_topic(self, topic: TopicSpec) -> bool:
+        return self.make_topic(topic.name, topic.partitions, topic.replication_factor, topic.retention_ms)
+
+    def make_topic(
         self,
         topic: str,
         partitions: int | None = None,
@@ -335,7 +341,7 @@ class Kafka(Provider):
         existing = set(self._admin_call("listing topics", lambda admin: admin.list_topics()))
         self._known_topics |= existing & missing
         for name in sorted(missing - existing):
-            self.create_topic(name[len(self.prefix) :])
+            self.make_topic(name[len(self.prefix) :])
 
     # --- publishing --------------------------------------------------------------------------------
 
@@ -727,7 +733,8 @@ class Kafka(Provider):
             raise self._error(error(), f"resetting offsets of {group} in {topic}[{tp.partition}]")
         return [PartitionOffset(topic, tp.partition, targets[tp]) for tp in tps]
 
-    def delete_group(self, group: str) -> bool:
+    @hookimpl
+    def delete_consumer_group(self, group: str) -> bool:
         """Delete a consumer group with its committed offsets (Kafka refuses while it has members)."""
         if self._active_members(group):
             raise InUseError(f"kafka: consumer group {group!r} has active members; stop its consumers first")
