@@ -466,7 +466,10 @@ def publish(event: Event) -> PublishResult:
 
     :returns: a :class:`hub.capabilities.PublishResult` with the partition and offset written, once the
         broker acknowledged the write.
-    :raises TransientError: the broker was unreachable or did not acknowledge the write.
+    :raises TransientError: the broker was unreachable or did not acknowledge the write -- also when the request
+        timed out after it was sent: publishing is at-least-once, every event carries its stable ``id`` (the
+        CloudEvents ``id`` and ``ce_id`` header), and a consumer drops a duplicate by it, so the core may retry
+        and fail over (unlike a payment, where :class:`~hub.errors.OutcomeUnknownError` keeps it on one gateway).
     :raises PermanentError: the event is invalid for this broker (a bad topic name, a message too large).
     """
 
