@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from hub.capabilities.common import utcnow
+from hub.capabilities.common import to_dict, utcnow
 
 #: Where a consumer group with no committed offset for a partition starts reading.
 SUBSCRIPTION_STARTS = ("earliest", "latest")
@@ -179,6 +179,21 @@ class ConsumedRecord:
 
     def event(self) -> Event | None:
         return Event.from_envelope(self.topic, self.value, self.key, self.headers)
+
+    def document(self, subscription: Subscription) -> dict[str, Any]:
+        """The record as a JSON document for a receiver (what webhook handlers POST): where it came from, its key,
+        headers and time, and its value (for a hub event, the CloudEvents envelope)."""
+        return {
+            "subscription": subscription.name,
+            "groupId": subscription.group,
+            "topic": self.topic,
+            "partition": self.partition,
+            "offset": self.offset,
+            "key": self.key,
+            "headers": self.headers,
+            "timestamp": self.timestamp.isoformat() if self.timestamp else None,
+            "value": to_dict(self.value),
+        }
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from hub.capabilities import ConsumedRecord, PartitionOffset, Subscription, to_dict, utcnow
+from hub.capabilities import ConsumedRecord, PartitionOffset, Subscription, utcnow
 from hub.errors import ConfigurationError, PermanentError
 from hub.http import HttpClient, describe_url
 from hub.runtime import describe
@@ -112,21 +112,7 @@ class WebhookHandler:
         return f"webhook {describe_url(self.url)}"
 
     def __call__(self, record: ConsumedRecord, subscription: Subscription) -> None:
-        body = json.dumps(
-            {
-                "subscription": subscription.name,
-                "groupId": subscription.group,
-                "topic": record.topic,
-                "partition": record.partition,
-                "offset": record.offset,
-                "key": record.key,
-                "headers": record.headers,
-                "timestamp": record.timestamp.isoformat() if record.timestamp else None,
-                "value": to_dict(record.value),
-            },
-            separators=(",", ":"),
-            default=str,
-        ).encode("utf-8")
+        body = json.dumps(record.document(subscription), separators=(",", ":"), default=str).encode("utf-8")
         headers = {
             "Content-Type": "application/json",
             "X-Hub-Subscription": subscription.name,

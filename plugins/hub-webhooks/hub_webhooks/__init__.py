@@ -38,7 +38,7 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from hub import hookimpl
-from hub.capabilities import CLOUDEVENTS_CONTENT_TYPE, ConsumedRecord, HandlerContext, Subscription, to_dict
+from hub.capabilities import CLOUDEVENTS_CONTENT_TYPE, ConsumedRecord, HandlerContext, Subscription
 from hub.errors import ConfigurationError, PermanentError, SignatureError
 from hub.http import HttpClient, describe_url
 
@@ -229,17 +229,7 @@ class WebhookSender:
                 "CloudEvents envelopes only (body: cloudevents)"
             )
         else:
-            document = {
-                "subscription": subscription.name,
-                "groupId": subscription.group,
-                "topic": record.topic,
-                "partition": record.partition,
-                "offset": record.offset,
-                "key": record.key,
-                "headers": record.headers,
-                "timestamp": record.timestamp.isoformat() if record.timestamp else None,
-                "value": to_dict(record.value),
-            }
+            document = record.document(subscription)
             content_type = "application/json"
         text = json.dumps(document, separators=(",", ":"), ensure_ascii=False, default=str)
         return message_id, text, content_type
