@@ -48,10 +48,6 @@ class SyncSettings(Schema):
     options_from = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict)
 
 
-def _event_of(record: ConsumedRecord) -> Event | None:
-    return record.event()
-
-
 def _key(context: HandlerContext, event: Event) -> str:
     return f"sub:{context.subscription}:{event.id}"
 
@@ -61,82 +57,70 @@ def _field(data: dict[str, Any], path: str) -> Any:
     return None if value is MISSING else value
 
 
-def _refused(error: ValidationError) -> PermanentError:
-    # What the hub refuses now it refuses on every retry: a dead letter at once, with the reason.
-    return PermanentError(f"the action was refused: {error.message} {error.errors}")
+def _action(label: str, run: Callable[[Event], Any]) -> Callable[..., Any]:
+    """The handler of an action: ``run(event)`` for each hub event (other producers' records are skipped); what
+    the hub refuses now it refuses on every retry, so a refusal is a dead letter at once, with the reason."""
+
+    def handle(record: ConsumedRecord, subscription: Subscription) -> Any:
+        event = record.event()
+        if event is None:
+            return None
+        try:
+            return run(event)
+        except ValidationError as error:
+            raise PermanentError(f"the action was refused: {error.message} {error.errors}") from None
+
+    handle.label = label  # type: ignore[attr-defined]
+    return handle
 
 
 def notify_action(settings: dict[str, Any], context: HandlerContext) -> Callable[..., Any]:
-    def notify(record: ConsumedRecord, subscription: Subscription) -> Any:
-        event = _event_of(record)
-        if event is None:
-            return None
+    def notify(event: Event) -> Any:
         recipients = list(settings["recipients"])
         if settings["recipients_field"]:
             found = _field(event.data, settings["recipients_field"])
             recipients += found if isinstance(found, list) else [found] if isinstance(found, dict) else []
-        try:
-            return context.hub().send_notification(
-                settings["channel"],
-                recipients,
-                template=settings["template"],
-                data={
-                    **event.data,
-                    **{name: _field(event.data, path) for name, path in settings["data_map"].items()},
-                    **settings["data"],
-                },
-                priority=settings["priority"],
-                tenant_id=context.tenant,
-                idempotency_key=_key(context, event),
-            )
-        except ValidationError as error:
-            raise _refused(error) from None
+        data = {**event.data, **{name: _field(event.data, path) for name, path in settings["data_map"].items()}, **settings["data"]}
+        return context.hub().send_notification(
+            settings["channel"],
+            recipients,
+            template=settings["template"],
+            data=data,
+            priority=settings["priority"],
+            tenant_id=context.tenant,
+            idempotency_key=_key(context, event),
+        )
 
-    notify.label = f"notify {settings['channel']} {settings['template']}"  # type: ignore[attr-defined]
-    return notify
+    return _action(f"notify {settings['channel']} {settings['template']}", notify)
 
 
 def publish_action(settings: dict[str, Any], context: HandlerContext) -> Callable[..., Any]:
-    def publish(record: ConsumedRecord, subscription: Subscription) -> Any:
-        event = _event_of(record)
-        if event is None:
-            return None
-        try:
-            return context.hub().publish_event(
-                settings["topic"],
-                settings["event_type"] or event.event_type,
-                event.data,
-                key=event.key,
-                tenant_id=context.tenant,
-                idempotency_key=_key(context, event),
-            )
-        except ValidationError as error:
-            raise _refused(error) from None
+    def publish(event: Event) -> Any:
+        return context.hub().publish_event(
+            settings["topic"],
+            settings["event_type"] or event.event_type,
+            event.data,
+            key=event.key,
+            tenant_id=context.tenant,
+            idempotency_key=_key(context, event),
+        )
 
-    publish.label = f"publish {settings['topic']}"  # type: ignore[attr-defined]
-    return publish
+    return _action(f"publish {settings['topic']}", publish)
 
 
 def sync_action(settings: dict[str, Any], context: HandlerContext) -> Callable[..., Any]:
-    def sync(record: ConsumedRecord, subscription: Subscription) -> Any:
-        event = _event_of(record)
-        if event is None:
-            return None
+    def sync(event: Event) -> Any:
         options = {option: _field(event.data, field) for option, field in settings["options_from"].items()}
-        try:
-            return context.hub().sync_external_data(
-                context.tenant,
-                settings["data_type"],
-                {key: value for key, value in options.items() if value is not None},
-                provider=settings["provider"],
-                asynchronous=True,
-                idempotency_key=_key(context, event),
-            )
-        except ValidationError as error:
-            raise _refused(error) from None
+        return context.hub().sync_external_data(
+            context.tenant,
+            settings["data_type"],
+            {key: value for key, value in options.items() if value is not None},
+            provider=settings["provider"],
+            asynchronous=True,
+            idempotency_key=_key(context, event),
+        )
 
-    sync.label = f"sync {settings['data_type']}"  # type: ignore[attr-defined]
-    return sync
+    return _action(f"sync {settings['data_type']}", sync)
 
 
 @hookimpl
