@@ -390,7 +390,9 @@ class RestSource(Provider):
     ) -> Any:
         kind = pagination["type"]
         if kind in ("page_number", "offset"):
+            # A short page ends the stream when the page size is sent, or fixed by the API (max_page_size).
             sized = bool(pagination["limit_param"] if kind == "offset" else pagination["size_param"])
+            sized = sized or bool(pagination.get("max_page_size"))
             if not raw or (sized and len(raw) < size):
                 return None
             if kind == "page_number":

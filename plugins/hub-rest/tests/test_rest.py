@@ -447,3 +447,106 @@ def test_an_interrupted_sync_resumes_without_losing_or_duplicating_rows(tmp_path
         assert pages == ["1", "2", "3", "3", "4"]  # page 3 again, never pages 1-2
         checkpoint = hub.get(f"{API}/sync/checkpoints").get_json()["data"]["items"][0]
         assert json.loads(checkpoint["cursor"])["hwm"] == "2026-01-01T10:07:00+00:00"
+
+
+# --- Xero's Accounting API (Contacts), checked against Xero's own description -------------------------------
+
+
+XERO_TENANT = "a3f1c2d4-0000-4000-8000-000000000001"
+
+
+def _ms_date(minute: int) -> str:
+    return f"/Date({1767261600000 + minute * 60_000}+0000)/"  # 2026-01-01T10:00Z + minute
+
+
+def _contact(number: int, minute: int) -> dict[str, Any]:
+    return {
+        "ContactID": f"00000000-0000-4000-8000-{number:012d}",
+        "Name": f"Contact {number}",
+        "ContactStatus": "ACTIVE",
+        "EmailAddress": f"c{number}@example.com",
+        "IsSupplier": number % 2 == 0,
+        "UpdatedDateUTC": _ms_date(minute),
+    }
+
+
+@pytest.fixture
+def xero() -> Iterator[Any]:
+    from datetime import datetime
+
+    from hub.testing.contract_server import ContractRequest, ContractServer
+    from hub.testing.specs import spec_or_skip
+
+    spec = spec_or_skip("xero.com/xero_accounting.json")
+    contacts = [_contact(number, number // 10) for number in range(1, 151)]
+
+    def get_contacts(request: ContractRequest, state: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        rows = list(state.get("contacts", contacts))
+        since = request.header("if-modified-since")
+        if since:
+            moment = datetime.fromisoformat(since.replace("Z", "+00:00")).timestamp() * 1000
+            rows = [row for row in rows if int(row["UpdatedDateUTC"][6:-7]) >= moment]
+        rows.sort(key=lambda row: (row["UpdatedDateUTC"], row["ContactID"]))
+        page = int(request.query.get("page") or 1)
+        state.setdefault("pages", []).append((page, since))
+        return 200, {"Contacts": rows[(page - 1) * 100 : page * 100]}
+
+    def token_app(environ: Any, start_response: Any) -> Any:
+        request = Request(environ)
+        expected = base64.b64encode(f"xero-client:{SECRET}".encode()).decode()
+        if request.headers.get("Authorization") != f"Basic {expected}":
+            return json_response({"error": "invalid_client"}, 400)(environ, start_response)
+        return json_response({"access_token": "xero-token", "expires_in": 1800, "token_type": "Bearer"})(
+            environ, start_response
+        )
+
+    server = ContractServer(
+        spec,
+        handlers={"getContacts": get_contacts},
+        auth_check=lambda request: request.header("authorization") == "Bearer xero-token",
+    )
+    with server, WsgiServer(token_app, name="xero-identity") as identity:
+        yield server, identity, contacts
+        server.check()
+        server.check_requests()
+
+
+def test_xero_contacts_by_page_with_if_modified_since(harness: ProviderHarness, xero: Any) -> None:
+    server, identity, contacts = xero
+    provider = harness.build(
+        "rest",
+        {
+            "base_url": server.url + "/api.xro/2.0",
+            "auth": {
+                "type": "oauth2_client_credentials",
+                "token_url": identity.url + "/connect/token",
+                "client_id": "xero-client",
+                "client_secret": SECRET,
+                "scope": "accounting.contacts.read",
+            },
+            "streams": {
+                "suppliers": {
+                    "path": "/Contacts",
+                    "headers": {"xero-tenant-id": XERO_TENANT},
+                    "record_selector": "Contacts",
+                    "primary_key": ["id"],
+                    "fields": {"id": "ContactID", "name": "Name", "email": "EmailAddress", "updated": "UpdatedDateUTC"},
+                    "pagination": {"type": "page_number", "page_param": "page", "start": 1, "max_page_size": 100},
+                    "incremental": {
+                        "cursor_field": "UpdatedDateUTC",
+                        "param": "If-Modified-Since",
+                        "header": "If-Modified-Since",
+                        "lookback": "1m",
+                    },
+                }
+            },
+        },
+    )
+    records, cursor, pages = read_all(harness, provider, page_size=500)
+    assert len({record["id"] for record in records}) == 150 and pages == 2
+    assert json.loads(cursor or "")["hwm"] == "2026-01-01T10:15:00+00:00"
+    server.state["contacts"] = [*contacts, _contact(151, 30)]
+    records, _, _ = read_all(harness, provider, cursor=cursor, page_size=500)
+    # since 10:14 (10:15 minus the lookback): contacts 140-150 again, and the new one
+    assert [record["id"][-3:] for record in records] == [f"{n:03d}" for n in [*range(140, 151), 151]]
+    assert server.state["pages"][-1] == (1, "2026-01-01T10:14:00+00:00")
