@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
@@ -307,6 +307,7 @@ class RestSource(Provider):
         url: str = stream["path"]
         if kind in ("link_header", "next_url") and position is not None:
             url, params = str(position), None  # the API's own next URL carries every param
+            self._check_origin(url)
         else:
             if kind == "page_number":
                 params[pagination["page_param"]] = pagination["start"] if position is None else position
@@ -410,9 +411,16 @@ class RestSource(Provider):
         if not target or not isinstance(target, str):
             return None
         target = urljoin(url, target)
-        if not _same_origin(target, self.base_url):  # never send the credentials to another host
-            raise PermanentError(f"REST source {self.name}: the next page's URL leaves the base URL's host")
+        self._check_origin(target)
+        if self.auth["type"] == "api_key" and self.auth["in_"] == "query":  # the key is added again per request
+            parts = urlsplit(target)
+            query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != self.auth["name"]]
+            target = urlunsplit(parts._replace(query=urlencode(query)))
         return target
+
+    def _check_origin(self, url: str) -> None:
+        if not _same_origin(url, self.base_url):  # never send the credentials to another host
+            raise PermanentError(f"REST source {self.name}: the next page's URL leaves the base URL's host")
 
     def _map(self, stream: Mapping[str, Any], item: Mapping[str, Any]) -> dict[str, Any]:
         mapping = stream["fields_"]
