@@ -106,6 +106,8 @@ class IncrementalSchema(Schema):
     format = fields.String(load_default=None, allow_none=True)
     #: Send the value in this request header instead of a query param (``If-Modified-Since``: use ``http-date``).
     header = fields.String(load_default=None, allow_none=True)
+    #: The sent text with ``{value}`` in it, for filter languages: ``UpdatedDateUTC>=DateTime({value})``.
+    template = fields.String(load_default=None, allow_none=True, validate=validate.Regexp(r".*\{value\}"))
 
 
 class StreamSchema(Schema):
@@ -298,6 +300,8 @@ class RestSource(Provider):
         params, headers = self._params(stream, request.options), dict(stream["headers"])
         if incremental is not None and state["hwm"] is not None:
             value = self._since(incremental, state["hwm"])
+            if incremental.get("template"):
+                value = incremental["template"].replace("{value}", value)
             if incremental.get("header"):
                 headers[incremental["header"]] = value
             else:

@@ -554,3 +554,39 @@ def test_xero_contacts_by_page_with_if_modified_since(harness: ProviderHarness, 
     # since 10:14 (10:15 minus the lookback): contacts 140-150 again, and the new one
     assert [record["id"][-3:] for record in records] == [f"{n:03d}" for n in [*range(140, 151), 151]]
     assert server.state["pages"][-1] == (1, "2026-01-01T10:14:00+00:00")
+
+
+def test_xero_contacts_with_a_where_filter(harness: ProviderHarness, xero: Any) -> None:
+    server, identity, _ = xero
+    stream = {
+        "path": "/Contacts",
+        "headers": {"xero-tenant-id": XERO_TENANT},
+        "record_selector": "Contacts",
+        "fields": {"id": "ContactID", "updated": "UpdatedDateUTC"},
+        "pagination": {"type": "page_number", "max_page_size": 100},
+        "incremental": {
+            "cursor_field": "UpdatedDateUTC",
+            "param": "where",
+            "format": "%Y,%m,%d,%H,%M,%S",
+            "template": "UpdatedDateUTC>=DateTime({value})",
+        },
+    }
+    auth = {
+        "type": "oauth2_client_credentials",
+        "token_url": identity.url + "/connect/token",
+        "client_id": "xero-client",
+        "client_secret": SECRET,
+    }
+    provider = harness.build(
+        "rest", {"base_url": server.url + "/api.xro/2.0", "auth": auth, "streams": {"contacts": stream}}
+    )
+    cursor = None
+    for _ in range(3):
+        page = harness.call(
+            provider, "sync", request=SyncRequest("r1", "demo", "contacts", cursor=cursor, page_size=500)
+        )
+        cursor = page.cursor
+        if not page.has_more:
+            break
+    harness.call(provider, "sync", request=SyncRequest("r1", "demo", "contacts", cursor=cursor, page_size=500))
+    assert server.requests[-1].query["where"] == "UpdatedDateUTC>=DateTime(2026,01,01,10,15,00)"
