@@ -286,7 +286,9 @@ class ShopifyInventory(Provider):
             codes = {error.get("code") for error in errors}
             last_error = "; ".join(str(error.get("message")) for error in errors)
             if codes != {"CHANGE_FROM_QUANTITY_STALE"}:
-                return PushItemResult(update.sku, update.location, "failed", error=f"{sorted(map(str, codes))}: {last_error}")
+                return PushItemResult(
+                    update.sku, update.location, "failed", error=f"{sorted(map(str, codes))}: {last_error}"
+                )
             self.log.info("shopify: %s at %s changed since it was read; reading it again", update.sku, update.location)
         return PushItemResult(
             update.sku,
@@ -319,7 +321,9 @@ class ShopifyInventory(Provider):
             data = self.graphql(LOCATIONS_QUERY, {"first": 1, "after": None})
         except ProviderError as error:
             return HealthResult("error", error.message)
-        return HealthResult("success", f"Shop {self.settings['shop']}: {len(data['locations']['nodes'])} location(s) seen")
+        return HealthResult(
+            "success", f"Shop {self.settings['shop']}: {len(data['locations']['nodes'])} location(s) seen"
+        )
 
     # --- webhooks --------------------------------------------------------------------------------
 
@@ -345,7 +349,9 @@ class ShopifyInventory(Provider):
         if item is None or location is None:
             raise PermanentError("not an inventory_levels/update payload (no inventory_item_id/location_id)")
         event_id = _header(webhook.headers, "X-Shopify-Event-Id") or _header(webhook.headers, "X-Shopify-Webhook-Id")
-        reference = body.get("admin_graphql_api_id") or f"gid://shopify/InventoryLevel/{location}?inventory_item_id={item}"
+        reference = (
+            body.get("admin_graphql_api_id") or f"gid://shopify/InventoryLevel/{location}?inventory_item_id={item}"
+        )
         details = {
             "inventoryItemId": f"gid://shopify/InventoryItem/{item}",
             "location": f"gid://shopify/Location/{location}",

@@ -209,7 +209,6 @@ class FakeShopify(WsgiServer):
         self.stale_writes = 0
         self.requests: list[dict[str, Any]] = []
         self.versions: list[str] = []
-        self.fail_after: int | None = None
         self.locations = [{"number": n, "name": f"Warehouse {n}"} for n in range(1, locations + 1)]
         self.items = [{"number": 1000 + n, "sku": f"SKU-{n:03d}"} for n in range(1, items + 1)]
         self.levels: dict[tuple[int, int], int] = {
@@ -232,7 +231,9 @@ class FakeShopify(WsgiServer):
         number = location["number"]
 
         def levels(info: Any, first: int | None = None, after: str | None = None) -> dict[str, Any]:
-            rows = [self._level_object(item, location) for item in self.items if (item["number"], number) in self.levels]
+            rows = [
+                self._level_object(item, location) for item in self.items if (item["number"], number) in self.levels
+            ]
             page = _connection(rows, first, after, key=lambda row: row["_item"])
             _CURRENT.nodes += len(page["nodes"])
             return page
@@ -258,7 +259,12 @@ class FakeShopify(WsgiServer):
             return self._level_object(item, location)
 
         variant = {"id": gid("ProductVariant", item["number"] + 5000), "sku": item["sku"], "title": "Default Title"}
-        result = {"id": gid("InventoryItem", item["number"]), "sku": item["sku"], "tracked": True, "inventoryLevel": level}
+        result = {
+            "id": gid("InventoryItem", item["number"]),
+            "sku": item["sku"],
+            "tracked": True,
+            "inventoryLevel": level,
+        }
         result["variant"] = variant
         variant["inventoryItem"] = result
         return result
@@ -269,8 +275,12 @@ class FakeShopify(WsgiServer):
 
         def quantities(info: Any, names: list[str]) -> list[dict[str, Any]]:
             return [
-                {"id": f"{gid('InventoryQuantity', key[0])}?location={key[1]}&name={name}", "name": name,
-                 "quantity": self.levels[key], "updatedAt": updated}
+                {
+                    "id": f"{gid('InventoryQuantity', key[0])}?location={key[1]}&name={name}",
+                    "name": name,
+                    "quantity": self.levels[key],
+                    "updatedAt": updated,
+                }
                 for name in names
                 if name in ("available", "on_hand")
             ]
@@ -318,17 +328,25 @@ class FakeShopify(WsgiServer):
         page = _connection(items, first, after, key=lambda item: item["number"])
         _CURRENT.nodes += len(page["nodes"])
         page["nodes"] = [self._item_object(item)["variant"] for item in page["nodes"]]
-        page["edges"] = [{"cursor": edge["cursor"], "node": self._item_object(edge["node"])["variant"]} for edge in page["edges"]]
+        page["edges"] = [
+            {"cursor": edge["cursor"], "node": self._item_object(edge["node"])["variant"]} for edge in page["edges"]
+        ]
         return page
 
     def _set_quantities(self, info: Any, input: dict[str, Any]) -> dict[str, Any]:  # noqa: A002
         errors: list[dict[str, Any]] = []
         if input["name"] not in ("available", "on_hand"):
-            errors.append({"field": ["input", "name"], "message": "The quantity name must be available or on_hand.",
-                           "code": "INVALID_NAME"})
+            errors.append(
+                {
+                    "field": ["input", "name"],
+                    "message": "The quantity name must be available or on_hand.",
+                    "code": "INVALID_NAME",
+                }
+            )
         if input["reason"] not in REASONS:
-            errors.append({"field": ["input", "reason"], "message": "The specified reason is invalid.",
-                           "code": "INVALID_REASON"})
+            errors.append(
+                {"field": ["input", "reason"], "message": "The specified reason is invalid.", "code": "INVALID_REASON"}
+            )
         changes = []
         resolved = []
         for index, quantity in enumerate(input["quantities"]):
@@ -336,34 +354,63 @@ class FakeShopify(WsgiServer):
             location = self._location_by_gid(quantity["locationId"])
             where = ["input", "quantities", str(index)]
             if item is None:
-                errors.append({"field": [*where, "inventoryItemId"], "message": "The specified inventory item could not be found.",
-                               "code": "INVALID_INVENTORY_ITEM"})
+                errors.append(
+                    {
+                        "field": [*where, "inventoryItemId"],
+                        "message": "The specified inventory item could not be found.",
+                        "code": "INVALID_INVENTORY_ITEM",
+                    }
+                )
                 continue
             if location is None:
-                errors.append({"field": [*where, "locationId"], "message": "The specified location could not be found.",
-                               "code": "INVALID_LOCATION"})
+                errors.append(
+                    {
+                        "field": [*where, "locationId"],
+                        "message": "The specified location could not be found.",
+                        "code": "INVALID_LOCATION",
+                    }
+                )
                 continue
             key = (item["number"], location["number"])
             if key not in self.levels:
-                errors.append({"field": [*where, "locationId"], "message": "The specified inventory item is not stocked at the location.",
-                               "code": "ITEM_NOT_STOCKED_AT_LOCATION"})
+                errors.append(
+                    {
+                        "field": [*where, "locationId"],
+                        "message": "The specified inventory item is not stocked at the location.",
+                        "code": "ITEM_NOT_STOCKED_AT_LOCATION",
+                    }
+                )
                 continue
             if self.stale_writes > 0:  # another app changes the level between our read and this write
                 self.stale_writes -= 1
                 self.levels[key] += 1
             if "changeFromQuantity" not in quantity and not input.get("ignoreCompareQuantity"):
-                errors.append({"field": [*where, "changeFromQuantity"], "message": "changeFromQuantity is required.",
-                               "code": "CHANGE_FROM_QUANTITY_REQUIRED"})
+                errors.append(
+                    {
+                        "field": [*where, "changeFromQuantity"],
+                        "message": "changeFromQuantity is required.",
+                        "code": "CHANGE_FROM_QUANTITY_REQUIRED",
+                    }
+                )
                 continue
             change_from = quantity.get("changeFromQuantity")
             if change_from is not None and change_from != self.levels[key]:
-                errors.append({"field": [*where, "changeFromQuantity"],
-                               "message": "The specified changeFromQuantity does not match the current quantity.",
-                               "code": "CHANGE_FROM_QUANTITY_STALE"})
+                errors.append(
+                    {
+                        "field": [*where, "changeFromQuantity"],
+                        "message": "The specified changeFromQuantity does not match the current quantity.",
+                        "code": "CHANGE_FROM_QUANTITY_STALE",
+                    }
+                )
                 continue
             if quantity["quantity"] < -1_000_000_000 or quantity["quantity"] > 1_000_000_000:
-                errors.append({"field": [*where, "quantity"], "message": "The quantity is out of range.",
-                               "code": "INVALID_QUANTITY_TOO_HIGH"})
+                errors.append(
+                    {
+                        "field": [*where, "quantity"],
+                        "message": "The quantity is out of range.",
+                        "code": "INVALID_QUANTITY_TOO_HIGH",
+                    }
+                )
                 continue
             resolved.append((key, item, location, quantity["quantity"]))
         if errors:  # Shopify applies all or nothing
@@ -373,10 +420,21 @@ class FakeShopify(WsgiServer):
             self.levels[key] = new
             self.adjustments += 1
             self.changed_at[key] = f"2026-01-02T00:00:{self.adjustments % 60:02d}Z"
-            changes.append({"name": input["name"], "delta": delta, "quantityAfterChange": new,
-                            "item": self._item_object(item), "location": self._location_object(location)})
-        group = {"id": gid("InventoryAdjustmentGroup", self.adjustments), "reason": input["reason"],
-                 "createdAt": "2026-01-02T00:00:00Z", "changes": changes}
+            changes.append(
+                {
+                    "name": input["name"],
+                    "delta": delta,
+                    "quantityAfterChange": new,
+                    "item": self._item_object(item),
+                    "location": self._location_object(location),
+                }
+            )
+        group = {
+            "id": gid("InventoryAdjustmentGroup", self.adjustments),
+            "reason": input["reason"],
+            "createdAt": "2026-01-02T00:00:00Z",
+            "changes": changes,
+        }
         return {"inventoryAdjustmentGroup": group, "userErrors": []}
 
     # --- the bucket ---------------------------------------------------------------------------------
@@ -410,7 +468,9 @@ class FakeShopify(WsgiServer):
         if request.method != "POST":
             return _json({"errors": "Method Not Allowed"}, 405)
         if request.headers.get("X-Shopify-Access-Token") != self.token:
-            return _json({"errors": "[API] Invalid API key or access token (unrecognized login or wrong password)"}, 401)
+            return _json(
+                {"errors": "[API] Invalid API key or access token (unrecognized login or wrong password)"}, 401
+            )
         with self.lock:
             self.versions.append(parts[2])
             if self.faults:
@@ -436,13 +496,33 @@ class FakeShopify(WsgiServer):
             requested = requested_cost(document, operation)
             self._refill()
             if requested > self.maximum:
-                return _json({"errors": [{"message": f"Query cost is {requested}, which exceeds the single query max "
-                                          f"cost limit ({int(self.maximum)}).", "extensions": {"code": "MAX_COST_EXCEEDED"}}],
-                              "extensions": {"cost": self._cost(requested, None)}})
+                return _json(
+                    {
+                        "errors": [
+                            {
+                                "message": f"Query cost is {requested}, which exceeds the single query max "
+                                f"cost limit ({int(self.maximum)}).",
+                                "extensions": {"code": "MAX_COST_EXCEEDED"},
+                            }
+                        ],
+                        "extensions": {"cost": self._cost(requested, None)},
+                    }
+                )
             if requested > self.available:
-                return _json({"errors": [{"message": "Throttled", "extensions": {"code": "THROTTLED",
-                              "documentation": "https://shopify.dev/api/usage/rate-limits"}}],
-                              "extensions": {"cost": self._cost(requested, None)}})
+                return _json(
+                    {
+                        "errors": [
+                            {
+                                "message": "Throttled",
+                                "extensions": {
+                                    "code": "THROTTLED",
+                                    "documentation": "https://shopify.dev/api/usage/rate-limits",
+                                },
+                            }
+                        ],
+                        "extensions": {"cost": self._cost(requested, None)},
+                    }
+                )
             self.available -= requested
             result = graphql_sync(SCHEMA, source, root_value=self.root, variable_values=variables)
             actual = requested if operation.operation == OperationType.MUTATION else 1 + _CURRENT.nodes
