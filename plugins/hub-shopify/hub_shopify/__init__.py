@@ -27,6 +27,9 @@ import hashlib
 import hmac
 import json
 import math
+import re
+import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
@@ -161,11 +164,23 @@ class ShopifyInventory(Provider):
             # A 404 names no resource of ours (the shop and version are in the URL): shop or api_version is wrong.
             status_errors={404: ConfigurationError},
         )
+        #: The shop's bucket as the last answer left it, and what each named query cost: (clock time, status).
+        self.clock: Callable[[], float] = time.monotonic
+        self._bucket_lock = threading.Lock()
+        self._bucket: tuple[float, float, float, float] | None = None  # (time, available, restore rate, maximum)
+        self._costs: dict[str, float] = {}
 
     # --- GraphQL ----------------------------------------------------------------------------------
 
     def graphql(self, query: str, variables: Mapping[str, Any]) -> dict[str, Any]:
-        """``data`` of one request; THROTTLED and other top-level errors raised as the hub's errors."""
+        """``data`` of one request; THROTTLED and other top-level errors raised as the hub's errors.
+
+        Before sending, the bucket the last answer reported (refilled at its ``restoreRate`` since) is compared
+        with what this query cost last time: when it cannot pay, :class:`TransientError` is raised at once with
+        the refill time, sparing Shopify a request that would be throttled.
+        """
+        name = _operation_name(query)
+        self._check_bucket(name)
         response = self.http.post(self.path, json={"query": query, "variables": dict(variables)})
         try:
             body = response.json()
@@ -173,6 +188,7 @@ class ShopifyInventory(Provider):
             raise TransientError("Shopify answered with a body that is not JSON", provider_code="bad-json") from error
         cost = ((body.get("extensions") or {}).get("cost") or {}) if isinstance(body, dict) else {}
         errors = body.get("errors") if isinstance(body, dict) else None
+        self._note_cost(name, cost)
         if errors:
             raise _graphql_error(errors, cost)
         data = body.get("data") if isinstance(body, dict) else None
@@ -188,6 +204,39 @@ class ShopifyInventory(Provider):
                 status.get("maximumAvailable"),
             )
         return data
+
+    def _check_bucket(self, name: str) -> None:
+        with self._bucket_lock:
+            needed, bucket = self._costs.get(name), self._bucket
+        if needed is None or bucket is None:
+            return
+        seen_at, available, rate, maximum = bucket
+        if rate <= 0:
+            return
+        now_available = min(maximum, available + max(0.0, self.clock() - seen_at) * rate)
+        if now_available < needed:
+            wait = math.ceil((needed - now_available) / rate * 1000) / 1000
+            raise TransientError(
+                f"Shopify's query cost bucket holds {now_available:.0f} of the {needed:.0f} points {name} needs",
+                provider_code="THROTTLED",
+                retry_after=wait,
+            )
+
+    def _note_cost(self, name: str, cost: Mapping[str, Any]) -> None:
+        status = cost.get("throttleStatus") or {}
+        try:
+            bucket = (
+                self.clock(),
+                float(status["currentlyAvailable"]),
+                float(status["restoreRate"]),
+                float(status["maximumAvailable"]),
+            )
+        except (KeyError, TypeError, ValueError):
+            return
+        with self._bucket_lock:
+            self._bucket = bucket
+            if cost.get("requestedQueryCost") is not None:
+                self._costs[name] = float(cost["requestedQueryCost"])
 
     # --- sync ------------------------------------------------------------------------------------
 
@@ -437,6 +486,11 @@ def _graphql_error(errors: Any, cost: Mapping[str, Any]) -> ProviderError:
     if code == "INTERNAL_SERVER_ERROR":
         return TransientError(f"Shopify failed: {message}", provider_code=code)
     return PermanentError(f"Shopify refused the query: {message}", provider_code=code or "graphql")
+
+
+def _operation_name(query: str) -> str:
+    match = re.search(r"\b(?:query|mutation)\s+(\w+)", query)
+    return match.group(1) if match else "query"
 
 
 def _refill_time(cost: Mapping[str, Any]) -> float | None:

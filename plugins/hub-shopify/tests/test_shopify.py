@@ -26,6 +26,7 @@ from hub.errors import ConfigurationError, SignatureError, TransientError, Unsup
 from hub.testing import ProviderHarness
 from hub.testing.contracts import check_provider_class, run_contract
 from hub.testing.rest import rest_hub
+from hub.testing.transport import check_transport_errors, check_webhook_signatures
 
 TOKEN = "shpat_test"
 SECRET = "whsec-shopify-test"
@@ -132,9 +133,10 @@ def test_an_unknown_data_type_is_unsupported(provider_harness: ProviderHarness, 
 def test_throttled_answer_raises_with_the_time_the_bucket_needs(
     provider_harness: ProviderHarness, provider: Any, shop: FakeShopify
 ) -> None:
-    first = sync(provider_harness, provider, page_size=3)
-    shop.clock = lambda: 0.0  # frozen: no restore between requests
+    now = [0.0]  # frozen clocks (server and provider): no restore between requests unless the test says
+    shop.clock = provider.clock = lambda: now[0]
     shop.last_refill = 0.0
+    first = sync(provider_harness, provider, page_size=3)
     shop.restore_rate = 20.0
     shop.available = 4.0
     with pytest.raises(TransientError) as raised:
@@ -144,8 +146,12 @@ def test_throttled_answer_raises_with_the_time_the_bucket_needs(
     assert requested > 4
     assert error.provider_code == "THROTTLED"
     assert error.retry_after == pytest.approx((requested - 4) / 20.0)
-    shop.available = 1000.0  # refilled: the same cursor goes on
-    assert sync(provider_harness, provider, first.cursor, page_size=3).records
+    now[0] += error.retry_after  # the core waits that long; the same cursor goes on
+    assert [record["sku"] for record in sync(provider_harness, provider, first.cursor, page_size=3).records] == [
+        "SKU-004",
+        "SKU-005",
+        "SKU-006",
+    ]
 
 
 def shop_requested_cost(shop: FakeShopify) -> int:
@@ -334,3 +340,47 @@ def test_an_interrupted_sync_resumes_through_the_hub_without_loss_or_duplicates(
         items = (body.get("data") or body)["items"]
         keys = [(item["sku"], item["location"]) for item in items]
         assert len(keys) == len(set(keys)) == 21
+
+
+# --- the hub's transport and signature checks -------------------------------------------------------
+
+
+def test_transport_failures_and_statuses_map_as_the_core_expects(provider_harness: ProviderHarness) -> None:
+    provider_harness.add_plugin(hub_shopify, "shopify")
+
+    def build(url: str, timeout: float) -> Any:
+        return provider_harness.build(
+            "shopify", {"shop": "hub-test.myshopify.com", "access_token": TOKEN, "api_base": url, "timeout": timeout}
+        )
+
+    check_transport_errors(provider_harness, build, call=lambda provider: sync(provider_harness, provider))
+
+
+def test_webhook_signatures_check(provider_harness: ProviderHarness, provider: Any) -> None:
+    def sign(timestamp: float, forged: bool) -> WebhookRequest:
+        headers = webhook_headers(WEBHOOK_BODY, signed(WEBHOOK_BODY, "not-the-secret" if forged else SECRET))
+        return WebhookRequest(headers=headers, body=WEBHOOK_BODY, url="", form={}, query={})
+
+    events = check_webhook_signatures(provider_harness, provider, sign)
+    assert [event.type for event in events] == ["inventory_levels/update"]
+
+
+def test_a_low_bucket_is_waited_out_before_the_next_page_is_asked_for(
+    provider_harness: ProviderHarness, provider: Any, shop: FakeShopify
+) -> None:
+    now = [100.0]  # one frozen clock for the provider and the server: refills happen only when the test says
+    provider.clock = shop.clock = lambda: now[0]
+    shop.last_refill = now[0]
+    first = sync(provider_harness, provider, page_size=3)
+    shop.available = 2.0  # another client of the same app drained the bucket
+    with pytest.raises(TransientError) as throttled:
+        sync(provider_harness, provider, first.cursor, page_size=3)
+    requested = shop_requested_cost(shop)
+    sent = len(shop.requests)
+    with pytest.raises(TransientError) as waited:  # the provider knows the bucket now: no request is sent
+        sync(provider_harness, provider, first.cursor, page_size=3)
+    assert len(shop.requests) == sent
+    assert waited.value.retry_after == throttled.value.retry_after == pytest.approx((requested - 2) / 50.0, abs=0.001)
+    now[0] += waited.value.retry_after  # the core waits that long
+    second = sync(provider_harness, provider, first.cursor, page_size=3)
+    assert [record["sku"] for record in second.records] == ["SKU-004", "SKU-005", "SKU-006"]
