@@ -295,6 +295,8 @@ class ShopifyInventory(Provider):
                 results.append(self._push_one(update))
             except (TransientError, ConfigurationError) as error:
                 return PushResult.cut_short(push, results, error)
+            except PermanentError as error:  # Shopify refused this update's request: this update fails
+                results.append(PushItemResult(update.sku, update.location, "failed", error=error.message))
         return PushResult(results)
 
     def _push_one(self, update: InventoryUpdate) -> PushItemResult:

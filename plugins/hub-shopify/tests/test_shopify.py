@@ -26,7 +26,7 @@ from hub.errors import ConfigurationError, SignatureError, TransientError, Unsup
 from hub.testing import ProviderHarness
 from hub.testing.contracts import check_provider_class, run_contract
 from hub.testing.rest import rest_hub
-from hub.testing.transport import check_transport_errors, check_webhook_signatures
+from hub.testing.transport import check_concurrent_use, check_transport_errors, check_webhook_signatures
 
 TOKEN = "shpat_test"
 SECRET = "whsec-shopify-test"
@@ -222,9 +222,11 @@ def test_unknown_sku_fails_that_update_only(
         provider_harness,
         provider,
         InventoryUpdate("NO-SUCH", "gid://shopify/Location/1", 1),
+        InventoryUpdate("SKU-002", "Warehouse 1", 1),
+        InventoryUpdate("SKU-002", "gid://shopify/Location/99", 1),
         InventoryUpdate("SKU-001", "1", 5),
     )
-    assert [r.status for r in result.results] == ["failed", "sent"]
+    assert [r.status for r in result.results] == ["failed", "failed", "failed", "sent"]
     assert shop.levels[(1001, 1)] == 5
 
 
@@ -384,3 +386,18 @@ def test_a_low_bucket_is_waited_out_before_the_next_page_is_asked_for(
     now[0] += waited.value.retry_after  # the core waits that long
     second = sync(provider_harness, provider, first.cursor, page_size=3)
     assert [record["sku"] for record in second.records] == ["SKU-004", "SKU-005", "SKU-006"]
+
+
+def test_concurrent_syncs_share_pooled_connections(provider_harness: ProviderHarness, shop: FakeShopify) -> None:
+    provider_harness.add_plugin(hub_shopify, "shopify")
+
+    def build(url: str, timeout: float) -> Any:
+        return provider_harness.build("shopify", settings(shop, api_base=url, timeout=timeout))
+
+    def call(provider: Any, number: int) -> Any:
+        page = sync(provider_harness, provider, page_size=1 + number % 5)
+        assert page.records and page.has_more
+        return page
+
+    results = check_concurrent_use(provider_harness, build, shop.url, threads=4, rounds=3, call=call)
+    assert len(results) == 12
