@@ -344,12 +344,14 @@ class SubscriptionHandlerSchema(Schema):
         unknown = INCLUDE
 
     type = fields.String(required=True, validate=validate.Length(min=1, max=100))
-    url = fields.Url(load_default=None, allow_none=True, require_tld=False, schemes={"http", "https"})
-    headers = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict)
-    timeout = fields.Float(load_default=10.0, validate=validate.Range(min=0.1, max=300))
+    # No defaults: keys a handler did not set stay out, so a plugin's handler type gets exactly its settings.
+    url = fields.Url(allow_none=True, require_tld=False, schemes={"http", "https"})
+    headers = fields.Dict(keys=fields.String(), values=fields.String())
+    #: Seconds (10 by default).
+    timeout = fields.Float(validate=validate.Range(min=0.1, max=300))
     #: Signs each POST (``X-Hub-Signature: t=<unix time>,v1=<hex HMAC-SHA256 of "<t>.<body>">``).
-    secret = fields.String(load_default=None, allow_none=True)
-    name = fields.String(load_default=None, allow_none=True)
+    secret = fields.String(allow_none=True)
+    name = fields.String(allow_none=True)
 
     @validates_schema
     def _complete(self, data: dict[str, Any], **_: Any) -> None:

@@ -98,7 +98,7 @@ class PaymentSchema(StrictSchema):
     currency = fields.String(
         required=True,
         validate=validate.Regexp(r"^[A-Za-z]{3}$", error="a three-letter ISO 4217 code, e.g. USD"),
-        metadata={"description": "ISO 4217 code, any case (USD, jpy): a currency with a minor unit, so not XAU or XXX"},
+        metadata={"description": "ISO 4217 code, any case (USD, jpy) of a currency with a minor unit (not a metal such as XAU)"},
     )
     gateway = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=100))
     order_id = fields.String(data_key="orderId", load_default=None, allow_none=True, validate=validate.Length(max=200))

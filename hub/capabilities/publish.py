@@ -178,7 +178,11 @@ class ConsumedRecord:
         return PartitionOffset(self.topic, self.partition, self.offset + 1)
 
     def event(self) -> Event | None:
-        return Event.from_envelope(self.topic, self.value, self.key, self.headers)
+        """The hub event this record holds (``None`` for another producer's message), parsed once: the tenant
+        check, a filter and a handler all ask for it."""
+        if "_event" not in self.__dict__:  # not a dataclass field: equality and asdict() stay the record's
+            self.__dict__["_event"] = Event.from_envelope(self.topic, self.value, self.key, self.headers)
+        return self.__dict__["_event"]
 
     def document(self, subscription: Subscription) -> dict[str, Any]:
         """The record as a JSON document for a receiver (what webhook handlers POST): where it came from, its key,

@@ -175,9 +175,7 @@ class PayService:
         """Store the gateway's answer to the payment just made. Nothing else can have changed the record since
         it was opened (the reconciler leaves a running record alone; no webhook matches it before its reference
         is stored), so nothing is read back: written with the request's last transaction (:meth:`RecordLedger.finish`)."""
-        status = result.status if result.status in PAYMENT_STATUSES else "processing"
-        if status != result.status:
-            log.warning("gateway %s answered status %r, not a hub status; kept as processing", provider, result.status)
+        status = _hub_status(provider, result)
         stored = {key: value for key, value in to_dict(result).items() if value is not None}
         stored.update(status=status, checkedAt=utcnow().isoformat())
         changes = {
@@ -200,9 +198,7 @@ class PayService:
     def _apply_result(self, record_id: str, provider: str, result: PaymentResult, **changes: Any) -> Record:
         """Store what the gateway says about the payment, if it moves the payment forwards (a lookup may be
         older than a webhook already applied); amounts and raw status are kept either way."""
-        status = result.status if result.status in PAYMENT_STATUSES else "processing"
-        if status != result.status:
-            log.warning("gateway %s answered status %r, not a hub status; kept as processing", provider, result.status)
+        status = _hub_status(provider, result)
         with self.runtime.db.session() as session:
             record = session.get(Record, record_id)
             assert record is not None
@@ -554,6 +550,14 @@ class PayService:
         if queued is not None:
             jobs = self.runtime.jobs
             orm_event.listen(session, "after_commit", lambda _session: jobs.enqueue(queued), once=True)
+
+
+def _hub_status(provider: str, result: PaymentResult) -> str:
+    """The gateway's status when it is one of the hub's; anything else is kept as ``processing`` (looked up later)."""
+    if result.status in PAYMENT_STATUSES:
+        return result.status
+    log.warning("gateway %s answered status %r, not a hub status; kept as processing", provider, result.status)
+    return "processing"
 
 
 def _captured(record: Record) -> Decimal:

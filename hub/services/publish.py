@@ -25,7 +25,7 @@ from hub.capabilities import (
     TopicSpec,
     to_dict,
 )
-from hub.config import SubscriptionSchema
+from hub.config import SubscriptionSchema, first_error
 from hub.errors import (
     ConfigError,
     Conflict,
@@ -47,8 +47,6 @@ log = logging.getLogger("hub.publish")
 
 #: Seconds between two looks at the subscriptions defined through the API (another process may have added one).
 STORED_SUBSCRIPTIONS_EVERY = 2.0
-#: What SubscriptionHandlerSchema fills in for the core's own types: not settings of a plugin's handler type.
-_HANDLER_DEFAULTS: dict[str, Any] = {"url": None, "headers": {}, "timeout": 10.0, "secret": None, "name": None}
 SUBSCRIPTION_NAME = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
 #: The hooks a provider needs for the hub to run a subscription on it.
 CONSUMER_HOOKS = ("consume", "commit", "unsubscribe")
@@ -319,11 +317,9 @@ class PublishService:
         if not group.startswith(_prefixes(tenant)):
             raise NotFound(f"No consumer group {group}")
         specs = [spec for spec in self._tenant_specs(tenant) if spec.subscription.group == group]
-        provider = request["provider"] or (
-            specs[0].provider if specs else self._provider_with(tenant, ("reset_offsets",))
+        provider = self._admin_provider(
+            tenant, request["provider"] or (specs[0].provider if specs else None), "reset_offsets", "reset consumer group offsets"
         )
-        if provider is None or self.runtime.hook_for(provider, tenant, "reset_offsets") is None:
-            raise UnsupportedError(f"provider {provider or '(none)'} cannot reset consumer group offsets")
         timestamp = request["timestamp"]
         if timestamp is not None and timestamp.tzinfo is None:
             timestamp = timestamp.replace(tzinfo=UTC)
@@ -727,12 +723,12 @@ class PublishService:
             known = ", ".join(sorted(["webhook", "callable", *self.runtime.host.handler_types])) or "none"
             raise ConfigError(f"{path}.type", f"no handler type {entry['type']!r} (known: {known}; a plugin may add one)")
         factory, settings_schema, plugin = registered
-        raw = {key: value for key, value in entry.items() if key != "type" and not (key in _HANDLER_DEFAULTS and value == _HANDLER_DEFAULTS[key])}
+        raw = {key: value for key, value in entry.items() if key != "type"}
         try:
             settings = settings_schema().load(raw)
         except SettingsError as error:
-            field, reasons = _first_problem(error.messages_dict)
-            raise ConfigError(f"{path}.{field}", reasons) from None
+            field, reason = first_error(error.messages_dict)
+            raise ConfigError(f"{path}.{field}", reason) from None
         context = HandlerContext(subscription=name, tenant=tenant, hub=lambda: self.manager)
         handler = factory(settings, context)
         return handler, str(getattr(handler, "label", f"{entry['type']} ({plugin})"))
@@ -769,16 +765,6 @@ class PublishService:
         if spec is None or spec.subscription.tenant != tenant:
             raise NotFound(f"No subscription {name}")
         return spec
-
-
-def _first_problem(messages: Any, prefix: str = "") -> tuple[str, str]:
-    """The first error of a marshmallow messages dict as a dotted key path and its reasons
-    (``secrets.1``: "Not a valid string."), however deep the schema nests."""
-    while isinstance(messages, dict) and messages:
-        key, messages = next(iter(messages.items()))
-        prefix = f"{prefix}.{key}" if prefix else str(key)
-    reasons = messages if isinstance(messages, list) else [messages]
-    return prefix, "; ".join(map(str, reasons))
 
 
 def _prefixes(tenant: str) -> tuple[str, str]:
