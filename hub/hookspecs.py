@@ -690,6 +690,12 @@ def handle_webhook(webhook: WebhookRequest) -> list[WebhookEvent]:
         ``status`` of ``bounced``, ``failed``, ``undelivered`` or ``dropped`` marks the recipient failed.
         For a payment, ``status`` is one of ``hub.capabilities.PAYMENT_STATUSES`` and moves the payment
         to it when it is further along (a late ``processing`` after ``succeeded`` is ignored).
+        A **sync source** reports a changed stock level with ``type=hub.capabilities.INVENTORY_LEVEL_EVENT``
+        (``"inventory.level"``) and ``details={"sku", "location", "quantity", "updatedAt"?}``, using the same
+        SKU and location its ``sync`` records carry (resolve the provider's own ids first); ``reference`` is
+        free. The core sets that provider's level for the webhook's tenant (``?tenant=``, else the default
+        tenant) without a matching record, ignores an ``updatedAt`` older than the level it holds, and runs
+        the same low-stock and discrepancy checks as a sync.
     :raises SignatureError: the signature is missing or does not verify (the API answers 401).
     """
 

@@ -71,6 +71,7 @@ from hub.capabilities.store import (
 from hub.capabilities.sync import (
     DEFAULT_KEY,
     INVENTORY_KEY,
+    INVENTORY_LEVEL_EVENT,
     PUSH_MODES,
     PUSH_STATUSES,
     InventoryPush,
@@ -95,6 +96,7 @@ __all__ = [
     "GroupMember",
     "HealthResult",
     "INVENTORY_KEY",
+    "INVENTORY_LEVEL_EVENT",
     "InventoryPush",
     "InventoryUpdate",
     "IteratorStream",

@@ -16,6 +16,10 @@ DEFAULT_KEY = ("id",)
 PUSH_MODES = ("set", "adjust")
 #: The outcome of one pushed update, as for notify's recipients.
 PUSH_STATUSES = ("sent", "failed", "retry")
+#: The ``type`` of a :class:`hub.capabilities.WebhookEvent` from a sync source that reports a level
+#: (``details``: ``sku``, ``location``, ``quantity``, optionally ``updatedAt`` as ISO 8601): the core
+#: sets that source's stored level, as a sync row would, with ``source="webhook"`` in the history.
+INVENTORY_LEVEL_EVENT = "inventory.level"
 
 
 @dataclass
