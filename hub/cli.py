@@ -334,6 +334,70 @@ def files_migrate(context: click.Context, tenant: str | None, limit: int, as_jso
         context.exit(1)
 
 
+@main.group()
+def sync() -> None:
+    """Sync jobs."""
+
+
+@sync.command("run")
+@click.argument("job")
+@click.option("--tenant", default=None, help="The tenant (default: the schedule's, else default_tenant).")
+@click.option("--provider", default=None, help="Only this sync provider (default: the schedule's; for inventory, every source).")
+@click.option("--full", "full_resync", is_flag=True, help="Ignore the saved cursor: read from the beginning.")
+@click.option("--option", "options", multiple=True, help="A sync option as key=value (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="JSON output.")
+@click.pass_context
+def sync_run(context: click.Context, job: str, tenant: str | None, provider: str | None, full_resync: bool, options: tuple[str, ...], as_json: bool) -> None:
+    """Run a sync now, to the end of the stream: JOB is a schedule's name (sync_schedules) or a data type.
+    Inventory without --provider syncs every source. Exits 1 when a run failed."""
+    from hub import IntegrationManager
+    from hub.errors import HubError
+    from hub.services.sync import SyncJob
+
+    config = _config(context)
+    schedule = next((item for item in config["sync_schedules"] if job in (item.get("name"), item["data_type"])), None)
+    data_type = schedule["data_type"] if schedule else job
+    parsed = dict(schedule["options"]) if schedule else {}
+    for option in options:
+        name, equals, value = option.partition("=")
+        if not equals or not name:
+            raise click.BadParameter(f"{option!r}: key=value", param_hint="--option")
+        parsed[name] = value
+    tenant = tenant or (schedule or {}).get("tenant") or config["default_tenant"]
+    provider = provider or (schedule or {}).get("provider")
+    manager = IntegrationManager(config)
+    failed = False
+    try:
+        if data_type == "inventory" and not provider and not parsed:
+            results = manager.sync.sync_all_inventory(tenant, full_resync=full_resync)
+            failed = any(not result["success"] for result in results.values())
+            lines = [f"{name}: {'ok' if result['success'] else 'failed'} {result.get('count', 0)} record(s) job {result['jobId']}" + (f" ({result['error']})" if result.get("error") else "") for name, result in results.items()]
+        else:
+            results, lines, first = {}, [], True
+            while True:  # each run goes on from the checkpoint the last one saved
+                try:
+                    view, _ = manager.sync.start(tenant, SyncJob(data_type, parsed, provider, full_resync=full_resync and first))
+                except HubError as error:
+                    failed = True
+                    lines.append(f"failed: {error}")
+                    break
+                first = False
+                results[view["jobId"]] = {key: view[key] for key in ("status", "provider", "count", "pages", "hasMore", "error")}
+                lines.append(f"{view['provider']}: {view['status']} {view['count']} record(s) in {view['pages']} page(s) job {view['jobId']}")
+                if view["status"] != "succeeded" or not view["hasMore"]:
+                    failed = view["status"] != "succeeded"
+                    break
+    finally:
+        manager.close()
+    if as_json:
+        click.echo(json.dumps(results, indent=2, default=str))
+    else:
+        for line in lines:
+            click.echo(line)
+    if failed:
+        context.exit(1)
+
+
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="JSON output.")
 @click.pass_context

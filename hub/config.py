@@ -21,6 +21,8 @@ from marshmallow import ValidationError as MarshmallowValidationError
 from hub.errors import ConfigError
 
 CONFIG_ENV = "HUB_CONFIG"
+#: The source name of inventory levels an operator set by hand (``PUT /inventory/<sku>/<location>``).
+OVERRIDE_SOURCE = "override"
 DEFAULT_CONFIG_FILE = "hub.yaml"
 
 
@@ -268,6 +270,8 @@ class ScheduleSchema(Schema):
     class Meta:
         unknown = RAISE
 
+    #: What ``hub sync run <name>`` calls it; the data type when omitted.
+    name = fields.String(load_default=None, allow_none=True, validate=validate.Regexp(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$"))
     data_type = fields.String(required=True)
     cron = fields.String(required=True)
     tenant = fields.String(load_default=None, allow_none=True)
@@ -293,6 +297,70 @@ class SyncSettingsSchema(Schema):
     #: A run stops after this many pages or records (the next run goes on from its checkpoint).
     max_pages = fields.Integer(load_default=100, validate=validate.Range(min=1))
     max_records = fields.Integer(load_default=50_000, validate=validate.Range(min=1))
+
+
+class InventorySourceSchema(Schema):
+    """``inventory.sources.<provider>``: how one sync source's inventory maps onto the hub's."""
+
+    class Meta:
+        unknown = RAISE
+
+    #: The source's location id -> the hub's location name (``gid://shopify/Location/1: WAREHOUSE-A``), so
+    #: sources that name one place differently are compared and pushed to as one location.
+    locations = fields.Dict(keys=fields.String(validate=validate.Length(min=1, max=255)), values=fields.String(validate=validate.Length(min=1, max=255)), load_default=dict)
+    #: Whether manual overrides are pushed to it; ``null``: when it implements ``sync_push``.
+    writable = fields.Boolean(load_default=None, allow_none=True)
+
+
+class StockThresholdSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    sku = fields.String(required=True, validate=validate.Length(min=1, max=255))
+    #: ``null`` or ``"*"``: every location.
+    location = fields.String(load_default=None, allow_none=True, validate=validate.Length(min=1, max=255))
+    threshold = fields.Float(required=True, validate=validate.Range(min=0))
+    #: ``null``: every tenant.
+    tenant = fields.String(load_default=None, allow_none=True)
+
+
+class StockAlertTargetSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    channel = fields.String(required=True, validate=validate.OneOf(["email", "sms", "chat"]))
+    #: Notification recipients (``[{email: ops@example.com}]``); a chat webhook needs none.
+    recipients = fields.List(fields.Dict(), load_default=list)
+    template = fields.String(load_default="low_stock_alert")
+    priority = fields.String(load_default="high", validate=validate.OneOf(["low", "normal", "high"]))
+
+
+class LowStockSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    #: The threshold of SKUs no entry names; ``null``: no alert for them.
+    default_threshold = fields.Float(load_default=None, allow_none=True, validate=validate.Range(min=0))
+    #: Most specific first wins: SKU and location, then SKU at every location (``sku: "*"`` for every SKU).
+    thresholds = fields.List(fields.Nested(StockThresholdSchema), load_default=list)
+    #: Where ``low_stock_alert`` goes when a level falls to or below its threshold (once per crossing).
+    notify = fields.List(fields.Nested(StockAlertTargetSchema), load_default=list)
+
+
+class InventorySettingsSchema(Schema):
+    """``inventory:``: the hub's own inventory store over what sync sources report."""
+
+    class Meta:
+        unknown = RAISE
+
+    sources = fields.Dict(keys=fields.String(), values=fields.Nested(InventorySourceSchema), load_default=dict)
+    #: Seconds after a source's last successful inventory sync before its levels are marked stale; null = never.
+    stale_after = fields.Integer(load_default=3600, allow_none=True, validate=validate.Range(min=1))
+    #: Two sources differing by more than this at one SKU and location are a discrepancy.
+    discrepancy_tolerance = fields.Float(load_default=0, validate=validate.Range(min=0))
+    #: Where ``inventory.stock.updated`` and ``inventory.level.discrepancy`` events go; null = none.
+    events_topic = fields.String(load_default="inventory-events", allow_none=True, validate=validate.Length(min=1, max=249))
+    low_stock = fields.Nested(LowStockSchema, load_default=lambda: LowStockSchema().load({}))
 
 
 class TenantSchema(Schema):
@@ -474,6 +542,7 @@ class HubConfigSchema(Schema):
     tenants = fields.Dict(keys=fields.String(), values=fields.Nested(TenantSchema), load_default=dict)
     sync_schedules = fields.List(fields.Nested(ScheduleSchema), load_default=list)
     sync = fields.Nested(SyncSettingsSchema, load_default=lambda: SyncSettingsSchema().load({}))
+    inventory = fields.Nested(InventorySettingsSchema, load_default=lambda: InventorySettingsSchema().load({}))
     subscriptions = fields.Dict(
         keys=fields.String(validate=_SUBSCRIPTION_NAME), values=fields.Nested(SubscriptionSchema), load_default=dict
     )
@@ -502,6 +571,11 @@ class HubConfigSchema(Schema):
                     errors.setdefault("services", {}).setdefault(name, {}).setdefault("providers", {})[index] = [
                         f"no provider named {provider!r} under providers:"
                     ]
+        for provider in data.get("inventory", {}).get("sources", {}):
+            if provider not in providers:
+                errors.setdefault("inventory", {}).setdefault("sources", {})[provider] = ["no provider of that name under providers:"]
+        if OVERRIDE_SOURCE in providers:
+            errors.setdefault("providers", {})[OVERRIDE_SOURCE] = [f"{OVERRIDE_SOURCE!r} is reserved: it names manual inventory overrides"]
         for tenant, tenant_config in data.get("tenants", {}).items():
             for provider in tenant_config.get("providers", {}):
                 if provider not in providers:

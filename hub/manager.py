@@ -17,6 +17,7 @@ from hub.config import service_key
 from hub.records import AuditEntry, InventorySnapshot, Record
 from hub.runtime import Runtime, ServicesShutDown
 from hub.services.health import HealthService
+from hub.services.inventory import Override
 from hub.services.notify import NotificationRequest, NotifyService
 from hub.services.pay import PayService
 from hub.services.publish import PublishService
@@ -50,9 +51,11 @@ class IntegrationManager:
         self.publish.manager = self
         self.pay = PayService(runtime, events=self.publish)
         self.store = StoreService(runtime)
-        self.sync = SyncService(runtime)
+        self.sync = SyncService(runtime, self.publish, self.notify)
         self.health_service = HealthService(runtime, self.notify.templates)
-        self.webhooks = WebhookService(runtime, {"notification": self.notify, "payment": self.pay, "refund": self.pay, "sync": self.sync})
+        self.webhooks = WebhookService(
+            runtime, {"notification": self.notify, "payment": self.pay, "refund": self.pay, "sync": self.sync}, inventory=self.sync.inventory
+        )
 
     # The runtime's parts, for embedding code and tests.
     config = property(lambda self: self.runtime.config)
@@ -274,8 +277,28 @@ class IntegrationManager:
     def inventory_levels(
         self, tenant_id: str | None = None, *, provider: str | None = None, sku: str | None = None, location: str | None = None, limit: int = 500
     ) -> list[dict[str, Any]]:
-        levels = self.sync.store.levels(self.runtime.tenant(tenant_id), provider=provider, sku=sku, location=location, limit=limit)
-        return [level.to_dict() for level in levels]
+        """Current levels per SKU, location and source, each with ``ageSeconds`` and ``stale``."""
+        tenant = self.runtime.tenant(tenant_id)
+        levels = self.sync.store.levels(tenant, provider=provider, sku=sku, location=location, limit=limit)
+        return self.sync.inventory.level_views(tenant, levels)
+
+    def override_inventory(
+        self, sku: str, location: str, quantity: float, *, reason: str, by: str = "python", push: bool = True, tenant_id: str | None = None
+    ) -> dict[str, Any]:
+        """Set a level by hand (recorded with ``by`` and ``reason``) and push it to every source that
+        accepts writes; returns the override with the queued push jobs."""
+        return self.sync.inventory.override(self.runtime.tenant(tenant_id), Override(sku, location, quantity, reason, by, push))
+
+    def inventory_history(
+        self, sku: str, *, location: str | None = None, provider: str | None = None, since: datetime | None = None,
+        until: datetime | None = None, limit: int = 500, tenant_id: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Every change of ``sku``'s levels, oldest first, with its origin (sync, push, webhook, override)."""
+        return self.sync.inventory.history(self.runtime.tenant(tenant_id), sku, location=location, provider=provider, since=since, until=until, limit=limit)
+
+    def inventory_discrepancies(self, tenant_id: str | None = None, *, status: str | None = "open", sku: str | None = None) -> list[dict[str, Any]]:
+        """Where two sources disagree about a SKU at a location (``status``: open, resolved or None for both)."""
+        return self.sync.inventory.discrepancies(self.runtime.tenant(tenant_id), status=status, sku=sku)
 
     def inventory_snapshots(self, tenant: str, provider: str | None = None, limit: int = 20) -> list[InventorySnapshot]:
         return self.sync.snapshots(tenant, provider, limit)

@@ -348,6 +348,41 @@ class InventoryPushSchema(StrictSchema):
     metadata = fields.Dict(keys=fields.String(), load_default=dict)
 
 
+class InventoryOverrideSchema(StrictSchema):
+    """``PUT /inventory/<sku>/<location>``: a level set by hand."""
+
+    quantity = Quantity(required=True, validate=validate.Range(min=0, error="a level of 0 or more"))
+    #: Why: kept in the history and the audit trail with who set it.
+    reason = fields.String(required=True, validate=validate.Length(min=1, max=500))
+    #: Push it to the sources that accept writes (``inventory.sources.<name>.writable``).
+    push = JsonBoolean(load_default=True)
+
+
+class InventoryHistorySchema(Schema):
+    """``GET /inventory/<sku>/history`` filters: ``from`` inclusive, ``to`` exclusive (ISO 8601, UTC by default)."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    since = fields.AwareDateTime(data_key="from", load_default=None, default_timezone=UTC)
+    until = fields.AwareDateTime(data_key="to", load_default=None, default_timezone=UTC)
+    location = fields.String(load_default=None, validate=validate.Length(min=1, max=255))
+    provider = fields.String(load_default=None, validate=validate.Length(min=1, max=100))
+
+    @validates_schema
+    def _range(self, data: dict[str, Any], **_: Any) -> None:
+        if data.get("since") and data.get("until") and data["until"] <= data["since"]:
+            raise ValidationError({"to": ["must be after from"]})
+
+
+class DiscrepancyListSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    status = fields.String(load_default="open", validate=validate.OneOf(["open", "resolved", "all"]))
+    sku = fields.String(load_default=None, validate=validate.Length(min=1, max=255))
+
+
 class ErrorSchema(Schema):
     success = fields.Boolean(dump_default=False)
     message = fields.String()

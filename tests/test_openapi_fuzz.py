@@ -72,6 +72,7 @@ RUNTIME_RULES: dict[str, tuple[set[str], str]] = {
     ),
     "POST /test/payment": ({"gateway", "amount", "currency"}, f"{_PROVIDER}; {_MONEY}"),
     "GET /payments": ({"createdTo"}, "createdTo must be after createdFrom (a cross-field rule)"),
+    "GET /inventory/{sku}/history": ({"to"}, "to must be after from (a cross-field rule)"),
     "POST /payments/{record_id}/refunds": ({"amount"}, _REFUND_MONEY),
     "POST /payments/{record_id}/capture": ({"amount"}, _REFUND_MONEY),
     "POST /refunds": ({"amount"}, _REFUND_MONEY),

@@ -8,7 +8,14 @@ from flask import Blueprint, g, request
 
 from hub.api.middleware import idempotency_key, idempotent, json_body, list_records, manager, ok, paging
 from hub.errors import ValidationError
-from hub.schemas import InventorySyncSchema, load
+from hub.schemas import (
+    DiscrepancyListSchema,
+    InventoryHistorySchema,
+    InventoryOverrideSchema,
+    InventorySyncSchema,
+    load,
+)
+from hub.services.inventory import Override
 
 blueprint = Blueprint("sync", __name__)
 
@@ -32,6 +39,12 @@ def list_sync_checkpoints() -> Any:
     """Where each stream's next sync starts (``?provider=&dataType=``)."""
     checkpoints = manager().sync.store.checkpoints(g.tenant, request.args.get("provider"), request.args.get("dataType"))
     return ok({"items": [checkpoint.to_dict() for checkpoint in checkpoints]})
+
+
+@blueprint.get("/sync/metrics")
+def get_sync_metrics() -> Any:
+    """Per source and stream: runs, failures, records, records/s, errors and lag (seconds since read to its end)."""
+    return ok({"items": manager().sync.metrics(g.tenant)})
 
 
 @blueprint.get("/sync/records")
@@ -85,8 +98,9 @@ def list_inventory_levels() -> Any:
     """Current levels per SKU, location and provider (``?provider=&sku=&location=&limit=&offset=``)."""
     limit, offset = paging()
     args = request.args
-    levels = manager().sync.store.levels(g.tenant, provider=args.get("provider"), sku=args.get("sku"), location=args.get("location"), limit=limit, offset=offset)
-    return ok({"items": [level.to_dict() for level in levels], "limit": limit, "offset": offset})
+    sync = manager().sync
+    levels = sync.store.levels(g.tenant, provider=args.get("provider"), sku=args.get("sku"), location=args.get("location"), limit=limit, offset=offset)
+    return ok({"items": sync.inventory.level_views(g.tenant, levels), "limit": limit, "offset": offset})
 
 
 @blueprint.get("/inventory/history")
@@ -96,6 +110,42 @@ def list_inventory_history() -> Any:
     args = request.args
     changes = manager().sync.store.history(g.tenant, provider=args.get("provider"), sku=args.get("sku"), location=args.get("location"), limit=limit)
     return ok({"items": [change.to_dict() for change in changes]})
+
+
+@blueprint.get("/inventory/discrepancies")
+def list_inventory_discrepancies() -> Any:
+    """Where two sources disagree about a SKU at a location (``?status=open|resolved|all&sku=``), newest first."""
+    limit, offset = paging()
+    query = load(DiscrepancyListSchema(), request.args.to_dict())
+    status = None if query["status"] == "all" else query["status"]
+    items = manager().sync.inventory.discrepancies(g.tenant, status=status, sku=query["sku"], limit=limit, offset=offset)
+    return ok({"items": items, "limit": limit, "offset": offset})
+
+
+@blueprint.get("/inventory/low-stock")
+def list_low_stock() -> Any:
+    """SKUs and locations at or below their threshold now (each alerted once when it crossed)."""
+    limit, offset = paging()
+    return ok({"items": manager().sync.inventory.low_stock(g.tenant, limit, offset), "limit": limit, "offset": offset})
+
+
+@blueprint.put("/inventory/<sku>/<location>")
+@idempotent(with_record=False)
+def override_inventory_level(sku: str, location: str) -> Any:
+    """Set a level by hand, recorded with who (the token) and why, and pushed to the sources that accept writes."""
+    body = load(InventoryOverrideSchema(), json_body())
+    token = g.token
+    by = f"token:{token.name or token.prefix}"
+    return ok(manager().sync.inventory.override(g.tenant, Override(sku, location, body["quantity"], body["reason"], by, body["push"])))
+
+
+@blueprint.get("/inventory/<sku>/history")
+def get_inventory_history(sku: str) -> Any:
+    """Every change of one SKU's levels, oldest first, with its origin (``?from=&to=&location=&provider=&limit=``)."""
+    limit, _ = paging()
+    query = load(InventoryHistorySchema(), request.args.to_dict())
+    items = manager().sync.inventory.history(g.tenant, sku, location=query["location"], provider=query["provider"], since=query["since"], until=query["until"], limit=limit)
+    return ok({"sku": sku, "items": items})
 
 
 @blueprint.get("/inventory/snapshots")

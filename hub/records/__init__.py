@@ -36,8 +36,10 @@ from hub.records.events import (
 )
 from hub.records.sync import (
     InventoryChange,
+    InventoryDiscrepancy,
     InventoryLevel,
     InventorySnapshot,
+    StockAlertState,
     SyncCheckpoint,
     SyncedRecord,
     plain_number,
@@ -53,7 +55,9 @@ __all__ = [
     "IdempotentRequest",
     "InventoryChange",
     "InventoryLevel",
+    "InventoryDiscrepancy",
     "InventorySnapshot",
+    "StockAlertState",
     "Lease",
     "ProviderReference",
     "RecipientOutcome",

@@ -112,6 +112,7 @@ class InventoryChange(Base):
     __table_args__ = (
         Index("ix_inventory_history_snapshot", "snapshot_id", "id"),
         Index("ix_inventory_history_item", "tenant", "provider", "sku", "location", "id"),
+        Index("ix_inventory_history_sku_at", "tenant", "sku", "at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -123,7 +124,8 @@ class InventoryChange(Base):
     #: The level before (``None`` when the hub had none).
     previous: Mapped[float | None] = mapped_column(Float)
     attributes: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    #: ``sync`` or ``push``.
+    #: Where the change came from: ``sync`` (a run), ``push`` (an update sent), ``webhook`` (the source
+    #: told), ``override`` (an operator; ``attributes`` has ``by`` and ``reason``).
     source: Mapped[str] = mapped_column(String(10), default="sync")
     snapshot_id: Mapped[str | None] = mapped_column(String(40))
     record_id: Mapped[str | None] = mapped_column(String(40))
@@ -144,6 +146,7 @@ class InventoryChange(Base):
             "snapshotId": self.snapshot_id,
             "recordId": self.record_id,
             "at": self.at.isoformat(),
+            **({"by": self.attributes.get("by"), "reason": self.attributes.get("reason")} if self.source == "override" else {}),
         }
 
 
@@ -182,3 +185,57 @@ def plain_number(value: float | None) -> int | float | None:
     if value is not None and float(value).is_integer():
         return int(value)
     return value
+
+
+class StockAlertState(Base):
+    """Whether one SKU at one location is below its threshold now: an alert goes out when this turns on,
+    so a level that stays low alerts once, and again only after it recovered."""
+
+    __tablename__ = "hub_stock_alerts"
+
+    tenant: Mapped[str] = mapped_column(String(100), primary_key=True)
+    sku: Mapped[str] = mapped_column(String(255), primary_key=True)
+    location: Mapped[str] = mapped_column(String(255), primary_key=True)
+    low: Mapped[bool] = mapped_column(default=False)
+    quantity: Mapped[float | None] = mapped_column(Float)
+    threshold: Mapped[float | None] = mapped_column(Float)
+    #: The source whose level crossed.
+    provider: Mapped[str | None] = mapped_column(String(100))
+    changed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: The queued alert job of the last crossing.
+    record_id: Mapped[str | None] = mapped_column(String(40))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "sku": self.sku, "location": self.location, "low": self.low, "quantity": plain_number(self.quantity),
+            "threshold": plain_number(self.threshold), "provider": self.provider, "changedAt": self.changed_at.isoformat(),
+            "alertId": self.record_id,
+        }
+
+
+class InventoryDiscrepancy(Base):
+    """Two sources disagreeing about one SKU at one location (``provider`` < ``other`` by name). Open while
+    they differ by more than the tolerance; ``resolved_at`` is set when they agree again."""
+
+    __tablename__ = "hub_inventory_discrepancies"
+    __table_args__ = (Index("ix_inventory_discrepancy_open", "tenant", "resolved_at"),)
+
+    tenant: Mapped[str] = mapped_column(String(100), primary_key=True)
+    sku: Mapped[str] = mapped_column(String(255), primary_key=True)
+    location: Mapped[str] = mapped_column(String(255), primary_key=True)
+    provider: Mapped[str] = mapped_column(String(100), primary_key=True)
+    other: Mapped[str] = mapped_column(String(100), primary_key=True)
+    quantity: Mapped[float | None] = mapped_column(Float)
+    other_quantity: Mapped[float | None] = mapped_column(Float)
+    detected_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    def to_dict(self) -> dict[str, Any]:
+        quantities = {self.provider: plain_number(self.quantity), self.other: plain_number(self.other_quantity)}
+        difference = None if self.quantity is None or self.other_quantity is None else plain_number(abs(self.quantity - self.other_quantity))
+        return {
+            "sku": self.sku, "location": self.location, "quantities": quantities, "difference": difference,
+            "status": "resolved" if self.resolved_at else "open", "detectedAt": self.detected_at.isoformat(),
+            "updatedAt": self.updated_at.isoformat(), "resolvedAt": self.resolved_at.isoformat() if self.resolved_at else None,
+        }

@@ -146,6 +146,31 @@ class RecordLedger:
             extra.clear()
         return record
 
+    def queue_in(
+        self,
+        session: Session,
+        kind: str,
+        tenant: str,
+        service: str,
+        payload: dict[str, Any],
+        idempotency_key: str | None = None,
+        *,
+        record_id: str | None = None,
+    ) -> str:
+        """Add a queued record inside the caller's transaction, so it exists exactly when the change that
+        asked for it does. Hand the id to ``jobs.enqueue`` after the commit; if the process dies first, the
+        recovery sweep queues it. The caller checks ``idempotency_key`` is new when it can repeat."""
+        now = utcnow()
+        record_id = record_id or new_id(ID_PREFIX.get(kind, kind[:3]))
+        session.add(
+            Record(
+                id=record_id, tenant=tenant, kind=kind, service=service, status="queued", payload=payload,
+                idempotency_key=idempotency_key, request_id=request_id_var.get(), attempts=0, attempt_log=[],
+                created_at=now, updated_at=now,
+            )
+        )
+        return record_id
+
     def begin(
         self,
         kind: str,

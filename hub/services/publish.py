@@ -131,24 +131,8 @@ class PublishService:
             # still be told; it goes out without a dataschema, and the log says why.
             log.error("the hub's %s event does not match its schema: %s", event_type, error.errors)
             schema = None
-        now = utcnow()
-        record_id = new_id("evt")
         payload = {"topic": topic, "eventType": event_type, "key": key, "data": data, "dataschema": schema.uri if schema else None}
-        session.add(
-            Record(
-                id=record_id,
-                tenant=tenant,
-                kind="event",
-                service="kafka",
-                status="queued",
-                payload=payload,
-                idempotency_key=idempotency_key,
-                attempts=0,
-                attempt_log=[],
-                created_at=now,
-                updated_at=now,
-            )
-        )
+        record_id = self.runtime.ledger.queue_in(session, "event", tenant, "kafka", payload, idempotency_key, record_id=new_id("evt"))
         return record_id
 
     def run_queued(self, record: Record) -> None:

@@ -13,7 +13,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from huey import crontab
 
@@ -32,7 +32,12 @@ from hub.records import InventorySnapshot, Record, new_id, utcnow
 from hub.resilience import allows_failover
 from hub.runtime import CallResult, Runtime, describe
 from hub.schemas import InventoryPushSchema, SyncSchema, load
+from hub.services.inventory import InventoryService
 from hub.services.sync_store import INVENTORY, Snapshot, StreamBusy, StreamKey, StreamLost, SyncStore
+
+if TYPE_CHECKING:
+    from hub.services.notify import NotifyService
+    from hub.services.publish import PublishService
 
 SERVICE = "externalAPI"
 #: Records of a job shown in its view (all of them: ``GET /sync/records``, ``GET /inventory/snapshots/<id>``).
@@ -89,9 +94,10 @@ class _Run:
 
 
 class SyncService:
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, publish: PublishService, notify: NotifyService) -> None:
         self.runtime = runtime
         self.store = SyncStore(runtime.db, runtime.config["queue"]["lease_seconds"])
+        self.inventory = InventoryService(runtime, self.store, publish, notify)
         runtime.jobs.register_handler("sync", lambda record: self.run(record, inline=False))
         runtime.jobs.register_handler("inventory_push", lambda record: self.run_push(record, inline=False))
         runtime.jobs.register_periodic(lambda: self.run_schedules(utcnow()))
@@ -145,9 +151,11 @@ class SyncService:
                 "max_records": payload.get("maxRecords") or settings["max_records"],
             },
         )
+        run.progress.setdefault("startedAt", utcnow().isoformat())
         key: StreamKey | None = None
         try:
             key, call, cursor = self._first_page(run)
+            run.progress.setdefault("cursorBefore", cursor)
             pages = records = 0
             while True:
                 page = self._checked(call, cursor)
@@ -163,6 +171,7 @@ class SyncService:
         finally:
             if key is not None:
                 self.store.release_stream(key, record.id)
+        run.progress["finishedAt"] = utcnow().isoformat()
         return self.runtime.ledger.save(record.id, status="succeeded", provider=key.provider, result=run.progress, attempt_log=run.attempts, error=None)
 
     def _first_page(self, run: _Run) -> tuple[StreamKey, CallResult, str | None]:
@@ -212,6 +221,7 @@ class SyncService:
         """The page's records, the checkpoint after it and the job's progress: one transaction."""
         runtime, record, progress = self.runtime, run.record, run.progress
         progress = dict(progress)
+        queued: list[str] = []
         with runtime.db.session() as session:
             if key.stream == INVENTORY:
                 new_snapshot = "snapshotId" not in progress
@@ -219,9 +229,11 @@ class SyncService:
                     id=progress.get("snapshotId") or new_id("snp"), tenant=key.tenant, provider=key.provider,
                     record_id=record.id, taken_at=utcnow(), item_count=0, full=bool(progress.get("full")),
                 )
-                counts = self.store.write_inventory(session, key, record.id, snapshot, page.records, new_snapshot=new_snapshot)
+                records = self.inventory.map_records(key.provider, page.records)
+                counts = self.store.write_inventory(session, key, record.id, snapshot, records, new_snapshot=new_snapshot)
                 if counts.stored and new_snapshot:
                     progress["snapshotId"] = snapshot.id
+                queued = self.inventory.after_write(session, key.tenant, key.provider, counts.changes, "sync")
             else:
                 counts = self.store.write_records(session, key, record.id, page.records, primary_key_of(key.stream, tuple(page.primary_key)))
             self.store.advance(session, key, record.id, page.cursor, page.has_more, counts.stored)
@@ -230,14 +242,18 @@ class SyncService:
                 count=progress.get("count", 0) + counts.stored,
                 skipped=progress.get("skipped", 0) + counts.skipped,
                 hasMore=page.has_more,
+                cursorAfter=page.cursor,
             )
             runtime.ledger.apply(session, record.id, {"result": progress, "provider": key.provider})
             runtime.ledger.extend_lease(session, record.id)
         run.progress = progress
+        for queued_id in queued:
+            runtime.jobs.enqueue(queued_id)
 
     def _failed(self, run: _Run, error: BaseException, inline: bool) -> Record:
         ledger, record = self.runtime.ledger, run.record
         attempts = run.attempts or getattr(error, "attempts", [])
+        run.progress["finishedAt"] = utcnow().isoformat()
         if isinstance(error, PermanentError) or inline:
             ledger.save(record.id, status="failed", error=describe(error), result=run.progress, attempt_log=attempts)
             if inline:
@@ -278,12 +294,48 @@ class SyncService:
             "skipped": result.get("skipped", 0),
             "fullResync": bool(payload.get("fullResync")),
             "error": record.error,
+            "startedAt": result.get("startedAt"),
+            "finishedAt": result.get("finishedAt"),
+            "cursorBefore": result.get("cursorBefore"),
+            "cursorAfter": result.get("cursorAfter", result.get("cursorBefore")),
+            "errors": [attempt.get("error") for attempt in record.attempt_log or [] if attempt.get("error")],
         }
         if result.get("snapshotId"):
             view["snapshotId"] = result["snapshotId"]
         records = self.store.job_records(record.tenant, data_type, record.id, result.get("snapshotId"), VIEW_RECORDS) if result.get("count") else []
         view.setdefault(data_type, records)  # the seed's shape ({"suppliers": [...]}), unless the name is taken
         return view
+
+    def metrics(self, tenant: str, runs: int = 500) -> list[dict[str, Any]]:
+        """Per source and stream, over the last ``runs`` jobs: runs, failures, records, records/s while
+        running, errors seen (retried or not) and lag (seconds since the stream was last read to its end)."""
+        now = utcnow()
+        rows: dict[tuple[str, str], dict[str, Any]] = {}
+        for record in self.runtime.ledger.list(tenant, "sync", None, runs, 0):
+            result = record.result or {}
+            provider = record.provider or result.get("provider") or record.payload.get("provider")
+            if not provider:
+                continue
+            row = rows.setdefault(
+                (provider, record.payload["dataType"]),
+                {"provider": provider, "dataType": record.payload["dataType"], "runs": 0, "succeeded": 0, "failed": 0, "records": 0, "errors": 0, "seconds": 0.0, "lastRunAt": None},
+            )
+            row["runs"] += 1
+            row["succeeded"] += record.status == "succeeded"
+            row["failed"] += record.status in ("failed", "dead")
+            row["records"] += result.get("count", 0)
+            row["errors"] += sum(1 for attempt in record.attempt_log or [] if attempt.get("error"))
+            started, finished = _time(result.get("startedAt")), _time(result.get("finishedAt"))
+            if started and finished:
+                row["seconds"] += max(0.0, (finished - started).total_seconds())
+            row["lastRunAt"] = max(filter(None, [row["lastRunAt"], record.created_at.isoformat()]))
+        completed = {(c.provider, c.stream): c.completed_at for c in self.store.checkpoints(tenant) if c.completed_at}
+        for (provider, stream), row in rows.items():
+            row["recordsPerSecond"] = round(row["records"] / row["seconds"], 1) if row["seconds"] else None
+            row["seconds"] = round(row["seconds"], 3)
+            done = completed.get((provider, stream))
+            row["lagSeconds"] = round((now - done).total_seconds(), 3) if done else None
+        return sorted(rows.values(), key=lambda row: (row["provider"], row["dataType"]))
 
     # --- schedules ------------------------------------------------------------------------------
 
@@ -379,7 +431,7 @@ class SyncService:
         push = InventoryPush(
             id=record.id,
             tenant=record.tenant,
-            updates=[InventoryUpdate(**payload["updates"][index], id=f"{record.id}:{index}") for index in todo],
+            updates=[self._to_source(payload["provider"], payload["updates"][index], f"{record.id}:{index}") for index in todo],
             metadata=dict(payload["metadata"]),
         )
         try:
@@ -404,7 +456,8 @@ class SyncService:
             status = outcome.status if outcome.status in PUSH_STATUSES else "failed"
             items[index] = {"status": status, "level": outcome.quantity, "error": outcome.error}
             if status == "sent":
-                sent.append({**update, "level": outcome.quantity})
+                location = self.inventory.hub_location(payload["provider"], self.inventory.source_location(payload["provider"], update["location"]))
+                sent.append({**update, "location": location, "level": outcome.quantity})
         return self._settle_push(record, items, sent, call.attempts, inline)
 
     def _settle_push(self, record: Record, items: list[dict[str, Any]], sent: list[dict[str, Any]], attempts: list[dict[str, Any]], inline: bool, error: str | None = None) -> Record:
@@ -420,14 +473,22 @@ class SyncService:
         changes: dict[str, Any] = {"result": {"items": items}, "provider": record.payload["provider"], "attempt_log": attempts, "error": error}
         if not waiting:
             changes["status"] = status
+        provider = record.payload["provider"]
         with runtime.db.session() as session:
-            self.store.write_pushed(session, record.tenant, record.payload["provider"], record.id, sent)
+            written = self.store.write_pushed(session, record.tenant, provider, record.id, sent)
+            queued = self.inventory.after_write(session, record.tenant, provider, written, "push")
             saved = runtime.ledger.apply(session, record.id, changes)
+        for queued_id in queued:
+            runtime.jobs.enqueue(queued_id)
         if waiting:
             # Only the ``retry`` updates go again, later (inline, the API answers 202).
             runtime.ledger.requeue_or_dead(saved, error or f"{waiting} update(s) to retry")
             saved = runtime.ledger.get(record.id, record.tenant)
         return saved
+
+    def _to_source(self, provider: str, update: dict[str, Any], update_id: str) -> InventoryUpdate:
+        """An update as the source names its location (``inventory.sources.<provider>.locations``)."""
+        return InventoryUpdate(**{**update, "location": self.inventory.source_location(provider, update["location"])}, id=update_id)
 
     def _push_provider(self, tenant: str, wanted: str | None) -> str:
         runtime = self.runtime
@@ -461,6 +522,13 @@ class SyncService:
             "results": results,
             "error": record.error,
         }
+
+
+def _time(value: Any) -> datetime | None:
+    try:
+        return datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
 
 
 def _checked_updates(updates: Any) -> list[dict[str, Any]]:

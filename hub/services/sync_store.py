@@ -12,10 +12,10 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import insert, select, tuple_, update
+from sqlalchemy import func, insert, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 
 from hub.capabilities import INVENTORY_KEY, record_key, to_dict
@@ -78,10 +78,21 @@ class StreamLost(Conflict):
     """The job's hold on its stream lapsed and another job took it: this job must stop, storing nothing."""
 
 
+@dataclass(frozen=True)
+class LevelChange:
+    """A level the hub just wrote: what it was (``None``: the hub had none) and what it is now."""
+
+    sku: str
+    location: str
+    previous: float | None
+    quantity: float | None
+
+
 @dataclass
 class PageCounts:
     stored: int = 0
     skipped: int = 0
+    changes: list[LevelChange] = field(default_factory=list)
 
 
 class SyncStore:
@@ -235,18 +246,20 @@ class SyncStore:
             .where(InventorySnapshot.id == snapshot.id)
             .values(item_count=InventorySnapshot.item_count + len(rows))
         )
-        return PageCounts(stored=len(rows), skipped=skipped)
+        changes = [LevelChange(sku, location, previous.get((sku, location)), row["quantity"]) for (sku, location), row in rows.items()]
+        return PageCounts(stored=len(rows), skipped=skipped, changes=changes)
 
-    def write_pushed(self, session: Session, tenant: str, provider: str, record_id: str, items: list[dict[str, Any]]) -> None:
+    def write_pushed(self, session: Session, tenant: str, provider: str, record_id: str, items: list[dict[str, Any]]) -> list[LevelChange]:
         """Record the levels updates sent to ``provider`` left it with (``items``: sku, location, mode,
         quantity asked for, and ``level`` when the provider said)."""
         if not items:
-            return
+            return []
         now = utcnow()
+        changes: list[LevelChange] = []
         pairs = [(item["sku"], item["location"]) for item in items]
         current = {
             (level.sku, level.location): level
-            for chunk in _chunks(pairs)
+            for chunk in chunks(pairs)
             for level in session.scalars(
                 select(InventoryLevel).where(
                     InventoryLevel.tenant == tenant,
@@ -278,10 +291,49 @@ class SyncStore:
                     attributes={}, source="push", snapshot_id=None, record_id=record_id, at=now,
                 )
             )
+            changes.append(LevelChange(pair[0], pair[1], before, after))
+        return changes
+
+    def set_level(
+        self,
+        session: Session,
+        tenant: str,
+        provider: str,
+        sku: str,
+        location: str,
+        quantity: float | None,
+        *,
+        source: str,
+        attributes: dict[str, Any] | None = None,
+        record_id: str | None = None,
+        reported_at: datetime | None = None,
+    ) -> LevelChange | None:
+        """Set one level by hand or from a webhook, with its history row (``source``). With ``reported_at``
+        (when the source says the level changed), ``None`` when the hub observed the level at that time or
+        later: a late webhook must not undo a newer sync."""
+        now = utcnow()
+        level = session.get(InventoryLevel, (tenant, provider, sku, location))
+        if reported_at is not None and level is not None and level.updated_at >= reported_at:
+            return None
+        attributes = dict(attributes or {})
+        before = level.quantity if level is not None else None
+        if level is None:
+            level = InventoryLevel(tenant=tenant, provider=provider, sku=sku, location=location)
+            session.add(level)
+        # A webhook's level is as of when the source says: a later one (or a sync after it) replaces it.
+        level.quantity, level.updated_at, level.record_id = quantity, reported_at or now, record_id
+        level.attributes = {**(level.attributes or {}), **attributes}
+        session.add(
+            InventoryChange(
+                tenant=tenant, provider=provider, sku=sku, location=location, quantity=quantity, previous=before,
+                attributes=attributes, source=source, snapshot_id=None, record_id=record_id, at=now,
+            )
+        )
+        return LevelChange(sku, location, before, quantity)
 
     def _levels(self, session: Session, tenant: str, provider: str, pairs: list[tuple[str, str]]) -> dict[tuple[str, str], float | None]:
         found: dict[tuple[str, str], float | None] = {}
-        for chunk in _chunks(pairs):
+        for chunk in chunks(pairs):
             rows = session.execute(
                 select(InventoryLevel.sku, InventoryLevel.location, InventoryLevel.quantity).where(
                     InventoryLevel.tenant == tenant,
@@ -341,14 +393,38 @@ class SyncStore:
             return list(session.scalars(query.order_by(*order).limit(limit).offset(offset)))
 
     def history(
-        self, tenant: str, *, provider: str | None = None, sku: str | None = None, location: str | None = None, limit: int = 100
+        self,
+        tenant: str,
+        *,
+        provider: str | None = None,
+        sku: str | None = None,
+        location: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 100,
+        oldest_first: bool = False,
     ) -> list[InventoryChange]:
         with self.db.session() as session:
             query = select(InventoryChange).where(InventoryChange.tenant == tenant)
             for column, wanted in ((InventoryChange.provider, provider), (InventoryChange.sku, sku), (InventoryChange.location, location)):
                 if wanted:
                     query = query.where(column == wanted)
-            return list(session.scalars(query.order_by(InventoryChange.id.desc()).limit(limit)))
+            if since is not None:
+                query = query.where(InventoryChange.at >= since)
+            if until is not None:
+                query = query.where(InventoryChange.at < until)
+            order = InventoryChange.id.asc() if oldest_first else InventoryChange.id.desc()
+            return list(session.scalars(query.order_by(order).limit(limit)))
+
+    def last_synced(self, tenant: str) -> dict[str, datetime]:
+        """When each provider last read its inventory stream to the end."""
+        with self.db.session() as session:
+            rows = session.execute(
+                select(SyncCheckpoint.provider, func.max(SyncCheckpoint.completed_at))
+                .where(SyncCheckpoint.tenant == tenant, SyncCheckpoint.stream == INVENTORY)
+                .group_by(SyncCheckpoint.provider)
+            )
+            return {provider: completed for provider, completed in rows if completed is not None}
 
     def snapshots(self, tenant: str, provider: str | None = None, limit: int = 20) -> list[InventorySnapshot]:
         with self.db.session() as session:
@@ -412,7 +488,7 @@ def _stored_key(key: str) -> str:
     return key if len(key) <= KEY_LENGTH else "#" + hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
-def _chunks(items: list[Any]) -> list[list[Any]]:
+def chunks(items: list[Any]) -> list[list[Any]]:
     return [items[start : start + _CHUNK] for start in range(0, len(items), _CHUNK)]
 
 
@@ -434,4 +510,4 @@ def _upsert(session: Session, model: type, rows: list[dict[str, Any]], keys: tup
     session.execute(statement, rows)
 
 
-__all__ = ["INVENTORY", "PageCounts", "Snapshot", "StreamBusy", "StreamKey", "StreamLost", "SyncStore", "plain_number"]
+__all__ = ["INVENTORY", "LevelChange", "PageCounts", "chunks", "Snapshot", "StreamBusy", "StreamKey", "StreamLost", "SyncStore", "plain_number"]

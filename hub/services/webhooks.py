@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy.exc import IntegrityError
 
-from hub.capabilities import WebhookEvent, WebhookRequest
+from hub.capabilities import INVENTORY_LEVEL_EVENT, WebhookEvent, WebhookRequest
 from hub.config import SERVICES
 from hub.errors import NotFound
 from hub.records import ProviderReference, Record, WebhookEventSeen, utcnow
 from hub.runtime import Runtime
+
+if TYPE_CHECKING:
+    from hub.services.inventory import InventoryService
 
 log = logging.getLogger("hub.webhooks")
 
@@ -23,10 +26,12 @@ class WebhookTarget(Protocol):
 
 
 class WebhookService:
-    def __init__(self, runtime: Runtime, owners: dict[str, WebhookTarget]) -> None:
+    def __init__(self, runtime: Runtime, owners: dict[str, WebhookTarget], inventory: InventoryService | None = None) -> None:
         self.runtime = runtime
         #: record kind -> the service that applies events about such records
         self.owners = owners
+        #: Sets the levels sync sources report (``INVENTORY_LEVEL_EVENT``), which belong to no record.
+        self.inventory = inventory
 
     def handle(self, provider_name: str, webhook: WebhookRequest, tenant: str | None = None) -> dict[str, Any]:
         runtime = self.runtime
@@ -47,7 +52,11 @@ class WebhookService:
             except IntegrityError:
                 duplicates += 1
                 continue
-            if self._apply(provider_name, event):
+            if event.type == INVENTORY_LEVEL_EVENT and slot.capability == "sync" and self.inventory is not None:
+                applied = self.inventory.apply_webhook_level(tenant or runtime.config["default_tenant"], provider_name, event)
+            else:
+                applied = self._apply(provider_name, event)
+            if applied:
                 updated += 1
         service = next(
             (key for key, info in SERVICES.items() if info.capability == slot.capability and (info.channel is None or info.channel in slot.channels)),
