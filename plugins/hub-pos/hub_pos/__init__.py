@@ -48,7 +48,14 @@ from hub.capabilities import (
     SyncResult,
 )
 from hub.capabilities.pay import from_minor_units
-from hub.errors import ConfigurationError, NotFoundError, PermanentError, ProviderError, TransientError, UnsupportedError
+from hub.errors import (
+    ConfigurationError,
+    NotFoundError,
+    PermanentError,
+    ProviderError,
+    TransientError,
+    UnsupportedError,
+)
 from hub.http import HttpClient, HttpSettings, json_error
 
 __all__ = ["SquarePos", "SquarePosSettings", "register_providers"]

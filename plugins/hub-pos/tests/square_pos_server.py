@@ -93,9 +93,7 @@ class SquarePosFake:
 
         return serve
 
-    def fail(
-        self, operation: str, status: int, times: int = 1, retry_after: str | None = None, after: int = 0
-    ) -> None:
+    def fail(self, operation: str, status: int, times: int = 1, retry_after: str | None = None, after: int = 0) -> None:
         """Answer ``times`` calls of ``operation``, after the next ``after`` ones, with Square's error for ``status``."""
         if status == 429:
             body = square_error(429, "RATE_LIMIT_ERROR", "RATE_LIMITED", "Rate limit exceeded.")[1]
@@ -216,7 +214,9 @@ class SquarePosFake:
         order["total_tax_money"] = {"amount": 0, "currency": "USD"}
         order["total_discount_money"] = {"amount": 0, "currency": "USD"}
 
-    def update_order(self, order_id: str, updated_at: str, quantities: dict[int, str] | None = None, **fields: Any) -> None:
+    def update_order(
+        self, order_id: str, updated_at: str, quantities: dict[int, str] | None = None, **fields: Any
+    ) -> None:
         """Change an order as Square would (a new version and ``updated_at``): line quantities by index, fields."""
         order = self.state["orders"][order_id]
         for index, quantity in (quantities or {}).items():
@@ -226,21 +226,33 @@ class SquarePosFake:
         self._price(order)
 
     def set_count(self, variation_id: str, location: str, quantity: str, when: str | None = None) -> None:
-        self.state["counts"][(variation_id, location, "IN_STOCK")] = {"quantity": quantity, "calculated_at": when or now()}
+        self.state["counts"][(variation_id, location, "IN_STOCK")] = {
+            "quantity": quantity,
+            "calculated_at": when or now(),
+        }
 
     # --- locations -----------------------------------------------------------------------------------------
 
     def list_locations(self, request: ContractRequest, state: dict[str, Any]) -> tuple[int, Any]:
         return 200, {
             "locations": [
-                {"id": i, "name": f"Store {i}", "status": "ACTIVE", "currency": "USD", "country": "US", "timezone": "UTC"}
+                {
+                    "id": i,
+                    "name": f"Store {i}",
+                    "status": "ACTIVE",
+                    "currency": "USD",
+                    "country": "US",
+                    "timezone": "UTC",
+                }
                 for i in state["locations"]
             ]
         }
 
     # --- cursors -------------------------------------------------------------------------------------------
 
-    def _page(self, state: dict[str, Any], body: dict[str, Any], fixed: dict[str, Any]) -> tuple[int, dict[str, Any]] | tuple[int, Any]:
+    def _page(
+        self, state: dict[str, Any], body: dict[str, Any], fixed: dict[str, Any]
+    ) -> tuple[int, dict[str, Any]] | tuple[int, Any]:
         """The offset and fixed values of ``body``'s cursor (or a new query's), or Square's error for a bad cursor."""
         query = json.dumps({k: v for k, v in body.items() if k != "cursor"}, sort_keys=True)
         if not body.get("cursor"):
@@ -421,7 +433,9 @@ class SquarePosFake:
             where = f"changes[{index}].{'physical_count' if kind == 'PHYSICAL_COUNT' else 'adjustment'}"
             variation = state["objects"].get(detail.get("catalog_object_id") or "")
             if variation is None or variation["type"] != "ITEM_VARIATION" or variation["is_deleted"]:
-                return invalid(f"Item variation {detail.get('catalog_object_id')} not found.", f"{where}.catalog_object_id")
+                return invalid(
+                    f"Item variation {detail.get('catalog_object_id')} not found.", f"{where}.catalog_object_id"
+                )
             if detail.get("location_id") not in state["locations"]:
                 return invalid(f"Location {detail.get('location_id')} not found.", f"{where}.location_id")
             try:

@@ -74,31 +74,63 @@ def seed(fake: SquarePosFake) -> dict[str, str]:
     [cookie] = fake.add_item("Cookie", [(None, "Regular", 199)])
     ids = {"cola": cola, "cola_large": cola_large, "bagel": bagel, "cookie": cookie}
     day = "2026-11-{:02d}T{}Z"
-    ids["o1"] = fake.add_order(EAST, [(cola, "2"), (bagel, "1")], created_at=day.format(10, "09:00:00.000"),
-                               closed_at=day.format(10, "09:05:00.000"))
-    ids["o2"] = fake.add_order(EAST, [(cola, "1"), (None, "1")], created_at=day.format(10, "23:50:00.000"),
-                               closed_at=day.format(10, "23:59:59.999"))
-    ids["o3"] = fake.add_order(WEST, [(cola_large, "3")], created_at=day.format(11, "00:00:00.000"),
-                               closed_at=day.format(11, "00:00:00.000"))
-    ids["o4"] = fake.add_order(EAST, [(bagel, "4"), (cookie, "2")], created_at=day.format(11, "12:00:00.000"),
-                               closed_at=day.format(11, "12:01:00.000"))
+    ids["o1"] = fake.add_order(
+        EAST,
+        [(cola, "2"), (bagel, "1")],
+        created_at=day.format(10, "09:00:00.000"),
+        closed_at=day.format(10, "09:05:00.000"),
+    )
+    ids["o2"] = fake.add_order(
+        EAST,
+        [(cola, "1"), (None, "1")],
+        created_at=day.format(10, "23:50:00.000"),
+        closed_at=day.format(10, "23:59:59.999"),
+    )
+    ids["o3"] = fake.add_order(
+        WEST, [(cola_large, "3")], created_at=day.format(11, "00:00:00.000"), closed_at=day.format(11, "00:00:00.000")
+    )
+    ids["o4"] = fake.add_order(
+        EAST,
+        [(bagel, "4"), (cookie, "2")],
+        created_at=day.format(11, "12:00:00.000"),
+        closed_at=day.format(11, "12:01:00.000"),
+    )
     ids["open"] = fake.add_order(EAST, [(bagel, "9")], created_at=day.format(11, "13:00:00.000"), state="OPEN")
-    ids["canceled"] = fake.add_order(WEST, [(cola, "5")], created_at=day.format(11, "14:00:00.000"),
-                                     closed_at=day.format(11, "14:10:00.000"), state="CANCELED")
-    ids["o5"] = fake.add_order(WEST, [(cola, "1.5")], created_at=day.format(12, "10:00:00.000"),
-                               closed_at=day.format(12, "10:00:30.000"))
+    ids["canceled"] = fake.add_order(
+        WEST,
+        [(cola, "5")],
+        created_at=day.format(11, "14:00:00.000"),
+        closed_at=day.format(11, "14:10:00.000"),
+        state="CANCELED",
+    )
+    ids["o5"] = fake.add_order(
+        WEST, [(cola, "1.5")], created_at=day.format(12, "10:00:00.000"), closed_at=day.format(12, "10:00:30.000")
+    )
     return ids
 
 
-def sync(harness: ProviderHarness, provider: Any, data_type: str, cursor: str | None = None, page_size: int = 100,
-         **options: Any) -> Any:
-    request = SyncRequest(id="s1", tenant="demo", data_type=data_type, options=options, cursor=cursor,
-                          page_size=page_size)
+def sync(
+    harness: ProviderHarness,
+    provider: Any,
+    data_type: str,
+    cursor: str | None = None,
+    page_size: int = 100,
+    **options: Any,
+) -> Any:
+    request = SyncRequest(
+        id="s1", tenant="demo", data_type=data_type, options=options, cursor=cursor, page_size=page_size
+    )
     return harness.call(provider, "sync", request=request)
 
 
-def read_run(harness: ProviderHarness, provider: Any, data_type: str, cursor: str | None = None, page_size: int = 100,
-             **options: Any) -> tuple[list[Any], str | None]:
+def read_run(
+    harness: ProviderHarness,
+    provider: Any,
+    data_type: str,
+    cursor: str | None = None,
+    page_size: int = 100,
+    **options: Any,
+) -> tuple[list[Any], str | None]:
     pages = []
     while True:
         page = sync(harness, provider, data_type, cursor, page_size, **options)
@@ -139,8 +171,9 @@ def test_the_sync_contract_for_every_stream(harness: ProviderHarness, provider: 
     assert {request.header("square-version") for request in fake.server.requests} == {"2021-08-18"}
 
 
-def test_an_unknown_data_type_is_unsupported_and_names_the_offered_ones(harness: ProviderHarness,
-                                                                        provider: Any) -> None:
+def test_an_unknown_data_type_is_unsupported_and_names_the_offered_ones(
+    harness: ProviderHarness, provider: Any
+) -> None:
     with pytest.raises(UnsupportedError) as raised:
         sync(harness, provider, "customers")
     assert "sales_daily" in str(raised.value) and "catalog" in str(raised.value)
@@ -164,8 +197,9 @@ def test_a_bad_start_date_or_cursor_is_permanent(harness: ProviderHarness, provi
 # --- sales ----------------------------------------------------------------------------------------------
 
 
-def test_sales_pages_follow_squares_cursor_with_the_same_query(harness: ProviderHarness, provider: Any,
-                                                               fake: SquarePosFake) -> None:
+def test_sales_pages_follow_squares_cursor_with_the_same_query(
+    harness: ProviderHarness, provider: Any, fake: SquarePosFake
+) -> None:
     ids = seed(fake)
     pages, _ = read_run(harness, provider, "sales", page_size=2)
     got = records(pages)
@@ -180,8 +214,16 @@ def test_sales_pages_follow_squares_cursor_with_the_same_query(harness: Provider
     assert first["location"] == EAST and first["state"] == "COMPLETED"
     assert (first["total"], first["total_minor"], first["currency"]) == ("8.25", 825, "USD")
     assert first["line_items"][0] == {
-        "uid": "line-0", "sku": "COLA-S", "variation_id": ids["cola"], "name": "Cola", "variation_name": "Small",
-        "quantity": "2", "gross_sales": "5.00", "gross_sales_minor": 500, "total": "5.00", "total_minor": 500,
+        "uid": "line-0",
+        "sku": "COLA-S",
+        "variation_id": ids["cola"],
+        "name": "Cola",
+        "variation_name": "Small",
+        "quantity": "2",
+        "gross_sales": "5.00",
+        "gross_sales_minor": 500,
+        "total": "5.00",
+        "total_minor": 500,
         "currency": "USD",
     }
     custom = next(r for r in got if r["id"] == ids["o2"])["line_items"][1]
@@ -191,8 +233,9 @@ def test_sales_pages_follow_squares_cursor_with_the_same_query(harness: Provider
     assert len(fake.calls("BatchRetrieveCatalogObjects")) <= 4  # line items' variations are cached
 
 
-def test_more_than_ten_locations_are_searched_ten_at_a_time(harness: ProviderHarness, provider: Any,
-                                                            fake: SquarePosFake) -> None:
+def test_more_than_ten_locations_are_searched_ten_at_a_time(
+    harness: ProviderHarness, provider: Any, fake: SquarePosFake
+) -> None:
     fake.state["locations"] = [f"L{n:02d}" for n in range(12)]
     [tea] = fake.add_item("Tea", [("TEA", "Cup", 300)])
     for n in range(12):
@@ -202,8 +245,9 @@ def test_more_than_ten_locations_are_searched_ten_at_a_time(harness: ProviderHar
     assert [len(r.body["location_ids"]) for r in fake.calls("SearchOrders")] == [10, 2]
 
 
-def test_an_incremental_run_reads_only_changed_orders_and_the_lookback(harness: ProviderHarness, fake: SquarePosFake,
-                                                                       tmp_path: Path) -> None:
+def test_an_incremental_run_reads_only_changed_orders_and_the_lookback(
+    harness: ProviderHarness, fake: SquarePosFake, tmp_path: Path
+) -> None:
     ids = seed(fake)
     with _hub(tmp_path, fake, lookback_seconds=120) as api:
         first = api.post(f"{API}/sync", {"dataType": "sales", "async": False, "pageSize": 3})
@@ -211,11 +255,17 @@ def test_an_incremental_run_reads_only_changed_orders_and_the_lookback(harness: 
         assert first.get_json()["data"]["count"] == 7
         # o5 (updated 10:00:30 on the 12th) is the high-water mark. Within the 2-minute lookback before it: a late
         # write Square stamped 10:00:00 (an offline device). After it: o1 changed, and a new order.
-        late = fake.add_order(WEST, [(ids["bagel"], "1")], created_at="2026-11-12T09:58:00.000Z",
-                              closed_at="2026-11-12T09:59:00.000Z", updated_at="2026-11-12T10:00:00.000Z")
+        late = fake.add_order(
+            WEST,
+            [(ids["bagel"], "1")],
+            created_at="2026-11-12T09:58:00.000Z",
+            closed_at="2026-11-12T09:59:00.000Z",
+            updated_at="2026-11-12T10:00:00.000Z",
+        )
         fake.update_order(ids["o1"], "2026-11-12T11:00:00.000Z", quantities={0: "3"})
-        new = fake.add_order(EAST, [(ids["cola"], "1")], created_at="2026-11-12T12:00:00.000Z",
-                             closed_at="2026-11-12T12:00:00.000Z")
+        new = fake.add_order(
+            EAST, [(ids["cola"], "1")], created_at="2026-11-12T12:00:00.000Z", closed_at="2026-11-12T12:00:00.000Z"
+        )
         second = api.post(f"{API}/sync", {"dataType": "sales", "async": False, "pageSize": 3})
         assert second.status_code == 200, second.get_data(as_text=True)
         since = [r.body["query"].get("filter") for r in fake.calls("SearchOrders")][-1]
@@ -247,8 +297,9 @@ def _stored(api: Any, data_type: str) -> dict[str, Any]:
     return {i["record"]["id"]: i["record"] for i in items}
 
 
-def test_an_interrupted_sync_resumes_through_the_hub_without_loss_or_duplicates(fake: SquarePosFake,
-                                                                                tmp_path: Path) -> None:
+def test_an_interrupted_sync_resumes_through_the_hub_without_loss_or_duplicates(
+    fake: SquarePosFake, tmp_path: Path
+) -> None:
     seed(fake)
     with _hub(tmp_path, fake) as api:
         served = {"pages": 0}
@@ -257,8 +308,15 @@ def test_an_interrupted_sync_resumes_through_the_hub_without_loss_or_duplicates(
         def failing(request: Any, state: dict[str, Any]) -> Any:
             served["pages"] += 1
             if served["pages"] >= 3:  # page 3 and its retry fail
-                return 500, {"errors": [{"category": "API_ERROR", "code": "INTERNAL_SERVER_ERROR",
-                                         "detail": "An internal error occurred."}]}
+                return 500, {
+                    "errors": [
+                        {
+                            "category": "API_ERROR",
+                            "code": "INTERNAL_SERVER_ERROR",
+                            "detail": "An internal error occurred.",
+                        }
+                    ]
+                }
             return search(request, state)
 
         fake.server.register("SearchOrders", failing)
@@ -276,8 +334,9 @@ def test_an_interrupted_sync_resumes_through_the_hub_without_loss_or_duplicates(
         assert len(stored) == 7 and set(stored) == set(fake.state["orders"])
 
 
-def test_429_with_retry_after_is_transient_and_the_hub_waits(harness: ProviderHarness, provider: Any,
-                                                            fake: SquarePosFake, tmp_path: Path) -> None:
+def test_429_with_retry_after_is_transient_and_the_hub_waits(
+    harness: ProviderHarness, provider: Any, fake: SquarePosFake, tmp_path: Path
+) -> None:
     seed(fake)
     fake.fail("SearchOrders", 429, retry_after="7")
     with pytest.raises(TransientError) as raised:
@@ -304,8 +363,9 @@ def _daily(pages: list[Any]) -> dict[tuple[str, str, str], dict[str, Any]]:
     return {(r["sku"], r["date"], r["location"]): r for r in records(pages)}
 
 
-def test_daily_aggregates_units_and_revenue_per_sku_day_and_location(harness: ProviderHarness, provider: Any,
-                                                                     fake: SquarePosFake) -> None:
+def test_daily_aggregates_units_and_revenue_per_sku_day_and_location(
+    harness: ProviderHarness, provider: Any, fake: SquarePosFake
+) -> None:
     ids = seed(fake)
     pages, cursor = read_run(harness, provider, "sales_daily", page_size=100, start_date="2026-11-10")
     assert all(page.primary_key == ("sku", "date", "location") for page in pages)
@@ -323,20 +383,29 @@ def test_daily_aggregates_units_and_revenue_per_sku_day_and_location(harness: Pr
     assert daily[("COLA-S", "2026-11-10", EAST)]["name"] == "Cola - Small"
     # One page per day; each day's orders read with an inclusive closed_at window of that day.
     assert [sorted({r["date"] for r in page.records}) for page in pages] == [
-        ["2026-11-10"], ["2026-11-11"], ["2026-11-12"]
+        ["2026-11-10"],
+        ["2026-11-11"],
+        ["2026-11-12"],
     ]
     windows = [r.body["query"]["filter"]["date_time_filter"]["closed_at"] for r in fake.calls("SearchOrders")]
     assert windows[0] == {"start_at": "2026-11-10T00:00:00.000Z", "end_at": "2026-11-10T23:59:59.999Z"}
-    assert all(r.body["query"]["filter"]["state_filter"] == {"states": ["COMPLETED"]}
-               for r in fake.calls("SearchOrders"))
+    assert all(
+        r.body["query"]["filter"]["state_filter"] == {"states": ["COMPLETED"]} for r in fake.calls("SearchOrders")
+    )
 
     # Later: o1 is changed (2 small colas -> 5), an offline device uploads a sale closed on the 11th, and a sale
     # happens today. The next run re-aggregates the 10th and 11th (found by updated_at) and today, nothing else.
     fake.update_order(ids["o1"], "2026-11-12T18:30:00.000Z", quantities={0: "5"})
-    fake.add_order(WEST, [(ids["cola_large"], "2")], created_at="2026-11-11T15:00:00.000Z",
-                   closed_at="2026-11-11T15:00:00.000Z", updated_at="2026-11-12T18:40:00.000Z")
-    fake.add_order(WEST, [(ids["cola"], "1")], created_at="2026-11-12T18:45:00.000Z",
-                   closed_at="2026-11-12T18:45:00.000Z")
+    fake.add_order(
+        WEST,
+        [(ids["cola_large"], "2")],
+        created_at="2026-11-11T15:00:00.000Z",
+        closed_at="2026-11-11T15:00:00.000Z",
+        updated_at="2026-11-12T18:40:00.000Z",
+    )
+    fake.add_order(
+        WEST, [(ids["cola"], "1")], created_at="2026-11-12T18:45:00.000Z", closed_at="2026-11-12T18:45:00.000Z"
+    )
     provider.clock = lambda: datetime(2026, 11, 12, 19, 0, tzinfo=UTC)
     before = len(fake.calls("SearchOrders"))
     pages, _ = read_run(harness, provider, "sales_daily", cursor=cursor, page_size=100, start_date="2026-11-10")
@@ -356,8 +425,9 @@ def test_daily_aggregates_units_and_revenue_per_sku_day_and_location(harness: Pr
     assert sorted({key[1] for key in _daily(pages)}) == ["2026-11-12"]
 
 
-def test_a_day_larger_than_the_page_is_served_in_slices(harness: ProviderHarness, provider: Any,
-                                                        fake: SquarePosFake) -> None:
+def test_a_day_larger_than_the_page_is_served_in_slices(
+    harness: ProviderHarness, provider: Any, fake: SquarePosFake
+) -> None:
     seed(fake)
     pages, _ = read_run(harness, provider, "sales_daily", page_size=1, start_date="2026-11-10")
     assert [len(page.records) for page in pages] == [1, 1, 1, 1, 1, 1]
@@ -395,17 +465,28 @@ def _provider(api: Any) -> SquarePos:
 # --- catalog and inventory ------------------------------------------------------------------------------------
 
 
-def test_catalog_pages_and_incremental_changes_with_deletions(harness: ProviderHarness, provider: Any,
-                                                              fake: SquarePosFake) -> None:
+def test_catalog_pages_and_incremental_changes_with_deletions(
+    harness: ProviderHarness, provider: Any, fake: SquarePosFake
+) -> None:
     ids = seed(fake)
     pages, cursor = read_run(harness, provider, "catalog", page_size=3)
     got = {r["id"]: r for r in records(pages)}
     assert [len(page.records) for page in pages] == [3, 1]
     assert got[ids["cola_large"]] == {
-        "id": ids["cola_large"], "sku": "COLA-L", "name": "Cola - Large", "item_id": got[ids["cola"]]["item_id"],
-        "item_name": "Cola", "variation_name": "Large", "price": "4.00", "price_minor": 400, "currency": "USD",
-        "pricing_type": "FIXED_PRICING", "track_inventory": True,
-        "updated_at": fake.state["objects"][ids["cola_large"]]["updated_at"], "version": 1, "deleted": False,
+        "id": ids["cola_large"],
+        "sku": "COLA-L",
+        "name": "Cola - Large",
+        "item_id": got[ids["cola"]]["item_id"],
+        "item_name": "Cola",
+        "variation_name": "Large",
+        "price": "4.00",
+        "price_minor": 400,
+        "currency": "USD",
+        "pricing_type": "FIXED_PRICING",
+        "track_inventory": True,
+        "updated_at": fake.state["objects"][ids["cola_large"]]["updated_at"],
+        "version": 1,
+        "deleted": False,
     }
     time.sleep(0.01)
     fake.change_variation(ids["bagel"], price_money={"amount": 350, "currency": "USD"})
@@ -424,13 +505,21 @@ def test_inventory_levels_and_pushed_changes(harness: ProviderHarness, provider:
     pages, cursor = read_run(harness, provider, "inventory")
     levels = {(r["sku"], r["location"]): r["quantity"] for r in records(pages)}
     assert levels == {("COLA-S", EAST): 12, ("BAGEL", WEST): 3.5}
-    result = harness.call(provider, "sync_push", push=InventoryPush(id="p1", tenant="demo", updates=[
-        InventoryUpdate("COLA-S", EAST, 20, "set", id="u-set"),
-        InventoryUpdate("COLA-S", EAST, -3, "adjust", reason="sale", id="u-sale"),
-        InventoryUpdate("BAGEL", WEST, 2, "adjust", id="u-in"),
-        InventoryUpdate("NO-SUCH", EAST, 1, "set", id="u-unknown"),
-        InventoryUpdate("BAGEL", "L-NOWHERE", 1, "set", id="u-nowhere"),
-    ]))
+    result = harness.call(
+        provider,
+        "sync_push",
+        push=InventoryPush(
+            id="p1",
+            tenant="demo",
+            updates=[
+                InventoryUpdate("COLA-S", EAST, 20, "set", id="u-set"),
+                InventoryUpdate("COLA-S", EAST, -3, "adjust", reason="sale", id="u-sale"),
+                InventoryUpdate("BAGEL", WEST, 2, "adjust", id="u-in"),
+                InventoryUpdate("NO-SUCH", EAST, 1, "set", id="u-unknown"),
+                InventoryUpdate("BAGEL", "L-NOWHERE", 1, "set", id="u-nowhere"),
+            ],
+        ),
+    )
     assert [(r.status, r.quantity) for r in result.results[:3]] == [("sent", 20), ("sent", 17), ("sent", 5.5)]
     assert [r.status for r in result.results[3:]] == ["failed", "failed"]
     assert "NO-SUCH" in result.results[3].error and "L-NOWHERE" in result.results[4].error
@@ -441,16 +530,22 @@ def test_inventory_levels_and_pushed_changes(harness: ProviderHarness, provider:
     assert bodies[1]["changes"][0]["adjustment"]["to_state"] == "SOLD"
     assert bodies[2]["changes"][0]["adjustment"]["from_state"] == "NONE"
     # A retried push (same update ids) is applied once: Square answers the same key with the first result.
-    again = harness.call(provider, "sync_push", push=InventoryPush(id="p1", tenant="demo", updates=[
-        InventoryUpdate("COLA-S", EAST, -3, "adjust", reason="sale", id="u-sale")]))
+    again = harness.call(
+        provider,
+        "sync_push",
+        push=InventoryPush(
+            id="p1", tenant="demo", updates=[InventoryUpdate("COLA-S", EAST, -3, "adjust", reason="sale", id="u-sale")]
+        ),
+    )
     assert again.results[0].status == "sent"
     assert fake.state["counts"][(ids["cola"], EAST, "IN_STOCK")]["quantity"] == "17"
     pages, _ = read_run(harness, provider, "inventory", cursor=cursor)
     assert {(r["sku"], r["location"]): r["quantity"] for r in records(pages)}[("COLA-S", EAST)] == 17
 
 
-def test_a_push_stopped_by_a_rate_limit_leaves_the_rest_to_retry(harness: ProviderHarness, provider: Any,
-                                                                 fake: SquarePosFake) -> None:
+def test_a_push_stopped_by_a_rate_limit_leaves_the_rest_to_retry(
+    harness: ProviderHarness, provider: Any, fake: SquarePosFake
+) -> None:
     ids = seed(fake)
     fake.set_count(ids["cola"], EAST, "1")
     updates = [InventoryUpdate("COLA-S", EAST, 4, "set", id="a"), InventoryUpdate("COLA-S", EAST, 1, "adjust", id="b")]
@@ -459,8 +554,13 @@ def test_a_push_stopped_by_a_rate_limit_leaves_the_rest_to_retry(harness: Provid
         harness.call(provider, "sync_push", push=InventoryPush(id="p", tenant="demo", updates=updates))
     harness.call(provider, "sync_push", push=InventoryPush(id="p", tenant="demo", updates=updates[:1]))
     fake.fail("BatchChangeInventory", 503, after=1)  # the second update of the next push meets a 503
-    result = harness.call(provider, "sync_push", push=InventoryPush(id="q", tenant="demo", updates=[
-        InventoryUpdate("COLA-S", EAST, 6, "set", id="c"), *updates[1:]]))
+    result = harness.call(
+        provider,
+        "sync_push",
+        push=InventoryPush(
+            id="q", tenant="demo", updates=[InventoryUpdate("COLA-S", EAST, 6, "set", id="c"), *updates[1:]]
+        ),
+    )
     assert [r.status for r in result.results] == ["sent", "retry"]
     assert "503" in (result.results[1].error or "") or "INTERNAL" in (result.results[1].error or "")
     assert fake.state["counts"][(ids["cola"], EAST, "IN_STOCK")]["quantity"] == "6"
