@@ -533,36 +533,44 @@ class SquarePos(Provider):
 
     def _aggregate_day(self, day: date, locations: list[str]) -> list[dict[str, Any]]:
         orders = self._day_orders(day, locations)
-        catalog = self.variations(
-            line.get("catalog_object_id") for order in orders for line in order.get("line_items") or []
-        )
-        totals: dict[tuple[str, str], dict[str, Any]] = {}
+        # Sales are line items; returns (Square's return orders) are their returns' return line items.
+        lines: list[tuple[Mapping[str, Any], str, Mapping[str, Any], str, str]] = []
         for order in orders:
-            location = str(order.get("location_id"))
             for line in order.get("line_items") or []:
-                variation_id = line.get("catalog_object_id")
-                if not variation_id:
-                    continue  # a custom amount: no SKU to forecast
-                variation = catalog.get(variation_id)
-                sku = variation["sku"] if variation else variation_id
-                entry = totals.setdefault(
-                    (location, sku),
-                    {
-                        "variation_id": variation_id,
-                        "name": (variation or {}).get("name") or line.get("name"),
-                        "units": Decimal(0),
-                        "orders": set(),
-                        "revenue": {},
-                    },
-                )
-                entry["units"] += _decimal(line.get("quantity"))
+                lines.append((order, "sale", line, "gross_sales_money", "revenue"))
+            for returned in order.get("returns") or []:
+                for line in returned.get("return_line_items") or []:
+                    lines.append((order, "return", line, "gross_return_money", "returned"))
+        catalog = self.variations(line.get("catalog_object_id") for _, _, line, _, _ in lines)
+        totals: dict[tuple[str, str], dict[str, Any]] = {}
+        for order, kind, line, money_field, money_key in lines:
+            variation_id = line.get("catalog_object_id")
+            if not variation_id:
+                continue  # a custom amount: no SKU to forecast
+            variation = catalog.get(variation_id)
+            sku = variation["sku"] if variation else variation_id
+            entry = totals.setdefault(
+                (str(order.get("location_id")), sku),
+                {
+                    "variation_id": variation_id,
+                    "name": (variation or {}).get("name") or line.get("name"),
+                    "units": Decimal(0),
+                    "returned_units": Decimal(0),
+                    "orders": set(),
+                    "revenue": {},
+                    "returned": {},
+                },
+            )
+            entry["units" if kind == "sale" else "returned_units"] += _decimal(line.get("quantity"))
+            if kind == "sale":
                 entry["orders"].add(order.get("id"))
-                amount, currency, _ = _money(line.get("gross_sales_money"))
-                if amount is not None and currency:
-                    entry["revenue"][currency] = entry["revenue"].get(currency, 0) + amount
+            amount, currency, _ = _money(line.get(money_field))
+            if amount is not None and currency:
+                entry[money_key][currency] = entry[money_key].get(currency, 0) + amount
         records = []
         for (location, sku), entry in sorted(totals.items()):
             revenue_minor = dict(sorted(entry["revenue"].items()))
+            returned_minor = dict(sorted(entry["returned"].items()))
             records.append(
                 {
                     "sku": sku,
@@ -574,6 +582,9 @@ class SquarePos(Provider):
                     "orders": len(entry["orders"]),
                     "revenue": {c: str(from_minor_units(a, c)) for c, a in revenue_minor.items()},
                     "revenue_minor": revenue_minor,
+                    "returned_units": _decimal_text(entry["returned_units"]),
+                    "returned": {c: str(from_minor_units(a, c)) for c, a in returned_minor.items()},
+                    "returned_minor": returned_minor,
                 }
             )
         return records

@@ -168,8 +168,11 @@ class SquarePosFake:
         updated_at: str | None = None,
         state: str = "COMPLETED",
         price: dict[str, int] | None = None,
+        returns: list[tuple[str, str]] | None = None,
+        source_order_id: str | None = None,
     ) -> str:
-        """An order with line items ``(variation id or None for a custom amount, quantity)``."""
+        """An order with line items ``(variation id or None for a custom amount, quantity)``; with ``returns``
+        (``(variation id, quantity)``) a return order as Square records a refund of items sold earlier."""
         order_id = self._id("ORD")
         order: dict[str, Any] = {
             "id": order_id,
@@ -198,6 +201,26 @@ class SquarePosFake:
                 line["variation_name"] = self.state["objects"][variation_id]["item_variation_data"]["name"]
             line["base_price_money"] = {"amount": cents, "currency": "USD"}
             order["line_items"].append(line)
+        if returns:
+            returned = []
+            for number, (variation_id, quantity) in enumerate(returns):
+                data = self.state["objects"][variation_id]["item_variation_data"]
+                gross = int(Decimal(quantity) * data["price_money"]["amount"])
+                returned.append(
+                    {
+                        "uid": f"return-line-{number}",
+                        "name": self.state["objects"][data["item_id"]]["item_data"]["name"],
+                        "quantity": quantity,
+                        "catalog_object_id": variation_id,
+                        "base_price_money": dict(data["price_money"]),
+                        "gross_return_money": {"amount": gross, "currency": "USD"},
+                        "total_money": {"amount": gross, "currency": "USD"},
+                    }
+                )
+            entry: dict[str, Any] = {"uid": "return-0", "return_line_items": returned}
+            if source_order_id:
+                entry["source_order_id"] = source_order_id
+            order["returns"] = [entry]
         self._price(order)
         self.state["orders"][order_id] = order
         return order_id

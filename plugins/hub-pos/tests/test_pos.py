@@ -380,6 +380,7 @@ def test_daily_aggregates_units_and_revenue_per_sku_day_and_location(
         ("COLA-S", "2026-11-12", WEST): ("1.5", {"USD": "3.75"}, 1),  # the CANCELED order does not count
     }
     assert daily[("COLA-S", "2026-11-10", EAST)]["revenue_minor"] == {"USD": 750}
+    assert daily[("COLA-S", "2026-11-10", EAST)]["returned_units"] == "0"
     assert daily[("COLA-S", "2026-11-10", EAST)]["name"] == "Cola - Small"
     # One page per day; each day's orders read with an inclusive closed_at window of that day.
     assert [sorted({r["date"] for r in page.records}) for page in pages] == [
@@ -406,6 +407,14 @@ def test_daily_aggregates_units_and_revenue_per_sku_day_and_location(
     fake.add_order(
         WEST, [(ids["cola"], "1")], created_at="2026-11-12T18:45:00.000Z", closed_at="2026-11-12T18:45:00.000Z"
     )
+    fake.add_order(  # a customer brings back one bagel bought on the 10th: a return order of today
+        EAST,
+        [],
+        created_at="2026-11-12T18:50:00.000Z",
+        closed_at="2026-11-12T18:50:00.000Z",
+        returns=[(ids["bagel"], "1")],
+        source_order_id=ids["o1"],
+    )
     provider.clock = lambda: datetime(2026, 11, 12, 19, 0, tzinfo=UTC)
     before = len(fake.calls("SearchOrders"))
     pages, _ = read_run(harness, provider, "sales_daily", cursor=cursor, page_size=100, start_date="2026-11-10")
@@ -418,6 +427,13 @@ def test_daily_aggregates_units_and_revenue_per_sku_day_and_location(
     assert again[("COLA-L", "2026-11-11", WEST)]["units"] == "5"
     assert again[("COLA-S", "2026-11-12", WEST)]["units"] == "2.5"
     assert again[("BAGEL", "2026-11-10", EAST)]["units"] == "1"
+    returned = again[("BAGEL", "2026-11-12", EAST)]
+    assert (returned["units"], returned["orders"], returned["revenue"]) == ("0", 0, {})
+    assert (returned["returned_units"], returned["returned"], returned["returned_minor"]) == (
+        "1",
+        {"USD": "3.25"},
+        {"USD": 325},
+    )
 
     # Nothing changed: the next run reads only the scan and today.
     provider.clock = lambda: datetime(2026, 11, 12, 20, 0, tzinfo=UTC)
