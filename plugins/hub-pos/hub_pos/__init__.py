@@ -451,6 +451,8 @@ class SquarePos(Provider):
                 run["scan"] = {"since": rfc3339(moment - self.lookback), "chunk": 0, "page": None}
         if run["scan"] is not None:
             return self._scan_changes(run, state, date.fromisoformat(run["seq"]))
+        if not run["dirty"] and run["seq"] > run["until"]:  # a start_date after today: nothing to read
+            return SyncResult([], self._encode("sales_daily", next=nxt, hwm=hwm, run=None), primary_key=DAILY_KEY)
         day = date.fromisoformat(run["dirty"][0] if run["dirty"] else run["seq"])
         aggregate = self._aggregate_day(day, run["locs"])
         records = aggregate[run["skip"] : run["skip"] + size]

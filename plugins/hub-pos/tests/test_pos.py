@@ -25,6 +25,7 @@ from hub.testing.contract_server import ContractServer
 from hub.testing.contracts import check_provider_class, check_sync, run_contract
 from hub.testing.rest import rest_hub
 from hub.testing.specs import spec_or_skip
+from hub.testing.transport import check_concurrent_use, check_transport_errors
 
 EAST, WEST = LOCATIONS
 TODAY = datetime(2026, 11, 12, 18, 0, tzinfo=UTC)
@@ -580,3 +581,29 @@ def test_a_push_stopped_by_a_rate_limit_leaves_the_rest_to_retry(
     assert [r.status for r in result.results] == ["sent", "retry"]
     assert "503" in (result.results[1].error or "") or "INTERNAL" in (result.results[1].error or "")
     assert fake.state["counts"][(ids["cola"], EAST, "IN_STOCK")]["quantity"] == "6"
+
+
+# --- the hub's transport checks ---------------------------------------------------------------------------
+
+
+def test_transport_failures_and_statuses_map_as_the_core_expects(harness: ProviderHarness) -> None:
+    def build(url: str, timeout: float) -> Any:
+        return harness.build(
+            "square-pos", {"access_token": TOKEN, "api_base": url, "timeout": timeout, "location_ids": [EAST]}
+        )
+
+    check_transport_errors(harness, build, call=lambda provider: sync(harness, provider, "sales"))
+
+
+def test_concurrent_syncs_share_pooled_connections(harness: ProviderHarness, fake: SquarePosFake) -> None:
+    seed(fake)
+
+    def build(url: str, timeout: float) -> Any:
+        return harness.build("square-pos", settings(fake, api_base=url, timeout=timeout))
+
+    def call(provider: Any, number: int) -> Any:
+        page = sync(harness, provider, "sales", page_size=1 + number % 3)
+        assert len(page.records) == 1 + number % 3 and page.has_more
+        return page
+
+    assert len(check_concurrent_use(harness, build, fake.server.url, threads=4, rounds=3, call=call)) == 12
