@@ -355,7 +355,7 @@ def sync_run(context: click.Context, job: str, tenant: str | None, provider: str
     from hub.services.sync import SyncJob
 
     config = _config(context)
-    schedule = next((item for item in config["sync_schedules"] if job in (item.get("name"), item["data_type"])), None)
+    schedule = next((item for item in config["sync_schedules"] if item.get("name") == job), None)
     data_type = schedule["data_type"] if schedule else job
     parsed = dict(schedule["options"]) if schedule else {}
     for option in options:
