@@ -625,8 +625,9 @@ def sync(request: SyncRequest) -> SyncResult:
         ``{"location": ...}``); the core keeps one cursor per set of options.
     :returns: a :class:`hub.capabilities.SyncResult`: ``records`` (JSON-serialisable dicts, at most
         ``page_size``), ``cursor`` (where the next page or run starts; it must change while
-        ``has_more``), ``has_more``, and optionally ``primary_key`` (the fields identifying a record;
-        ``("id",)`` by default). For ``data_type == "inventory"`` each record has ``sku``, ``location``
+        ``has_more``), ``has_more``, optionally ``primary_key`` (the fields identifying a record;
+        ``("id",)`` by default) and ``deleted`` (records gone from the source since the cursor, by their
+        primary-key fields: the core removes its copies in the page's transaction). For ``data_type == "inventory"`` each record has ``sku``, ``location``
         and ``quantity`` (the primary key is ``(sku, location)``); the core keeps one level per SKU,
         location and provider, with the history of each run as a snapshot.
     :raises UnsupportedError: the source does not offer ``data_type`` (say which it offers); the core

@@ -19,8 +19,9 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select, update
 
-from hub import IntegrationManager
+from hub import IntegrationManager, hookimpl
 from hub.api import create_app
+from hub.capabilities import Provider, ProviderContext, SyncRequest, SyncResult
 from hub.cli import main as cli
 from hub.records import AuditEntry, InventoryLevel, Record, SyncCheckpoint
 from tests.conftest import API, base_config, data_of, error_of
@@ -280,3 +281,40 @@ def test_hub_sync_run_runs_a_schedule_by_name_to_the_end_of_its_stream(tmp_path:
     (folders["wms"] / "inventory.json").write_text("not json")
     result = CliRunner().invoke(cli, ["--config", str(path), "sync", "run", "inventory", "--tenant", TENANT])
     assert result.exit_code == 1 and "erp: ok" in result.output and "wms: failed" in result.output, result.output
+
+
+class ChangeFeed(Provider):
+    """A source with a change feed: each page carries what changed and what was deleted since the cursor."""
+
+    capability = "sync"
+    type_name = "change-feed"
+
+    def __init__(self, name: str, settings: dict[str, Any], context: ProviderContext) -> None:
+        super().__init__(name, settings, context)
+        self.feed: list[tuple[list[dict[str, Any]], list[dict[str, Any]]]] = []
+
+    @hookimpl
+    def sync(self, request: SyncRequest) -> SyncResult:
+        position = int(request.cursor or 0)
+        records, deleted = self.feed[position] if position < len(self.feed) else ([], [])
+        primary_key = () if request.data_type == "inventory" else ("code",)
+        return SyncResult(records, cursor=str(min(position + 1, len(self.feed))), deleted=deleted, primary_key=primary_key)
+
+
+def test_records_a_source_deleted_are_removed_with_the_page(hub: IntegrationManager, tmp_path: Path) -> None:
+    feed = ChangeFeed("feed", {}, ProviderContext(None, "development", str(tmp_path)))
+    hub.register_integration("feed", feed)
+    feed.feed = [
+        ([{"code": "S1", "name": "Acme"}, {"code": "S2", "name": "Bolt Co"}], []),
+        ([{"code": "S3", "name": "Cogs"}], [{"code": "S1"}]),
+    ]
+    hub.sync_external_data(TENANT, "suppliers", provider="feed")
+    second = hub.sync_external_data(TENANT, "suppliers", provider="feed")
+    assert second["deleted"] == 1
+    assert sorted(row.data["code"] for row in hub.sync.store.records(TENANT, "suppliers", "feed")) == ["S2", "S3"]
+
+    feed.feed = [([{"sku": "A", "location": "WAREHOUSE-A", "quantity": 3}], []), ([], [{"sku": "A", "location": "WAREHOUSE-A"}])]
+    hub.sync_external_data(TENANT, "inventory", provider="feed", full_resync=True)
+    hub.sync_external_data(TENANT, "inventory", provider="feed")
+    assert hub.inventory_levels(TENANT, provider="feed") == []
+    assert [(item["previous"], item["quantity"]) for item in hub.inventory_history("A", provider="feed", tenant_id=TENANT)] == [(None, 3), (3, None)]

@@ -57,6 +57,10 @@ class SyncResult:
     #: The record fields that identify a record in this stream; empty means the default:
     #: :data:`INVENTORY_KEY` for ``inventory`` (always), :data:`DEFAULT_KEY` for every other stream.
     primary_key: tuple[str, ...] = ()
+    #: Records gone from the source since the cursor (deleted, or an aggregate row that no longer applies):
+    #: each a dict with at least the primary-key fields. The core removes its stored copies in the same
+    #: transaction as the page (for inventory, the source's level, with a history row of quantity ``None``).
+    deleted: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def count(self) -> int:

@@ -213,6 +213,8 @@ class SyncService:
         page = call.result
         if not isinstance(page, SyncResult) or not isinstance(page.records, list) or not all(isinstance(r, dict) for r in page.records):
             raise PermanentError(f"provider {call.provider} returned {type(page).__name__}, not a SyncResult of dict records")
+        if not isinstance(page.deleted, list) or not all(isinstance(r, dict) for r in page.deleted):
+            raise PermanentError(f"provider {call.provider} returned deleted={type(page.deleted).__name__}, not a list of dicts")
         if page.has_more and (page.cursor is None or page.cursor == cursor):
             raise PermanentError(f"provider {call.provider} said has_more but did not move its cursor ({page.cursor!r}); stopped to avoid a loop")
         return page
@@ -236,6 +238,11 @@ class SyncService:
                 queued = self.inventory.after_write(session, key.tenant, key.provider, counts.changes, "sync")
             else:
                 counts = self.store.write_records(session, key, record.id, page.records, primary_key_of(key.stream, tuple(page.primary_key)))
+            if page.deleted:
+                deleted = self.inventory.map_records(key.provider, page.deleted) if key.stream == INVENTORY else page.deleted
+                removed, gone = self.store.delete_records(session, key, record.id, deleted, primary_key_of(key.stream, tuple(page.primary_key)))
+                progress["deleted"] = progress.get("deleted", 0) + removed
+                queued += self.inventory.after_write(session, key.tenant, key.provider, gone, "sync")
             self.store.advance(session, key, record.id, page.cursor, page.has_more, counts.stored)
             progress.update(
                 pages=progress.get("pages", 0) + 1,
@@ -292,6 +299,7 @@ class SyncService:
             "pages": result.get("pages", 0),
             "hasMore": result.get("hasMore", False),
             "skipped": result.get("skipped", 0),
+            "deleted": result.get("deleted", 0),
             "fullResync": bool(payload.get("fullResync")),
             "error": record.error,
             "startedAt": result.get("startedAt"),

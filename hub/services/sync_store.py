@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, insert, select, tuple_, update
+from sqlalchemy import delete, func, insert, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 
 from hub.capabilities import INVENTORY_KEY, record_key, to_dict
@@ -248,6 +248,40 @@ class SyncStore:
         )
         changes = [LevelChange(sku, location, previous.get((sku, location)), row["quantity"]) for (sku, location), row in rows.items()]
         return PageCounts(stored=len(rows), skipped=skipped, changes=changes)
+
+    def delete_records(self, session: Session, key: StreamKey, record_id: str, deleted: list[dict[str, Any]], primary_key: tuple[str, ...]) -> tuple[int, list[LevelChange]]:
+        """Remove the stored copies of records the source says are gone; returns how many, and for
+        inventory the levels removed (a history row each, quantity ``None``)."""
+        if not deleted:
+            return 0, []
+        if key.stream != INVENTORY:
+            keys = [_stored_key(record_key(record, primary_key)) for record in deleted]
+            removed = 0
+            for chunk in chunks(keys):
+                removed += session.execute(
+                    delete(SyncedRecord).where(
+                        SyncedRecord.tenant == key.tenant, SyncedRecord.provider == key.provider, SyncedRecord.stream == key.stream, SyncedRecord.key.in_(chunk)
+                    )
+                ).rowcount
+            return removed, []
+        pairs = [(str(record["sku"]), str(record["location"])) for record in deleted if _identifier(record.get("sku")) and _identifier(record.get("location"))]
+        previous = self._levels(session, key.tenant, key.provider, pairs)
+        now = utcnow()
+        changes = []
+        for pair, quantity in previous.items():
+            session.execute(
+                delete(InventoryLevel).where(
+                    InventoryLevel.tenant == key.tenant, InventoryLevel.provider == key.provider, InventoryLevel.sku == pair[0], InventoryLevel.location == pair[1]
+                )
+            )
+            session.add(
+                InventoryChange(
+                    tenant=key.tenant, provider=key.provider, sku=pair[0], location=pair[1], quantity=None, previous=quantity,
+                    attributes={"deleted": True}, source="sync", snapshot_id=None, record_id=record_id, at=now,
+                )
+            )
+            changes.append(LevelChange(pair[0], pair[1], quantity, None))
+        return len(changes), changes
 
     def write_pushed(self, session: Session, tenant: str, provider: str, record_id: str, items: list[dict[str, Any]]) -> list[LevelChange]:
         """Record the levels updates sent to ``provider`` left it with (``items``: sku, location, mode,
