@@ -18,6 +18,10 @@ hard-coded: the numbers are the shop's. HTTP 429 (``Retry-After``) and 5xx are m
 then ``inventorySetQuantities(name: "available", quantities: [{..., quantity, changeFromQuantity: <read>}])``.
 ``CHANGE_FROM_QUANTITY_STALE`` (someone changed it in between) -> read again and retry once; stale again -> that
 update ``failed`` with ``conflict`` in its error (the hub never overwrites a level it did not see).
+
+**Webhooks.** ``inventory_levels/update`` names the inventory item by number only; its SKU is asked for once
+(``inventoryItem(id:) { id sku }``) and kept in a small per-instance cache, so the event carries the same ``sku`` and
+``location`` as the sync records (``type=INVENTORY_LEVEL_EVENT``). The signature is checked before anything is sent.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import math
 import re
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
@@ -37,6 +42,7 @@ from marshmallow import Schema, fields, validate
 
 from hub import hookimpl
 from hub.capabilities import (
+    INVENTORY_LEVEL_EVENT,
     HealthResult,
     InventoryPush,
     InventoryUpdate,
@@ -106,6 +112,16 @@ query HubLevelBySku($query: String!, $location: ID!) {
 }
 """
 
+ITEM_SKU_QUERY = """
+query HubInventoryItemSku($id: ID!) {
+  inventoryItem(id: $id) { id sku }
+}
+"""
+
+#: How many inventory item -> SKU answers a provider keeps, and for how long (a SKU can be renamed in Shopify).
+SKU_CACHE_SIZE = 4096
+SKU_CACHE_SECONDS = 900.0
+
 SET_QUANTITIES_MUTATION = """
 mutation HubSetQuantities($input: InventorySetQuantitiesInput!) {
   inventorySetQuantities(input: $input) {
@@ -169,6 +185,9 @@ class ShopifyInventory(Provider):
         self._bucket_lock = threading.Lock()
         self._bucket: tuple[float, float, float, float] | None = None  # (time, available, restore rate, maximum)
         self._costs: dict[str, float] = {}
+        #: inventory item GID -> (clock time, SKU as ``_record`` gives it), least recently used first.
+        self._skus: OrderedDict[str, tuple[float, str]] = OrderedDict()
+        self._skus_lock = threading.Lock()
 
     # --- GraphQL ----------------------------------------------------------------------------------
 
@@ -396,28 +415,64 @@ class ShopifyInventory(Provider):
             body = json.loads(webhook.body)
         except ValueError as error:
             raise PermanentError("the inventory_levels/update body is not JSON") from error
+        if not isinstance(body, dict):
+            raise PermanentError("the inventory_levels/update body is not a JSON object")
         item, location = body.get("inventory_item_id"), body.get("location_id")
-        if item is None or location is None:
+        if not str(item).isdigit() or not str(location).isdigit():
             raise PermanentError("not an inventory_levels/update payload (no inventory_item_id/location_id)")
+        available = body.get("available")
+        if not isinstance(available, int) or isinstance(available, bool):
+            # An untracked item has no available quantity: there is no level to set, and a retry would not help.
+            self.log.info("shopify: inventory_levels/update for item %s carries no available quantity", item)
+            return []
+        item_id = f"gid://shopify/InventoryItem/{item}"
+        sku = self._item_sku(item_id)
+        if sku is None:
+            # Deleted since Shopify sent it: acknowledged (2xx), since every retry would find it gone as well.
+            self.log.warning("shopify: inventory_levels/update names %s, which Shopify no longer knows", item_id)
+            return []
         event_id = _header(webhook.headers, "X-Shopify-Event-Id") or _header(webhook.headers, "X-Shopify-Webhook-Id")
         reference = (
             body.get("admin_graphql_api_id") or f"gid://shopify/InventoryLevel/{location}?inventory_item_id={item}"
         )
         details = {
-            "inventoryItemId": f"gid://shopify/InventoryItem/{item}",
+            "sku": sku,
             "location": f"gid://shopify/Location/{location}",
-            "quantity": body.get("available"),
+            "quantity": available,
             "updatedAt": body.get("updated_at"),
+            "inventoryItemId": item_id,
         }
         return [
             WebhookEvent(
                 event_id=event_id or f"{reference}@{body.get('updated_at')}",
                 reference=str(reference),
                 status="updated",
-                type="inventory_levels/update",
+                type=INVENTORY_LEVEL_EVENT,
                 details=details,
             )
         ]
+
+    def _item_sku(self, item_id: str) -> str | None:
+        """The item's SKU as sync records carry it (its GID when it has none); ``None`` if Shopify has no such item.
+
+        Throttling and transport errors propagate (the API answers 503, so Shopify delivers the webhook again).
+        """
+        now = self.clock()
+        with self._skus_lock:
+            cached = self._skus.get(item_id)
+            if cached is not None and now - cached[0] < SKU_CACHE_SECONDS:
+                self._skus.move_to_end(item_id)
+                return cached[1]
+        node = self.graphql(ITEM_SKU_QUERY, {"id": item_id}).get("inventoryItem")
+        if node is None:
+            return None
+        sku = str(node.get("sku") or node.get("id") or item_id)
+        with self._skus_lock:
+            self._skus[item_id] = (now, sku)
+            self._skus.move_to_end(item_id)
+            while len(self._skus) > SKU_CACHE_SIZE:
+                self._skus.popitem(last=False)
+        return sku
 
     @hookimpl
     def close(self) -> None:

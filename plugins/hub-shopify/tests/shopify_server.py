@@ -4,7 +4,7 @@
 product variant each, with its SKU) and an ``available`` quantity per item and location. Relay connections take
 ``first``/``after`` and answer ``nodes``, ``edges { cursor node }`` and ``pageInfo { hasNextPage endCursor }``
 (``first`` above 250 is refused, as Shopify does). The cost model follows Shopify's documentation: a requested cost
-computed before execution (1 per query plus, per connection, ``first`` times its nested cost), a leaky bucket
+computed before execution (1 per object field, plus per connection ``first`` times its nested cost), a leaky bucket
 (``maximumAvailable`` 1000, ``restoreRate`` 50/s), an actual cost charged after execution (the unused part refunded),
 ``extensions.cost`` on every answer, and ``THROTTLED`` (HTTP 200) when the bucket holds less than the requested cost.
 ``clock`` may be replaced by a test (a frozen clock: no restore between requests).
@@ -36,6 +36,7 @@ type Query {
   locations(first: Int, after: String): LocationConnection!
   location(id: ID!): Location
   productVariants(first: Int, after: String, query: String): ProductVariantConnection!
+  inventoryItem(id: ID!): InventoryItem
 }
 type Mutation {
   inventorySetQuantities(input: InventorySetQuantitiesInput!): InventorySetQuantitiesPayload
@@ -157,8 +158,9 @@ def _connection(items: list[Any], first: int | None, after: str | None, key: Cal
 
 
 def requested_cost(document: Any, operation: Any) -> int:
-    """Shopify's static cost, simplified: a mutation costs 10; a query 1, plus per connection ``first`` x (1 + the
-    cost of what each node selects); plain object fields cost nothing (Shopify: scalars 0, objects 1)."""
+    """Shopify's static cost, simplified: a mutation costs 10; a query costs, per connection, 1 + ``first`` x (1 + the
+    cost of what each node selects), and per object field 1 plus what it selects; scalars cost nothing (Shopify:
+    scalars 0, objects 1), so ``inventoryItem(id:) { id sku }`` costs 1, as on Shopify."""
     if operation.operation == OperationType.MUTATION:
         return MUTATION_COST
 
@@ -181,7 +183,7 @@ def requested_cost(document: Any, operation: Any) -> int:
                 total += inner
         return total
 
-    return 1 + selection_cost(operation.selection_set, _CURRENT.variables)
+    return max(1, selection_cost(operation.selection_set, _CURRENT.variables))
 
 
 class _Current(threading.local):
@@ -222,6 +224,7 @@ class FakeShopify(WsgiServer):
             "locations": self._locations,
             "location": self._location,
             "productVariants": self._variants,
+            "inventoryItem": self._inventory_item,
             "inventorySetQuantities": self._set_quantities,
         }
 
@@ -316,6 +319,10 @@ class FakeShopify(WsgiServer):
     def _location(self, info: Any, id: str) -> dict[str, Any] | None:  # noqa: A002 (GraphQL's name)
         location = self._location_by_gid(id)
         return self._location_object(location) if location else None
+
+    def _inventory_item(self, info: Any, id: str) -> dict[str, Any] | None:  # noqa: A002
+        item = self._item_by_gid(id)
+        return self._item_object(item) if item else None
 
     def _variants(self, info: Any, first: int | None = None, after: str | None = None, query: str | None = None):
         items = self.items

@@ -21,7 +21,7 @@ import pytest
 from hub_shopify import ShopifyInventory
 from shopify_server import FakeShopify
 
-from hub.capabilities import InventoryPush, InventoryUpdate, SyncRequest, WebhookRequest
+from hub.capabilities import INVENTORY_LEVEL_EVENT, InventoryPush, InventoryUpdate, SyncRequest, WebhookRequest
 from hub.errors import ConfigurationError, SignatureError, TransientError, UnsupportedError
 from hub.testing import ProviderHarness
 from hub.testing.contracts import check_provider_class, run_contract
@@ -259,6 +259,26 @@ WEBHOOK_BODY = json.dumps(
 ).encode()
 
 
+def sku_lookups(shop: FakeShopify) -> list[str]:
+    """The inventory items the provider asked Shopify about (one per ``inventoryItem`` query)."""
+    return [r["variables"]["id"] for r in shop.requests if "HubInventoryItemSku" in r["query"]]
+
+
+def webhook(body: bytes = WEBHOOK_BODY, **headers: str) -> WebhookRequest:
+    return WebhookRequest(headers={**webhook_headers(body), **headers}, body=body, url="", form={}, query={})
+
+
+def level_body(item: int, location: int, available: int | None) -> bytes:
+    return json.dumps(
+        {
+            "inventory_item_id": item,
+            "location_id": location,
+            "available": available,
+            "updated_at": "2026-01-04T00:00:00Z",
+        }
+    ).encode()
+
+
 def test_webhook_verified_through_the_hub_and_forgeries_refused(tmp_path: Path, shop: FakeShopify) -> None:
     with rest_hub(
         tmp_path,
@@ -269,34 +289,137 @@ def test_webhook_verified_through_the_hub_and_forgeries_refused(tmp_path: Path, 
         url = "/api/integrations/webhooks/shop"
         good = hub.client.post(url, data=WEBHOOK_BODY, headers=webhook_headers(WEBHOOK_BODY))
         assert good.status_code == 200, good.get_data(as_text=True)
-        # Received; no hub record names an inventory level, so nothing is "updated" (see the README).
-        assert good.get_json()["data"] == {"received": 1, "duplicates": 0, "updated": 0}
+        # The core's handling of inventory.level events (stored levels, "updated") is not asserted here yet.
+        counts = good.get_json()["data"]
+        assert (counts["received"], counts["duplicates"]) == (1, 0)
+        assert sku_lookups(shop) == ["gid://shopify/InventoryItem/1002"]
         again = hub.client.post(url, data=WEBHOOK_BODY, headers=webhook_headers(WEBHOOK_BODY))
-        assert again.get_json()["data"] == {"received": 1, "duplicates": 1, "updated": 0}
+        counts = again.get_json()["data"]
+        assert (counts["received"], counts["duplicates"]) == (1, 1)
+        assert len(sku_lookups(shop)) == 1  # the SKU came from the cache
+        sent = len(shop.versions)
         forged = hub.client.post(
             url, data=WEBHOOK_BODY, headers=webhook_headers(WEBHOOK_BODY, signed(WEBHOOK_BODY, "x"))
         )
         assert forged.status_code == 401
-        tampered = WEBHOOK_BODY.replace(b'"available": 6', b'"available": 600')
+        tampered = level_body(1003, 1, 600)
         altered = hub.client.post(url, data=tampered, headers=webhook_headers(WEBHOOK_BODY))
         assert altered.status_code == 401
+        assert len(shop.versions) == sent  # refused deliveries cost no request to Shopify
+        garbled = b"not json"
+        refused = hub.client.post(url, data=garbled, headers=webhook_headers(garbled))
+        assert refused.status_code == 422, refused.get_data(as_text=True)
 
 
-def test_webhook_events_carry_the_level(provider_harness: ProviderHarness, provider: Any) -> None:
-    request = WebhookRequest(headers=webhook_headers(WEBHOOK_BODY), body=WEBHOOK_BODY, url="", form={}, query={})
-    [event] = provider_harness.call(provider, "handle_webhook", webhook=request)
-    assert event.event_id == "evt-1" and event.type == "inventory_levels/update"
+def test_a_throttled_sku_lookup_answers_503_so_shopify_delivers_again(tmp_path: Path, shop: FakeShopify) -> None:
+    with rest_hub(
+        tmp_path,
+        plugins=[(hub_shopify, "shopify")],
+        providers={"shop": {"type": "shopify", **settings(shop)}},
+        services={"externalAPI": {"providers": ["shop"]}},
+    ) as hub:
+        now = [0.0]  # one frozen clock for the server and the hub's provider instance
+        shop.clock = hub.hub.registry.instance("shop", None).clock = lambda: now[0]  # type: ignore[attr-defined]
+        shop.last_refill, shop.available = 0.0, 0.5  # less than the lookup's requested cost of 1
+        url = "/api/integrations/webhooks/shop"
+        throttled = hub.client.post(url, data=WEBHOOK_BODY, headers=webhook_headers(WEBHOOK_BODY))
+        assert throttled.status_code == 503, throttled.get_data(as_text=True)
+        again = hub.client.post(url, data=WEBHOOK_BODY, headers=webhook_headers(WEBHOOK_BODY))
+        assert again.status_code == 503 and len(sku_lookups(shop)) == 1  # the provider knows the bucket is short
+        now[0] += 1.0
+        delivered = hub.client.post(url, data=WEBHOOK_BODY, headers=webhook_headers(WEBHOOK_BODY))
+        assert delivered.status_code == 200, delivered.get_data(as_text=True)
+        assert delivered.get_json()["data"]["received"] == 1
+
+
+def test_webhook_events_carry_the_level_under_the_sync_records_sku_and_location(
+    provider_harness: ProviderHarness, provider: Any
+) -> None:
+    [event] = provider_harness.call(provider, "handle_webhook", webhook=webhook())
+    assert event.event_id == "evt-1" and event.type == INVENTORY_LEVEL_EVENT == "inventory.level"
+    assert event.reference == "gid://shopify/InventoryLevel/2?inventory_item_id=1002"
     assert event.details == {
-        "inventoryItemId": "gid://shopify/InventoryItem/1002",
+        "sku": "SKU-002",
         "location": "gid://shopify/Location/2",
         "quantity": 6,
         "updatedAt": "2026-01-03T10:00:00-05:00",
+        "inventoryItemId": "gid://shopify/InventoryItem/1002",
     }
+    [record] = [
+        record
+        for page in read_all(provider_harness, provider, page_size=50)
+        for record in page.records
+        if record["inventory_item_id"] == "gid://shopify/InventoryItem/1002"
+        and record["location"] == "gid://shopify/Location/2"
+    ]
+    assert (record["sku"], record["location"]) == (event.details["sku"], event.details["location"])
     missing = WebhookRequest(
         headers={"X-Shopify-Topic": "inventory_levels/update"}, body=WEBHOOK_BODY, url="", form={}, query={}
     )
     with pytest.raises(SignatureError):
         provider_harness.call(provider, "handle_webhook", webhook=missing)
+
+
+def test_a_forged_webhook_costs_no_request(provider_harness: ProviderHarness, provider: Any, shop: FakeShopify) -> None:
+    forged = webhook(**{"X-Shopify-Hmac-Sha256": signed(WEBHOOK_BODY, "not-the-secret")})
+    with pytest.raises(SignatureError):
+        provider_harness.call(provider, "handle_webhook", webhook=forged)
+    assert shop.versions == [] and shop.requests == []
+
+
+def test_the_sku_of_an_item_is_asked_for_once(
+    provider_harness: ProviderHarness, provider: Any, shop: FakeShopify
+) -> None:
+    first, second = (
+        provider_harness.call(provider, "handle_webhook", webhook=webhook(level_body(1004, location, quantity)))
+        for location, quantity in ((1, 3), (3, 8))
+    )
+    assert [(e.details["sku"], e.details["location"], e.details["quantity"]) for e in first + second] == [
+        ("SKU-004", "gid://shopify/Location/1", 3),
+        ("SKU-004", "gid://shopify/Location/3", 8),
+    ]
+    assert sku_lookups(shop) == ["gid://shopify/InventoryItem/1004"]
+    provider_harness.call(provider, "handle_webhook", webhook=webhook(level_body(1005, 1, 1)))
+    assert sku_lookups(shop) == ["gid://shopify/InventoryItem/1004", "gid://shopify/InventoryItem/1005"]
+    assert shop_requested_cost(shop) == 1  # one object, scalars free: Shopify's price for this lookup
+
+
+def test_a_cached_sku_is_asked_for_again_after_a_while(
+    provider_harness: ProviderHarness, provider: Any, shop: FakeShopify
+) -> None:
+    now = [0.0]
+    provider.clock = lambda: now[0]
+    provider_harness.call(provider, "handle_webhook", webhook=webhook())
+    shop.items[1]["sku"] = "SKU-002-RENAMED"  # a merchant renamed the variant's SKU
+    now[0] += hub_shopify.SKU_CACHE_SECONDS - 1
+    [cached] = provider_harness.call(provider, "handle_webhook", webhook=webhook())
+    now[0] += 2
+    [fresh] = provider_harness.call(provider, "handle_webhook", webhook=webhook())
+    assert (cached.details["sku"], fresh.details["sku"]) == ("SKU-002", "SKU-002-RENAMED")
+    assert len(sku_lookups(shop)) == 2
+
+
+def test_an_item_shopify_no_longer_knows_gives_no_event(
+    provider_harness: ProviderHarness, provider: Any, shop: FakeShopify
+) -> None:
+    assert provider_harness.call(provider, "handle_webhook", webhook=webhook(level_body(9999, 1, 4))) == []
+    assert sku_lookups(shop) == ["gid://shopify/InventoryItem/9999"]
+    # An untracked item (no available quantity) and other topics give no event and cost no request either.
+    assert provider_harness.call(provider, "handle_webhook", webhook=webhook(level_body(1001, 1, None))) == []
+    other = webhook(**{"X-Shopify-Topic": "products/update"})
+    assert provider_harness.call(provider, "handle_webhook", webhook=other) == []
+    assert len(shop.requests) == 1
+
+
+def test_an_item_without_a_sku_is_named_by_its_gid_as_in_sync_records(
+    provider_harness: ProviderHarness, provider: Any, shop: FakeShopify
+) -> None:
+    shop.items[0]["sku"] = None
+    [event] = provider_harness.call(provider, "handle_webhook", webhook=webhook(level_body(1001, 2, 5)))
+    [record] = [
+        r for r in sync(provider_harness, provider, page_size=50).records if r["inventory_item_id"].endswith("/1001")
+    ]
+    assert event.details["sku"] == record["sku"] == "gid://shopify/InventoryItem/1001"
 
 
 # --- an interrupted sync resumed through the hub --------------------------------------------------
@@ -364,7 +487,7 @@ def test_webhook_signatures_check(provider_harness: ProviderHarness, provider: A
         return WebhookRequest(headers=headers, body=WEBHOOK_BODY, url="", form={}, query={})
 
     events = check_webhook_signatures(provider_harness, provider, sign)
-    assert [event.type for event in events] == ["inventory_levels/update"]
+    assert [(event.type, event.details["sku"]) for event in events] == [(INVENTORY_LEVEL_EVENT, "SKU-002")]
 
 
 def test_a_low_bucket_is_waited_out_before_the_next_page_is_asked_for(
