@@ -100,7 +100,9 @@ class WmsSettings(HttpSettings):
         fields.Integer(strict=False, validate=validate.Range(min=1)), required=True, validate=validate.Length(min=1)
     )
     #: warehouse id -> the location name records carry (default: the id as a string).
-    locations = fields.Dict(keys=fields.String(), values=fields.String(validate=validate.Length(min=1)), load_default=dict)
+    locations = fields.Dict(
+        keys=fields.String(), values=fields.String(validate=validate.Length(min=1)), load_default=dict
+    )
     #: Only these merchants' stock and orders (``merchantIds``); empty: every merchant the credentials see.
     merchant_ids = fields.List(fields.Integer(strict=False), load_default=list)
     #: How far before the last run's end the next incremental window starts (clock skew, late updates).
@@ -256,9 +258,7 @@ class WmsSource(Provider):
             if response.status_code == 401:  # revoked or expired early: renew once and ask again
                 self.tokens.invalidate(token)
                 token = self.tokens.token()
-                response = self.http.get(
-                    path, params=params, headers={"Authorization": f"Bearer {token}"}, check=False
-                )
+                response = self.http.get(path, params=params, headers={"Authorization": f"Bearer {token}"}, check=False)
         if response.status_code == 404 and _is_fdc_error(response):
             return None
         error = self.http.error_for(response)
@@ -369,10 +369,8 @@ class WmsSource(Provider):
         total = _get(body, "meta", "pagination", "total")
         offset += len(items)
         more = bool(items) and (offset < total if isinstance(total, int) else len(items) == limit)
-        if more:
-            cursor = {"offset": offset, "from": start, "to": end, "hwm": state.get("hwm")}
-        else:  # the window is read: the next run starts at its end (minus lookback)
-            cursor = {"hwm": end}
+        # Once the window is read, the next run starts at its end (minus lookback).
+        cursor = {"offset": offset, "from": start, "to": end, "hwm": state.get("hwm")} if more else {"hwm": end}
         return SyncResult(records=records, cursor=_encode(cursor), has_more=more, primary_key=("id",))
 
     def _shipment(self, order: Mapping[str, Any]) -> dict[str, Any]:

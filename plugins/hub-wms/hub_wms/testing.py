@@ -205,7 +205,9 @@ class FakeWMS:
             self.items[item_id] = {"sku": sku, "merchant": merchant}
             return item_id
 
-    def set_stock(self, sku: str, warehouse_id: int, quantity: int, merchant: tuple[int, str] = DEFAULT_MERCHANT) -> None:
+    def set_stock(
+        self, sku: str, warehouse_id: int, quantity: int, merchant: tuple[int, str] = DEFAULT_MERCHANT
+    ) -> None:
         """Set ``sku``'s available-to-promise quantity in ``warehouse_id``."""
         with self._lock:
             self.stock[(int(warehouse_id), self.item_id(sku, merchant))] = int(quantity)
@@ -286,7 +288,12 @@ class FakeWMS:
             return order
 
     def ship(
-        self, order_id: int, tracking: str, *, carrier: tuple[int, str, str] = (3, "UPS", "UPS"), at: datetime | None = None
+        self,
+        order_id: int,
+        tracking: str,
+        *,
+        carrier: tuple[int, str, str] = (3, "UPS", "UPS"),
+        at: datetime | None = None,
     ) -> dict[str, Any]:
         """Dispatch and depart an order with a tracking number: status 030201 (Shipped, Fulfilled By FDC)."""
         when = at or self.now()
@@ -317,7 +324,11 @@ class FakeWMS:
                 "id": return_id,
                 "rmaNumber": f"RMA-{return_id}",
                 "order": (
-                    {"id": order["id"], "merchantId": order["merchant"]["id"], "merchantOrderId": order["merchantOrderId"]}
+                    {
+                        "id": order["id"],
+                        "merchantId": order["merchant"]["id"],
+                        "merchantOrderId": order["merchantOrderId"],
+                    }
                     if order
                     else None
                 ),

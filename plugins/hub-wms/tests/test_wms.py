@@ -76,7 +76,9 @@ def call(harness: ProviderHarness, provider: Any, data_type: str, cursor: str | 
     return harness.call(provider, "sync", request=request)
 
 
-def read_all(harness: ProviderHarness, provider: Any, data_type: str, cursor: str | None = None, size: int = 2) -> list[Any]:
+def read_all(
+    harness: ProviderHarness, provider: Any, data_type: str, cursor: str | None = None, size: int = 2
+) -> list[Any]:
     pages = []
     while True:
         page = call(harness, provider, data_type, cursor, size)
@@ -93,7 +95,9 @@ def test_provider_class_and_the_sync_contract_for_every_stream(provider_harness:
     check_provider_class(WmsSource)
     stock(wms)
     for order in orders(wms):
-        wms.add_return(order["id"], [(order["lineItems"][0]["lineDetails"]["externalSku"], 1, 1)], at=NOW - timedelta(hours=1))
+        wms.add_return(
+            order["id"], [(order["lineItems"][0]["lineDetails"]["externalSku"], 1, 1)], at=NOW - timedelta(hours=1)
+        )
     provider = build(provider_harness, wms)
     results = run_contract(provider_harness, provider, data_type="inventory", expect_min=8)
     assert len(results["sync"].records) == 8
@@ -115,7 +119,9 @@ def test_settings_need_credentials_and_warehouses(provider_harness: ProviderHarn
 # --- paging --------------------------------------------------------------------------------------------
 
 
-def test_inventory_pages_through_each_warehouse_with_its_location(provider_harness: ProviderHarness, wms: FakeWMS) -> None:
+def test_inventory_pages_through_each_warehouse_with_its_location(
+    provider_harness: ProviderHarness, wms: FakeWMS
+) -> None:
     stock(wms)
     provider = build(provider_harness, wms)
     pages = read_all(provider_harness, provider, "inventory", size=2)
@@ -282,7 +288,9 @@ def test_transport_failures_and_statuses_map_as_the_core_expects(provider_harnes
     provider_harness.add_plugin(hub_wms, "wms")
 
     def make(url: str, timeout: float) -> Any:
-        return provider_harness.build("wms", {"base_url": url, "api_key": KEY, "warehouse_ids": [1], "timeout": timeout})
+        return provider_harness.build(
+            "wms", {"base_url": url, "api_key": KEY, "warehouse_ids": [1], "timeout": timeout}
+        )
 
     check_transport_errors(
         provider_harness, make, call=lambda provider: call(provider_harness, provider, "inventory"),
@@ -292,7 +300,12 @@ def test_transport_failures_and_statuses_map_as_the_core_expects(provider_harnes
 
 # --- OAuth2 password grant -----------------------------------------------------------------------------
 
-OAUTH = {"client_id": "fdc-client", "client_secret": "fdc-secret", "username": "hub-integration", "password": "hub-password"}
+OAUTH = {
+    "client_id": "fdc-client",
+    "client_secret": "fdc-secret",
+    "username": "hub-integration",
+    "password": "hub-password",
+}
 
 
 def test_oauth_password_grant_and_refresh_after_a_401(provider_harness: ProviderHarness, spec: dict[str, Any]) -> None:
@@ -349,7 +362,15 @@ def test_an_interrupted_sync_resumes_through_the_hub_without_loss_or_duplicates(
         assert resumed.status_code in (200, 201), resumed.get_data(as_text=True)
         assert resumed.get_json()["data"]["count"] == 3  # Toronto's 3 levels only: Reno was stored before
         asked = [(r.query["warehouseIds"][0], r.query["page"], r.status) for r in wms.requests("get-inventory")]
-        assert asked == [(11, 1, 200), (11, 2, 200), (11, 3, 200), (12, 1, 503), (12, 1, 200), (12, 2, 200), (13, 1, 404)]
+        assert asked == [
+            (11, 1, 200),
+            (11, 2, 200),
+            (11, 3, 200),
+            (12, 1, 503),
+            (12, 1, 200),
+            (12, 2, 200),
+            (13, 1, 404),
+        ]
         body = hub.get("/api/integrations/inventory/levels?limit=100").get_json()
         items = (body.get("data") or body)["items"]
         keys = [(item["sku"], item["location"]) for item in items]
@@ -362,7 +383,12 @@ def test_an_interrupted_sync_resumes_through_the_hub_without_loss_or_duplicates(
         resumed = hub.post("/api/integrations/sync", {"dataType": "shipments", "async": False, "pageSize": 2})
         assert resumed.status_code in (200, 201), resumed.get_data(as_text=True)
         assert resumed.get_json()["data"]["count"] == 3
-        assert [(r.query["page"], r.status) for r in wms.requests("get-orders")] == [(1, 200), (2, 503), (2, 200), (3, 200)]
+        assert [(r.query["page"], r.status) for r in wms.requests("get-orders")] == [
+            (1, 200),
+            (2, 503),
+            (2, 200),
+            (3, 200),
+        ]
         records = hub.get("/api/integrations/sync/records?dataType=shipments&limit=100").get_json()
         stored = [item["record"]["id"] for item in (records.get("data") or records)["items"]]
         assert sorted(stored) == sorted(order["id"] for order in made)
