@@ -1,14 +1,20 @@
-"""The hub over real inventory sources: Shopify (hub-shopify against its local Admin GraphQL server) and a
-warehouse system disagree, and a level falling below its threshold sends one Slack message (hub-slack against a
-local incoming-webhook server) and publishes one ``inventory.stock.updated`` event to the event log.
+"""The hub over real inventory sources: Shopify (hub-shopify against its local Admin GraphQL server) and the
+warehouse system (hub-wms against its local Fulfillment.com API, checked against the official description)
+disagree; a signed Shopify webhook moves a level; a level falling below its threshold sends one Slack message
+(hub-slack against a local incoming-webhook server) and publishes one ``inventory.stock.updated`` event to the
+event log.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 import sys
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +31,15 @@ from tests.test_inventory import records_of, work
 
 pytest.importorskip("hub_shopify", reason="hub-shopify is not installed (pip install -e plugins/hub-shopify[test])")
 pytest.importorskip("hub_slack", reason="hub-slack is not installed (pip install -e plugins/hub-slack[test])")
+pytest.importorskip("hub_wms", reason="hub-wms is not installed (pip install -e plugins/hub-wms[test])")
+from hub_wms.testing import DEFAULT_API_KEY, FakeWMS  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "plugins" / "hub-shopify" / "tests"))
 from shopify_server import FakeShopify  # noqa: E402
 
 TENANT = "demo"
 TOKEN = "shpat_hub_level"
+WEBHOOK_SECRET = "shopify-app-secret"
+WAREHOUSE = 11
 
 
 class SlackHooks(WsgiServer):
@@ -48,30 +58,27 @@ class SlackHooks(WsgiServer):
 
 
 @pytest.fixture
-def servers() -> Iterator[tuple[FakeShopify, SlackHooks]]:
-    with FakeShopify(token=TOKEN, items=3, locations=1) as shop, SlackHooks() as slack:
-        yield shop, slack
+def servers() -> Iterator[tuple[FakeShopify, SlackHooks, FakeWMS]]:
+    with FakeShopify(token=TOKEN, items=3, locations=1) as shop, SlackHooks() as slack, FakeWMS() as wms:
+        # The warehouse: SKU-001 agrees with Shopify (10), SKU-002 does not (20 against 17).
+        wms.set_stock("SKU-001", WAREHOUSE, 10)
+        wms.set_stock("SKU-002", WAREHOUSE, 20)
+        yield shop, slack, wms
 
 
 @pytest.fixture
-def hub(tmp_path: Path, servers: tuple[FakeShopify, SlackHooks]) -> Iterator[IntegrationManager]:
-    shop, slack = servers
-    warehouse = tmp_path / "wms"
-    warehouse.mkdir()
-    # The warehouse system's export: SKU-001 agrees with Shopify (10), SKU-002 does not (20 against 17).
-    (warehouse / "inventory.json").write_text(
-        json.dumps([{"sku": "SKU-001", "location": "WH-A", "quantity": 10}, {"sku": "SKU-002", "location": "WH-A", "quantity": 20}])
-    )
+def hub(tmp_path: Path, servers: tuple[FakeShopify, SlackHooks, FakeWMS]) -> Iterator[IntegrationManager]:
+    shop, slack, wms = servers
     config = base_config(
         tmp_path / "var",
         {
-            "shop": {"type": "shopify", "shop": "hub-test.myshopify.com", "access_token": TOKEN, "api_base": shop.url, "webhook_secret": "s" * 16},
-            "wms": {"type": "file-source", "directory": str(warehouse)},
+            "shop": {"type": "shopify", "shop": "hub-test.myshopify.com", "access_token": TOKEN, "api_base": shop.url, "webhook_secret": WEBHOOK_SECRET},
+            "wms": {"type": "wms", "base_url": wms.url, "api_key": DEFAULT_API_KEY, "warehouse_ids": [WAREHOUSE]},
             "slack": {"type": "slack-webhook", "webhook_url": f"{slack.url}/services/T0/B0/X"},
         },
         {"externalAPI": {"providers": ["shop", "wms"]}, "chat": {"providers": ["slack"]}},
         inventory={
-            "sources": {"shop": {"locations": {"gid://shopify/Location/1": "WAREHOUSE-A"}}, "wms": {"locations": {"WH-A": "WAREHOUSE-A"}}},
+            "sources": {"shop": {"locations": {"gid://shopify/Location/1": "WAREHOUSE-A"}}, "wms": {"locations": {str(WAREHOUSE): "WAREHOUSE-A"}}},
             "low_stock": {"thresholds": [{"sku": "SKU-001", "location": "WAREHOUSE-A", "threshold": 8}], "notify": [{"channel": "chat"}]},
         },
     )
@@ -80,8 +87,8 @@ def hub(tmp_path: Path, servers: tuple[FakeShopify, SlackHooks]) -> Iterator[Int
     manager.close()
 
 
-def test_shopify_and_the_warehouse_disagree_and_a_threshold_crossing_alerts_once(hub: IntegrationManager, servers: tuple[FakeShopify, SlackHooks]) -> None:
-    shop, slack = servers
+def test_shopify_and_the_warehouse_disagree_and_a_threshold_crossing_alerts_once(hub: IntegrationManager, servers: tuple[FakeShopify, SlackHooks, FakeWMS]) -> None:
+    shop, slack, _wms = servers
     client = create_app(manager=hub).test_client()
     headers = {"Authorization": f"Bearer {hub.tokens.create(TENANT, 'ops')[1]}", "X-Tenant-ID": TENANT}
 
@@ -113,3 +120,35 @@ def test_shopify_and_the_warehouse_disagree_and_a_threshold_crossing_alerts_once
     with hub.db.session() as session:
         alerts = session.scalars(select(Record).where(Record.kind == "stock_alert")).all()
     assert [alert.status for alert in alerts] == ["succeeded"]
+
+
+def _signed(body: dict[str, Any], secret: str = WEBHOOK_SECRET) -> tuple[bytes, dict[str, str]]:
+    raw = json.dumps(body).encode()
+    signature = base64.b64encode(hmac.new(secret.encode(), raw, hashlib.sha256).digest()).decode()
+    return raw, {"X-Shopify-Hmac-Sha256": signature, "X-Shopify-Topic": "inventory_levels/update", "X-Shopify-Event-Id": f"evt-{body['available']}", "Content-Type": "application/json"}
+
+
+def test_a_signed_shopify_webhook_sets_the_level_and_a_forged_one_changes_nothing(hub: IntegrationManager) -> None:
+    client = create_app(manager=hub).test_client()
+    hub.sync_all_inventory(TENANT)
+    assert [item["sku"] for item in hub.inventory_discrepancies(TENANT)] == ["SKU-002"]  # 17 in the shop, 20 in the warehouse
+
+    later = (datetime.now(UTC) + timedelta(seconds=1)).isoformat()
+    body = {"inventory_item_id": 1002, "location_id": 1, "available": 20, "updated_at": later}
+    raw, signed = _signed(body)
+    forged_raw, forged = _signed(body, secret="not-the-secret")
+    assert client.post(f"{API}/webhooks/shop?tenant={TENANT}", data=forged_raw, headers=forged).status_code == 401
+    assert {level["provider"]: level["quantity"] for level in hub.inventory_levels(TENANT, sku="SKU-002")} == {"shop": 17, "wms": 20}
+
+    answer = data_of(client.post(f"{API}/webhooks/shop?tenant={TENANT}", data=raw, headers=signed))
+    assert (answer["received"], answer["updated"]) == (1, 1)
+    assert {level["provider"]: level["quantity"] for level in hub.inventory_levels(TENANT, sku="SKU-002")} == {"shop": 20, "wms": 20}
+    assert hub.inventory_discrepancies(TENANT) == []  # they agree now: resolved
+    history = hub.inventory_history("SKU-002", provider="shop", tenant_id=TENANT)
+    assert [(item["source"], item["previous"], item["quantity"]) for item in history] == [("sync", None, 17), ("webhook", 17, 20)]
+
+    # Shopify delivering the same webhook again, or an older one late, changes nothing.
+    assert data_of(client.post(f"{API}/webhooks/shop?tenant={TENANT}", data=raw, headers=signed))["duplicates"] == 1
+    older, headers = _signed({**body, "available": 3, "updated_at": "2020-01-01T00:00:00+00:00"})
+    assert data_of(client.post(f"{API}/webhooks/shop?tenant={TENANT}", data=older, headers=headers))["updated"] == 0
+    assert {level["provider"]: level["quantity"] for level in hub.inventory_levels(TENANT, sku="SKU-002")} == {"shop": 20, "wms": 20}
