@@ -33,6 +33,7 @@ pytest.importorskip("hub_shopify", reason="hub-shopify is not installed (pip ins
 pytest.importorskip("hub_slack", reason="hub-slack is not installed (pip install -e plugins/hub-slack[test])")
 pytest.importorskip("hub_wms", reason="hub-wms is not installed (pip install -e plugins/hub-wms[test])")
 from hub_wms.testing import DEFAULT_API_KEY, FakeWMS  # noqa: E402
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "plugins" / "hub-shopify" / "tests"))
 from shopify_server import FakeShopify  # noqa: E402
 
