@@ -73,7 +73,7 @@ def folders(tmp_path: Path) -> dict[str, Path]:
     return paths
 
 
-def make_config(tmp_path: Path, folders: dict[str, Path], **inventory: Any) -> dict[str, Any]:
+def make_config(tmp_path: Path, folders: dict[str, Path], database_url: str | None = None, **inventory: Any) -> dict[str, Any]:
     settings = {
         "stale_after": 3600,
         "sources": {"wms": {"locations": {"WH-A": "WAREHOUSE-A"}}},
@@ -88,12 +88,15 @@ def make_config(tmp_path: Path, folders: dict[str, Path], **inventory: Any) -> d
         {"erp": {"type": "file-source", "directory": str(folders["erp"])}, "wms": {"type": "file-source", "directory": str(folders["wms"])}},
         {"externalAPI": {"providers": ["erp", "wms"]}},
         inventory=settings,
+        **({"database_url": database_url} if database_url else {}),
     )
 
 
-@pytest.fixture
-def hub(tmp_path: Path, folders: dict[str, Path]) -> Iterator[IntegrationManager]:
-    manager = IntegrationManager(make_config(tmp_path, folders), environ={}, entry_points=False)
+@pytest.fixture(params=["sqlite", "postgresql"])
+def hub(request: pytest.FixtureRequest, tmp_path: Path, folders: dict[str, Path]) -> Iterator[IntegrationManager]:
+    """The store on SQLite (the default) and on the machine's PostgreSQL (the same SQL must hold on both)."""
+    database_url = str(request.getfixturevalue("postgres_url")) if request.param == "postgresql" else None
+    manager = IntegrationManager(make_config(tmp_path, folders, database_url), environ={}, entry_points=False)
     yield manager
     manager.close()
 
