@@ -128,6 +128,8 @@ class RetrySchema(Schema):
     initial_delay = fields.Float(load_default=0.2, validate=validate.Range(min=0))
     max_delay = fields.Float(load_default=5.0, validate=validate.Range(min=0))
     jitter = fields.Float(load_default=0.2, validate=validate.Range(min=0))
+    #: A provider's own wait (``Retry-After``, a cost bucket's refill) is honoured exactly, up to this many seconds.
+    max_retry_after = fields.Float(load_default=60.0, validate=validate.Range(min=0))
     #: Background jobs: a job that cannot finish (every provider down) is re-queued with capped exponential
     #: backoff (``job_delay`` doubling up to ``job_max_delay`` seconds), like a mail server's queue, and marked
     #: dead only once it has had ``job_attempts`` attempts and ``horizon`` seconds have passed since it

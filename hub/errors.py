@@ -66,6 +66,12 @@ class TransientError(ProviderError):
     status_code = 503
 
 
+class ProviderThrottledError(TransientError):
+    """The provider refused the call for a rate or cost limit (HTTP 429, Shopify's ``THROTTLED``): it is up
+    and did nothing. Retried after ``retry_after`` (exactly, when the provider says it), and not counted by
+    the circuit breaker: several jobs sharing one API's quota must not open its circuit."""
+
+
 class OutcomeUnknownError(TransientError):
     """The request may have reached the provider, and whether it did anything is unknown: a timeout after
     the request was sent, a connection dropped while reading the answer, a 5xx from a gateway that may have

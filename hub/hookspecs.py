@@ -634,8 +634,12 @@ def sync(request: SyncRequest) -> SyncResult:
         then asks the next sync provider.
     :raises PermanentError: the request is invalid for this source (a bad option value, a cursor it
         cannot read -- the user then asks for a full resync).
-    :raises TransientError: the source could not be reached or throttled you (set ``retry_after``);
-        the pages already stored are kept and a later attempt resumes after them.
+    :raises TransientError: the source could not be reached (set ``retry_after`` when it says when to
+        come back); the pages already stored are kept and a later attempt resumes after them.
+    :raises ProviderThrottledError: a rate or cost limit refused the call (a 429, GraphQL ``THROTTLED``):
+        set ``retry_after`` to the wait the source tells; the core waits exactly that (up to
+        ``retry.max_retry_after``) and does not count it against the circuit breaker. ``hub.http`` raises it
+        for HTTP 429.
     """
 
 

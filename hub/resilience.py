@@ -24,7 +24,7 @@ from limits.strategies import MovingWindowRateLimiter
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from hub.config import DEFAULT_RATE_LIMITS, service_key
-from hub.errors import HubError, PermanentError, ProviderError, RateLimitedError, TransientError
+from hub.errors import HubError, PermanentError, ProviderError, ProviderThrottledError, RateLimitedError, TransientError
 
 log = logging.getLogger("hub.resilience")
 
@@ -43,6 +43,8 @@ def is_provider_failure(error: BaseException) -> bool:
     """Evidence that the provider is down, which a circuit breaker counts: a transient error or a transport
     failure. An unexpected exception (a plugin's bug, an input it did not expect: ``ENAMETOOLONG``, a lone
     surrogate) is not: counting it would let one tenant's request open the breaker for every tenant."""
+    if isinstance(error, ProviderThrottledError):
+        return False  # a quota says the provider is up
     return isinstance(error, TransientError) or is_transport_failure(error)
 
 
@@ -68,9 +70,12 @@ def allows_failover(error: BaseException) -> bool:
 class RetryPolicy:
     """Exponential backoff with jitter on transient errors, honouring a provider's ``retry_after``."""
 
-    def __init__(self, attempts: int = 3, initial_delay: float = 0.2, max_delay: float = 5.0, jitter: float = 0.2) -> None:
+    def __init__(
+        self, attempts: int = 3, initial_delay: float = 0.2, max_delay: float = 5.0, jitter: float = 0.2, max_retry_after: float = 60.0
+    ) -> None:
         self.attempts = attempts
         self.max_delay = max_delay
+        self.max_retry_after = max_retry_after
         self._backoff = wait_exponential_jitter(multiplier=initial_delay, max=max_delay, jitter=jitter)
 
     def _wait(self, state: RetryCallState) -> float:
@@ -78,7 +83,9 @@ class RetryPolicy:
         error = state.outcome.exception() if state.outcome else None
         retry_after = getattr(error, "retry_after", None)
         if retry_after:
-            delay = max(delay, min(float(retry_after), self.max_delay))
+            # The provider knows when it will take the call (Shopify's bucket refill, a Retry-After): waiting
+            # less burns an attempt, waiting more wastes time. Capped so one answer cannot park a thread.
+            return min(float(retry_after), self.max_retry_after)
         return delay
 
     def call(self, function: Callable[[], T], on_retry: Callable[[BaseException, int], None] | None = None) -> T:

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from hub.errors import ConfigurationError, NotFoundError, PermanentError, TransientError
+from hub.errors import ConfigurationError, NotFoundError, PermanentError, ProviderThrottledError, TransientError
 from hub.http import (
     HttpClient,
     HttpSettings,
@@ -53,7 +53,7 @@ def client(**options: object) -> HttpClient:
     [
         (500, TransientError),
         (503, TransientError),
-        (429, TransientError),
+        (429, ProviderThrottledError),
         (408, TransientError),
         (401, ConfigurationError),
         (403, ConfigurationError),
@@ -71,7 +71,7 @@ def test_each_status_maps_to_one_error_class(server: FaultServer, status: int, e
     assert raised.value.provider_code == str(status)
     assert f"HTTP {status}" in raised.value.message
     assert "very-secret-token" not in raised.value.message and "api_key" not in raised.value.message
-    assert raised.value.retry_after == (4.0 if error_class is TransientError else None)
+    assert raised.value.retry_after == (4.0 if issubclass(error_class, TransientError) else None)
     assert raised.value.__cause__ is None
 
 

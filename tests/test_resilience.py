@@ -14,7 +14,8 @@ from marshmallow import Schema, fields
 from hub import hookimpl
 from hub.api import create_app
 from hub.capabilities import HealthResult, NotifyResult, PaymentResult, Provider, RecipientResult, RefundResult
-from hub.errors import ConfigurationError, PermanentError, TransientError
+from hub.errors import ConfigurationError, PermanentError, ProviderThrottledError, TransientError
+from hub.resilience import Breakers, RetryPolicy
 from hub.manager import IntegrationManager
 from tests.conftest import base_config
 
@@ -498,3 +499,38 @@ def test_a_running_job_keeps_its_short_lease_and_a_dead_workers_job_is_scheduled
     assert [task.args for task in scheduled] == [(record_id,)]
     lease_end = hub.get_record(record_id, "t").lease_until.replace(tzinfo=None)
     assert scheduled[0].eta is not None and 0 < (scheduled[0].eta - lease_end).total_seconds() <= 1
+
+
+def test_a_providers_own_wait_is_honoured_exactly_and_capped() -> None:
+    policy = RetryPolicy(attempts=3, initial_delay=2.0, max_delay=5.0, jitter=0.0, max_retry_after=0.3)
+    calls: list[float] = []
+
+    def throttled_twice() -> str:
+        calls.append(time.monotonic())
+        if len(calls) < 3:
+            raise ProviderThrottledError("bucket short", retry_after=0.05 if len(calls) == 1 else 30)
+        return "ok"
+
+    assert policy.call(throttled_twice) == "ok"
+    first_wait, second_wait = calls[1] - calls[0], calls[2] - calls[1]
+    assert 0.04 <= first_wait < 0.5  # not stretched to the 2 s backoff
+    assert 0.28 <= second_wait < 1.0  # 30 s asked, max_retry_after 0.3 s
+
+
+def test_throttled_calls_do_not_open_the_circuit_but_outages_do() -> None:
+    breakers = Breakers(fail_max=2, reset_timeout=30)
+
+    def throttled() -> None:
+        raise ProviderThrottledError("429", retry_after=1)
+
+    def down() -> None:
+        raise TransientError("503")
+
+    for _ in range(5):
+        with pytest.raises(ProviderThrottledError):
+            breakers.call("shop", throttled)
+    assert breakers.state("shop") == "closed"
+    for _ in range(2):
+        with pytest.raises(TransientError):
+            breakers.call("shop", down)
+    assert breakers.state("shop") == "open"

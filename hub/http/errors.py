@@ -15,7 +15,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from hub.errors import ConfigurationError, NotFoundError, PermanentError, ProviderError, TransientError
+from hub.errors import (
+    ConfigurationError,
+    NotFoundError,
+    PermanentError,
+    ProviderError,
+    ProviderThrottledError,
+    TransientError,
+)
 
 if TYPE_CHECKING:
     import requests
@@ -159,6 +166,8 @@ def status_error(
         error_class, label = ConfigurationError, f"{label}, a redirect: configure the final URL"
     elif status == 404:
         error_class = NotFoundError
+    elif status == 429:
+        error_class = ProviderThrottledError
     elif status in TRANSIENT_STATUSES or status >= 500 or status < 200:
         error_class = TransientError
     else:

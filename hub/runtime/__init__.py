@@ -67,7 +67,7 @@ class Runtime:
         breaker = config["circuit_breaker"]
         self.breakers = Breakers(breaker["fail_max"], breaker["reset_timeout"], redis_url=config["redis_url"])
         retry = config["retry"]
-        self.retry = RetryPolicy(retry["attempts"], retry["initial_delay"], retry["max_delay"], retry["jitter"])
+        self.retry = RetryPolicy(retry["attempts"], retry["initial_delay"], retry["max_delay"], retry["jitter"], retry["max_retry_after"])
         self.rate_limits = RateLimits(config, redis_url=config["redis_url"])
         self.audit = AuditTrail(self.db)
         self.jobs = JobRegistry(config, self.run_record)

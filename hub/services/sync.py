@@ -376,7 +376,8 @@ class SyncService:
         runtime.require_running()
         results: dict[str, Any] = {}
         for name in runtime.registry.service_providers(SERVICE, tenant):
-            payload = {"dataType": INVENTORY, "options": {}, "provider": name, "fullResync": full_resync}
+            # A snapshot is a whole read: the sync: page/record limits, meant to bound one job, do not cut it.
+            payload = {"dataType": INVENTORY, "options": {}, "provider": name, "fullResync": full_resync, "maxPages": 100_000, "maxRecords": 10_000_000}
             record = runtime.ledger.new("sync", tenant, SERVICE, payload, None, "running")
             assert record is not None
             try:

@@ -59,6 +59,7 @@ from hub.errors import (
     ConfigurationError,
     PermanentError,
     ProviderError,
+    ProviderThrottledError,
     SignatureError,
     TransientError,
     UnsupportedError,
@@ -235,7 +236,7 @@ class ShopifyInventory(Provider):
         now_available = min(maximum, available + max(0.0, self.clock() - seen_at) * rate)
         if now_available < needed:
             wait = math.ceil((needed - now_available) / rate * 1000) / 1000
-            raise TransientError(
+            raise ProviderThrottledError(
                 f"Shopify's query cost bucket holds {now_available:.0f} of the {needed:.0f} points {name} needs",
                 provider_code="THROTTLED",
                 retry_after=wait,
@@ -535,7 +536,7 @@ def _graphql_error(errors: Any, cost: Mapping[str, Any]) -> ProviderError:
     code = str((first.get("extensions") or {}).get("code") or "")
     message = str(first.get("message") or errors)
     if code == "THROTTLED":
-        return TransientError(
+        return ProviderThrottledError(
             f"Shopify throttled the query ({message})", provider_code="THROTTLED", retry_after=_refill_time(cost)
         )
     if code in ("ACCESS_DENIED", "UNAUTHORIZED"):
