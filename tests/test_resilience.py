@@ -15,8 +15,8 @@ from hub import hookimpl
 from hub.api import create_app
 from hub.capabilities import HealthResult, NotifyResult, PaymentResult, Provider, RecipientResult, RefundResult
 from hub.errors import ConfigurationError, PermanentError, ProviderThrottledError, TransientError
-from hub.resilience import Breakers, RetryPolicy
 from hub.manager import IntegrationManager
+from hub.resilience import Breakers, RetryPolicy
 from tests.conftest import base_config
 
 API = "/api/integrations"
