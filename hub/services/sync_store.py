@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, func, insert, select, tuple_, update
+from sqlalchemy import delete, func, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 
 from hub.capabilities import INVENTORY_KEY, record_key, to_dict
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 INVENTORY = "inventory"
 #: Longest stored record key; longer ones are hashed.
 KEY_LENGTH = 255
+_HISTORY_INSERT = InventoryChange.__table__.insert()
 #: Rows per ``IN (...)`` query when reading the levels a page replaces.
 _CHUNK = 400
 
@@ -232,7 +233,7 @@ class SyncStore:
             ("quantity", "attributes", "updated_at", "record_id"),
         )
         session.execute(
-            insert(InventoryChange),
+            _HISTORY_INSERT,  # the table's, not the ORM entity's: a Core executemany, no ORM bulk bookkeeping
             [
                 {
                     "tenant": key.tenant, "provider": key.provider, **row, "previous": previous.get(pair),
@@ -539,7 +540,7 @@ def _upsert(session: Session, model: type, rows: list[dict[str, Any]], keys: tup
         for row in rows:
             session.merge(model(**row))
         return
-    statement = dialect_insert(model)
+    statement = dialect_insert(model.__table__)  # Core: the ORM's bulk path costs more than the SQL
     statement = statement.on_conflict_do_update(index_elements=list(keys), set_={name: statement.excluded[name] for name in changes})
     session.execute(statement, rows)
 
