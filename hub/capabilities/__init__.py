@@ -17,6 +17,7 @@ from hub.capabilities.common import (
     ProviderContext,
     WebhookEvent,
     WebhookRequest,
+    parse_timestamp,
     to_dict,
     utcnow,
 )
@@ -144,6 +145,7 @@ __all__ = [
     "payment_status_supersedes",
     "primary_key_of",
     "record_key",
+    "parse_timestamp",
     "to_dict",
     "to_minor_units",
     "utcnow",

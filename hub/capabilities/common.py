@@ -119,6 +119,17 @@ class WebhookEvent:
     details: dict[str, Any] = field(default_factory=dict)
 
 
+def parse_timestamp(value: Any) -> datetime | None:
+    """An ISO 8601 / RFC 3339 string (``Z`` or an offset; none means UTC) as an aware datetime, else ``None``."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
 def to_dict(value: Any) -> Any:
     """Plain-JSON form of the dataclasses above (Decimal -> str, datetime -> ISO 8601)."""
     if hasattr(value, "__dataclass_fields__"):

@@ -8,12 +8,13 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 
+from hub.capabilities import parse_timestamp
 from hub.errors import Conflict, NotFound, ValidationError
 from hub.observability import Metrics, request_id_var
 from hub.records import Database, Record, new_id, utcnow
@@ -374,7 +375,7 @@ class RecordLedger:
             assert current is not None
             attempts, result, created_at = current.attempts, current.result, current.created_at
         waiting_since = (
-            _parse_time((result or {}).get("retryingSince") if isinstance(result, dict) else None) or created_at
+            parse_timestamp((result or {}).get("retryingSince") if isinstance(result, dict) else None) or created_at
         )
         left = retry["horizon"] - (utcnow() - waiting_since).total_seconds()
         if attempts >= retry["job_attempts"] and left <= 0:
@@ -424,12 +425,3 @@ class RecordLedger:
             log.info("re-queued %d unfinished job(s), %d more when their lease ends", len(ids), len(ending))
         return len(ids)
 
-
-def _parse_time(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select, tuple_
 
-from hub.capabilities import INVENTORY_LEVEL_EVENT, WebhookEvent
+from hub.capabilities import INVENTORY_LEVEL_EVENT, WebhookEvent, parse_timestamp
 from hub.config import OVERRIDE_SOURCE
 from hub.errors import HubError, NotFound, ValidationError
 from hub.records import InventoryDiscrepancy, InventoryLevel, Record, StockAlertState, new_id, plain_number, utcnow
@@ -319,7 +319,7 @@ class InventoryService:
         if not isinstance(sku, str | int) or not isinstance(location, str | int) or isinstance(quantity, bool) or not isinstance(quantity, int | float | None):
             log.warning("%s event %s from %s lacks sku/location/quantity: ignored", INVENTORY_LEVEL_EVENT, event.event_id, provider)
             return False
-        reported = _parse_time(details.get("updatedAt"))
+        reported = parse_timestamp(details.get("updatedAt"))
         runtime = self.runtime
         with runtime.db.session() as session:
             change = self.store.set_level(
@@ -399,15 +399,6 @@ def _age(level: InventoryLevel, synced: datetime | None, now: datetime) -> float
     seen = max(level.updated_at, synced) if synced else level.updated_at
     return max(0.0, (now - seen).total_seconds())
 
-
-def _parse_time(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 __all__ = ["DISCREPANCY", "INVENTORY", "STOCK_UPDATED", "InventoryService", "Override"]

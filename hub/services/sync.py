@@ -25,6 +25,7 @@ from hub.capabilities import (
     PushResult,
     SyncRequest,
     SyncResult,
+    parse_timestamp,
     primary_key_of,
 )
 from hub.errors import HubError, NoProviderError, PermanentError, ProviderError, ValidationError
@@ -333,7 +334,7 @@ class SyncService:
             row["failed"] += record.status in ("failed", "dead")
             row["records"] += result.get("count", 0)
             row["errors"] += sum(1 for attempt in record.attempt_log or [] if attempt.get("error"))
-            started, finished = _time(result.get("startedAt")), _time(result.get("finishedAt"))
+            started, finished = parse_timestamp(result.get("startedAt")), parse_timestamp(result.get("finishedAt"))
             if started and finished:
                 row["seconds"] += max(0.0, (finished - started).total_seconds())
             row["lastRunAt"] = max(filter(None, [row["lastRunAt"], record.created_at.isoformat()]))
@@ -531,13 +532,6 @@ class SyncService:
             "results": results,
             "error": record.error,
         }
-
-
-def _time(value: Any) -> datetime | None:
-    try:
-        return datetime.fromisoformat(value) if isinstance(value, str) else None
-    except ValueError:
-        return None
 
 
 def _checked_updates(updates: Any) -> list[dict[str, Any]]:

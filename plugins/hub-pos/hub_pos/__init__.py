@@ -46,6 +46,7 @@ from hub.capabilities import (
     PushResult,
     SyncRequest,
     SyncResult,
+    parse_timestamp,
 )
 from hub.capabilities.pay import from_minor_units
 from hub.errors import (
@@ -126,22 +127,13 @@ def rfc3339(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
-def parse_time(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
 
 def _later(a: str | None, b: Any) -> str | None:
     """The later of two RFC 3339 strings (``None`` and unreadable values lose)."""
-    moment = parse_time(b)
+    moment = parse_timestamp(b)
     if moment is None:
         return a
-    current = parse_time(a)
+    current = parse_timestamp(a)
     return a if current is not None and current >= moment else str(b)
 
 
@@ -350,7 +342,7 @@ class SquarePos(Provider):
         run: dict[str, Any] | None = state.get("run")
         if run is None:  # a new run: fix the query (the lower bound) and the locations for all its pages
             if hwm is not None:
-                moment = parse_time(hwm)
+                moment = parse_timestamp(hwm)
                 assert moment is not None
                 since: str | None = rfc3339(moment - self.lookback)
             elif request.options.get("start_date") or request.options.get("startDate"):
@@ -446,7 +438,7 @@ class SquarePos(Provider):
                 "scan": None,
             }
             if hwm is not None and nxt is not None:  # days before `next` are done: find the ones changed since
-                moment = parse_time(hwm)
+                moment = parse_timestamp(hwm)
                 assert moment is not None
                 run["scan"] = {"since": rfc3339(moment - self.lookback), "chunk": 0, "page": None}
         if run["scan"] is not None:
@@ -493,7 +485,7 @@ class SquarePos(Provider):
         answer = self._call("POST", "/v2/orders/search", body)
         dirty = set(run["dirty"])
         for order in answer.get("orders") or []:
-            closed = parse_time(order.get("closed_at"))
+            closed = parse_timestamp(order.get("closed_at"))
             if closed is not None:
                 day = closed.astimezone(self.zone).date()
                 if day < first_pending:
@@ -608,7 +600,7 @@ class SquarePos(Provider):
         hwm: str | None = state.get("hwm")
         run: dict[str, Any] | None = state.get("run")
         if run is None:
-            moment = parse_time(hwm)
+            moment = parse_timestamp(hwm)
             run = {"since": rfc3339(moment - self.lookback) if moment else None, "page": None, "skip": 0, "max": None}
         objects, next_page = fetch(run["since"], run["page"])
         served = objects[run["skip"] : run["skip"] + size]

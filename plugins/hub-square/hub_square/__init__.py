@@ -52,6 +52,7 @@ from hub.capabilities import (
     WebhookEvent,
     WebhookRequest,
     from_minor_units,
+    parse_timestamp,
     to_minor_units,
 )
 from hub.errors import (
@@ -428,7 +429,7 @@ class SquarePayments(Provider):
         tolerance = self.settings["webhook_tolerance"]
         if not tolerance:
             return
-        when = _parse_time(created_at)
+        when = parse_timestamp(created_at)
         if when is None:
             raise SignatureError("the Square event has no readable created_at")
         age = (datetime.now(UTC) - when).total_seconds()
@@ -571,15 +572,6 @@ def _path(value: str) -> str:
 def _rfc3339(when: datetime) -> str:
     return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
-
-def _parse_time(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 @hookimpl
