@@ -218,16 +218,20 @@ class SyncStore:
             rows[(level["sku"], level["location"])] = level
         if not rows:
             return PageCounts(skipped=skipped)
-        previous = self._levels(session, key.tenant, key.provider, list(rows))
+        held = self._held(session, key.tenant, key.provider, list(rows))
+        previous = {pair: level[0] for pair, level in held.items()}
         if new_snapshot:
             session.add(snapshot)
             session.flush()
+        # Only levels that changed are written: a level's updated_at says when it last changed (the source's
+        # last complete sync says when it was last confirmed), and an unchanged re-read costs no UPDATE.
         _upsert(
             session,
             InventoryLevel,
             [
                 {"tenant": key.tenant, "provider": key.provider, **row, "updated_at": now, "record_id": record_id}
-                for row in rows.values()
+                for pair, row in rows.items()
+                if held.get(pair) != (row["quantity"], row["attributes"])
             ],
             ("tenant", "provider", "sku", "location"),
             ("quantity", "attributes", "updated_at", "record_id"),
@@ -365,6 +369,20 @@ class SyncStore:
             )
         )
         return LevelChange(sku, location, before, quantity)
+
+    def _held(self, session: Session, tenant: str, provider: str, pairs: list[tuple[str, str]]) -> dict[tuple[str, str], tuple[float | None, dict[str, Any]]]:
+        """The quantity and attributes held for each of ``pairs`` that has a level."""
+        found: dict[tuple[str, str], tuple[float | None, dict[str, Any]]] = {}
+        for chunk in chunks(pairs):
+            rows = session.execute(
+                select(InventoryLevel.sku, InventoryLevel.location, InventoryLevel.quantity, InventoryLevel.attributes).where(
+                    InventoryLevel.tenant == tenant,
+                    InventoryLevel.provider == provider,
+                    tuple_(InventoryLevel.sku, InventoryLevel.location).in_(chunk),
+                )
+            )
+            found.update({(sku, location): (quantity, attributes or {}) for sku, location, quantity, attributes in rows})
+        return found
 
     def _levels(self, session: Session, tenant: str, provider: str, pairs: list[tuple[str, str]]) -> dict[tuple[str, str], float | None]:
         found: dict[tuple[str, str], float | None] = {}
