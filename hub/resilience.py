@@ -103,20 +103,198 @@ class RetryPolicy:
         return retrying(function)
 
 
+def _store_errors() -> tuple[type[BaseException], ...]:
+    """What a Redis outage raises (the client's errors, and the socket's under them)."""
+    try:
+        from redis.exceptions import RedisError
+    except ImportError:  # no Redis client installed: nothing shared to lose
+        return (ConnectionError, TimeoutError)
+    return (RedisError, ConnectionError, TimeoutError)
+
+
+class SharedState:
+    """Whether the store the processes share limits and breakers in (Redis) answers. While it does not, each
+    process counts on its own -- one warning, and a flag in ``GET /status`` -- rather than failing calls;
+    Redis is tried again every :attr:`RETRY_SECONDS`, and its state is used again as soon as it answers."""
+
+    RETRY_SECONDS = 5.0
+
+    def __init__(self, url: str | None) -> None:
+        self.url = url
+        self.errors = _store_errors()
+        self.degraded_since: datetime | None = None
+        self.last_error: str | None = None
+        #: Failed calls so far (a caller compares it before and after a call).
+        self.failures = 0
+        self._next_try = 0.0
+        self._lock = threading.Lock()
+
+    @property
+    def degraded(self) -> bool:
+        return self.degraded_since is not None
+
+    def failed(self, error: BaseException) -> None:
+        with self._lock:
+            self.failures += 1
+            self._next_try = time.monotonic() + self.RETRY_SECONDS
+            self.last_error = f"{type(error).__name__}: {error}"[:300]
+            if self.degraded_since is None:
+                self.degraded_since = datetime.now(UTC)
+                log.warning(
+                    "Redis (shared rate limits and circuit breakers) does not answer: %s; each process limits and "
+                    "breaks on its own until it is back (tried again every %g s)", self.last_error, self.RETRY_SECONDS,
+                )
+
+    def recovered(self) -> None:
+        if self.degraded_since is None:
+            return
+        with self._lock:
+            if self.degraded_since is not None:
+                log.warning("Redis answers again: rate limits and circuit breakers are shared again")
+                self.degraded_since = None
+
+    def should_try(self) -> bool:
+        """Use the shared store now? Yes while it answers; when it did not, once per retry period."""
+        if self.degraded_since is None:
+            return True
+        with self._lock:
+            if time.monotonic() < self._next_try:
+                return False
+            self._next_try = time.monotonic() + self.RETRY_SECONDS
+            return True
+
+    def view(self) -> dict[str, Any]:
+        if self.url is None:
+            return {"shared": False, "status": "local"}
+        if self.degraded_since is None:
+            return {"shared": True, "status": "ok"}
+        return {"shared": True, "status": "degraded", "since": self.degraded_since.isoformat(), "error": self.last_error}
+
+
+class _WatchedRedis:
+    """A Redis client that reports its failures to :class:`SharedState` (pybreaker's storage swallows them)."""
+
+    def __init__(self, client: Any, shared: SharedState) -> None:
+        self._client = client
+        self._shared = shared
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._client, name)
+        if not callable(attribute):
+            return attribute
+
+        def watched(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return attribute(*args, **kwargs)
+            except self._shared.errors as error:
+                self._shared.failed(error)
+                raise
+
+        return watched
+
+
+#: pybreaker logs a traceback for every Redis call that fails: :class:`SharedState` says it once instead.
+_QUIET = logging.getLogger("hub.resilience.pybreaker-redis")
+_QUIET.addHandler(logging.NullHandler())
+_QUIET.propagate = False
+
+
+class FallbackCircuitStorage(pybreaker.CircuitBreakerStorage):
+    """A breaker's state in Redis, or in this process while Redis does not answer (see :class:`SharedState`)."""
+
+    def __init__(self, client: Any, shared: SharedState, namespace: str) -> None:
+        super().__init__("redis-with-fallback")
+        self._client = _WatchedRedis(client, shared)
+        self._shared = shared
+        self._namespace = namespace
+        self._redis: pybreaker.CircuitRedisStorage | None = None
+        self.local = pybreaker.CircuitMemoryStorage(pybreaker.STATE_CLOSED)
+
+    def _store(self) -> pybreaker.CircuitBreakerStorage:
+        if not self._shared.should_try():
+            return self.local
+        if self._redis is None:
+            try:
+                storage = pybreaker.CircuitRedisStorage(pybreaker.STATE_CLOSED, self._client, namespace=self._namespace)
+            except self._shared.errors:
+                return self.local
+            storage.logger = _QUIET  # type: ignore[misc]
+            self._redis = storage
+        return self._redis
+
+    def _do(self, action: Callable[[pybreaker.CircuitBreakerStorage], T]) -> T:
+        store = self._store()
+        if store is self.local:
+            return action(store)
+        failures = self._shared.failures
+        result = action(store)
+        if self._shared.failures != failures:
+            return action(self.local)  # Redis failed during the call: pybreaker answered its fallback
+        self._shared.recovered()
+        return result
+
+    @property
+    def state(self) -> str:
+        return self._do(lambda store: store.state)
+
+    @state.setter
+    def state(self, state: str) -> None:
+        def assign(store: pybreaker.CircuitBreakerStorage) -> None:
+            store.state = state
+
+        self._do(assign)
+        self.local.state = state  # the local copy starts from the last state known if Redis goes
+
+    def increment_counter(self) -> None:
+        self._do(lambda store: store.increment_counter())
+
+    def reset_counter(self) -> None:
+        self._do(lambda store: store.reset_counter())
+
+    def increment_success_counter(self) -> None:
+        self._do(lambda store: store.increment_success_counter())
+
+    def reset_success_counter(self) -> None:
+        self._do(lambda store: store.reset_success_counter())
+
+    @property
+    def counter(self) -> int:
+        return self._do(lambda store: store.counter)
+
+    @property
+    def success_counter(self) -> int:
+        return self._do(lambda store: store.success_counter)
+
+    @property
+    def opened_at(self) -> datetime | None:
+        return self._do(lambda store: store.opened_at)
+
+    @opened_at.setter
+    def opened_at(self, now: datetime) -> None:
+        def assign(store: pybreaker.CircuitBreakerStorage) -> None:
+            store.opened_at = now
+
+        self._do(assign)
+
+
 class Breakers:
     """One pybreaker circuit breaker per provider; state in Redis when configured so that several hub
-    processes agree on which providers are down."""
+    processes agree on which providers are down (each on its own while Redis is down: :class:`SharedState`)."""
 
-    def __init__(self, fail_max: int = 5, reset_timeout: float = 30.0, redis_url: str | None = None, namespace: str = "hub") -> None:
+    def __init__(
+        self, fail_max: int = 5, reset_timeout: float = 30.0, redis_url: str | None = None, namespace: str = "hub", shared: SharedState | None = None
+    ) -> None:
         self.fail_max = fail_max
         self.reset_timeout = reset_timeout
         self.namespace = namespace
+        self.shared = shared or SharedState(redis_url)
         self._redis = None
         if redis_url:
             import redis
 
-            # pybreaker's Redis storage compares raw bytes, so no decode_responses here.
-            self._redis = redis.Redis.from_url(redis_url)
+            # pybreaker's Redis storage compares raw bytes, so no decode_responses here; short timeouts, so a
+            # Redis that hangs degrades calls by a fraction of a second, not a socket timeout.
+            self._redis = redis.Redis.from_url(redis_url, socket_timeout=0.5, socket_connect_timeout=0.5)
         self._breakers: dict[str, pybreaker.CircuitBreaker] = {}
         self._lock = threading.Lock()
 
@@ -129,9 +307,7 @@ class Breakers:
             if breaker is None:
                 storage = None
                 if self._redis is not None:
-                    storage = pybreaker.CircuitRedisStorage(
-                        pybreaker.STATE_CLOSED, self._redis, namespace=f"{self.namespace}:breaker:{provider_name}"
-                    )
+                    storage = FallbackCircuitStorage(self._redis, self.shared, f"{self.namespace}:breaker:{provider_name}")
                 breaker = pybreaker.CircuitBreaker(
                     fail_max=self.fail_max,
                     reset_timeout=self.reset_timeout,
@@ -231,7 +407,7 @@ class RateLimits:
     """Per-tenant, per-service limits with the seed's defaults (email 100/min, SMS 50/min, payment
     200/min); memory storage by default, Redis when configured."""
 
-    def __init__(self, config: dict[str, Any], redis_url: str | None = None) -> None:
+    def __init__(self, config: dict[str, Any], redis_url: str | None = None, shared: SharedState | None = None) -> None:
         rate_config = config["rate_limits"]
         storage_uri = rate_config["storage"]
         if storage_uri.startswith("memory") and redis_url:
@@ -239,9 +415,17 @@ class RateLimits:
         options: dict[str, Any] = {}
         if storage_uri.startswith("redis"):
             options["key_prefix"] = f"hub-limits-{config.get('rate_limit_namespace', 'hub')}"
+            # A Redis that hangs must cost a fraction of a second, then the process limits on its own.
+            options.update(socket_timeout=0.5, socket_connect_timeout=0.5)
         self.storage_uri = storage_uri
         self.storage = SweptMemoryStorage() if storage_uri.startswith("memory") else storage_from_string(storage_uri, **options)
         self.limiter = MovingWindowRateLimiter(self.storage)
+        #: Counts in this process while the shared storage does not answer (``None``: limits are local anyway).
+        self.local: MovingWindowRateLimiter | None = None
+        self.shared = shared or SharedState(redis_url)
+        if not storage_uri.startswith("memory"):
+            self.local = MovingWindowRateLimiter(SweptMemoryStorage())
+            self.shared.url = self.shared.url or storage_uri
         self._defaults = {**DEFAULT_RATE_LIMITS, **{service_key(k): v for k, v in rate_config["limits"].items()}}
         self._tenants = {tenant: t.get("rate_limits", {}) for tenant, t in config["tenants"].items()}
         self._parsed: dict[str, list[RateLimitItem]] = {}
@@ -264,7 +448,7 @@ class RateLimits:
         for item in self.limits_for(tenant, service):
             if cost > item.amount:
                 raise RateLimitedError(service, str(item), float(item.get_expiry()))
-            if not self.limiter.hit(item, tenant, service, cost=cost):
+            if not self._limiter("hit", item, tenant, service, cost=cost):
                 raise RateLimitedError(service, str(item), self.retry_after(item, tenant, service))
 
     def wait(self, tenant: str, service: str, cost: int = 1, deadline: float | None = None) -> None:
@@ -288,7 +472,7 @@ class RateLimits:
         """How many calls fit now, and (when none does) the seconds until the fullest window frees one."""
         fits, pause = _UNLIMITED, 0.0
         for item in self.limits_for(tenant, service):
-            stats = self.limiter.get_window_stats(item, tenant, service)
+            stats = self._limiter("get_window_stats", item, tenant, service)
             fits = min(fits, stats.remaining)
             if stats.remaining <= 0:
                 pause = max(pause, stats.reset_time - time.time())
@@ -313,6 +497,20 @@ class RateLimits:
                 raise RateLimitedError(service, ", ".join(str(item) for item in items), pause)
             time.sleep(pause)
 
+    def _limiter(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """Ask the shared limiter, or this process's while the shared storage does not answer."""
+        if self.local is None:
+            return getattr(self.limiter, method)(*args, **kwargs)
+        if self.shared.should_try():
+            try:
+                answer = getattr(self.limiter, method)(*args, **kwargs)
+            except self.shared.errors as error:
+                self.shared.failed(error)
+            else:
+                self.shared.recovered()
+                return answer
+        return getattr(self.local, method)(*args, **kwargs)
+
     def retry_after(self, item: RateLimitItem, tenant: str, service: str) -> float:
-        stats = self.limiter.get_window_stats(item, tenant, service)
+        stats = self._limiter("get_window_stats", item, tenant, service)
         return max(1.0, stats.reset_time - time.time())

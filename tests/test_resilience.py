@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import uuid
@@ -534,3 +535,121 @@ def test_throttled_calls_do_not_open_the_circuit_but_outages_do() -> None:
         with pytest.raises(TransientError):
             breakers.call("shop", down)
     assert breakers.state("shop") == "open"
+
+
+class RedisLink:
+    """A TCP relay to the real Redis that can be cut (connections reset, new ones refused) and restored on the
+    same port: a Redis outage as the hub sees it, without stopping the machine's Redis."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        import socket
+
+        self.target = target
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        self.port = probe.getsockname()[1]
+        probe.close()
+        self.listener: Any = None
+        self.links: list[Any] = []
+        self.lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def open(self) -> None:
+        import socket
+
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(16)
+        self.listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def _accept(self, listener: Any) -> None:
+        import socket
+
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            with self.lock:
+                self.links += [client, upstream]
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: Any, sink: Any) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        for end in (source, sink):
+            with contextlib.suppress(OSError):
+                end.close()
+
+    def cut(self) -> None:
+        import socket
+
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() blocked in the relay's thread
+        self.listener.close()
+        with self.lock:
+            for link in self.links:
+                try:
+                    link.shutdown(socket.SHUT_RDWR)
+                    link.close()
+                except OSError:
+                    pass
+            self.links.clear()
+
+
+def test_without_redis_each_process_limits_and_breaks_on_its_own_and_shares_again_when_it_returns(tmp_path: Path, redis_url: str) -> None:
+    from urllib.parse import urlparse
+
+    from hub.errors import RateLimitedError
+
+    parsed = urlparse(redis_url)
+    if parsed.scheme != "redis":
+        pytest.skip("needs a Redis over TCP to cut the link to")
+    link = RedisLink((parsed.hostname or "127.0.0.1", parsed.port or 6379))
+    link.open()
+    namespace = uuid.uuid4().hex[:8]
+    providers = {"primary": {"type": "scripted-notify", "behaviour": "transient"}, "backup": {"type": "scripted-notify"}}
+    services = {"email": {"providers": ["primary", "backup"], "enabled": True, "high_priority_bypasses_rate_limit": False}}
+    hub = make_hub(tmp_path, providers, services, redis_url=link.url, rate_limits={"storage": link.url, "limits": {"email": "3/minute"}}, circuit_breaker={"fail_max": 2, "reset_timeout": 60})
+    try:
+        hub.breakers.namespace = namespace
+        hub.rate_limits.storage.key_prefix = namespace  # type: ignore[attr-defined]
+        hub.runtime.shared_state.RETRY_SECONDS = 0.3
+        tenant = f"t-{namespace}"
+
+        def send() -> dict[str, Any]:
+            return hub.send_notification("email", [{"email": "a@example.com"}], data={"subject": "s", "message": "m"}, tenant_id=tenant)
+
+        send()
+        assert hub.runtime.shared_state.view() == {"shared": True, "status": "ok"}
+        link.cut()
+        # Redis is gone: no 500, the process counts on its own (3 a minute here too) and says so.
+        for _ in range(3):
+            assert send()["success"]
+        with pytest.raises(RateLimitedError):
+            send()
+        view = hub.status("demo")["sharedState"]
+        assert view["status"] == "degraded" and view["since"] and "Connection" in view["error"]
+        assert hub.breakers.state("primary") == "open"  # opened locally by the failing primary
+        link.open()
+        time.sleep(0.35)
+        # Back: Redis's window (one send before the cut) counts again, and the flag clears.
+        send()
+        assert hub.runtime.shared_state.view()["status"] == "ok"
+        send()
+        with pytest.raises(RateLimitedError):
+            send()
+    finally:
+        hub.close()
+        link.cut()

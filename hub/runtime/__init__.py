@@ -20,7 +20,7 @@ from hub.observability import Metrics, redact_text, request_id_var, tenant_var
 from hub.plugins import PluginHost, PluginPolicy
 from hub.records import Database, Record, normalise_database_url
 from hub.registry import ProviderRegistry
-from hub.resilience import Breakers, RateLimits, RetryPolicy
+from hub.resilience import Breakers, RateLimits, RetryPolicy, SharedState
 from hub.runtime.callers import ProviderCalls
 from hub.runtime.jobs import JobRegistry
 from hub.runtime.ledger import RecordLedger
@@ -65,10 +65,12 @@ class Runtime:
         self.db.create_all()
         self.tokens = TokenStore(self.db)
         breaker = config["circuit_breaker"]
-        self.breakers = Breakers(breaker["fail_max"], breaker["reset_timeout"], redis_url=config["redis_url"])
+        #: Whether Redis (shared limits and breakers) answers: both degrade to this process's counts together.
+        self.shared_state = SharedState(config["redis_url"])
+        self.breakers = Breakers(breaker["fail_max"], breaker["reset_timeout"], redis_url=config["redis_url"], shared=self.shared_state)
         retry = config["retry"]
         self.retry = RetryPolicy(retry["attempts"], retry["initial_delay"], retry["max_delay"], retry["jitter"], retry["max_retry_after"])
-        self.rate_limits = RateLimits(config, redis_url=config["redis_url"])
+        self.rate_limits = RateLimits(config, redis_url=config["redis_url"], shared=self.shared_state)
         self.audit = AuditTrail(self.db)
         self.jobs = JobRegistry(config, self.run_record)
         self.ledger = RecordLedger(self.db, config, self.metrics, self.audit, self.jobs)
