@@ -365,6 +365,28 @@ class InventorySettingsSchema(Schema):
     low_stock = fields.Nested(LowStockSchema, load_default=lambda: LowStockSchema().load({}))
 
 
+class OpsAlertsSchema(Schema):
+    """``alerts:``: operations alerts through notify, one per incident and one on recovery."""
+
+    class Meta:
+        unknown = RAISE
+
+    #: Where alerts go (``[{channel: chat}, {channel: email, recipients: [...]}]``); empty: logged only.
+    notify = fields.List(fields.Nested(StockAlertTargetSchema), load_default=list)
+    #: Whose notification providers and templates send them.
+    tenant = fields.String(load_default=None, allow_none=True)
+    #: Seconds of the audit trail the rates and counts look at.
+    window = fields.Integer(load_default=300, validate=validate.Range(min=10))
+    #: A provider whose share of failed calls in the window reaches this (with ``min_calls``) is degraded.
+    error_rate = fields.Float(load_default=0.5, validate=validate.Range(min=0, max=1))
+    min_calls = fields.Integer(load_default=10, validate=validate.Range(min=1))
+    #: A provider whose 95th-percentile latency in the window passes this many milliseconds; null = off.
+    latency_p95_ms = fields.Float(load_default=None, allow_none=True, validate=validate.Range(min=1))
+    #: Refused tokens / forged webhook signatures in the window that make a security incident.
+    refused_tokens = fields.Integer(load_default=50, validate=validate.Range(min=1))
+    forged_signatures = fields.Integer(load_default=10, validate=validate.Range(min=1))
+
+
 class TenantSchema(Schema):
     class Meta:
         unknown = RAISE
@@ -545,6 +567,7 @@ class HubConfigSchema(Schema):
     sync_schedules = fields.List(fields.Nested(ScheduleSchema), load_default=list)
     sync = fields.Nested(SyncSettingsSchema, load_default=lambda: SyncSettingsSchema().load({}))
     inventory = fields.Nested(InventorySettingsSchema, load_default=lambda: InventorySettingsSchema().load({}))
+    alerts = fields.Nested(OpsAlertsSchema, load_default=lambda: OpsAlertsSchema().load({}))
     subscriptions = fields.Dict(
         keys=fields.String(validate=_SUBSCRIPTION_NAME), values=fields.Nested(SubscriptionSchema), load_default=dict
     )

@@ -16,6 +16,7 @@ from hub.capabilities import InventoryUpdate, Subscription
 from hub.config import service_key
 from hub.records import AuditEntry, InventorySnapshot, Record
 from hub.runtime import Runtime, ServicesShutDown
+from hub.services.alerts import AlertService
 from hub.services.health import HealthService
 from hub.services.inventory import Override
 from hub.services.notify import NotificationRequest, NotifyService
@@ -53,6 +54,7 @@ class IntegrationManager:
         self.store = StoreService(runtime)
         self.sync = SyncService(runtime, self.publish, self.notify)
         self.health_service = HealthService(runtime, self.notify.templates)
+        self.alerts = AlertService(runtime, self.notify)
         self.webhooks = WebhookService(
             runtime, {"notification": self.notify, "payment": self.pay, "refund": self.pay, "sync": self.sync}, inventory=self.sync.inventory
         )

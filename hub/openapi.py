@@ -92,6 +92,7 @@ QUERY_PARAMETERS: dict[str, list[tuple[str, dict[str, Any], bool, str]]] = {
         ("sku", {"type": "string", "minLength": 1, "maxLength": 255}, False, "only this SKU"),
     ],
     "list_low_stock": _PAGE,
+    "list_alerts": [_PAGE[0], ("status", {"type": "string", "enum": ["open", "resolved", "all"]}, False, "open (default), resolved or all")],
     "list_topics": [("provider", {"type": "string"}, False, "the publish provider to ask (default: the tenant's first that can)")],
     "delete_consumer_group": [("provider", {"type": "string"}, False, "the publish provider holding the group")],
     "list_snapshots": [_PAGE[0], ("provider", {"type": "string"}, False, "")],

@@ -91,7 +91,7 @@ RUNTIME_RULES: dict[str, tuple[set[str], str]] = {
 #: gateway declines (any card number is a valid string), a data type the sync provider does not offer.
 PROVIDER_REFUSALS = {"POST /payments", "POST /test/payment", "POST /sync", "POST /test/sync"}
 #: Operations that need an admin token: the fuzzer's is a tenant's, so their answer is 403.
-ADMIN_ONLY = {"POST /initialize", "POST /shutdown"}
+ADMIN_ONLY = {"POST /initialize", "POST /shutdown", "GET /alerts"}
 #: Operations authenticated by a signed query parameter: a schema-valid token the fuzzer makes up is refused (403).
 SIGNED_URLS = {"GET /files/{file_id}/download"}
 

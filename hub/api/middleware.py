@@ -201,6 +201,9 @@ def finish_request(response: Response) -> Response:
         # (successful reads are not: they change nothing, and are counted in the metrics).
         outcome = "success" if response.status_code < 400 else ("rejected" if response.status_code < 500 else "error")
         hub.runtime.audit_api_call(g.tenant, f"{request.method} {endpoint}", outcome, elapsed * 1000, f"HTTP {response.status_code}")
+    elif response.status_code == 401:
+        # A refused token or a forged webhook signature: counted for the security alert (no tenant is known).
+        hub.runtime.audit_api_call(None, f"{request.method} {endpoint}", "refused", elapsed * 1000, "HTTP 401")
     return _commit_request(hub, response)
 
 

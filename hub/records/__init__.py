@@ -35,6 +35,7 @@ from hub.records.events import (
     StoredSubscription,
 )
 from hub.records.sync import (
+    AlertIncident,
     InventoryChange,
     InventoryDiscrepancy,
     InventoryLevel,
@@ -46,6 +47,7 @@ from hub.records.sync import (
 )
 
 __all__ = [
+    "AlertIncident",
     "ApiToken",
     "AuditEntry",
     "Base",

@@ -239,3 +239,26 @@ class InventoryDiscrepancy(Base):
             "status": "resolved" if self.resolved_at else "open", "detectedAt": self.detected_at.isoformat(),
             "updatedAt": self.updated_at.isoformat(), "resolvedAt": self.resolved_at.isoformat() if self.resolved_at else None,
         }
+
+
+class AlertIncident(Base):
+    """One incident an operations alert was sent for (``key``: what and where, ``circuit:stripe``); open
+    until ``resolved_at``. The row is the lock: only the process that inserts it (or resolves it) notifies."""
+
+    __tablename__ = "hub_alert_incidents"
+    __table_args__ = (Index("ix_alert_incident_open", "key", "resolved_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(String(255))
+    kind: Mapped[str] = mapped_column(String(40))
+    summary: Mapped[str] = mapped_column(Text)
+    opened_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: The open incident's key while open (unique), ``None`` once resolved: one open incident per key.
+    open_key: Mapped[str | None] = mapped_column(String(255), unique=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "key": self.key, "kind": self.kind, "summary": self.summary, "openedAt": self.opened_at.isoformat(),
+            "resolvedAt": self.resolved_at.isoformat() if self.resolved_at else None, "status": "resolved" if self.resolved_at else "open",
+        }
