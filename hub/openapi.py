@@ -38,6 +38,7 @@ REQUEST_BODIES: dict[str, tuple[type, int]] = {
     "sync_inventory": (schemas.InventorySyncSchema, 200),
     "push_inventory_updates": (schemas.InventoryPushSchema, 200),
     "override_inventory_level": (schemas.InventoryOverrideSchema, 200),
+    "put_credentials": (schemas.CredentialsSchema, 200),
     "save_template": (TemplateSchema, 200),
     "register_event_schema": (schemas.EventTypeSchemaSchema, 201),
     "create_subscription": (SubscriptionRequestSchema, 201),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,6 +111,8 @@ class ProviderRegistry:
         self.environ = dict(os.environ) if environ is None else environ
         self.slots: dict[str, ProviderSlot] = {}
         self._lock = threading.RLock()
+        #: ``(tenant, provider) -> settings`` stored through the API (the credential vault), or ``None``.
+        self.stored_settings: Callable[[str, str], dict[str, Any] | None] | None = None
 
     def build_all(self) -> None:
         """Build every enabled provider. Bad settings raise ConfigError (start-up fails with the key
@@ -176,6 +179,9 @@ class ProviderRegistry:
         if slot is None:
             raise ConfigurationError(f"no provider named {name!r}")
         overrides = self.config["tenants"].get(tenant, {}).get("providers", {}).get(name) if tenant else None
+        stored = self.stored_settings(tenant, name) if tenant and self.stored_settings is not None else None
+        if stored:
+            overrides = {**(overrides or {}), **stored}  # the API's credentials win over hub.yaml's
         if not overrides:
             if slot.instance is None:
                 raise ConfigurationError(slot.error or f"provider {name!r} is not available")
@@ -200,6 +206,23 @@ class ProviderRegistry:
                 raise ConfigurationError(slot.tenant_errors[tenant]) from error
             slot.tenant_instances[tenant] = instance
             return instance
+
+    def forget(self, name: str, tenant: str) -> None:
+        """Drop ``tenant``'s own instance of ``name`` (its settings changed): the next call builds it again."""
+        slot = self.slots.get(name)
+        if slot is not None:
+            with self._lock:
+                slot.tenant_instances.pop(tenant, None)
+                slot.tenant_errors.pop(tenant, None)
+
+    def build_for(self, name: str, tenant: str, settings: dict[str, Any]) -> object:
+        """A separate instance of ``name`` for ``tenant`` with ``settings`` over hub.yaml's (not cached)."""
+        slot = self.slots[name]
+        overrides = self.config["tenants"].get(tenant, {}).get("providers", {}).get(name) or {}
+        return build_provider(
+            self.host, slot.provider_class, name, {**slot.settings, **overrides, **settings}, self._context(tenant),
+            path=f"credentials.{tenant}.{name}", environ=self.environ,
+        )
 
     def service_providers(self, service: str, tenant: str | None = None) -> list[str]:
         """Provider names for ``service`` in priority order (the tenant's own list if it has one)."""

@@ -383,6 +383,14 @@ class DiscrepancyListSchema(Schema):
     sku = fields.String(load_default=None, validate=validate.Length(min=1, max=255))
 
 
+class CredentialsSchema(StrictSchema):
+    """``PUT /credentials/<provider>``: the provider's settings for this tenant (validated by building it)."""
+
+    settings = fields.Dict(keys=fields.String(validate=validate.Length(min=1, max=100)), required=True, validate=validate.Length(min=1, max=50))
+    #: How long webhooks signed with the previous secret still verify (a day by default; 0: at once).
+    grace_seconds = fields.Integer(data_key="graceSeconds", load_default=86400, validate=validate.Range(min=0, max=30 * 86400))
+
+
 class ErrorSchema(Schema):
     success = fields.Boolean(dump_default=False)
     message = fields.String()

@@ -79,6 +79,7 @@ RUNTIME_RULES: dict[str, tuple[set[str], str]] = {
     "POST /sync": ({"provider", "dataType"}, f"{_PROVIDER}; {_DATA_TYPE}"),
     "POST /test/sync": ({"provider", "dataType"}, f"{_PROVIDER}; {_DATA_TYPE}"),
     "POST /inventory/updates": ({"provider"}, _PROVIDER),
+    "PUT /credentials/{provider}": ({"settings"}, "a provider's own settings schema is the plugin's: checked by building the provider"),
     "POST /events/consumer-groups/{group}/reset": ({"offsets", "timestamp", "provider"}, "offsets/timestamp go with `to` (a cross-field rule)"),
     "POST /files": (
         {"metadata", "fileName", "contentType"},
@@ -107,7 +108,8 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 @pytest.fixture(scope="module")
 def fuzzed_hub(tmp_path_factory: pytest.TempPathFactory) -> Any:
     data_dir: Path = tmp_path_factory.mktemp("fuzz") / "var"
-    hub = IntegrationManager(base_config(data_dir), environ={}, entry_points=False)
+    # A credential key, so PUT /credentials stores rather than answering 503 (no key configured).
+    hub = IntegrationManager(base_config(data_dir), environ={"HUB_CREDENTIAL_KEYS": "Zm9yLXRoZS1mdXp6LXRlc3Qtb25seS0zMmJ5dGVzISE="}, entry_points=False)
     yield hub, create_app(manager=hub), hub.tokens.create("demo", "fuzz")[1]
     hub.close()
 

@@ -17,7 +17,7 @@ from flask import Flask, Response, current_app, request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from werkzeug.exceptions import HTTPException
 
-from hub.api import admin, alerts, events, files, notifications, payments, sync, templates
+from hub.api import admin, alerts, credentials, events, files, notifications, payments, sync, templates
 from hub.api.middleware import (
     API_PREFIX,
     error_response,
@@ -33,7 +33,7 @@ from hub.manager import IntegrationManager
 
 __all__ = ["API_PREFIX", "BLUEPRINTS", "create_app"]
 
-BLUEPRINTS = (notifications.blueprint, templates.blueprint, payments.blueprint, files.blueprint, events.blueprint, sync.blueprint, admin.blueprint, alerts.blueprint)
+BLUEPRINTS = (notifications.blueprint, templates.blueprint, payments.blueprint, files.blueprint, events.blueprint, sync.blueprint, admin.blueprint, alerts.blueprint, credentials.blueprint)
 
 
 def create_app(config: dict[str, Any] | str | None = None, *, manager: IntegrationManager | None = None) -> Flask:

@@ -25,6 +25,7 @@ from hub.runtime.callers import ProviderCalls
 from hub.runtime.jobs import JobRegistry
 from hub.runtime.ledger import RecordLedger
 from hub.runtime.pipeline import AuditTrail, CallResult, ProviderPipeline, describe
+from hub.services.credentials import CredentialVault
 
 __all__ = ["CallResult", "Runtime", "ServicesShutDown", "describe"]
 
@@ -72,6 +73,9 @@ class Runtime:
         self.retry = RetryPolicy(retry["attempts"], retry["initial_delay"], retry["max_delay"], retry["jitter"], retry["max_retry_after"])
         self.rate_limits = RateLimits(config, redis_url=config["redis_url"], shared=self.shared_state)
         self.audit = AuditTrail(self.db)
+        #: Tenants' provider credentials stored through the API, encrypted; the registry merges them in.
+        self.credentials = CredentialVault(self)
+        self.registry.stored_settings = self.credentials.settings_for
         self.jobs = JobRegistry(config, self.run_record)
         self.ledger = RecordLedger(self.db, config, self.metrics, self.audit, self.jobs)
         self.pipeline = ProviderPipeline(self.host, self.registry, self.breakers, self.retry, self.metrics, self.audit, lambda service: SERVICES[service].capability)
