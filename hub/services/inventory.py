@@ -9,6 +9,7 @@ it, the recovery sweep sends what was queued.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 from datetime import datetime
@@ -120,7 +121,11 @@ class InventoryService:
         return queued
 
     def _queue_event(self, session: Session, tenant: str, topic: str, event_type: str, key: str, data: dict[str, Any], idempotency_key: str, queued: list[str]) -> None:
-        record_id = self.publish.queue(session, tenant, topic, event_type, key, data, idempotency_key)
+        # Each change's key is new (it names the change), so no lookup for an earlier one. Long SKUs and
+        # locations would overflow the key's column: those keys are hashed.
+        if len(idempotency_key) > 200:
+            idempotency_key = f"{event_type}:{hashlib.sha256(idempotency_key.encode()).hexdigest()}"
+        record_id = self.publish.queue(session, tenant, topic, event_type, key, data, idempotency_key, fresh=True)
         if record_id:
             queued.append(record_id)
 

@@ -112,18 +112,19 @@ class PublishService:
         key: str | None,
         data: dict[str, Any],
         idempotency_key: str,
+        *,
+        fresh: bool = False,
     ) -> str | None:
         """Record an event the hub itself emits (a payment webhook's ``payment.succeeded``) in the caller's
         transaction, so it exists exactly when the change it reports does; a worker publishes it (retried with
         backoff like any job). Returns the record id to hand to ``jobs.enqueue`` once the transaction committed,
         or ``None`` when ``idempotency_key`` was queued before (the same change reported again)."""
-        exists = session.scalar(
-            select(Record.id).where(
-                Record.tenant == tenant, Record.kind == "event", Record.idempotency_key == idempotency_key
+        if not fresh:  # ``fresh``: the caller made the key unique just now, nothing can hold it yet
+            exists = session.scalar(
+                select(Record.id).where(Record.tenant == tenant, Record.kind == "event", Record.idempotency_key == idempotency_key)
             )
-        )
-        if exists is not None:
-            return None
+            if exists is not None:
+                return None
         try:
             schema = self.schemas.validate(tenant, event_type, data)  # the hub's own events keep to their schemas too
         except ValidationError as error:
