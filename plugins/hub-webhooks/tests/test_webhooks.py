@@ -26,7 +26,7 @@ from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request, Response
 
 from hub.capabilities import ConsumedRecord, Subscription
-from hub.errors import ConfigError, ConfigurationError, PermanentError, TransientError
+from hub.errors import ConfigError, ConfigurationError, PermanentError, ProviderThrottledError, TransientError
 from hub.testing.rest import RestHub, rest_hub
 from hub.testing.servers import WsgiServer, refused_url
 
@@ -333,7 +333,7 @@ def test_statuses_and_transport_failures_map_to_retried_or_permanent_errors(rece
     expected = {
         503: TransientError,
         500: TransientError,
-        429: TransientError,
+        429: ProviderThrottledError,
         408: TransientError,
         404: ConfigurationError,  # a wrong URL: retried (the subscription retries anything not permanent)
         401: ConfigurationError,
