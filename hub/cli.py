@@ -447,5 +447,10 @@ def check(context: click.Context) -> None:
     sys.exit(1 if problems else 0)
 
 
+from hub.db_commands import db  # noqa: E402  (the db group, registered here beside its import)
+
+main.add_command(db)
+
+
 if __name__ == "__main__":
     main()

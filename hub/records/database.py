@@ -20,7 +20,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from hub.records.base import Base, utcnow
+from hub.records.base import utcnow
 from hub.records.core import Record
 
 
@@ -68,7 +68,11 @@ class Database:
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     def create_all(self) -> None:
-        Base.metadata.create_all(self.engine)
+        """Make the schema ready at start-up: a fresh database gets its tables (recorded at the newest
+        migration), a migrated one is checked to be current (see :func:`hub.migrations.prepare_schema`)."""
+        from hub.migrations import prepare_schema  # Alembic is needed only here, and hub.migrations imports records
+
+        prepare_schema(self.engine)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
