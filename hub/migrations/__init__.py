@@ -104,9 +104,12 @@ def upgrade(engine: Engine, revision: str = "head") -> Upgraded:
         adopted = before is None and inspect(connection).has_table(ANCHOR_TABLE)
         config = alembic_config(connection)
         if adopted:
-            # Its tables exist already: running 0001 would fail on the first CREATE TABLE.
-            command.stamp(config, INITIAL_REVISION)
-            log.info("database predates migrations: recorded at revision %s", INITIAL_REVISION)
+            # Its tables exist already (every start-up ran create_all on it, so it has every table this code
+            # declares): running the migrations would fail on the first CREATE TABLE. Tables it still lacks are
+            # created, then it is recorded at the newest revision.
+            Base.metadata.create_all(connection)
+            command.stamp(config, "head")
+            log.info("database predates migrations: recorded at revision %s", head_revision())
         command.upgrade(config, revision)
         return Upgraded(before, current_revision(connection), adopted)
 
