@@ -23,7 +23,7 @@ delivered at once (one thread each, as that many workers would). The relay repor
 at once (sampled every 20 ms): the peak says how many connections really sent in parallel.
 
     python bench/bulk_email.py [--messages 10000] [--relay-messages 2000] [--relay-latency-ms 5]
-                               [--apprise-messages 500] [--security starttls|none] [--quick]
+                               [--apprise-messages 500] [--security starttls|none] [--batch-size 500] [--quick]
 
 Needs ``pip install ./plugins/hub-smtp apprise``.
 """
@@ -56,6 +56,7 @@ SENDER = "alerts@example.com"
 SUBJECT = "Low stock: WIDGET-001 at WAREHOUSE-A"
 BODY = "WIDGET-001 at WAREHOUSE-A is down to 5 (threshold 10)."
 USERNAME, PASSWORD = "bench", "bench-secret"
+BATCH_SIZE = [500]  # queue.batch_size of the hub runs (--batch-size)
 
 
 @dataclass
@@ -191,7 +192,7 @@ def through_hub(target: Target, addresses: list[str], connections: int = 1, jobs
             "providers": {"smtp": smtp},
             "services": {"email": {"providers": ["smtp"]}},
             "rate_limits": {"limits": {"email": "1000000/minute"}},
-            "queue": {"workers": 0, "batch_size": 500},
+            "queue": {"workers": 0, "batch_size": BATCH_SIZE[0]},
             # The same plain-text message the smtplib baseline sends, so the server does the same work.
             "templates": {"bench_alert": [{"channel": "email", "subject": SUBJECT, "text": BODY}]},
         },
@@ -294,6 +295,7 @@ def main() -> None:
     parser.add_argument("--apprise-messages", type=int, default=500)
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the median rate is reported")
     parser.add_argument("--security", choices=["starttls", "none"], default="starttls")
+    parser.add_argument("--batch-size", type=int, default=500, help="the hub's queue.batch_size (recipients per provider call)")
     parser.add_argument("--quick", action="store_true", help="1,000 local and 400 relay messages, 50 for apprise")
     parser.add_argument("--serve-relay", action="store_true", help=argparse.SUPPRESS)  # the relay's own process
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
@@ -304,6 +306,7 @@ def main() -> None:
     if args.quick:
         args.messages, args.relay_messages, args.apprise_messages = 1_000, 400, 50
     pool = args.relay_connections
+    BATCH_SIZE[0] = args.batch_size
 
     local_command = [sys.executable, "-m", "hub.testing.servers", "smtp", "--report-every", "0.05"]
     local_command += ["--username", USERNAME, "--password", PASSWORD, "--cert-dir", tempfile.mkdtemp(prefix="hub-bench-cert-")]
