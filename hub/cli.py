@@ -589,7 +589,7 @@ def _replay(manager: Any, item: dict[str, Any]) -> tuple[bool, str]:
 def _describe_item(item: dict[str, Any]) -> str:
     if item["kind"] == SUBSCRIPTION_KIND:
         return f"{item['subscription']} {item['topic']}[{item['partition']}]@{item['offset']}"
-    return f"{item['service']}/{item['provider'] or '-'}"
+    return item["service"] + (f"/{item['provider']}" if item["provider"] else "")
 
 
 @main.group("dead-letters")
