@@ -126,16 +126,17 @@ class Steps:
     else one plain line per step, which logs, pipes and CI keep and grep well; ``quiet`` (``--json``) prints
     neither. A terminal is what rich says it is: a TTY, or ``TTY_COMPATIBLE=1`` / ``FORCE_COLOR`` set."""
 
-    def __init__(self, description: str, total: int | None = None, *, quiet: bool = False, console: Any = None) -> None:
+    def __init__(self, description: str, total: int | None = None, *, quiet: bool = False, bar: bool = True, console: Any = None) -> None:
         self.description = description
         self.total = total
         self.quiet = quiet
+        self.bar = bar  # False: plain lines even on a terminal (one step needs no bar)
         self._console = console
         self._progress: Any = None
         self._task: Any = None
 
     def __enter__(self) -> Steps:
-        if self.quiet:
+        if self.quiet or not self.bar:
             return self
         from rich.console import Console  # imported here: the other commands start without it
 
@@ -643,7 +644,7 @@ def dead_letters_replay(context: click.Context, item_id: str | None, replay_all:
     outcomes: list[dict[str, Any]] = []
     try:
         items = _dead_items(manager, tenant, kind, None)[::-1] if replay_all else [_find_dead(manager, item_id or "", tenant)]
-        with Steps("replaying", len(items), quiet=as_json) as steps:
+        with Steps("replaying", len(items), quiet=as_json, bar=replay_all) as steps:
             for item in items:
                 replayed, status = _replay(manager, item)
                 outcomes.append({"id": item["id"], "kind": item["kind"], "tenantId": item["tenantId"], "replayed": replayed, "status" if replayed else "error": status})
