@@ -1,7 +1,9 @@
-"""The ``hub`` command: ``serve``, ``worker``, ``token``, ``plugins``, ``check``.
+"""The ``hub`` command: ``serve``, ``worker``, ``token``, ``files``, ``sync``, ``dead-letters``, ``plugins``, ``check``.
 
 Every failure ends the same way: one line on stderr naming the cause (``hub: providers.pager.api_key: ...``)
-and exit status 1. ``hub --debug ...`` (or ``HUB_DEBUG=1``) shows the traceback instead.
+and exit status 1. ``hub --debug ...`` (or ``HUB_DEBUG=1``) shows the traceback instead. Long work
+(``sync run``, ``files migrate``, ``dead-letters replay --all``) shows a progress bar when stdout is a terminal
+and one plain line per step otherwise (see :class:`Steps`).
 """
 
 from __future__ import annotations
@@ -117,6 +119,60 @@ def _token_store(context: click.Context) -> Any:
     db = Database(normalise_database_url(config["database_url"], config["data_dir"]))
     db.create_all()
     return TokenStore(db)
+
+
+class Steps:
+    """Progress of long CLI work: a rich bar when stdout is a terminal (each step's line printed above it),
+    else one plain line per step, which logs, pipes and CI keep and grep well; ``quiet`` (``--json``) prints
+    neither. A terminal is what rich says it is: a TTY, or ``TTY_COMPATIBLE=1`` / ``FORCE_COLOR`` set."""
+
+    def __init__(self, description: str, total: int | None = None, *, quiet: bool = False, bar: bool = True, console: Any = None) -> None:
+        self.description = description
+        self.total = total
+        self.quiet = quiet
+        self.bar = bar  # False: plain lines even on a terminal (one step needs no bar)
+        self._console = console
+        self._progress: Any = None
+        self._task: Any = None
+
+    def __enter__(self) -> Steps:
+        if self.quiet or not self.bar:
+            return self
+        from rich.console import Console  # imported here: the other commands start without it
+
+        console = self._console or Console(highlight=False)
+        if console.is_terminal:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._progress = Progress(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+            )
+            self._progress.start()
+            self._task = self._progress.add_task(self.description, total=self.total)
+        return self
+
+    @property
+    def terminal(self) -> bool:
+        return self._progress is not None
+
+    def step(self, line: str | None, advance: int = 1, *, err: bool = False) -> None:
+        """One step done (``advance`` 0: a line only, e.g. a failure); its line goes to stdout, or stderr."""
+        if self.quiet:
+            if err and line:
+                click.echo(line, err=True)  # failures are still said with --json, on stderr
+            return
+        if self._progress is not None:
+            if line:
+                # Above the bar: the bar stays the last line of the terminal.
+                self._progress.console.print(line, markup=False, highlight=False, style="red" if err else None)
+            if advance:
+                self._progress.advance(self._task, advance)
+        elif line:
+            click.echo(line, err=err)
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
 
 
 @click.group(cls=HubGroup)
@@ -316,20 +372,46 @@ def files() -> None:
 @click.option("--json", "as_json", is_flag=True, help="JSON output.")
 @click.pass_context
 def files_migrate(context: click.Context, tenant: str | None, limit: int, as_json: bool) -> None:
-    """Move files a failover put on a later storage provider back to the first one (checksum-verified)."""
+    """Move files a failover put on a later storage provider back to the first one (checksum-verified).
+    Exits 1 when a file could not be moved (its provider is still down: the rest wait for the next run)."""
+    from sqlalchemy import select
+
     from hub import IntegrationManager
+    from hub.records import FileRecord
 
     manager = IntegrationManager(_config(context))
+    report: dict[str, Any] = {"moved": [], "failed": [], "remaining": 0}
     try:
-        report = manager.store.migrate(tenant, limit)
+        store = manager.store
+        if tenant:
+            tenants = [tenant]
+        else:
+            with manager.db.session() as session:
+                tenants = sorted(session.scalars(select(FileRecord.tenant).where(FileRecord.deleted_at.is_(None)).distinct()))
+        # limit 0 moves nothing and counts what waits: the bar's total.
+        remaining = {name: store.migrate(name, 0)["remaining"] for name in tenants}
+        with Steps("moving files", min(sum(remaining.values()), limit), quiet=as_json) as steps:
+            for name in tenants:
+                # One file per call, so the bar moves file by file; a failure stops this tenant's files, as one
+                # migrate(tenant, limit) call does.
+                while remaining[name] and len(report["moved"]) < limit:
+                    step = store.migrate(name, 1)
+                    remaining[name] = step["remaining"]
+                    for file_id in step["moved"]:
+                        report["moved"].append(file_id)
+                        steps.step(f"moved {file_id} (tenant {name})")
+                    for failure in step["failed"]:
+                        report["failed"].append(failure)
+                        steps.step(f"failed {failure['fileId']}: {failure['error']}", 0, err=True)
+                    if step["failed"] or not step["moved"]:
+                        break
+        report["remaining"] = sum(remaining.values())
     finally:
         manager.close()
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:
         click.echo(f"moved {len(report['moved'])} file(s); {report['remaining']} still on another provider")
-        for failure in report["failed"]:
-            click.echo(f"failed {failure['fileId']}: {failure['error']}", err=True)
     if report["failed"]:
         context.exit(1)
 
@@ -367,34 +449,219 @@ def sync_run(context: click.Context, job: str, tenant: str | None, provider: str
     provider = provider or (schedule or {}).get("provider")
     manager = IntegrationManager(config)
     failed = False
+    results: dict[str, Any] = {}
     try:
-        if data_type == "inventory" and not provider and not parsed:
-            results = manager.sync.sync_all_inventory(tenant, full_resync=full_resync)
-            failed = any(not result["success"] for result in results.values())
-            lines = [f"{name}: {'ok' if result['success'] else 'failed'} {result.get('count', 0)} record(s) job {result['jobId']}" + (f" ({result['error']})" if result.get("error") else "") for name, result in results.items()]
-        else:
-            results, lines, first = {}, [], True
-            while True:  # each run goes on from the checkpoint the last one saved
-                try:
-                    view, _ = manager.sync.start(tenant, SyncJob(data_type, parsed, provider, full_resync=full_resync and first))
-                except HubError as error:
-                    failed = True
-                    lines.append(f"failed: {error}")
-                    break
-                first = False
-                results[view["jobId"]] = {key: view[key] for key in ("status", "provider", "count", "pages", "hasMore", "error")}
-                lines.append(f"{view['provider']}: {view['status']} {view['count']} record(s) in {view['pages']} page(s) job {view['jobId']}")
-                if view["status"] != "succeeded" or not view["hasMore"]:
-                    failed = view["status"] != "succeeded"
-                    break
+        # A bar over runs (each run stores pages up to the sync: limits, then the next goes on from its checkpoint);
+        # the total is unknown until a run says it reached the end of the stream.
+        with Steps(f"sync {job}", quiet=as_json) as steps:
+            if data_type == "inventory" and not provider and not parsed:
+                results = manager.sync.sync_all_inventory(tenant, full_resync=full_resync)
+                failed = any(not result["success"] for result in results.values())
+                for name, result in results.items():
+                    outcome = "ok" if result["success"] else "failed"
+                    error = f" ({result['error']})" if result.get("error") else ""
+                    steps.step(f"{name}: {outcome} {result.get('count', 0)} record(s) job {result['jobId']}{error}")
+            else:
+                first = True
+                while True:  # each run goes on from the checkpoint the last one saved
+                    try:
+                        view, _ = manager.sync.start(tenant, SyncJob(data_type, parsed, provider, full_resync=full_resync and first))
+                    except HubError as error:
+                        failed = True
+                        steps.step(f"failed: {error}", 0)
+                        break
+                    first = False
+                    results[view["jobId"]] = {key: view[key] for key in ("status", "provider", "count", "pages", "hasMore", "error")}
+                    steps.step(f"{view['provider']}: {view['status']} {view['count']} record(s) in {view['pages']} page(s) job {view['jobId']}")
+                    if view["status"] != "succeeded" or not view["hasMore"]:
+                        failed = view["status"] != "succeeded"
+                        break
     finally:
         manager.close()
     if as_json:
         click.echo(json.dumps(results, indent=2, default=str))
-    else:
-        for line in lines:
-            click.echo(line)
     if failed:
+        context.exit(1)
+
+
+#: The kind a subscription's dead letter (a consumed event its handler kept refusing) is listed under; every
+#: other kind is a record's (a notification, payment, event, sync... whose job ran out of attempts: ``dead``).
+SUBSCRIPTION_KIND = "subscription"
+
+
+def _dead_kind(context: click.Context, parameter: click.Parameter, value: str | None) -> str | None:
+    """``--kind``: a record kind the ledger knows, or ``subscription`` (checked here, not with a click.Choice,
+    so the ledger's list of kinds is imported only by the commands that take it)."""
+    from hub.runtime.ledger import ID_PREFIX
+
+    kinds = [*ID_PREFIX, SUBSCRIPTION_KIND]
+    if value is not None and value not in kinds:
+        raise click.BadParameter(f"{value!r} is not one of {', '.join(kinds)}")
+    return value
+
+
+def _record_item(record: Any) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "kind": record.kind,
+        "tenantId": record.tenant,
+        "status": record.status,
+        "service": record.service,
+        "provider": record.provider,
+        "attempts": record.attempts,
+        "error": record.error,
+        # The replay runs under this key again: the provider sees the same key, so a payment is not charged twice.
+        "idempotencyKey": record.idempotency_key,
+        "createdAt": record.created_at.isoformat(),
+    }
+
+
+def _letter_item(letter: Any) -> dict[str, Any]:
+    return {
+        "id": letter.id,
+        "kind": SUBSCRIPTION_KIND,
+        "tenantId": letter.tenant,
+        "status": "dead",
+        "subscription": letter.subscription,
+        "provider": letter.provider,
+        "topic": letter.topic,
+        "partition": letter.partition,
+        "offset": letter.offset,
+        "attempts": letter.attempts,
+        "error": letter.error,
+        "createdAt": letter.created_at.isoformat(),
+    }
+
+
+def _dead_items(manager: Any, tenant: str | None, kind: str | None, limit: int | None) -> list[dict[str, Any]]:
+    """Dead records and subscription dead letters, newest first: the tenant's, or every tenant's."""
+    from sqlalchemy import select
+
+    from hub.records import DeadLetter, Record
+
+    if tenant:
+        tenants = [tenant]
+    else:
+        with manager.db.session() as session:
+            dead = set(session.scalars(select(Record.tenant).where(Record.status == "dead").distinct()))
+            dead |= set(session.scalars(select(DeadLetter.tenant).distinct()))
+        tenants = sorted(dead)
+    page = limit or 1_000_000  # replay --all: every one
+    found: list[tuple[Any, dict[str, Any]]] = []
+    for name in tenants:
+        if kind != SUBSCRIPTION_KIND:
+            found += [(record.created_at, _record_item(record)) for record in manager.runtime.ledger.list(name, kind, "dead", page)]
+        if kind in (None, SUBSCRIPTION_KIND):
+            with manager.db.session() as session:
+                # The service's own listing (publish.dead_letters) gives views; the rows carry comparable times.
+                query = select(DeadLetter).where(DeadLetter.tenant == name).order_by(DeadLetter.created_at.desc()).limit(page)
+                found += [(letter.created_at, _letter_item(letter)) for letter in session.scalars(query)]
+    found.sort(key=lambda pair: pair[0], reverse=True)
+    return [item for _, item in found[:page]]
+
+
+def _find_dead(manager: Any, item_id: str, tenant: str | None) -> dict[str, Any]:
+    """The record or dead letter ``item_id`` (the tenant's, when given)."""
+    from hub.records import DeadLetter, Record
+
+    with manager.db.session() as session:
+        record = session.get(Record, item_id)
+        if record is not None and tenant in (None, record.tenant):
+            return _record_item(record)
+        letter = session.get(DeadLetter, item_id)
+        if letter is not None and tenant in (None, letter.tenant):
+            return _letter_item(letter)
+    raise click.ClickException(f"no dead letter or record {item_id}" + (f" for tenant {tenant}" if tenant else ""))
+
+
+def _replay(manager: Any, item: dict[str, Any]) -> tuple[bool, str]:
+    """Replay one with its service's own method: ``(replayed, status or why not)``. A record is queued again
+    (same record, same idempotency key; only its unfinished work is redone); a subscription's dead letter is
+    handed to its handler now."""
+    try:
+        if item["kind"] == SUBSCRIPTION_KIND:
+            outcome = manager.publish.replay_dead_letter(item["tenantId"], item["id"])
+            return outcome["status"] == "delivered", outcome.get("error") or outcome["status"]
+        return True, manager.runtime.ledger.replay_dead(item["id"], item["tenantId"]).status
+    except HubError as error:  # not dead (any more), its subscription gone...
+        return False, _first_line(str(error)) or type(error).__name__
+
+
+def _describe_item(item: dict[str, Any]) -> str:
+    if item["kind"] == SUBSCRIPTION_KIND:
+        return f"{item['subscription']} {item['topic']}[{item['partition']}]@{item['offset']}"
+    return item["service"] + (f"/{item['provider']}" if item["provider"] else "")
+
+
+@main.group("dead-letters")
+def dead_letters() -> None:
+    """Dead letters: records whose job ran out of attempts, and events a subscription's handler kept refusing."""
+
+
+@dead_letters.command("list")
+@click.option("--tenant", default=None, help="Only this tenant's (default: every tenant's).")
+@click.option("--kind", default=None, callback=_dead_kind, help="Only this kind: notification, payment, event, sync... or subscription.")
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True, help="Show at most this many, newest first.")
+@click.option("--json", "as_json", is_flag=True, help="JSON output.")
+@click.pass_context
+def dead_letters_list(context: click.Context, tenant: str | None, kind: str | None, limit: int, as_json: bool) -> None:
+    """List dead letters, newest first, each line saying its kind."""
+    from hub import IntegrationManager
+
+    _quiet_logging(context)
+    manager = IntegrationManager(_config(context))
+    try:
+        items = _dead_items(manager, tenant, kind, limit)
+    finally:
+        manager.close()
+    if as_json:
+        click.echo(json.dumps(items, indent=2))
+        return
+    for item in items:
+        error = _first_line(item["error"] or "")
+        click.echo(f"{item['id']}  {item['kind']:<14} {item['tenantId']:<16} {_describe_item(item):<32} {item['attempts']} attempt(s)  {error}")
+
+
+@dead_letters.command("replay")
+@click.argument("item_id", required=False, metavar="[ID]")
+@click.option("--all", "replay_all", is_flag=True, help="Replay every dead letter (of --tenant, of --kind).")
+@click.option("--tenant", default=None, help="The tenant (default: the one the id belongs to; with --all, every tenant).")
+@click.option("--kind", default=None, callback=_dead_kind, help="With --all: only this kind (as for list).")
+@click.option("--json", "as_json", is_flag=True, help="JSON output.")
+@click.pass_context
+def dead_letters_replay(context: click.Context, item_id: str | None, replay_all: bool, tenant: str | None, kind: str | None, as_json: bool) -> None:
+    """Replay dead letter ID, or --all of them: a record is queued again under its original idempotency key
+    (a replayed payment cannot charge twice), a subscription's dead letter is handed to its handler again.
+    Exits 1 naming each one that could not be replayed."""
+    from hub import IntegrationManager
+
+    if replay_all == (item_id is not None):
+        raise click.UsageError("give a dead letter's ID or --all")
+    if kind and not replay_all:
+        raise click.UsageError("--kind goes with --all")
+    _quiet_logging(context)
+    manager = IntegrationManager(_config(context))
+    outcomes: list[dict[str, Any]] = []
+    try:
+        items = _dead_items(manager, tenant, kind, None)[::-1] if replay_all else [_find_dead(manager, item_id or "", tenant)]
+        with Steps("replaying", len(items), quiet=as_json, bar=replay_all) as steps:
+            for item in items:
+                replayed, status = _replay(manager, item)
+                outcomes.append({"id": item["id"], "kind": item["kind"], "tenantId": item["tenantId"], "replayed": replayed, "status" if replayed else "error": status})
+                if replayed:
+                    steps.step(f"replayed {item['id']} ({item['kind']}, tenant {item['tenantId']}): {status}")
+                else:
+                    steps.step(f"hub: could not replay {item['id']} ({item['kind']}, tenant {item['tenantId']}): {status}", err=True)
+    finally:
+        manager.close()
+    failed = [outcome for outcome in outcomes if not outcome["replayed"]]
+    if as_json:
+        click.echo(json.dumps(outcomes, indent=2))
+    elif replay_all:
+        click.echo(f"replayed {len(outcomes) - len(failed)} of {len(outcomes)}")
+    if failed:
+        if replay_all:
+            click.echo(f"hub: {len(failed)} could not be replayed: {', '.join(outcome['id'] for outcome in failed)}", err=True)
         context.exit(1)
 
 
