@@ -3,11 +3,17 @@ provider webhooks, delivery records, the audit trail and the OpenAPI document.""
 
 from __future__ import annotations
 
+import logging
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
-from flask import Blueprint, current_app, g, jsonify, request
+from flask import Blueprint, Flask, current_app, g, jsonify, request
+from sqlalchemy import text
 
 from hub.api.middleware import (
+    error_response,
     idempotency_key,
     idempotent,
     json_body,
@@ -24,6 +30,12 @@ from hub.records import utcnow
 from hub.schemas import TestFileSchema, TestPaymentSchema, TestSyncSchema, load
 
 blueprint = Blueprint("admin", __name__)
+#: The load balancer's probes, at the root (``/livez``, ``/readyz``): no token, no tenant, no secrets.
+probes = Blueprint("probes", __name__)
+#: ``app.extensions`` key of the event set when a graceful shutdown begins (see :func:`hub.api.begin_shutdown`).
+DRAINING = "hub.draining"
+
+log = logging.getLogger("hub.api")
 
 TEST_CARD = "4242424242424242"
 
@@ -221,3 +233,76 @@ def openapi() -> Any:
     from hub.openapi import build_spec
 
     return jsonify(build_spec(current_app))
+
+
+# --- probes for a load balancer ------------------------------------------------------------------------
+
+
+@probes.get("/livez")
+@public
+def livez() -> Any:
+    """Liveness: the process answers (no database call). Restart the process only when this fails."""
+    return ok({"status": "alive"})
+
+
+@probes.get("/readyz")
+@public
+def readyz() -> Any:
+    """Readiness: the hub is running and not shutting down, its database and job queue answer in time.
+    503 naming the reason otherwise: take the process out of the pool, do not restart it."""
+    hub = manager()
+    checks: dict[str, str] = {}
+    if current_app.extensions[DRAINING].is_set():
+        checks["shutdown"] = "shutting down: draining in-flight work"
+    elif hub.runtime.state != "running":
+        checks["services"] = f"services {hub.runtime.state} (POST /api/integrations/initialize)"
+    else:
+        checks.update(_readiness(current_app).run(hub.config["server"]["readiness_timeout"]))
+    failed = {name: reason for name, reason in checks.items() if reason != "ok"}
+    if failed:
+        reason = "; ".join(f"{name}: {why}" for name, why in failed.items())
+        return error_response(503, "Not ready", reason, checks=checks)
+    return ok({"status": "ready", "checks": checks})
+
+
+class ReadinessChecks:
+    """The database and queue checks, run in a thread of their own so that the probe answers within its
+    timeout even when a connection hangs. One check runs at a time: probes that arrive while one hangs
+    wait for that one instead of piling up threads."""
+
+    def __init__(self, app: Flask) -> None:
+        self.hub = app.extensions["hub"]
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hub-readiness")
+        self.lock = threading.Lock()
+        self.current: Future[dict[str, str]] | None = None
+
+    def run(self, timeout: float) -> dict[str, str]:
+        with self.lock:
+            if self.current is None or self.current.done():
+                self.current = self.pool.submit(self._check)
+            current = self.current
+        try:
+            return current.result(timeout=timeout)
+        except FutureTimeout:
+            return {"database": f"no answer within {timeout:g} s", "queue": "not checked"}
+
+    def _check(self) -> dict[str, str]:
+        return {"database": self._probe(self._database), "queue": self._probe(self.hub.jobs.check_queue)}
+
+    def _database(self) -> None:
+        with self.hub.db.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+
+    @staticmethod
+    def _probe(check: Any) -> str:
+        try:
+            check()
+        except Exception as error:
+            # The driver's message may name hosts and paths: the log has it, the unauthenticated answer does not.
+            log.warning("readiness check %s failed: %s", getattr(check, "__name__", check), error)
+            return f"unreachable ({type(error).__name__})"
+        return "ok"
+
+
+def _readiness(app: Flask) -> ReadinessChecks:
+    return app.extensions["hub.readiness"]
