@@ -98,9 +98,11 @@ def test_a_hanging_dependency_answers_503_within_the_readiness_timeout(tmp_path:
             started = time.perf_counter()
             ready = client.get("/readyz")
             elapsed = time.perf_counter() - started
-            assert ready.status_code == 503 and "no answer within 0.3 s" in ready.get_json()["error"]
+            assert ready.status_code == 503 and ready.get_json()["error"] == "queue: no answer within 0.3 s", ready.get_json()
+            assert ready.get_json()["checks"] == {"database": "ok", "queue": "no answer within 0.3 s"}
             assert 0.25 < elapsed < 1.0, elapsed
-        assert len(app.extensions["hub.readiness"].pool._threads) == 1
+        hanging = [thread for thread in threading.enumerate() if thread.name == "hub-readiness-queue"]
+        assert len(hanging) == 1  # one run of the check, not one per probe
     finally:
         silent.close()  # the hanging check ends with the connection
         manager.close()
@@ -240,3 +242,68 @@ def _database(data_dir: Path) -> Database:
     database = Database(normalise_database_url("", str(data_dir)))
     database.create_all()
     return database
+
+
+# --- hub worker: SIGTERM lets the running job finish, or leaves it leased at the timeout ----------------
+
+
+def _worker(config: Path, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as output:
+        return subprocess.Popen(
+            [sys.executable, "-m", "hub.cli", "--config", str(config), "worker", "--threads", "1"],
+            stdout=output, stderr=subprocess.STDOUT, env=_environment(), start_new_session=True,
+        )
+
+
+def _wait_for(condition: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.02)
+
+
+@pytest.mark.timeout(40)
+@pytest.mark.parametrize("delay, graceful_timeout", [(1.0, 8), (4.0, 1)], ids=["finishes", "cut-short-stays-leased"])
+def test_worker_sigterm_drains_the_running_job_or_leaves_it_leased(tmp_path: Path, delay: float, graceful_timeout: int) -> None:
+    from hub.config import validate_config
+
+    smtp = SlowSmtpServer(delay, starttls=False, require_auth=False).start()
+    raw = {
+        "data_dir": str(tmp_path / "var"),
+        "providers": {"mail": {"type": "smtp", "host": "127.0.0.1", "port": smtp.port, "security": "none", "from_address": "hub@example.com", "timeout": 10}},
+        "services": {"email": {"providers": ["mail"], "enabled": True}},
+        "queue": {"backend": "sqlite", "workers": 0, "lease_seconds": 2},
+        "server": {"graceful_timeout": graceful_timeout},
+        "plugins": {"allow": ["smtp"]},
+    }
+    config, log = tmp_path / "hub.yaml", tmp_path / "worker.log"
+    config.write_text(json.dumps(raw))
+    hub = IntegrationManager(validate_config(json.loads(config.read_text()), {}), environ={})
+    process = _worker(config, log)
+    try:
+        accepted = hub.send_notification("email", [{"email": "a@example.com"}], data={"subject": "Hi", "message": "x"}, tenant_id="demo", asynchronous=True)
+        record_id = accepted["messageId"]
+        assert smtp.receiving.wait(15), log.read_text()[-3000:]
+        process.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        assert process.wait(timeout=graceful_timeout + 5) == 0, log.read_text()[-3000:]
+        exited = time.monotonic() - signalled
+        record = hub.get_record(record_id, "demo")
+        if delay < graceful_timeout:
+            # It waited for the job: delivered and settled before the process left.
+            assert record.status == "succeeded" and smtp.count == 1, (record.status, log.read_text()[-3000:])
+            assert exited < graceful_timeout
+        else:
+            # Cut short at the timeout: the record stays running under its lease, and once the lease lapses the
+            # existing sweep takes it over.
+            assert graceful_timeout <= exited < graceful_timeout + 2, exited
+            assert record.status == "running" and record.lease_until is not None, record.status
+            assert hub.recover_unfinished(older_than=0) == 0  # still leased: nobody takes it yet
+            _wait_for(lambda: hub.recover_unfinished(older_than=0) == 1, 5, "the lapsed lease is recovered")
+        print(f"worker {delay=} {graceful_timeout=}: exited {exited:.2f} s after SIGTERM, record {record.status}")
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+        hub.close()
+        smtp.stop()

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
+import time
+from collections.abc import Callable
 from typing import Any
 
 from flask import Blueprint, Flask, current_app, g, jsonify, request
@@ -266,42 +266,54 @@ def readyz() -> Any:
 
 
 class ReadinessChecks:
-    """The database and queue checks, run in a thread of their own so that the probe answers within its
-    timeout even when a connection hangs. One check runs at a time: probes that arrive while one hangs
-    wait for that one instead of piling up threads."""
+    """The database and queue checks, each in a thread of its own so that the probe answers within its timeout
+    even when a connection hangs, naming the one that did not answer. One run of each check at a time: probes
+    that arrive while one hangs wait for that one instead of piling up threads. Daemon threads (not an
+    executor's, which the interpreter joins at exit): a hanging check never holds a shutting-down process."""
 
     def __init__(self, app: Flask) -> None:
-        self.hub = app.extensions["hub"]
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hub-readiness")
+        hub = app.extensions["hub"]
+        self.checks: dict[str, Callable[[], Any]] = {"database": lambda: self._database(hub), "queue": hub.jobs.check_queue}
         self.lock = threading.Lock()
-        self.current: Future[dict[str, str]] | None = None
+        self.running: dict[str, _CheckRun] = {}
 
     def run(self, timeout: float) -> dict[str, str]:
         with self.lock:
-            if self.current is None or self.current.done():
-                self.current = self.pool.submit(self._check)
-            current = self.current
-        try:
-            return current.result(timeout=timeout)
-        except FutureTimeout:
-            return {"database": f"no answer within {timeout:g} s", "queue": "not checked"}
-
-    def _check(self) -> dict[str, str]:
-        return {"database": self._probe(self._database), "queue": self._probe(self.hub.jobs.check_queue)}
-
-    def _database(self) -> None:
-        with self.hub.db.engine.connect() as connection:
-            connection.execute(text("SELECT 1"))
+            for name, check in self.checks.items():
+                if name not in self.running or self.running[name].done.is_set():
+                    self.running[name] = _CheckRun(name, check)
+            running = dict(self.running)
+        deadline = time.monotonic() + timeout
+        results: dict[str, str] = {}
+        for name, check_run in running.items():
+            answered = check_run.done.wait(max(0.0, deadline - time.monotonic()))
+            results[name] = check_run.outcome if answered else f"no answer within {timeout:g} s"
+        return results
 
     @staticmethod
-    def _probe(check: Any) -> str:
+    def _database(hub: Any) -> None:
+        with hub.db.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+
+
+class _CheckRun:
+    """One run of one readiness check: ``outcome`` is ``ok`` or ``unreachable (<error type>)`` once ``done``."""
+
+    def __init__(self, name: str, check: Callable[[], Any]) -> None:
+        self.done = threading.Event()
+        self.outcome = ""
+        threading.Thread(target=self._run, args=(name, check), name=f"hub-readiness-{name}", daemon=True).start()
+
+    def _run(self, name: str, check: Callable[[], Any]) -> None:
         try:
             check()
+            self.outcome = "ok"
         except Exception as error:
             # The driver's message may name hosts and paths: the log has it, the unauthenticated answer does not.
-            log.warning("readiness check %s failed: %s", getattr(check, "__name__", check), error)
-            return f"unreachable ({type(error).__name__})"
-        return "ok"
+            log.warning("readiness check %s failed: %s", name, error)
+            self.outcome = f"unreachable ({type(error).__name__})"
+        finally:
+            self.done.set()
 
 
 def _readiness(app: Flask) -> ReadinessChecks:
