@@ -253,9 +253,9 @@ def readyz() -> Any:
     hub = manager()
     checks: dict[str, str] = {}
     if current_app.extensions[DRAINING].is_set():
-        checks["shutdown"] = "shutting down: draining in-flight work"
+        checks["shutdown"] = "draining in-flight work"
     elif hub.runtime.state != "running":
-        checks["services"] = f"services {hub.runtime.state} (POST /api/integrations/initialize)"
+        checks["services"] = f"{hub.runtime.state} (POST /api/integrations/initialize)"
     else:
         checks.update(_readiness(current_app).run(hub.config["server"]["readiness_timeout"]))
     failed = {name: reason for name, reason in checks.items() if reason != "ok"}
