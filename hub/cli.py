@@ -213,7 +213,7 @@ def serve(context: click.Context, host: str | None, port: int | None, workers: i
     from gunicorn.app.base import BaseApplication
     from gunicorn.errors import AppImportError
 
-    from hub.api import create_app
+    from hub.api import begin_shutdown, create_app
     from hub.observability import configure_logging
 
     debug = context.obj["debug"]
@@ -233,10 +233,12 @@ def serve(context: click.Context, host: str | None, port: int | None, workers: i
             options = {
                 "bind": f"fd://{listener_fd}",
                 "workers": workers or config["server"]["workers"],
-                "worker_class": "gthread",
+                "worker_class": _draining_worker_class(begin_shutdown),
                 "threads": threads,
                 "timeout": 120,
-                "graceful_timeout": 20,
+                # SIGTERM: the master closes the listening socket, each worker finishes its in-flight requests
+                # (and its running jobs) for at most this long, then the master ends what is left and exits 0.
+                "graceful_timeout": config["server"]["graceful_timeout"],
                 "accesslog": None,
                 # gunicorn's "Listening at" comes before the app is built; "hub listening" below says it is ready.
                 "loglevel": "debug" if debug else "warning",
@@ -276,18 +278,47 @@ def serve(context: click.Context, host: str | None, port: int | None, workers: i
     HubServer().run()
 
 
+def _draining_worker_class(begin_shutdown: Any) -> type:
+    """gunicorn's threaded worker, told of SIGTERM the moment it arrives: ``/readyz`` answers 503 (to a load
+    balancer on a kept-alive connection) and the embedded job workers take no new job while the in-flight
+    requests finish (gunicorn's own part). The listening socket is closed at once too: gunicorn would keep it
+    open until the drain ends, and connections queued in its backlog meanwhile would hang, then be reset;
+    closed, a new connection is refused and the load balancer tries another process straight away."""
+    from gunicorn.workers.gthread import ThreadWorker
+
+    class DrainingWorker(ThreadWorker):  # type: ignore[misc]
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            app = getattr(self, "wsgi", None)
+            if app is not None and hasattr(app, "extensions"):
+                begin_shutdown(app)
+            super().handle_exit(sig, frame)
+            if getattr(self, "method_queue", None) is not None:
+                self.method_queue.defer(self._refuse_new_connections)  # in the worker's loop, not the handler
+
+        def _refuse_new_connections(self) -> None:
+            self.set_accept_enabled(False)
+            for listener in self.sockets:
+                listener.close()  # gunicorn closes them again at the end: a second close does nothing
+
+    return DrainingWorker
+
+
 @main.command()
 @click.option("--threads", type=int, default=None, help="Worker threads (default from hub.yaml queue.workers).")
 @click.pass_context
 def worker(context: click.Context, threads: int | None) -> None:
-    """Run background workers only (scale out: several of these beside 'hub serve --job-workers 0')."""
+    """Run background workers only (scale out: several of these beside 'hub serve --job-workers 0').
+
+    SIGTERM stops it gracefully: no new job, running ones finish within server.graceful_timeout, exit 0."""
     from hub import IntegrationManager
     from hub.observability import configure_logging
 
     configure_logging("DEBUG" if context.obj["debug"] else os.environ.get("HUB_LOG_LEVEL", "INFO"))
     manager = IntegrationManager(_config(context))
     manager.recover_unfinished(older_than=0)
-    manager.jobs.run_worker_forever(threads or max(1, manager.config["queue"]["workers"]))
+    if manager.jobs.run_worker_forever(threads or max(1, manager.config["queue"]["workers"])):
+        manager.close()  # every job finished: close the providers (an SMTP pool says QUIT)
+    # else a job still runs: its provider stays open under it; the process exits and the job's lease lapses.
 
 
 @main.group()

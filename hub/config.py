@@ -417,6 +417,11 @@ class ServerSchema(Schema):
     host = fields.String(load_default="127.0.0.1")
     port = fields.Integer(load_default=8000, validate=validate.Range(min=0, max=65535))
     workers = fields.Integer(load_default=1, validate=validate.Range(min=1, max=64))
+    #: On SIGTERM, seconds ``hub serve`` and ``hub worker`` let in-flight requests and running jobs finish
+    #: before they exit anyway (a job cut short stays leased and is taken over when its lease ends).
+    graceful_timeout = fields.Integer(load_default=30, validate=validate.Range(min=0, max=3600))  # gunicorn takes whole seconds
+    #: Seconds ``GET /readyz`` waits for the database and the job queue before it answers 503.
+    readiness_timeout = fields.Float(load_default=2.0, validate=validate.Range(min=0.1, max=60))
 
 
 # --- subscriptions (publish) ---------------------------------------------------------------------

@@ -157,6 +157,19 @@ ERROR_STATUSES = {
 
 _CACHE: dict[int, dict[str, Any]] = {}
 
+_ENVELOPE = {"application/json": {"schema": {"$ref": "#/components/schemas/Envelope"}}}
+#: The load balancer's probes (at the root, no token): only these answers.
+PROBES: dict[str, dict[str, Any]] = {
+    "livez": {"200": {"description": "The process answers (no database call)", "content": _ENVELOPE}},
+    "readyz": {
+        "200": {"description": "Ready: running, not shutting down, database and job queue answered", "content": _ENVELOPE},
+        "503": {
+            "description": "Not ready: `error` names the reason (shutting down, services shut down, database or queue unreachable)",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+        },
+    },
+}
+
 
 # --- files: bodies and answers that are not JSON envelopes ---------------------------------------------
 
@@ -297,7 +310,7 @@ def build_spec(app: Flask) -> dict[str, Any]:
             spec.components.schema(component, schema=schema)
     paths: dict[str, dict[str, Any]] = {}
     for rule in app.url_map.iter_rules():
-        if not rule.rule.startswith(API_PREFIX):
+        if not rule.rule.startswith(API_PREFIX) and rule.endpoint.split(".", 1)[0] != "probes":
             continue
         operation_id = rule.endpoint.split(".", 1)[1]
         path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)
@@ -333,7 +346,9 @@ def build_spec(app: Flask) -> dict[str, Any]:
                         "description": "the same key and body again: the first answer, no second side effect",
                     }
                 )
-            if operation_id != "openapi":
+            if operation_id in PROBES:
+                operation["responses"] = dict(PROBES[operation_id])
+            elif operation_id != "openapi":
                 operation["responses"][str(status)] = {
                     "description": "Success",
                     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Envelope"}}},

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -31,7 +32,7 @@ from hub.api.middleware import (
 from hub.errors import HubError
 from hub.manager import IntegrationManager
 
-__all__ = ["API_PREFIX", "BLUEPRINTS", "create_app"]
+__all__ = ["API_PREFIX", "BLUEPRINTS", "begin_shutdown", "create_app"]
 
 BLUEPRINTS = (notifications.blueprint, templates.blueprint, payments.blueprint, files.blueprint, events.blueprint, sync.blueprint, admin.blueprint, alerts.blueprint, credentials.blueprint)
 
@@ -47,6 +48,9 @@ def create_app(config: dict[str, Any] | str | None = None, *, manager: Integrati
     app.config["MAX_CONTENT_LENGTH"] = int(largest * 1.4) + 64 * 1024
     for blueprint in BLUEPRINTS:
         app.register_blueprint(blueprint, url_prefix=API_PREFIX)
+    app.register_blueprint(admin.probes)  # /livez, /readyz at the root, where load balancers look
+    app.extensions[admin.DRAINING] = threading.Event()
+    app.extensions["hub.readiness"] = admin.ReadinessChecks(app)
     app.add_url_rule("/metrics", "prometheus", _prometheus)
     app.before_request(start_request)
     app.after_request(finish_request)
@@ -56,6 +60,14 @@ def create_app(config: dict[str, Any] | str | None = None, *, manager: Integrati
     app.register_error_handler(Exception, unexpected_error)
     app.wsgi_app = JsonErrorsOnly(app.wsgi_app)  # type: ignore[method-assign]
     return app
+
+
+def begin_shutdown(app: Flask) -> None:
+    """A graceful shutdown begins (SIGTERM): ``/readyz`` answers 503 from now on, so the load balancer stops
+    sending new requests, and the embedded job workers take no new job. Requests already in flight and
+    running jobs go on; the server stops them at ``server.graceful_timeout``. Safe in a signal handler."""
+    app.extensions[admin.DRAINING].set()
+    app.extensions["hub"].jobs.begin_drain()
 
 
 class JsonErrorsOnly:

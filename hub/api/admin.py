@@ -3,11 +3,17 @@ provider webhooks, delivery records, the audit trail and the OpenAPI document.""
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
-from flask import Blueprint, current_app, g, jsonify, request
+from flask import Blueprint, Flask, current_app, g, jsonify, request
+from sqlalchemy import text
 
 from hub.api.middleware import (
+    error_response,
     idempotency_key,
     idempotent,
     json_body,
@@ -24,6 +30,12 @@ from hub.records import utcnow
 from hub.schemas import TestFileSchema, TestPaymentSchema, TestSyncSchema, load
 
 blueprint = Blueprint("admin", __name__)
+#: The load balancer's probes, at the root (``/livez``, ``/readyz``): no token, no tenant, no secrets.
+probes = Blueprint("probes", __name__)
+#: ``app.extensions`` key of the event set when a graceful shutdown begins (see :func:`hub.api.begin_shutdown`).
+DRAINING = "hub.draining"
+
+log = logging.getLogger("hub.api")
 
 TEST_CARD = "4242424242424242"
 
@@ -221,3 +233,88 @@ def openapi() -> Any:
     from hub.openapi import build_spec
 
     return jsonify(build_spec(current_app))
+
+
+# --- probes for a load balancer ------------------------------------------------------------------------
+
+
+@probes.get("/livez")
+@public
+def livez() -> Any:
+    """Liveness: the process answers (no database call). Restart the process only when this fails."""
+    return ok({"status": "alive"})
+
+
+@probes.get("/readyz")
+@public
+def readyz() -> Any:
+    """Readiness: the hub is running and not shutting down, its database and job queue answer in time.
+    503 naming the reason otherwise: take the process out of the pool, do not restart it."""
+    hub = manager()
+    checks: dict[str, str] = {}
+    if current_app.extensions[DRAINING].is_set():
+        checks["shutdown"] = "draining in-flight work"
+    elif hub.runtime.state != "running":
+        checks["services"] = f"{hub.runtime.state} (POST /api/integrations/initialize)"
+    else:
+        checks.update(_readiness(current_app).run(hub.config["server"]["readiness_timeout"]))
+    failed = {name: reason for name, reason in checks.items() if reason != "ok"}
+    if failed:
+        reason = "; ".join(f"{name}: {why}" for name, why in failed.items())
+        return error_response(503, "Not ready", reason, checks=checks)
+    return ok({"status": "ready", "checks": checks})
+
+
+class ReadinessChecks:
+    """The database and queue checks, each in a thread of its own so that the probe answers within its timeout
+    even when a connection hangs, naming the one that did not answer. One run of each check at a time: probes
+    that arrive while one hangs wait for that one instead of piling up threads. Daemon threads (not an
+    executor's, which the interpreter joins at exit): a hanging check never holds a shutting-down process."""
+
+    def __init__(self, app: Flask) -> None:
+        hub = app.extensions["hub"]
+        self.checks: dict[str, Callable[[], Any]] = {"database": lambda: self._database(hub), "queue": hub.jobs.check_queue}
+        self.lock = threading.Lock()
+        self.running: dict[str, _CheckRun] = {}
+
+    def run(self, timeout: float) -> dict[str, str]:
+        with self.lock:
+            for name, check in self.checks.items():
+                if name not in self.running or self.running[name].done.is_set():
+                    self.running[name] = _CheckRun(name, check)
+            running = dict(self.running)
+        deadline = time.monotonic() + timeout
+        results: dict[str, str] = {}
+        for name, check_run in running.items():
+            answered = check_run.done.wait(max(0.0, deadline - time.monotonic()))
+            results[name] = check_run.outcome if answered else f"no answer within {timeout:g} s"
+        return results
+
+    @staticmethod
+    def _database(hub: Any) -> None:
+        with hub.db.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+
+
+class _CheckRun:
+    """One run of one readiness check: ``outcome`` is ``ok`` or ``unreachable (<error type>)`` once ``done``."""
+
+    def __init__(self, name: str, check: Callable[[], Any]) -> None:
+        self.done = threading.Event()
+        self.outcome = ""
+        threading.Thread(target=self._run, args=(name, check), name=f"hub-readiness-{name}", daemon=True).start()
+
+    def _run(self, name: str, check: Callable[[], Any]) -> None:
+        try:
+            check()
+            self.outcome = "ok"
+        except Exception as error:
+            # The driver's message may name hosts and paths: the log has it, the unauthenticated answer does not.
+            log.warning("readiness check %s failed: %s", name, error)
+            self.outcome = f"unreachable ({type(error).__name__})"
+        finally:
+            self.done.set()
+
+
+def _readiness(app: Flask) -> ReadinessChecks:
+    return app.extensions["hub.readiness"]

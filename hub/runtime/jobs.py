@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
@@ -67,6 +68,8 @@ class JobRegistry:
         self._consumer: Consumer | None = None
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        #: When a graceful stop began (SIGTERM): running jobs may finish until then + graceful_timeout.
+        self._drain_deadline: float | None = None
 
     def register_handler(self, kind: str, handler: RecordHandler) -> None:
         """``handler(record)`` runs a claimed record of ``kind`` in a worker, its lease renewed meanwhile."""
@@ -109,14 +112,49 @@ class JobRegistry:
     def start_workers(self, workers: int) -> None:
         if workers <= 0 or self._consumer is not None:
             return
+        self._drain_deadline = None
         self._consumer = EmbeddedConsumer(self.huey, workers=workers, worker_type="thread", periodic=True, initial_delay=0.05, max_delay=0.5, backoff=1.2)
         self._consumer.start()
         self._start_long_running()
         log.info("started %d background worker thread(s)", workers)
 
-    def run_worker_forever(self, workers: int) -> None:
-        """``hub worker``: a standalone consumer with huey's own signal handling."""
-        consumer = Consumer(self.huey, workers=workers, worker_type="thread", periodic=True, initial_delay=0.05, max_delay=0.5, backoff=1.2)
+    @property
+    def graceful_timeout(self) -> float:
+        return float(self.config.get("server", {}).get("graceful_timeout", 30.0))
+
+    def check_queue(self) -> int:
+        """The queue's length, read from its storage (SQLite file, Redis): raises when it cannot be reached."""
+        return int(self.huey.storage.queue_size())
+
+    def begin_drain(self) -> None:
+        """A graceful stop begins (SIGTERM): take no new job and stop the long-running workers now; running
+        jobs may finish until :meth:`stop_workers`, at most ``server.graceful_timeout`` from now."""
+        if self._drain_deadline is None:
+            self._drain_deadline = time.monotonic() + self.graceful_timeout
+        self._stop.set()
+        if self._consumer is not None:
+            self._consumer.stop_flag.set()  # each huey worker ends after its current task; nothing new is taken
+
+    def _time_left(self) -> float:
+        deadline = self._drain_deadline if self._drain_deadline is not None else time.monotonic() + self.graceful_timeout
+        return max(0.0, deadline - time.monotonic())
+
+    def run_worker_forever(self, workers: int) -> bool:
+        """``hub worker``: a standalone consumer with huey's own signal handling. SIGTERM is the graceful stop:
+        no new job is taken, running ones get up to ``server.graceful_timeout`` to finish (a second SIGTERM or
+        SIGINT stops at once). Returns whether every job finished; one that did not stays leased, and the
+        lease sweep (``recover_unfinished``) queues it again once its lease ends."""
+        consumer = Consumer(
+            self.huey,
+            workers=workers,
+            worker_type="thread",
+            periodic=True,
+            initial_delay=0.05,
+            max_delay=0.5,
+            backoff=1.2,
+            graceful_signal="TERM",
+            shutdown_timeout=self.graceful_timeout,
+        )
         self._start_long_running()
         try:
             consumer.run()
@@ -124,12 +162,24 @@ class JobRegistry:
             self._stop.set()
             for thread in self._threads:  # daemon threads: let them release what they hold (leases) first
                 thread.join(timeout=5)
+        running = sum(1 for _worker, thread in consumer.worker_threads if thread.is_alive())
+        if running:
+            log.warning("%d job(s) still running after %.0f s: left leased, taken over when the lease ends", running, self.graceful_timeout)
+        return running == 0
 
-    def stop_workers(self) -> None:
+    def stop_workers(self) -> bool:
+        """Stop the embedded workers: running jobs finish, bounded by what is left of the graceful timeout.
+        Returns whether every job finished (one that did not stays leased)."""
         self._stop.set()
         for thread in self._threads:
-            thread.join(timeout=5)
+            thread.join(timeout=min(5.0, self._time_left()))
         self._threads.clear()
+        finished = True
         if self._consumer is not None:
-            self._consumer.stop(graceful=True)
-            self._consumer = None
+            consumer, self._consumer = self._consumer, None
+            consumer.shutdown_timeout = self._time_left()
+            consumer.stop(graceful=True)
+            finished = not any(thread.is_alive() for _worker, thread in consumer.worker_threads)
+            if not finished:
+                log.warning("background jobs still running at the graceful timeout: left leased, taken over when the lease ends")
+        return finished
