@@ -352,7 +352,7 @@ def test_idempotency_key_is_documented_only_where_it_is_honoured(client: Any, he
 
     assert documents_key("/payments", "post") and documents_key("/test/notification", "post") and documents_key("/payments/{record_id}/capture", "post")
     assert not documents_key("/templates/{name}/preview", "post") and not documents_key("/initialize", "post")
-    assert not any(documents_key(path.removeprefix(API), "get") for path, operations in paths.items() if "get" in operations)
+    assert not any(documents_key(path.removeprefix(API), "get") for path, operations in paths.items() if "get" in operations and path.startswith(API))
     # where it is documented, it works: the same key and body answer the first response again
     key = {**headers, "Idempotency-Key": "doc-key-1"}
     first = client.post(f"{API}/payments", json={"amount": 4, "currency": "USD"}, headers=key)
