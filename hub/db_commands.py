@@ -44,7 +44,7 @@ def upgrade(context: click.Context, revision: str) -> None:
     finally:
         database.engine.dispose()
     if done.adopted:
-        click.echo(f"existing tables recorded at revision {migrations.INITIAL_REVISION} (created before migrations)")
+        click.echo("existing tables (created before migrations) recorded at the newest revision")
     if done.before == done.after:
         click.echo(f"database already at {done.after}")
     else:
