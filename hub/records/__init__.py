@@ -34,14 +34,13 @@ from hub.records.events import (
     StoredEventSchema,
     StoredSubscription,
 )
+from hub.records.ops import AlertIncident, StoredCredential
 from hub.records.sync import (
-    AlertIncident,
     InventoryChange,
     InventoryDiscrepancy,
     InventoryLevel,
     InventorySnapshot,
     StockAlertState,
-    StoredCredential,
     SyncCheckpoint,
     SyncedRecord,
     plain_number,

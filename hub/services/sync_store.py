@@ -270,7 +270,7 @@ class SyncStore:
                 ).rowcount
             return removed, []
         pairs = [(str(record["sku"]), str(record["location"])) for record in deleted if _identifier(record.get("sku")) and _identifier(record.get("location"))]
-        previous = self._levels(session, key.tenant, key.provider, pairs)
+        previous = {pair: level[0] for pair, level in self._held(session, key.tenant, key.provider, pairs).items()}
         now = utcnow()
         changes = []
         for pair, quantity in previous.items():
@@ -382,19 +382,6 @@ class SyncStore:
                 )
             )
             found.update({(sku, location): (quantity, attributes or {}) for sku, location, quantity, attributes in rows})
-        return found
-
-    def _levels(self, session: Session, tenant: str, provider: str, pairs: list[tuple[str, str]]) -> dict[tuple[str, str], float | None]:
-        found: dict[tuple[str, str], float | None] = {}
-        for chunk in chunks(pairs):
-            rows = session.execute(
-                select(InventoryLevel.sku, InventoryLevel.location, InventoryLevel.quantity).where(
-                    InventoryLevel.tenant == tenant,
-                    InventoryLevel.provider == provider,
-                    tuple_(InventoryLevel.sku, InventoryLevel.location).in_(chunk),
-                )
-            )
-            found.update({(sku, location): quantity for sku, location, quantity in rows})
         return found
 
     # --- views ------------------------------------------------------------------------------------
