@@ -40,7 +40,7 @@ from hub.manager import IntegrationManager
 from tests.conftest import base_config
 
 #: Requests per operation and per mode (valid / invalid): about 60 operations, so ~60 * 2 * this in all.
-FUZZ_EXAMPLES = int(os.environ.get("HUB_FUZZ_EXAMPLES", "25"))
+FUZZ_EXAMPLES = int(os.environ.get("HUB_FUZZ_EXAMPLES", "12"))
 
 _TEMPLATE = "the template's variables (data.*) and its existence are the tenant's templates, known at run time"
 _PROVIDER = "provider and gateway names are hub.yaml's and the tenant's"

@@ -76,12 +76,17 @@ class SpecUnavailable(RuntimeError):
 
 
 def test_servers_dir() -> Path:
-    """The folder the tests own for downloaded servers and specs (git-ignored).
+    """The folder the tests own for downloaded servers and specs.
 
-    ``$HUB_TEST_SERVERS_DIR`` when set, else ``<repo>/.test-servers``.
+    ``$HUB_TEST_SERVERS_DIR`` when set, else ``$XDG_CACHE_HOME/hub-test-servers`` (``~/.cache/hub-test-servers``):
+    a per-user cache like pip's, so a fresh clone on the same machine does not fetch ~600 MB of npm packages again.
+    Everything in it is pinned by version and checked (``package.json``) before use.
     """
     override = os.environ.get("HUB_TEST_SERVERS_DIR")
-    return Path(override).expanduser().resolve() if override else _REPO_ROOT / ".test-servers"
+    if override:
+        return Path(override).expanduser().resolve()
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache).expanduser().resolve() / "hub-test-servers"
 
 
 # pytest would otherwise collect this function as a test when a test module imports it by name.

@@ -1,7 +1,7 @@
 """Azurite, the Azure Storage emulator, for the plugin's tests: installed once with npm, run per session.
 
 Azurite (pinned) goes into ``<test servers dir>/azurite-<version>`` (``hub.testing.specs.test_servers_dir()``:
-``<repo>/.test-servers``, git-ignored) under a file lock, so parallel test runs install it once. Without npm
+``~/.cache/hub-test-servers``, a per-user cache) under a file lock, so parallel test runs install it once. Without npm
 the tests that need it skip, saying so. The blob service runs in memory on a free port, in its own process
 group, and is stopped with it at the end of the session.
 """

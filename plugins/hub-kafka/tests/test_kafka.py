@@ -113,7 +113,7 @@ def test_kafka_provider_class_meets_the_contract() -> None:
 
 def test_kafka_meets_the_publish_contract(provider_harness: ProviderHarness, bootstrap: str, unique: str) -> None:
     provider = build(provider_harness, bootstrap)
-    run_contract(provider_harness, provider, topic=f"contract-{unique}", wait=30.0, settle=1.0)
+    run_contract(provider_harness, provider, topic=f"contract-{unique}", wait=30.0, settle=0.4)
 
 
 # --- publishing -----------------------------------------------------------------------------------------
