@@ -49,6 +49,7 @@ CONSOLE_PATHS: tuple[str, ...] = tuple(
         "/alerts",
         "/api",
         "/api/assets/<path:filename>",
+        "/static/<path:filename>",
     )
 )
 
