@@ -10,6 +10,7 @@ disagree (levels, low stock, a discrepancy, sync runs with cursors).
 from __future__ import annotations
 
 import json
+import logging
 import re
 import threading
 import time
@@ -196,7 +197,8 @@ def test_forms_without_the_csrf_token_are_refused(hub: IntegrationManager, seede
     assert client.get(f"{CONSOLE_PREFIX}/").headers["Location"] == f"{CONSOLE_PREFIX}/signin"
 
 
-def test_wrong_token_other_tenant_and_revoked_token(hub: IntegrationManager) -> None:
+def test_wrong_token_other_tenant_and_revoked_token(hub: IntegrationManager, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
     client = create_app(manager=hub).test_client()
     with hub.db.session() as session:
         before = len(session.scalars(select(AuditEntry).where(AuditEntry.outcome == "refused")).all())
@@ -220,6 +222,7 @@ def test_wrong_token_other_tenant_and_revoked_token(hub: IntegrationManager) -> 
     overview = admin.get(f"{CONSOLE_PREFIX}/").text
     assert "/console/alerts" in overview and "(admin)" in overview
     assert admin.get(f"{CONSOLE_PREFIX}/alerts").status_code == 200
+    assert not [secret for secret in (token, beta_token, "hub_not-a-token") if secret in caplog.text]  # no token in any log
 
 
 def test_console_paths_are_listed_for_the_tenant_probe(hub: IntegrationManager) -> None:
@@ -250,6 +253,51 @@ def test_pages_with_hundreds_of_records_use_a_fixed_number_of_queries(hub: Integ
         many, seconds = queries(path)
         assert many == count, (path, count, many)  # no query per row
         assert seconds < 2.0, (path, seconds)
+
+
+def test_subscription_dead_letters_and_consumer_groups_with_lag_of_the_tenant_only(tmp_path: Path) -> None:
+    from tests.test_publish import Receiver
+
+    with Receiver() as receiver:
+        receiver.fail = {1: (-1, 422), 2: (-1, 422)}  # refused for good: a dead letter at the first attempt
+        subscriptions = {
+            f"{tenant}-orders": {"tenant": tenant, "topics": ["orders"], "handler": {"type": "webhook", "url": f"{receiver.url}/{tenant}"}, "max_attempts": 1, "lease_seconds": 2}
+            for tenant in TENANTS
+        }
+        overrides = {"subscriptions": subscriptions, "retry": {"attempts": 1, "initial_delay": 0, "max_delay": 0, "jitter": 0, "job_attempts": 1, "job_delay": 0, "horizon": 0}}
+        consumer = make_hub(tmp_path, {}, {}, **overrides)
+        try:
+            consumer.start_workers(1)
+            for n, tenant in enumerate(TENANTS, start=1):
+                consumer.publish_event("orders", "order.created", {"n": n}, tenant_id=tenant)
+            deadline = time.monotonic() + 15
+            while not all(consumer.publish.dead_letters(tenant) for tenant in TENANTS):
+                assert time.monotonic() < deadline, "no dead letter for each tenant"
+                time.sleep(0.05)
+        finally:
+            consumer.close()  # the groups keep their committed offsets; events published now are their lag
+        hub = make_hub(tmp_path, {}, {}, **overrides)
+        try:
+            for _ in range(2):
+                hub.publish_event("orders", "order.created", {"n": 9}, tenant_id="alpha")
+            (alpha_letter,), (beta_letter,) = (hub.publish.dead_letters(tenant) for tenant in TENANTS)
+            client = create_app(manager=hub).test_client()
+            sign_in(client, "alpha", hub.tokens.create("alpha", "console")[1])
+            page = client.get(f"{CONSOLE_PREFIX}/subscriptions").text
+            assert "alpha-orders" in page and "beta" not in page
+            group = next(item for item in hub.publish.consumer_groups("alpha") if item["subscription"] == "alpha-orders")
+            assert group["lag"] >= 2 and f"<td>{group['groupId']}</td>" in page and f"<td><b>{group['lag']}</b></td>" in page
+            letters = client.get(f"{CONSOLE_PREFIX}/dead-letters").text
+            assert f'data-id="{alpha_letter["id"]}"' in letters and beta_letter["id"] not in letters
+
+            receiver.fail = {}  # the receiver takes it now
+            replayed = client.post(f"{CONSOLE_PREFIX}/dead-letters/{alpha_letter['id']}/replay", data={"csrf_token": csrf_of(client, "/dead-letters"), "kind": "subscription"}, follow_redirects=True)
+            assert f"Replayed {alpha_letter['id']}: delivered" in replayed.text and f'data-id="{alpha_letter["id"]}"' not in replayed.text
+            assert receiver.numbers("/alpha") == [1]
+            refused = client.post(f"{CONSOLE_PREFIX}/dead-letters/{beta_letter['id']}/replay", data={"csrf_token": csrf_of(client, "/dead-letters"), "kind": "subscription"})
+            assert refused.status_code == 404 and receiver.numbers("/beta") == []
+        finally:
+            hub.close()
 
 
 # --- a real browser ------------------------------------------------------------------------------------------
@@ -287,7 +335,10 @@ def served(hub: IntegrationManager) -> Iterator[str]:
         thread.join(5)
 
 
-def test_in_chromium_sign_in_open_every_page_and_replay_a_dead_letter(hub: IntegrationManager, seeded: dict[str, dict[str, Any]], served: str, browser: Any) -> None:
+def test_in_chromium_sign_in_open_every_page_and_replay_a_dead_letter(
+    hub: IntegrationManager, seeded: dict[str, dict[str, Any]], served: str, browser: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)  # the server's request lines included
     token = hub.tokens.create("alpha", "console")[1]
     page = browser.new_page()
     requested: list[str] = []
@@ -345,3 +396,4 @@ def test_in_chromium_sign_in_open_every_page_and_replay_a_dead_letter(hub: Integ
     assert not [url for url in requested if token in url]
     assert not problems, problems
     assert failed == [(401, "POST", f"{served}{CONSOLE_PREFIX}/signin")]  # only the wrong token's sign-in
+    assert f"GET {CONSOLE_PREFIX}/dead-letters" in caplog.text and token not in caplog.text
