@@ -300,6 +300,27 @@ def test_subscription_dead_letters_and_consumer_groups_with_lag_of_the_tenant_on
             hub.close()
 
 
+def test_the_chart_buckets_calls_errors_and_latency_over_time() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from hub.console.chart import BOTTOM, BUCKETS, TOP, provider_charts
+
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    calls = [AuditEntry(at=start + timedelta(minutes=minute), provider="mail", outcome=outcome, latency_ms=latency, operation="notify") for minute, outcome, latency in ((0, "success", 10.0), (0, "failure", 30.0), (23, "success", 40.0))]
+    calls.append(AuditEntry(at=start + timedelta(minutes=12), provider="backup", outcome="success", latency_ms=None, operation="notify"))
+    backup, mail = provider_charts(calls)
+    assert (mail["provider"], mail["calls"], mail["errors"], mail["error_rate"], mail["mean_latency"]) == ("mail", 3, 1, 0.3333, 26.67)
+    assert len(mail["bars"]) == BUCKETS and mail["most_calls"] == 2 and mail["slowest"] == 40.0
+    first, last = mail["bars"][0], mail["bars"][-1]
+    assert first["calls_height"] == BOTTOM - TOP and first["errors_height"] == (BOTTOM - TOP) / 2  # 2 calls, 1 error: the tallest
+    assert last["calls_height"] == (BOTTOM - TOP) / 2 and last["errors_height"] == 0
+    assert all(bar["calls_height"] == 0 for bar in mail["bars"][1:-1])
+    # Mean latency: 20 ms in the first bucket, 40 ms (the slowest: the top) in the last.
+    assert [y for _x, y in mail["latency_points"]] == [BOTTOM - (BOTTOM - TOP) / 2, TOP]
+    assert backup["calls"] == 1 and backup["latency_points"] == [] and backup["mean_latency"] is None
+    assert provider_charts([]) == []
+
+
 # --- a real browser ------------------------------------------------------------------------------------------
 
 

@@ -56,7 +56,8 @@ def _chart(name: str, buckets: list[Bucket], start: datetime, step: timedelta) -
     means = [bucket.mean_latency for bucket in buckets]
     slowest = max((mean for mean in means if mean is not None), default=0.0) or 1.0
     slot = (RIGHT - LEFT) / BUCKETS
-    bars, points = [], []
+    bars: list[dict[str, Any]] = []
+    points: list[tuple[float, float]] = []
     for index, bucket in enumerate(buckets):
         x = LEFT + index * slot
         calls_height = (BOTTOM - TOP) * bucket.calls / most_calls
@@ -75,7 +76,7 @@ def _chart(name: str, buckets: list[Bucket], start: datetime, step: timedelta) -
             }
         )
         if means[index] is not None:
-            points.append(f"{x + slot / 2:.1f},{BOTTOM - (BOTTOM - TOP) * means[index] / slowest:.1f}")
+            points.append((round(x + slot / 2, 1), round(BOTTOM - (BOTTOM - TOP) * means[index] / slowest, 1)))
     every = [latency for bucket in buckets for latency in bucket.latencies]
     total_calls = sum(bucket.calls for bucket in buckets)
     total_errors = sum(bucket.errors for bucket in buckets)
@@ -86,7 +87,8 @@ def _chart(name: str, buckets: list[Bucket], start: datetime, step: timedelta) -
         "error_rate": round(total_errors / total_calls, 4) if total_calls else 0.0,
         "mean_latency": round(sum(every) / len(every), 2) if every else None,
         "bars": bars,
-        "latency_points": " ".join(points),
+        "latency_points": points,
+        "latency_line": " ".join(f"{x},{y}" for x, y in points),
         "most_calls": most_calls,
         "slowest": round(slowest, 1),
         "start": start,

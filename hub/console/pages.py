@@ -85,7 +85,7 @@ def page_headers(response: Response) -> Response:
     )
     response.headers.setdefault("X-Frame-Options", "DENY")
     response.headers.setdefault("Referrer-Policy", "same-origin")
-    if request.endpoint != "console.static" and request.endpoint != "console.swagger_asset":
+    if request.endpoint not in ("console.static", "console.swagger_asset"):
         response.headers["Cache-Control"] = "no-store"  # tenant data: not kept by the browser or a proxy
     return response
 
