@@ -395,6 +395,17 @@ def test_in_chromium_sign_in_open_every_page_and_replay_a_dead_letter(
     page.wait_for_selector("#swagger-ui .info .title")
     assert "Integration Hub API" in page.inner_text("#swagger-ui .info .title")
     page.wait_for_selector("#swagger-ui .opblock")
+    # "Try it out" with the token given to "Authorize": the tenant's header is filled in, the call answers 200.
+    page.click(".btn.authorize")
+    page.fill(".auth-container input", token)
+    page.click(".auth-btn-wrapper .authorize")
+    page.click(".auth-btn-wrapper .btn-done")
+    page.click("#operations-admin-status .opblock-summary")
+    page.click("#operations-admin-status .try-out__btn")
+    with page.expect_response(lambda response: response.url == f"{served}/api/integrations/status") as answered:
+        page.click("#operations-admin-status .execute")
+    assert answered.value.status == 200 and answered.value.request.headers["x-tenant-id"] == "alpha"
+    assert answered.value.json()["data"]["state"] == "running"
 
     dead = seeded["alpha"]["dead"]
     hub.registry.slots["mail"].instance.settings["behaviour"] = "ok"  # the provider is back
