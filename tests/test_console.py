@@ -144,6 +144,9 @@ def test_every_page_shows_the_tenants_own_records_and_never_another_tenants(hub:
     assert '<section class="chart" data-provider="mail">' in providers and "<svg" in providers and "1 error(s)" in providers
     dead_letters = client.get(f"{CONSOLE_PREFIX}/dead-letters").text
     assert f'data-id="{alpha["dead"]}"' in dead_letters and "alpha-welcome" in dead_letters
+    # The status filter is the API's ?status=.
+    assert alpha["dead"] in client.get(f"{CONSOLE_PREFIX}/notifications?status=dead").text
+    assert alpha["dead"] not in client.get(f"{CONSOLE_PREFIX}/notifications?status=succeeded").text
 
     # Another tenant's record by id: not found, as in the API; its replay too.
     # (The answer names the id asked for, as the API's does, and nothing of the record.)
@@ -171,6 +174,9 @@ def test_replay_button_queues_the_dead_record_again_and_the_page_shows_its_new_s
     hub.run_record(dead)  # what a worker does with the queued job
     done = client.get(f"{CONSOLE_PREFIX}/records/{dead}").text
     assert 'class="status s-succeeded">succeeded' in done and "alpha-welcome" in done  # the same record, the same key
+    # The replay is in the tenant's audit trail, as an API call's would be.
+    assert [entry.outcome for entry in hub.audit_log("alpha", limit=500) if entry.operation == f"POST {CONSOLE_PREFIX}/dead-letters/<item_id>/replay"] == ["success"]
+    assert not [entry for entry in hub.audit_log("beta", limit=500) if "console" in entry.operation]
     again = client.post(f"{CONSOLE_PREFIX}/dead-letters/{dead}/replay", data={"csrf_token": csrf_of(client, "/dead-letters"), "kind": "notification"}, follow_redirects=True)
     assert f"Could not replay {dead}: Only a dead record can be replayed" in again.text
 
@@ -255,6 +261,11 @@ def test_pages_with_hundreds_of_records_use_a_fixed_number_of_queries(hub: Integ
         many, seconds = queries(path)
         assert many == count, (path, count, many)  # no query per row
         assert seconds < 2.0, (path, seconds)
+    # A page of 100, then the next one by the pager's link.
+    first = client.get(f"{CONSOLE_PREFIX}/events").text
+    assert first.count("<tr data-record=") == 100 and 'href="?offset=100">older' in first
+    second = client.get(f"{CONSOLE_PREFIX}/events?offset=100").text
+    assert second.count("<tr data-record=") == 100 and not set(re.findall(r'data-record="([^"]+)"', first)) & set(re.findall(r'data-record="([^"]+)"', second))
 
 
 def test_subscription_dead_letters_and_consumer_groups_with_lag_of_the_tenant_only(tmp_path: Path) -> None:
