@@ -53,7 +53,10 @@ class TokenStore:
         """The token's row if it is valid now (not revoked, not expired), else None."""
         if not token.startswith(TOKEN_PREFIX):
             return None
-        token_hash = hash_token(token)
+        return self.verify_hash(hash_token(token))
+
+    def verify_hash(self, token_hash: str) -> ApiToken | None:
+        """:meth:`verify` by the token's hash: the console's session keeps the hash, never the token."""
         now = utcnow()
         cached = self._verified.get(token_hash)
         if cached is not None and time.monotonic() - cached[0] < self.CACHE_SECONDS:

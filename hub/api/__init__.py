@@ -52,6 +52,9 @@ def create_app(config: dict[str, Any] | str | None = None, *, manager: Integrati
     app.extensions[admin.DRAINING] = threading.Event()
     app.extensions["hub.readiness"] = admin.ReadinessChecks(app)
     app.add_url_rule("/metrics", "prometheus", _prometheus)
+    from hub.console import init_console  # here: hub.console's pages import hub.api.middleware
+
+    init_console(app)  # the web console under /console
     app.before_request(start_request)
     app.after_request(finish_request)
     app.teardown_request(teardown_request)
