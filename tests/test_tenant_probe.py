@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from hub.api import create_app
+from hub.console import console_paths
 from hub.manager import IntegrationManager
 from hub.openapi import build_spec
 from tests.conftest import API, base_config
@@ -142,8 +143,43 @@ def test_no_operation_shows_or_changes_another_tenants_records(hub: IntegrationM
     assert statuses[401] == 0 and statuses[200] > 20 and statuses[404] > 200, statuses
     assert leaks == [], "\n".join(leaks[:40])
     assert changed == [], [(path, {k for k in before[path] if before[path][k] != after[path].get(k)}) for path in changed]
+    console_leaks, console_calls = _probe_console(app, hub, ids, secrets)
+    print(f"tenant probe, console: {console_calls} calls, leaks={len(console_leaks)}")
+    assert console_leaks == [], "\n".join(console_leaks[:40])
+    assert [path for path in owned if _owner_view(client.get(API + path, headers=demo)) != after[path]] == []
     assert data_of_list(client.get(f"{API}/credentials", headers=acme)) == []
     assert f"secret-{marker}" not in json.dumps([client.get(f"{API}/credentials", headers=demo).get_json()])  # never returned
+
+
+CSRF = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"')
+
+
+def _probe_console(app: Any, manager: IntegrationManager, ids: set[str], secrets: set[str]) -> tuple[list[str], int]:
+    """Every console page and form, signed in as acme, with demo's ids in every path parameter and as ``?q=``."""
+    browser = app.test_client()
+    signin = browser.get("/console/signin")
+    token = manager.tokens.create("acme", "acme-console")[1]
+    answer = browser.post("/console/signin", data={"csrf_token": CSRF.search(signin.text).group(1), "tenant": "acme", "token": token})
+    assert answer.status_code == 302, answer.text[:300]
+    csrf = CSRF.search(browser.get("/console/").text).group(1)
+    leaks: list[str] = []
+    calls = 0
+    for rule, methods in console_paths(app):
+        if "filename" in rule or rule.endswith("/signout"):
+            continue
+        names = re.findall(r"<(?:[^:>]+:)?([^>]+)>", rule)
+        paths = [rule] if not names else [re.sub(r"<[^>]+>", value, rule) for value in sorted(ids)]
+        for path in paths:
+            for method in sorted(set(methods) & {"GET", "POST"}):
+                for query in ("", *(f"?status={v}&q={v}&tenant=demo" for v in sorted(ids)[:3])):
+                    response = browser.open(path + query, method=method, data={"csrf_token": csrf} if method == "POST" else None)
+                    calls += 1
+                    text = response.get_data(as_text=True)
+                    assert response.status_code < 500, (method, path, text[:300])
+                    shown = {value for value in secrets if value in text and value not in path + query}
+                    if shown:
+                        leaks.append(f"{method} {path}{query} -> {response.status_code}: {sorted(shown)}")
+    return leaks, calls
 
 
 def data_of_list(response: Any) -> list[Any]:
