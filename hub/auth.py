@@ -7,11 +7,14 @@ import hashlib
 import secrets
 import time
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
 from hub.records import ApiToken, Database, new_id, utcnow
+
+if TYPE_CHECKING:
+    from hub.runtime.invalidation import Invalidations
 
 TOKEN_PREFIX = "hub_"
 
@@ -23,12 +26,22 @@ def hash_token(token: str) -> str:
 
 class TokenStore:
     #: A verified token is trusted this long without a query (one per request would be a transaction per
-    #: request). Revoking or rotating in this process takes effect at once; in another process within this.
+    #: request). Revoking or rotating takes effect at once in this process and, with Redis, in every other one
+    #: (hub.runtime.invalidation); without Redis, in another process within this.
     CACHE_SECONDS = 5.0
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, invalidations: Invalidations | None = None) -> None:
         self.db = db
         self._verified: dict[str, tuple[float, ApiToken]] = {}
+        self.invalidations = invalidations
+        if invalidations is not None:
+            invalidations.on("tokens", lambda _key: self._verified.clear())
+
+    def _forget_verified(self) -> None:
+        if self.invalidations is not None:
+            self.invalidations.changed("tokens")
+        else:
+            self._verified.clear()
 
     def create(
         self, tenant: str, name: str | None = None, *, admin: bool = False, expires_in: float | None = None
@@ -95,7 +108,7 @@ class TokenStore:
             if row is None or row.revoked_at is not None:
                 return False
             row.revoked_at = utcnow()
-        self._verified.clear()
+        self._forget_verified()
         return True
 
     def rotate(self, token_id: str, grace_seconds: float = 3600) -> tuple[ApiToken, str]:
@@ -108,5 +121,5 @@ class TokenStore:
             if old.expires_at is None or old.expires_at > expires:
                 old.expires_at = expires
             tenant, name, admin = old.tenant, old.name, old.admin
-        self._verified.clear()
+        self._forget_verified()
         return self.create(tenant, name, admin=admin)

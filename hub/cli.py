@@ -118,7 +118,10 @@ def _token_store(context: click.Context) -> Any:
     os.makedirs(config["data_dir"], exist_ok=True)
     db = Database(normalise_database_url(config["database_url"], config["data_dir"]))
     db.create_all()
-    return TokenStore(db)
+    # With Redis, a revoke or rotate here is announced to every running hub process at once.
+    from hub.runtime.invalidation import Invalidations
+
+    return TokenStore(db, Invalidations(config["redis_url"]))
 
 
 class Steps:

@@ -22,6 +22,7 @@ from hub.records import Database, Record, normalise_database_url
 from hub.registry import ProviderRegistry
 from hub.resilience import Breakers, RateLimits, RetryPolicy, SharedState
 from hub.runtime.callers import ProviderCalls
+from hub.runtime.invalidation import Invalidations
 from hub.runtime.jobs import JobRegistry
 from hub.runtime.ledger import RecordLedger
 from hub.runtime.pipeline import AuditTrail, CallResult, ProviderPipeline, describe
@@ -64,7 +65,9 @@ class Runtime:
         self.registry.build_all()
         self.db = Database(normalise_database_url(config["database_url"], config["data_dir"]))
         self.db.create_all()
-        self.tokens = TokenStore(self.db)
+        #: Clears a cache in every process when it changes (Redis pub/sub; expiry alone without Redis).
+        self.invalidations = Invalidations(config["redis_url"])
+        self.tokens = TokenStore(self.db, self.invalidations)
         breaker = config["circuit_breaker"]
         #: Whether Redis (shared limits and breakers) answers: both degrade to this process's counts together.
         self.shared_state = SharedState(config["redis_url"])
@@ -171,6 +174,7 @@ class Runtime:
 
     def close(self) -> None:
         self.jobs.stop_workers()
+        self.invalidations.close()
         self.state = "shutdown"
         self.close_providers()
         self.db.engine.dispose()

@@ -43,6 +43,8 @@ class CredentialVault:
         self._previous: dict[tuple[str, str, int], object] = {}
         self._checked = 0.0
         self._lock = threading.Lock()
+        # A change in another process: the next read looks at the versions again (at once with Redis).
+        runtime.invalidations.on("credentials", lambda _key: setattr(self, "_checked", 0.0))
 
     # --- reading (the registry asks on every tenant instance lookup) --------------------------------
 
@@ -118,6 +120,7 @@ class CredentialVault:
             detail=f"version {view['version']} by {by}: {', '.join(view['fields'])}",
         )
         self._refresh(force=True)
+        self.runtime.invalidations.changed("credentials", tenant)
         return view
 
     def delete(self, tenant: str, provider: str, by: str) -> None:
@@ -128,6 +131,7 @@ class CredentialVault:
             session.delete(row)
         self.runtime.audit.add(tenant=tenant, capability="api", provider=provider, operation="credentials_deleted", outcome="success", latency_ms=0.0, detail=f"by {by}")
         self._refresh(force=True)
+        self.runtime.invalidations.changed("credentials", tenant)
 
     def list(self, tenant: str) -> list[dict[str, Any]]:
         with self.runtime.db.session() as session:

@@ -25,12 +25,14 @@ MAX_REQUIRED = 100
 
 class TemplateService:
     #: A tenant's saved templates are cached this long: a bulk send renders without a query per batch,
-    #: and a change made through another hub process shows within seconds.
+    #: and a change made through another hub process shows at once with Redis (hub.runtime.invalidation), else
+    #: within this.
     CACHE_SECONDS = 2.0
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self._cache: dict[str, tuple[float, dict[tuple[str, str], TemplateDefinition]]] = {}
+        runtime.invalidations.on("templates", self._forget)
         self.library = TemplateLibrary(runtime.host.templates, runtime.config, stored=self._stored)
 
     def render(self, name: str, channel: str, data: dict[str, Any], tenant: str | None) -> Rendered:
@@ -44,6 +46,12 @@ class TemplateService:
 
     def check_syntax(self, definition: TemplateDefinition) -> None:
         self.library.check_syntax(definition)
+
+    def _forget(self, tenant: str) -> None:
+        if tenant in ("", "*"):
+            self._cache.clear()
+        else:
+            self._cache.pop(tenant, None)
 
     def _stored(self, tenant: str) -> dict[tuple[str, str], TemplateDefinition]:
         cached = self._cache.get(tenant)
@@ -87,7 +95,7 @@ class TemplateService:
         self.library.check_renders(definition)  # {{ 1/0 }} would fail every send: refused now, not then
         with self.runtime.db.session() as session:
             session.merge(row)
-        self._cache.pop(tenant, None)
+        self.runtime.invalidations.changed("templates", tenant)
         return {"name": name, "channel": row.channel, "source": f"tenant:{tenant}"}
 
     def delete(self, tenant: str, name: str, channel: str) -> dict[str, Any]:
@@ -96,7 +104,7 @@ class TemplateService:
             if row is None:
                 raise NotFound(f"No saved template {name!r} for {channel}")
             session.delete(row)
-        self._cache.pop(tenant, None)
+        self.runtime.invalidations.changed("templates", tenant)
         return {"name": name, "channel": channel, "deleted": True}
 
 
