@@ -271,7 +271,7 @@ def serve(context: click.Context, host: str | None, port: int | None, workers: i
         if worker.age == 1:  # the first worker only: the others say nothing new
             # The socket listens (gunicorn's master) and this worker has built the app: requests are served.
             url = f"http://{bind_host}:{bound_port}/api/integrations"
-            click.echo(f"hub listening on {url} (data in {config['data_dir']})", err=True)
+            click.echo(f"hub listening on {url} (data in {config['data_dir']}); console: http://{bind_host}:{bound_port}/console/", err=True)
 
     def _worker_exit(server: Any, worker: Any) -> None:
         manager = manager_holder.get("manager")

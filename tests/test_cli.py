@@ -257,7 +257,7 @@ def test_serve_says_listening_only_when_it_serves(folder: Path) -> None:
                 break
         # Checked the moment the line appears: the port accepts and the app answers.
         assert _accepts(port)
-        assert line == f"hub listening on http://127.0.0.1:{port}/api/integrations (data in {(folder / 'var').resolve()})"
+        assert line == f"hub listening on http://127.0.0.1:{port}/api/integrations (data in {(folder / 'var').resolve()}); console: http://127.0.0.1:{port}/console/"
         assert requests.get(f"http://127.0.0.1:{port}/api/integrations/status", timeout=10).status_code == 401
         # Two workers, one announcement.
         time.sleep(1.5)
