@@ -544,6 +544,15 @@ class SubscriptionRequestSchema(SubscriptionSchema):
     name = fields.String(required=True, validate=validate.Regexp(r"^[A-Za-z0-9._-]{1,100}$"))
 
 
+class TenantUrlsSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    #: null: refused in production mode, allowed in development (hub/http/targets.py).
+    allow_private = fields.Boolean(load_default=None, allow_none=True)
+    allow = fields.List(fields.String(validate=validate.Length(min=1)), load_default=list)
+
+
 class HubConfigSchema(Schema):
     class Meta:
         unknown = RAISE
@@ -573,6 +582,7 @@ class HubConfigSchema(Schema):
     sync = fields.Nested(SyncSettingsSchema, load_default=lambda: SyncSettingsSchema().load({}))
     inventory = fields.Nested(InventorySettingsSchema, load_default=lambda: InventorySettingsSchema().load({}))
     alerts = fields.Nested(OpsAlertsSchema, load_default=lambda: OpsAlertsSchema().load({}))
+    tenant_urls = fields.Nested(TenantUrlsSchema, load_default=lambda: TenantUrlsSchema().load({}))
     subscriptions = fields.Dict(
         keys=fields.String(validate=_SUBSCRIPTION_NAME), values=fields.Nested(SubscriptionSchema), load_default=dict
     )

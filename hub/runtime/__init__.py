@@ -16,6 +16,7 @@ from typing import Any
 from hub.auth import TokenStore
 from hub.config import SERVICES, load_config
 from hub.errors import HubError
+from hub.http.targets import TenantUrlPolicy
 from hub.observability import Metrics, redact_text, request_id_var, tenant_var
 from hub.plugins import PluginHost, PluginPolicy
 from hub.records import Database, Record, normalise_database_url
@@ -68,6 +69,8 @@ class Runtime:
         #: Clears a cache in every process when it changes (Redis pub/sub; expiry alone without Redis).
         self.invalidations = Invalidations(config["redis_url"])
         self.tokens = TokenStore(self.db, self.invalidations)
+        #: Where tenants may point the hub (URLs set through the API): hub/http/targets.py.
+        self.tenant_urls = TenantUrlPolicy.from_config(config)
         breaker = config["circuit_breaker"]
         #: Whether Redis (shared limits and breakers) answers: both degrade to this process's counts together.
         self.shared_state = SharedState(config["redis_url"])

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from hub.errors import ConfigError, HubError, NotFound, ValidationError
+from hub.http.targets import TargetRefused, url_settings
 from hub.records import StoredCredential, utcnow
 
 if TYPE_CHECKING:
@@ -98,6 +99,14 @@ class CredentialVault:
             raise NotFound(f"No provider named {provider}")
         if not isinstance(settings, dict) or not settings:
             raise ValidationError({"settings": ["an object of the provider's settings"]})
+        refused = {}
+        for field, url in url_settings(settings, "settings."):
+            try:
+                self.runtime.tenant_urls.check(url)
+            except TargetRefused as error:  # a tenant pointing a provider at the hub's own network
+                refused[field] = [str(error)]
+        if refused:
+            raise ValidationError(refused)
         try:
             registry.build_for(provider, tenant, settings)  # refused here, not at the next call
         except ConfigError as error:

@@ -35,6 +35,7 @@ from hub.errors import (
     UnsupportedError,
     ValidationError,
 )
+from hub.http.targets import TargetRefused, url_settings
 from hub.records import AuditEntry, DeadLetter, Record, StoredSubscription, new_id, utcnow
 from hub.runtime import Runtime, describe
 from hub.runtime.leases import LeaseManager
@@ -408,9 +409,17 @@ class PublishService:
         if definition.get("tenant") not in (None, tenant):
             raise ValidationError({"tenant": ["a subscription is the calling tenant's"]})
         definition["tenant"] = tenant
+        refused = {}
+        for field, url in url_settings(definition.get("handler") if isinstance(definition.get("handler"), dict) else {}, "handler."):
+            try:
+                self.runtime.tenant_urls.check(url)
+            except TargetRefused as error:
+                refused[field] = [str(error)]
+        if refused:
+            raise ValidationError(refused)
         try:
             entry = load(SubscriptionSchema(), definition)
-            spec = self._spec_from_config(name, entry)
+            spec = self._spec_from_config(name, entry, tenant_made=True)
         except ConfigError as error:
             raise ValidationError({error.path.removeprefix(f"subscriptions.{name}."): [error.reason]}) from None
         spec.source = "api"
@@ -445,7 +454,7 @@ class PublishService:
             if name in self.specs:
                 continue
             try:
-                spec = self._spec_from_config(name, load(SubscriptionSchema(), definition))
+                spec = self._spec_from_config(name, load(SubscriptionSchema(), definition), tenant_made=True)
             except (ConfigError, ValidationError) as error:  # e.g. a handler type whose plugin was removed
                 log.error("subscription %s (defined through the API) cannot run: %s", name, error)
                 continue
@@ -656,13 +665,15 @@ class PublishService:
 
     # --- building subscriptions ---------------------------------------------------------------------
 
-    def _spec_from_config(self, name: str, entry: dict[str, Any]) -> SubscriptionSpec:
+    def _spec_from_config(self, name: str, entry: dict[str, Any], *, tenant_made: bool = False) -> SubscriptionSpec:
+        """``tenant_made``: defined through the API, so its URLs are checked against ``tenant_urls`` on every
+        delivery too (a name that later resolves inward is refused); hub.yaml's are the operator's, trusted."""
         path = f"subscriptions.{name}"
         tenant = entry["tenant"] or self.runtime.config["default_tenant"]
         group = entry["group"] or f"{tenant}.{name}"
         if not group.startswith(_prefixes(tenant)):
             raise ConfigError(f"{path}.group", f"must start with '{tenant}.' or '{tenant}-' (the tenant's prefix)")
-        function, label = self._handler(entry["handler"], f"{path}.handler", name, tenant)
+        function, label = self._handler(entry["handler"], f"{path}.handler", name, tenant, tenant_made=tenant_made)
         if entry.get("filter"):
             function = FilteredHandler(entry["filter"], function)
         return SubscriptionSpec(
@@ -679,7 +690,9 @@ class PublishService:
             enabled=entry["enabled"],
         )
 
-    def _handler(self, entry: dict[str, Any] | Callable[..., Any], path: str, name: str = "", tenant: str = "") -> tuple[Handler, str]:
+    def _handler(
+        self, entry: dict[str, Any] | Callable[..., Any], path: str, name: str = "", tenant: str = "", *, tenant_made: bool = False
+    ) -> tuple[Handler, str]:
         if callable(entry):
             return entry, f"python {getattr(entry, '__qualname__', type(entry).__name__)}"
         if entry["type"] == "webhook" and "webhook" not in self.runtime.host.handler_types:
@@ -689,6 +702,7 @@ class PublishService:
                 headers=entry.get("headers"),
                 timeout=entry.get("timeout", 10.0),
                 secret=entry.get("secret"),
+                guard=self.runtime.tenant_urls.check if tenant_made else None,
             )
             return webhook, webhook.label
         if entry["type"] != "callable":

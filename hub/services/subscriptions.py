@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from hub.capabilities import ConsumedRecord, PartitionOffset, Subscription, utcnow
 from hub.errors import ConfigurationError, PermanentError
 from hub.http import HttpClient, describe_url
+from hub.http.targets import TargetRefused
 from hub.runtime import describe
 from hub.runtime.leases import HeldLease
 
@@ -100,9 +101,19 @@ class WebhookHandler:
     """POSTs each record as JSON to a URL; 2xx means handled. With ``secret``, signs the body:
     ``X-Hub-Signature: t=<unix time>,v1=<hex HMAC-SHA256 of "<t>." + body>``."""
 
-    def __init__(self, url: str, *, headers: dict[str, str] | None = None, timeout: float = 10.0, secret: str | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        headers: dict[str, str] | None = None,
+        timeout: float = 10.0,
+        secret: str | None = None,
+        guard: Callable[[str], None] | None = None,
+    ) -> None:
         self.url = url
         self.secret = secret
+        #: Checks the URL before each delivery (a tenant's URL: hub.http.targets); raises to refuse it.
+        self.guard = guard
         # A 404 is a wrong URL to fix, not a record to give up on: retried like a 5xx. Other 4xx (400, 422):
         # the receiver refused this record for good, so it goes to the dead letters at once.
         self.client = HttpClient("subscription webhook", timeout=timeout, headers=headers, status_errors={404: ConfigurationError})
@@ -112,6 +123,11 @@ class WebhookHandler:
         return f"webhook {describe_url(self.url)}"
 
     def __call__(self, record: ConsumedRecord, subscription: Subscription) -> None:
+        if self.guard is not None:
+            try:
+                self.guard(self.url)
+            except TargetRefused as error:  # retried like a wrong URL: an operator may allow the host
+                raise ConfigurationError(f"webhook {describe_url(self.url)} refused: {error}") from None
         body = json.dumps(record.document(subscription), separators=(",", ":"), default=str).encode("utf-8")
         headers = {
             "Content-Type": "application/json",
