@@ -1,9 +1,11 @@
 """Notify provider ``smtp``: email through any SMTP server (a company relay, Gmail, a transactional service).
 
 One message per recipient, over a small pool of authenticated connections reused across ``notify`` calls:
-a bulk batch of a few hundred recipients costs one connection set-up (TCP, EHLO, STARTTLS, AUTH), not one
-per message. The message is rendered once per batch; per recipient only the ``To`` and ``Message-ID``
-headers are added, so a batch costs little more than the SMTP round trips themselves.
+no connection set-up (TCP, EHLO, STARTTLS, AUTH) per message. A batch is spread over the pool's free
+connections, a thread each, every connection taking the next recipient not yet taken: against a remote relay,
+where each message waits out round trips, ``max_connections`` connections send about that many times faster
+than one. The message is rendered once per notification; per recipient only the ``To`` and ``Message-ID``
+headers are added, so a message costs little more than its SMTP round trips.
 
 The client is the standard library's :mod:`smtplib`, imported when the first connection is opened.
 """
@@ -446,7 +448,7 @@ class SmtpProvider(Provider):
         "password": "SMTP_PASS",
     }
     secret_settings: ClassVar[tuple[str, ...]] = ("password",)
-    description = "Email over SMTP (STARTTLS/SSL, AUTH), one pooled connection per bulk batch; preset: gmail."
+    description = "Email over SMTP (STARTTLS/SSL, AUTH), a batch spread over pooled connections; preset: gmail."
 
     def __init__(self, name: str, settings: dict[str, Any], context: ProviderContext) -> None:
         super().__init__(name, settings, context)
