@@ -410,10 +410,9 @@ class _BatchRun:
             self._given_back.append(index)
 
     def stop(self, error: ProviderError, *, everyone: bool) -> None:
-        """A connection stopped on ``error`` (it has left); ``everyone``: the others stop at their next take."""
+        """A connection stops on ``error`` (and then leaves); ``everyone``: the others stop at their next take."""
         with self._lock:
             self.error = self.error or error
-            self.active -= 1
             self._stopped = self._stopped or everyone
 
     def leave(self) -> None:
@@ -627,12 +626,18 @@ class SmtpProvider(Provider):
             extra = self.pool.reserve(min(self.pool.size - 1, (len(recipients) + 1) // 2 - 1))
             helpers = []
             if extra:
-                run.active += extra
                 executor = self._executor_for_batches()
-                helpers = [executor.submit(self._send_extra, run) for _ in range(extra)]
+                for _ in range(extra):
+                    run.active += 1
+                    try:
+                        helpers.append(executor.submit(self._send_extra, run))
+                    except RuntimeError:  # close() shut the executor down meanwhile: this slot goes unused
+                        run.leave()
+                        self.pool.release_reserved(1)
             try:
                 self._send_share(lease, run)
             finally:
+                run.leave()
                 for helper in helpers:
                     helper.result()  # each catches its own errors; this waits for its sends to end
 
@@ -641,14 +646,14 @@ class SmtpProvider(Provider):
         if run.sent == 0 and (run.error is not None or run.postponed is not None):
             # Nothing was delivered: a retry (or the next provider) cannot send anything twice.
             raise run.error or TransientError(f"SMTP server {self.address}: {run.postponed}")
-        results = run.results
-        if run.error is not None:
-            # Some were delivered, so raising would deliver them twice: the core hands only these on.
-            for position, result in enumerate(results):
-                if result is None:
-                    results[position] = RecipientResult(recipients[position].address, "retry", error=run.error.message)
+        # Some were delivered, so raising would deliver them twice: the core hands only the unsent on.
+        reason = run.error.message if run.error is not None else "not sent"
+        results = [
+            result or RecipientResult(recipient.address, "retry", error=reason)
+            for result, recipient in zip(run.results, recipients, strict=True)
+        ]
         self.log.info("smtp %s: message %s sent to %d of %d recipient(s)", self.name, message.id, run.sent, len(recipients))
-        return NotifyResult([result for result in results if result is not None])
+        return NotifyResult(results)
 
     def _executor_for_batches(self) -> ThreadPoolExecutor:
         with self._executor_lock:
@@ -661,20 +666,23 @@ class SmtpProvider(Provider):
 
     def _send_extra(self, run: _BatchRun) -> None:
         """An extra connection's share of a batch (in an executor thread; its pool slot is reserved)."""
+        left = False
         try:
             with self.pool.lease(reserved=True) as lease:
-                self._send_share(lease, run, extra=True)
+                left = self._send_share(lease, run, extra=True)
         except ProviderError as error:  # the extra connection did not open: the others send its share
-            run.leave()
             self.log.debug("smtp %s: an extra connection could not be opened: %s", self.name, error.message)
-        except Exception as error:  # a bug here must not leave the batch's results half-known
-            run.leave()
+        except Exception as error:  # a bug must not go unseen, nor leave the batch's results half-known
             self.log.exception("smtp %s: sending on an extra connection failed", self.name)
             run.stop(TransientError(f"SMTP server {self.address}: {type(error).__name__}"), everyone=False)
+        finally:
+            if not left:
+                run.leave()
 
-    def _send_share(self, lease: _Lease, run: _BatchRun, extra: bool = False) -> None:
+    def _send_share(self, lease: _Lease, run: _BatchRun, extra: bool = False) -> bool:
         """Send recipients of ``run`` over ``lease``'s connection, one at a time, until none is left (or this
-        connection is lost for good, or, for an ``extra`` connection, another send waits for the pool)."""
+        connection is lost for good, or, for an ``extra`` connection, another send waits for the pool).
+        Returns whether it left ``run`` already (:meth:`_BatchRun.leave_if_others`); the caller leaves otherwise."""
         import smtplib
 
         rendered = run.rendered
@@ -746,15 +754,15 @@ class SmtpProvider(Provider):
                 # configuration error (login or sender refused) is the account's: every connection stops.
                 run.give_back(index)
                 run.stop(batch_error, everyone=isinstance(batch_error, ConfigurationError))
-                return
+                return False
             assert outcome is not None
             run.settle(index, outcome)
             if outcome.status == "sent":
                 may_reconnect = True
             if extra and self.pool.waiting and run.leave_if_others():
-                return  # another send waits for a connection: this one's share goes to the batch's others
+                return True  # another send waits for a connection: this one's share goes to the batch's others
             index = run.take()
-        run.leave()
+        return False
 
     def _describe_reply(self, code: int, reply: bytes | str) -> str:
         text = reply.decode("utf-8", errors="replace") if isinstance(reply, bytes) else str(reply)

@@ -354,6 +354,11 @@ def test_a_bulk_batch_is_spread_over_the_pool_with_exact_results(
     # The next batch reuses the pooled connections.
     send(harness, provider, message([f"more{n}@shop.example" for n in range(8)], message_id="rec-bulk-email-24"))
     assert smtp.connections == 4 and len(smtp.messages) == 32
+    # close() ends the batch threads and quits the connections; the provider may be used again after it.
+    harness.call(provider, "close")
+    assert provider.pool._idle == [] and provider._executor is None
+    again = send(harness, provider, message([f"late{n}@shop.example" for n in range(4)], message_id="rec-late-email-0"))
+    assert [r.status for r in again.results] == ["sent"] * 4
 
 
 def test_refusals_and_drops_on_one_connection_stay_with_their_recipient(
