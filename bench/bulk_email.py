@@ -11,7 +11,10 @@ One local SMTP server (aiosmtpd, its own process) receives, in interleaved round
 3. Apprise (``mailto://``) with its per-send throttle turned off (``request_rate_per_sec = 0``) for
    fairness; it opens a connection per message, so it runs a smaller sample and is compared by rate.
 
-Every contender sends the same plain-text message. ``--security starttls`` (the default) runs the server
+Every contender sends the same plain-text message. The contenders' order turns by one each round. Beside each
+median rate is this process's CPU time per message (all its threads, the timed part only): on a shared 2-core
+machine the rates swing with the other processes' load much more than the CPU per message does, which tells
+whether the hub itself costs more per message than the bare loop. ``--security starttls`` (the default) runs the server
 with STARTTLS + AUTH, as a real relay would be; ``--security none`` runs it without either.
 
 Real relays are remote: a second server (this file's ``--serve-relay`` mode, its own process) answers each
@@ -158,7 +161,28 @@ def serve_relay(arguments: argparse.Namespace) -> None:
         relay.stop()
 
 
-def bare_smtplib(target: Target, addresses: list[str]) -> float:
+@dataclass
+class Timing:
+    """One contender's run: wall-clock seconds, and CPU seconds of this process (all its threads) meanwhile."""
+
+    elapsed: float
+    cpu: float
+
+
+class Timer:
+    """Wall clock and this process's CPU time from :meth:`start` to :meth:`stop`.
+
+    The CPU time tells the client's own cost per message apart from the waits: on a shared 2-core machine the
+    wall-clock rates swing with the other processes' load, while CPU per message moves much less."""
+
+    def start(self) -> None:
+        self._wall, self._cpu = time.perf_counter(), time.process_time()
+
+    def stop(self) -> Timing:
+        return Timing(time.perf_counter() - self._wall, time.process_time() - self._cpu)
+
+
+def bare_smtplib(target: Target, addresses: list[str]) -> Timing:
     """The strictest baseline: one message built once, then only ``sendmail`` per recipient."""
     message = EmailMessage()
     message["From"] = SENDER
@@ -166,17 +190,18 @@ def bare_smtplib(target: Target, addresses: list[str]) -> float:
     message["Subject"] = SUBJECT
     message.set_content(BODY)
     data = message.as_bytes()
-    started = time.perf_counter()
+    timer = Timer()
+    timer.start()
     with smtplib.SMTP("127.0.0.1", target.port, timeout=30) as client:
         if target.security == "starttls":
             client.starttls(context=target.tls_context())
             client.login(USERNAME, PASSWORD)
         for address in addresses:
             client.sendmail(SENDER, [address], data)
-    return time.perf_counter() - started
+    return timer.stop()
 
 
-def through_hub(target: Target, addresses: list[str], connections: int = 1, jobs: int = 1) -> float:
+def through_hub(target: Target, addresses: list[str], connections: int = 1, jobs: int = 1) -> Timing:
     """The hub's bulk path on a pool of ``connections``. ``jobs`` > 1 splits the recipients into that many
     notifications delivered at once, one thread each (as that many workers would): the pool then has
     several senders, which one notification alone never gives it."""
@@ -203,7 +228,8 @@ def through_hub(target: Target, addresses: list[str], connections: int = 1, jobs
         if "smtp" not in hub.host.provider_types:
             raise SystemExit("the hub-smtp plugin is not installed: pip install ./plugins/hub-smtp")
         shares = [addresses[share::jobs] for share in range(jobs)]
-        started = time.perf_counter()
+        timer = Timer()
+        timer.start()
         accepted = [
             hub.send_notification("email", [{"email": address} for address in share], template="bench_alert", tenant_id="bench")
             for share in shares
@@ -216,17 +242,17 @@ def through_hub(target: Target, addresses: list[str], connections: int = 1, jobs
                 thread.start()
             for thread in threads:
                 thread.join()
-        elapsed = time.perf_counter() - started
+        timing = timer.stop()
         for item, share in zip(accepted, shares, strict=True):
             record = hub.get_record(item["messageId"], "bench")
             if record.status != "succeeded" or record.result["sent"] != len(share):
                 raise SystemExit(f"hub run incomplete: {record.status} {record.result}")
-        return elapsed
+        return timing
     finally:
         hub.close()
 
 
-def through_apprise(target: Target, addresses: list[str]) -> float:
+def through_apprise(target: Target, addresses: list[str]) -> Timing:
     import apprise
     from apprise.plugins.email import NotifyEmail
 
@@ -234,7 +260,8 @@ def through_apprise(target: Target, addresses: list[str]) -> float:
         credentials, mode = f"{USERNAME}:{PASSWORD}@", "starttls&verify=no"  # its own CA bundle cannot take ours
     else:
         credentials, mode = "", "insecure"
-    started = time.perf_counter()
+    timer = Timer()
+    timer.start()
     for address in addresses:
         url = f"mailto://{credentials}127.0.0.1:{target.port}?from={SENDER}&to={address}&mode={mode}"
         plugin = apprise.Apprise.instantiate(url)
@@ -243,10 +270,10 @@ def through_apprise(target: Target, addresses: list[str]) -> float:
         plugin.request_rate_per_sec = 0  # its built-in throttle off, for a fair comparison
         if not plugin.notify(body=BODY, title=SUBJECT):
             raise SystemExit("apprise failed to send")
-    return time.perf_counter() - started
+    return timer.stop()
 
 
-Contender = tuple[str, Callable[[Target, list[str]], float], int]
+Contender = tuple[str, Callable[[Target, list[str]], Timing], int]
 
 
 def start_server(command: list[str], security: str) -> tuple[subprocess.Popen[str], ServerOutput, Target]:
@@ -259,30 +286,47 @@ def start_server(command: list[str], security: str) -> tuple[subprocess.Popen[st
     return server, output, Target(port, security, output.certificate)
 
 
-def run_rounds(contenders: list[Contender], output: ServerOutput, target: Target, rounds: int, tag: str) -> tuple[dict[str, list[float]], dict[str, int]]:
-    """Interleaved rounds, so a slow moment of the machine hurts every contender alike."""
-    rates: dict[str, list[float]] = {name: [] for name, _, _ in contenders}
-    peaks: dict[str, int] = {name: 0 for name, _, _ in contenders}
+@dataclass
+class Measured:
+    """Every round of one contender: its rates (msg/s) and this process's CPU per message (µs)."""
+
+    rates: list[float]
+    cpu_us: list[float]
+    peak: int = 0
+
+
+def run_rounds(contenders: list[Contender], output: ServerOutput, target: Target, rounds: int, tag: str) -> dict[str, Measured]:
+    """Interleaved rounds, so a slow moment of the machine hurts every contender alike; the order of the
+    contenders turns by one each round, so none always runs first (right after a server's idle moment)."""
+    measured: dict[str, Measured] = {name: Measured([], []) for name, _, _ in contenders}
     for round_number in range(rounds):
-        for position, (name, run, messages) in enumerate(contenders):
+        shift = round_number % len(contenders)
+        for position, (name, run, messages) in list(enumerate(contenders))[shift:] + list(enumerate(contenders))[:shift]:
             before = output.value
             output.reset_peak()
-            elapsed = run(target, recipients(messages, f"{tag}{round_number}c{position}-"))
+            timing = run(target, recipients(messages, f"{tag}{round_number}c{position}-"))
             output.wait_for(before + messages)
-            rates[name].append(messages / elapsed)
-            peaks[name] = max(peaks[name], output.peak)
-    return rates, peaks
+            entry = measured[name]
+            entry.rates.append(messages / timing.elapsed)
+            entry.cpu_us.append(timing.cpu / messages * 1e6)
+            entry.peak = max(entry.peak, output.peak)
+    return measured
 
 
-def report(title: str, rates: dict[str, list[float]], baseline_name: str, peaks: dict[str, int] | None = None) -> dict[str, float]:
+def report(title: str, measured: dict[str, Measured], baseline_name: str, peaks: bool = False) -> dict[str, float]:
     print(title)
-    baseline = statistics.median(rates[baseline_name])
+    baseline = statistics.median(measured[baseline_name].rates)
+    baseline_cpu = statistics.median(measured[baseline_name].cpu_us)
     medians: dict[str, float] = {}
-    for name, measured in rates.items():
-        medians[name] = rate = statistics.median(measured)
-        spread = ", ".join(f"{value:.0f}" for value in measured)
-        peak = f"  peak in flight {peaks[name]}" if peaks and name in peaks else ""
-        print(f"  {name:<44} {rate:8.1f} msg/s  ratio to smtplib {rate / baseline:5.2f}   (rounds: {spread}){peak}")
+    for name, entry in measured.items():
+        medians[name] = rate = statistics.median(entry.rates)
+        cpu = statistics.median(entry.cpu_us)
+        spread = ", ".join(f"{value:.0f}" for value in entry.rates)
+        peak = f"  peak in flight {entry.peak}" if peaks else ""
+        print(
+            f"  {name:<44} {rate:8.1f} msg/s  ratio to smtplib {rate / baseline:5.2f}   client CPU {cpu:6.0f} us/msg"
+            f" ({cpu / baseline_cpu:4.2f}x)   (rounds: {spread}){peak}"
+        )
     return medians
 
 
@@ -334,20 +378,22 @@ def main() -> None:
 
     server, output, target = start_server(local_command, args.security)
     try:
-        local_rates, _ = run_rounds(local, output, target, args.rounds, "l")
+        local_rates = run_rounds(local, output, target, args.rounds, "l")
         if importlib.util.find_spec("apprise") is None:
             print("apprise is not installed (pip install apprise): its row is left out")
         elif args.apprise_messages:
             before = output.value
-            elapsed = through_apprise(target, recipients(args.apprise_messages, "apprise"))
+            timing = through_apprise(target, recipients(args.apprise_messages, "apprise"))
             output.wait_for(before + args.apprise_messages)
-            local_rates["apprise mailto://, throttle off"] = [args.apprise_messages / elapsed]
+            local_rates["apprise mailto://, throttle off"] = Measured(
+                [args.apprise_messages / timing.elapsed], [timing.cpu / args.apprise_messages * 1e6]
+            )
     finally:
         server.terminate()
         server.wait(timeout=10)
     server, output, target = start_server(relay_command, args.security)
     try:
-        relay_rates, peaks = run_rounds(relay, output, target, args.rounds, "r")
+        relay_rates = run_rounds(relay, output, target, args.rounds, "r")
     finally:
         server.terminate()
         server.wait(timeout=10)
@@ -363,7 +409,7 @@ def main() -> None:
         f"{args.relay_messages} messages x {args.rounds} interleaved rounds; median rates",
         relay_rates,
         smtplib_name,
-        peaks,
+        peaks=True,
     )
     one = local_medians["hub bulk path, 1 connection"] / local_medians[smtplib_name]
     pooled = relay_medians[f"hub bulk path, {pool} connections"] / relay_medians[smtplib_name]

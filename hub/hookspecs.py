@@ -218,7 +218,11 @@ def notify(message: Message) -> NotifyResult:
 
     Called by a delivery worker (or the API thread for small sends) after the template was rendered
     and recipients validated: email addresses are syntactically valid, phone numbers are E.164.
-    A bulk send arrives in batches of up to a few hundred recipients: reuse one connection for them.
+    A bulk send arrives in batches of up to a few hundred recipients: reuse connections for them. The core
+    sends a notification's batches one after another, so a provider that can send in parallel (several
+    pooled connections) does it within the call, spreading the batch's recipients over them; the call returns
+    once every recipient has its result. The whole batch is noted as in flight before the call, so a crash
+    during it repeats at most this batch's recipients, however they were spread.
 
     :param message: a :class:`hub.capabilities.Message`. ``message.id`` is the *batch's* id,
         ``<notification id>-<channel>-<index of its first recipient>``, stable across retries of that batch

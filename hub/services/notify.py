@@ -240,13 +240,16 @@ class NotifyService:
                 return describe(error)
             provider = call.provider
             delivery.provider = delivery.provider or provider
+            # References exist to match delivery reports: a provider without handle_webhook never sends one,
+            # and a bulk send would write a row per recipient for nothing.
+            reports = self.runtime.hook_for(provider, record.tenant, "handle_webhook") is not None
             outcomes, references, retry = [], [], []
             for (index, address), result in zip(remaining, call.result.results, strict=True):
                 if result.status == "retry":
                     retry.append((index, address))
                     continue
                 outcomes.append(_outcome(record.id, index, recipients[index], channel, address, result.status, provider, result.provider_message_id, result.error))
-                if result.provider_message_id and result.status != "failed":
+                if reports and result.provider_message_id and result.status != "failed":
                     references.append({"provider": provider, "reference": result.provider_message_id, "record_id": record.id, "recipient_index": index})
             delivery.add(outcomes, references)
             self._checkpoint(delivery, channel, [index for index, _ in retry] + delivery.upcoming)
@@ -536,8 +539,9 @@ def _outcome(
         "provider_message_id": _storable(provider_message_id),
         # A provider's reply may quote the address it refused ("550 <bob@shop.example>: unknown"): masked.
         "error": _storable(redact_text(error)) if error else error,
+        # delivery_detail left out: the column's default is SQL NULL, while None here would be encoded as JSON
+        # "null" row by row (a JSON column's None).
         "delivery_status": None,
-        "delivery_detail": None,
         "updated_at": utcnow(),
     }
 

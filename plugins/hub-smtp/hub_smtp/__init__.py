@@ -1,9 +1,11 @@
 """Notify provider ``smtp``: email through any SMTP server (a company relay, Gmail, a transactional service).
 
 One message per recipient, over a small pool of authenticated connections reused across ``notify`` calls:
-a bulk batch of a few hundred recipients costs one connection set-up (TCP, EHLO, STARTTLS, AUTH), not one
-per message. The message is rendered once per batch; per recipient only the ``To`` and ``Message-ID``
-headers are added, so a batch costs little more than the SMTP round trips themselves.
+no connection set-up (TCP, EHLO, STARTTLS, AUTH) per message. A batch is spread over the pool's free
+connections, a thread each, every connection taking the next recipient not yet taken: against a remote relay,
+where each message waits out round trips, ``max_connections`` connections send about that many times faster
+than one. The message is rendered once per notification; per recipient only the ``To`` and ``Message-ID``
+headers are added, so a message costs little more than its SMTP round trips.
 
 The client is the standard library's :mod:`smtplib`, imported when the first connection is opened.
 """
@@ -17,6 +19,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from email.headerregistry import Address
@@ -271,11 +274,34 @@ class _ConnectionPool:
         self._slots = threading.BoundedSemaphore(size)
         self._lock = threading.Lock()
         self._idle: list[tuple[smtplib.SMTP, float]] = []
+        #: Sends blocked waiting for a slot: a batch's extra connections give theirs up to them.
+        self.waiting = 0
+
+    def reserve(self, wanted: int) -> int:
+        """Take up to ``wanted`` free slots without waiting (none while a send waits for one): a batch's extra
+        connections, each then opened by :meth:`lease` with ``reserved=True``."""
+        taken = 0
+        while taken < wanted and not self.waiting and self._slots.acquire(blocking=False):
+            taken += 1
+        return taken
+
+    def release_reserved(self, count: int) -> None:
+        for _ in range(count):
+            self._slots.release()
 
     @contextmanager
-    def lease(self) -> Iterator[_Lease]:
-        if not self._slots.acquire(timeout=_POOL_WAIT_SECONDS):
-            raise TransientError(f"all {self.size} SMTP connections stayed busy for {_POOL_WAIT_SECONDS:.0f} s")
+    def lease(self, reserved: bool = False) -> Iterator[_Lease]:
+        """One connection for the caller's thread; ``reserved``: its slot was taken by :meth:`reserve`."""
+        if not reserved and not self._slots.acquire(blocking=False):
+            with self._lock:
+                self.waiting += 1
+            try:
+                acquired = self._slots.acquire(timeout=_POOL_WAIT_SECONDS)
+            finally:
+                with self._lock:
+                    self.waiting -= 1
+            if not acquired:
+                raise TransientError(f"all {self.size} SMTP connections stayed busy for {_POOL_WAIT_SECONDS:.0f} s")
         lease = _Lease(self, None)
         try:
             lease.smtp = self._take_idle() or self.connect()
@@ -336,6 +362,76 @@ def _close_quietly(smtp: smtplib.SMTP, quit_first: bool = False) -> None:
         smtp.close()
 
 
+# --- a batch in flight ---------------------------------------------------------------------------
+
+
+class _BatchRun:
+    """One ``notify`` call's recipients and their results, shared by the connections sending them.
+
+    Each connection takes the next recipient not yet taken (:meth:`take`) and settles it; a recipient whose
+    connection was lost for good is given back for another. What is still unsettled when every connection
+    has stopped is ``retry`` (or the batch's error, when nobody was delivered)."""
+
+    def __init__(self, recipients: list[Any], rendered: _Rendered) -> None:
+        self.recipients = recipients
+        self.rendered = rendered
+        self.results: list[RecipientResult | None] = [None] * len(recipients)
+        self.sent = 0
+        self.postponed: str | None = None  # the first 4xx refusal: the reason of a TransientError
+        self.error: ProviderError | None = None  # the first that stopped a connection
+        self.reconnects = 0
+        self.active = 1  # connections still sending (the calling thread's, and the extra ones)
+        self._next = 0
+        self._given_back: list[int] = []
+        self._stopped = False
+        self._lock = threading.Lock()
+
+    def take(self) -> int | None:
+        with self._lock:
+            if self._stopped:
+                return None
+            if self._given_back:
+                return self._given_back.pop()
+            if self._next >= len(self.recipients):
+                return None
+            self._next += 1
+            return self._next - 1
+
+    def settle(self, index: int, outcome: RecipientResult) -> None:
+        with self._lock:
+            self.results[index] = outcome
+            if outcome.status == "sent":
+                self.sent += 1
+            elif outcome.status == "retry" and self.postponed is None:
+                self.postponed = outcome.error
+
+    def give_back(self, index: int) -> None:
+        with self._lock:
+            self._given_back.append(index)
+
+    def stop(self, error: ProviderError, *, everyone: bool) -> None:
+        """A connection stops on ``error`` (and then leaves); ``everyone``: the others stop at their next take."""
+        with self._lock:
+            self.error = self.error or error
+            self._stopped = self._stopped or everyone
+
+    def leave(self) -> None:
+        with self._lock:
+            self.active -= 1
+
+    def leave_if_others(self) -> bool:
+        """Leave unless this is the last connection still sending (someone must finish the batch)."""
+        with self._lock:
+            if self.active <= 1:
+                return False
+            self.active -= 1
+            return True
+
+    def reconnected(self) -> None:
+        with self._lock:
+            self.reconnects += 1
+
+
 # --- the provider --------------------------------------------------------------------------------
 
 
@@ -351,7 +447,7 @@ class SmtpProvider(Provider):
         "password": "SMTP_PASS",
     }
     secret_settings: ClassVar[tuple[str, ...]] = ("password",)
-    description = "Email over SMTP (STARTTLS/SSL, AUTH), one pooled connection per bulk batch; preset: gmail."
+    description = "Email over SMTP (STARTTLS/SSL, AUTH), a batch spread over pooled connections; preset: gmail."
 
     def __init__(self, name: str, settings: dict[str, Any], context: ProviderContext) -> None:
         super().__init__(name, settings, context)
@@ -374,6 +470,9 @@ class SmtpProvider(Provider):
         # than sending a small batch's messages).
         self._rendered: dict[tuple[Any, ...], tuple[_Rendered, float]] = {}
         self._rendered_lock = threading.Lock()
+        # Threads for a batch's extra connections, started with the first batch that uses one.
+        self._executor: ThreadPoolExecutor | None = None
+        self._executor_lock = threading.Lock()
 
     @property
     def address(self) -> str:
@@ -513,108 +612,157 @@ class SmtpProvider(Provider):
 
     @hookimpl
     def notify(self, message: Message) -> NotifyResult:
-        import smtplib
-
         if message.channel not in self.channels:
             raise PermanentError(f"smtp delivers email, not {message.channel}")
         recipients = message.recipients
         if not recipients:
             return NotifyResult([])
-        rendered = self.render(message)
-        results: list[RecipientResult | None] = [None] * len(recipients)
-        sent = 0
-        postponed: str | None = None  # the first 4xx refusal: the reason of a TransientError
-        batch_error: ProviderError | None = None  # stopped the batch: connection, login or sender refused
-        reconnects = 0
+        run = _BatchRun(recipients, self.render(message))
 
         with self.pool.lease() as lease:
-            index = 0
-            may_reconnect = True  # once per stretch without progress: a server dropping every try ends it
-            while index < len(recipients):
-                recipient = recipients[index]
-                address = recipient.address
-                message_id = rendered.message_id(index if recipient.index is None else recipient.index)
-                envelope_to, utf8 = _envelope_address(address)
-                outcome: RecipientResult | None = None
-                dropped: str | None = None
-                try:
-                    smtp = lease.smtp or lease.reopen()
-                    if any(character in address for character in "\r\n<>"):
-                        outcome = RecipientResult(address, "failed", error="invalid address")
-                    elif utf8 and not smtp.has_extn("smtputf8"):
-                        outcome = RecipientResult(
-                            address, "failed", error="the SMTP server lacks SMTPUTF8, needed for this address"
-                        )
-                    else:
-                        data = rendered.for_recipient(
-                            _to_header(address if utf8 else envelope_to, recipient.name, utf8), message_id
-                        )
-                        _transaction(smtp, self._envelope_from, envelope_to, data, utf8)
-                        outcome = RecipientResult(address, "sent", provider_message_id=message_id)
-                except smtplib.SMTPRecipientsRefused as error:
-                    code, reply = next(iter(error.recipients.values()), (0, b""))
-                    if code == 421:
-                        dropped = self._describe_reply(code, reply)
-                    else:
-                        outcome = self._refused(address, code, reply)
-                except smtplib.SMTPSenderRefused as error:
-                    code = error.smtp_code
-                    if code == 421:
-                        dropped = self._reply(error)
-                    elif 400 <= code < 500 or code == 552:  # 552: this message is too large
-                        outcome = self._refused(address, code, error.smtp_error)
-                    else:  # the account may not send as from_address (553, 550, 530)
-                        batch_error = ConfigurationError(
-                            f"SMTP server {self.address} refused the sender {self.from_address}: {self._reply(error)}",
-                            provider_code=str(code),
-                        )
-                except smtplib.SMTPDataError as error:
-                    if error.smtp_code == 421:
-                        dropped = self._reply(error)
-                    else:
-                        outcome = self._refused(address, error.smtp_code, error.smtp_error)
-                except smtplib.SMTPNotSupportedError as error:
-                    outcome = RecipientResult(address, "failed", error=str(error))
-                except ProviderError as error:  # reopening failed
-                    batch_error = error
-                except UnicodeError:  # smtplib refused to encode the address: nothing was sent
-                    outcome = RecipientResult(address, "failed", error="invalid address")
-                except OSError as error:  # disconnected, reset, timed out mid-command
-                    dropped = self._redact(str(error)) or type(error).__name__
+            # The batch is spread over the pool: the free slots (at least two messages each) get a
+            # connection and a thread of their own, and every connection takes the next recipient not yet
+            # taken, so a slow connection (or one still opening) holds back nobody else's.
+            extra = self.pool.reserve(min(self.pool.size - 1, (len(recipients) + 1) // 2 - 1))
+            helpers = []
+            if extra:
+                executor = self._executor_for_batches()
+                for _ in range(extra):
+                    run.active += 1
+                    try:
+                        helpers.append(executor.submit(self._send_extra, run))
+                    except RuntimeError:  # close() shut the executor down meanwhile: this slot goes unused
+                        run.leave()
+                        self.pool.release_reserved(1)
+            try:
+                self._send_share(lease, run)
+            finally:
+                run.leave()
+                for helper in helpers:
+                    helper.result()  # each catches its own errors; this waits for its sends to end
 
-                if dropped is not None:
-                    lease.discard()
-                    if not may_reconnect:
-                        batch_error = TransientError(f"SMTP server {self.address} dropped the connection: {dropped}")
-                    else:
-                        may_reconnect = False
-                        reconnects += 1
-                        continue  # retry this recipient on a new connection (opened at the loop's top)
-                if batch_error is not None:
-                    break
-                assert outcome is not None
-                results[index] = outcome
-                if outcome.status == "sent":
-                    sent += 1
-                    may_reconnect = True
-                elif outcome.status == "retry" and postponed is None:
-                    postponed = outcome.error
-                index += 1
-
-        if reconnects:
-            self.log.info("smtp %s: reconnected %d time(s) during message %s", self.name, reconnects, message.id)
-        if sent == 0 and (batch_error is not None or postponed is not None):
+        if run.reconnects:
+            self.log.info("smtp %s: reconnected %d time(s) during message %s", self.name, run.reconnects, message.id)
+        if run.sent == 0 and (run.error is not None or run.postponed is not None):
             # Nothing was delivered: a retry (or the next provider) cannot send anything twice.
-            raise batch_error or TransientError(f"SMTP server {self.address}: {postponed}")
-        if batch_error is not None:
-            # Some were delivered, so raising would deliver them twice: the core hands only these on.
-            for position, result in enumerate(results):
-                if result is None:
-                    results[position] = RecipientResult(
-                        recipients[position].address, "retry", error=batch_error.message
+            raise run.error or TransientError(f"SMTP server {self.address}: {run.postponed}")
+        # Some were delivered, so raising would deliver them twice: the core hands only the unsent on.
+        reason = run.error.message if run.error is not None else "not sent"
+        results = [
+            result or RecipientResult(recipient.address, "retry", error=reason)
+            for result, recipient in zip(run.results, recipients, strict=True)
+        ]
+        self.log.info("smtp %s: message %s sent to %d of %d recipient(s)", self.name, message.id, run.sent, len(recipients))
+        return NotifyResult(results)
+
+    def _executor_for_batches(self) -> ThreadPoolExecutor:
+        with self._executor_lock:
+            if self._executor is None:
+                # Never more extra connections at once than slots beside the calling thread's own.
+                self._executor = ThreadPoolExecutor(
+                    max_workers=max(1, self.pool.size - 1), thread_name_prefix=f"hub-smtp-{self.name}"
+                )
+            return self._executor
+
+    def _send_extra(self, run: _BatchRun) -> None:
+        """An extra connection's share of a batch (in an executor thread; its pool slot is reserved)."""
+        left = False
+        try:
+            with self.pool.lease(reserved=True) as lease:
+                left = self._send_share(lease, run, extra=True)
+        except ProviderError as error:  # the extra connection did not open: the others send its share
+            self.log.debug("smtp %s: an extra connection could not be opened: %s", self.name, error.message)
+        except Exception as error:  # a bug must not go unseen, nor leave the batch's results half-known
+            self.log.exception("smtp %s: sending on an extra connection failed", self.name)
+            run.stop(TransientError(f"SMTP server {self.address}: {type(error).__name__}"), everyone=False)
+        finally:
+            if not left:
+                run.leave()
+
+    def _send_share(self, lease: _Lease, run: _BatchRun, extra: bool = False) -> bool:
+        """Send recipients of ``run`` over ``lease``'s connection, one at a time, until none is left (or this
+        connection is lost for good, or, for an ``extra`` connection, another send waits for the pool).
+        Returns whether it left ``run`` already (:meth:`_BatchRun.leave_if_others`); the caller leaves otherwise."""
+        import smtplib
+
+        rendered = run.rendered
+        may_reconnect = True  # once per stretch without progress: a server dropping every try ends it
+        index = run.take()
+        while index is not None:
+            recipient = run.recipients[index]
+            address = recipient.address
+            message_id = rendered.message_id(index if recipient.index is None else recipient.index)
+            envelope_to, utf8 = _envelope_address(address)
+            outcome: RecipientResult | None = None
+            dropped: str | None = None
+            batch_error: ProviderError | None = None  # stops this connection (a refused sender: every one)
+            try:
+                smtp = lease.smtp or lease.reopen()
+                if any(character in address for character in "\r\n<>"):
+                    outcome = RecipientResult(address, "failed", error="invalid address")
+                elif utf8 and not smtp.has_extn("smtputf8"):
+                    outcome = RecipientResult(
+                        address, "failed", error="the SMTP server lacks SMTPUTF8, needed for this address"
                     )
-        self.log.info("smtp %s: message %s sent to %d of %d recipient(s)", self.name, message.id, sent, len(recipients))
-        return NotifyResult([result for result in results if result is not None])
+                else:
+                    data = rendered.for_recipient(
+                        _to_header(address if utf8 else envelope_to, recipient.name, utf8), message_id
+                    )
+                    _transaction(smtp, self._envelope_from, envelope_to, data, utf8)
+                    outcome = RecipientResult(address, "sent", provider_message_id=message_id)
+            except smtplib.SMTPRecipientsRefused as error:
+                code, reply = next(iter(error.recipients.values()), (0, b""))
+                if code == 421:
+                    dropped = self._describe_reply(code, reply)
+                else:
+                    outcome = self._refused(address, code, reply)
+            except smtplib.SMTPSenderRefused as error:
+                code = error.smtp_code
+                if code == 421:
+                    dropped = self._reply(error)
+                elif 400 <= code < 500 or code == 552:  # 552: this message is too large
+                    outcome = self._refused(address, code, error.smtp_error)
+                else:  # the account may not send as from_address (553, 550, 530)
+                    batch_error = ConfigurationError(
+                        f"SMTP server {self.address} refused the sender {self.from_address}: {self._reply(error)}",
+                        provider_code=str(code),
+                    )
+            except smtplib.SMTPDataError as error:
+                if error.smtp_code == 421:
+                    dropped = self._reply(error)
+                else:
+                    outcome = self._refused(address, error.smtp_code, error.smtp_error)
+            except smtplib.SMTPNotSupportedError as error:
+                outcome = RecipientResult(address, "failed", error=str(error))
+            except ProviderError as error:  # reopening failed
+                batch_error = error
+            except UnicodeError:  # smtplib refused to encode the address: nothing was sent
+                outcome = RecipientResult(address, "failed", error="invalid address")
+            except OSError as error:  # disconnected, reset, timed out mid-command
+                dropped = self._redact(str(error)) or type(error).__name__
+
+            if dropped is not None:
+                lease.discard()
+                if not may_reconnect:
+                    batch_error = TransientError(f"SMTP server {self.address} dropped the connection: {dropped}")
+                else:
+                    may_reconnect = False
+                    run.reconnected()
+                    continue  # retry this recipient on a new connection (opened at the loop's top)
+            if batch_error is not None:
+                # This recipient goes to another connection of the batch, if one is still sending. A
+                # configuration error (login or sender refused) is the account's: every connection stops.
+                run.give_back(index)
+                run.stop(batch_error, everyone=isinstance(batch_error, ConfigurationError))
+                return False
+            assert outcome is not None
+            run.settle(index, outcome)
+            if outcome.status == "sent":
+                may_reconnect = True
+            if extra and self.pool.waiting and run.leave_if_others():
+                return True  # another send waits for a connection: this one's share goes to the batch's others
+            index = run.take()
+        return False
 
     def _describe_reply(self, code: int, reply: bytes | str) -> str:
         text = reply.decode("utf-8", errors="replace") if isinstance(reply, bytes) else str(reply)
@@ -647,6 +795,10 @@ class SmtpProvider(Provider):
 
     @hookimpl
     def close(self) -> None:
+        with self._executor_lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True)  # a batch still sending finishes first (its connections then close)
         closed = self.pool.close()
         if closed:
             self.log.info("smtp %s: closed %d pooled connection(s)", self.name, closed)
