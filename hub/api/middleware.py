@@ -20,6 +20,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from hub.errors import Conflict, HubError, RateLimitedError, ValidationError
 from hub.observability import request_id_var, tenant_var
 from hub.records import IdempotentRequest, utcnow
+from hub.resilience import ProviderBusyError
 from hub.runtime.ledger import request_scope, riding_along, take_deferred
 from hub.schemas import MAX_DEPTH, check_text
 
@@ -85,7 +86,7 @@ def hub_error(error: HubError) -> Response:
     if getattr(error, "attempts", None):
         extra["attempts"] = error.attempts  # type: ignore[attr-defined]
     response = error_response(error.status_code, error.message, detail, **extra)
-    if isinstance(error, RateLimitedError):
+    if isinstance(error, RateLimitedError | ProviderBusyError):
         response.headers["Retry-After"] = str(max(1, int(error.retry_after + 0.999)))
     return response
 

@@ -21,6 +21,8 @@ from typing import Any
 from huey import Huey, MemoryHuey, RedisHuey, SqliteHuey, crontab
 from huey.consumer import Consumer
 
+from hub.resilience import Bulkheads, background_calls
+
 log = logging.getLogger("hub.jobs")
 
 #: A record handler: given the claimed record, does its work and settles its status.
@@ -57,6 +59,8 @@ class JobRegistry:
     def __init__(self, config: dict[str, Any], run_record: Callable[[str], None]) -> None:
         self.config = config
         self.huey = make_huey(config)
+        #: Per-provider concurrency limits of this process; job threads' defaults follow the worker count.
+        self.bulkheads = Bulkheads(config["bulkhead"], max(1, config["queue"]["workers"]))
         self.handlers: dict[str, RecordHandler] = {}
         self.periodic: list[Callable[[], None]] = []
         self.workers: dict[str, Callable[[threading.Event], None]] = {}
@@ -75,7 +79,8 @@ class JobRegistry:
         """``handler(record)`` runs a claimed record of ``kind`` in a worker, its lease renewed meanwhile."""
 
         def kept(record: Any) -> None:
-            with self.lease_keeper(record):
+            # background_calls: a busy provider makes the job come back later instead of holding this thread.
+            with self.lease_keeper(record), background_calls():
                 handler(record)
 
         self.handlers[kind] = kept
@@ -113,6 +118,7 @@ class JobRegistry:
         if workers <= 0 or self._consumer is not None:
             return
         self._drain_deadline = None
+        self.bulkheads.size_for("background", workers)
         self._consumer = EmbeddedConsumer(self.huey, workers=workers, worker_type="thread", periodic=True, initial_delay=0.05, max_delay=0.5, backoff=1.2)
         self._consumer.start()
         self._start_long_running()
@@ -144,6 +150,7 @@ class JobRegistry:
         no new job is taken, running ones get up to ``server.graceful_timeout`` to finish (a second SIGTERM or
         SIGINT stops at once). Returns whether every job finished; one that did not stays leased, and the
         lease sweep (``recover_unfinished``) queues it again once its lease ends."""
+        self.bulkheads.size_for("background", workers)
         consumer = Consumer(
             self.huey,
             workers=workers,
