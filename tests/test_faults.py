@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -120,3 +121,66 @@ def test_a_slow_relay_flooded_with_jobs_does_not_starve_a_fast_one(tmp_path: Pat
             assert fast_latency >= SLOW_SECONDS, report  # the control: every thread held by the slow relay
     finally:
         hub.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_busy_gateway_sends_an_api_payment_to_the_next_one_or_answers_503_provider_busy(tmp_path: Path) -> None:
+    """Stripe (its bulkhead: one request at a time) holds one payment for 2 s. Meanwhile a payment of a tenant
+    with PayPal next goes to PayPal at once, and one of a tenant with Stripe alone gets 503 ``provider_busy``
+    with ``Retry-After`` after the short wait; once Stripe is free it takes payments again. Nothing charged twice."""
+    hub_stripe = pytest.importorskip("hub_stripe", reason="the hub-stripe plugin (pip install ./plugins/hub-stripe)")
+    hub_paypal = pytest.importorskip("hub_paypal", reason="the hub-paypal plugin (pip install ./plugins/hub-paypal)")
+    from hub_paypal.testing import paypal_contract_server
+    from hub_stripe.testing import DEFAULT_API_KEY, stripe_contract_server
+
+    from hub.testing.rest import RestHub, rest_hub
+
+    payments = "/api/integrations/payments"
+    body = {"amount": "42.00", "currency": "EUR", "paymentMethod": "pm_card_visa"}
+    with stripe_contract_server() as (stripe_server, stripe_fake), paypal_contract_server() as paypal:
+        api = rest_hub(
+            tmp_path,
+            plugins=[(hub_stripe, "stripe"), (hub_paypal, "paypal")],
+            providers={"stripe": {"type": "stripe", "api_key": DEFAULT_API_KEY, "api_base": stripe_server.url, "timeout": 5}, "paypal": {"type": "paypal", **paypal.gateway_settings()}},
+            services={"payment": {"providers": ["stripe", "paypal"]}},
+            tenants={"solo": {"services": {"payment": {"providers": ["stripe"]}}}},
+            bulkhead={"max_wait": 0.2, "retry_after": 2, "providers": {"stripe": {"requests": 1}}},
+        )
+        solo = RestHub(api.hub, "solo")
+        try:
+            stripe_server.delay_answers("PostPaymentIntents", 2.0, times=1)
+            held: list[Any] = []
+            holder = threading.Thread(target=lambda: held.append(api.post(payments, json={**body, "orderId": "HELD"})))
+            holder.start()
+            wait_for(lambda: stripe_fake.intents(), 5, "the held payment reaches Stripe")
+
+            started = time.monotonic()
+            moved = api.post(payments, json={**body, "orderId": "MOVED"})
+            moved_after = time.monotonic() - started
+            assert moved.status_code == 201, moved.get_json()
+            assert moved.get_json()["data"]["gateway"] == "paypal"
+            record = api.hub.runtime.ledger.get(moved.get_json()["data"]["paymentId"], "demo")
+            assert [(a["provider"], a["outcome"]) for a in record.attempt_log][0] == ("stripe", "skipped"), record.attempt_log
+
+            started = time.monotonic()
+            busy = solo.post(payments, json={**body, "orderId": "BUSY"})
+            busy_after = time.monotonic() - started
+            answer = busy.get_json()
+            assert busy.status_code == 503 and answer["code"] == "provider_busy", answer
+            assert busy.headers["Retry-After"] == "2" and "busy" in answer["message"], answer
+            status = api.get("/api/integrations/status").get_json()["data"]["bulkheads"]["providers"]["stripe"]["requests"]
+            assert status["limit"] == 1 and status["inUse"] == 1 and status["refused"] >= 2, status
+
+            holder.join(timeout=10)
+            assert held[0].status_code == 201 and held[0].get_json()["data"]["gateway"] == "stripe", held[0].get_json()
+            again = solo.post(payments, json={**body, "orderId": "AGAIN"})
+            assert again.status_code == 201 and again.get_json()["data"]["gateway"] == "stripe", again.get_json()
+            orders = sorted(intent["metadata"].get("order_id", "") or intent.get("description", "") for intent in stripe_fake.intents())
+            print(
+                f"busy gateway: failover to PayPal in {moved_after:.2f} s, 503 provider_busy in {busy_after:.2f} s;"
+                f" Stripe intents {len(stripe_fake.intents())}, PayPal orders {len(paypal.orders())}"
+            )
+            assert moved_after < 1.0 and 0.2 <= busy_after < 1.0
+            assert len(stripe_fake.intents()) == 2 and len(paypal.orders()) == 1, orders  # nothing charged twice
+        finally:
+            api.close()
