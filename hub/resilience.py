@@ -669,3 +669,25 @@ def note_call_outcome(busy: ProviderBusyError | None) -> None:
 def busy_outcome() -> ProviderBusyError | None:
     """Whether this job's last provider call found every provider busy (see :func:`note_call_outcome`)."""
     return _busy_outcome.get()
+
+
+# --- the database going away ------------------------------------------------------------------------
+
+
+def is_database_outage(error: BaseException) -> bool:
+    """The database did not answer or cut the connection (a restart, a failover, a network cut, SQLite's
+    disk full or locked): the request may succeed in a moment, so the API answers 503 and a job is queued
+    again, not 500 / lost. A statement the database refused (a constraint, bad SQL) is not an outage."""
+    from sqlalchemy import exc
+
+    if isinstance(error, exc.DBAPIError) and error.connection_invalidated:
+        return True
+    return isinstance(error, exc.OperationalError | exc.InterfaceError)
+
+
+def database_outage_reason(error: BaseException) -> str:
+    """What to tell a caller about an outage, without the driver's text (it names hosts and ports)."""
+    text = str(getattr(error, "orig", error)).lower()
+    if "disk is full" in text or "no space left" in text:
+        return "the database's disk is full"
+    return "the database does not answer (restarting, or out of reach)"

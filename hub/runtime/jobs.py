@@ -21,7 +21,7 @@ from typing import Any
 from huey import Huey, MemoryHuey, RedisHuey, SqliteHuey, crontab
 from huey.consumer import Consumer
 
-from hub.resilience import Bulkheads, background_calls
+from hub.resilience import Bulkheads, background_calls, is_database_outage
 
 log = logging.getLogger("hub.jobs")
 
@@ -67,13 +67,31 @@ class JobRegistry:
         #: ``lease_keeper(record)``: a context that renews the claimed record's lease while its handler runs
         #: (set by the record ledger), so every kind of job may hold a short lease.
         self.lease_keeper: Callable[[Any], AbstractContextManager[Any]] = lambda _record: nullcontext()
-        self._run_record = self.huey.task(name="hub.run_record")(run_record)
+        self._run_record = self.huey.task(name="hub.run_record")(self._surviving_database_outages(run_record))
         self.huey.periodic_task(crontab(minute="*"), name="hub.every_minute")(self.run_periodic)
         self._consumer: Consumer | None = None
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         #: When a graceful stop began (SIGTERM): running jobs may finish until then + graceful_timeout.
         self._drain_deadline: float | None = None
+
+    def _surviving_database_outages(self, run_record: Callable[[str], None]) -> Callable[[str], None]:
+        """``run_record``, queued again when the database goes away under it: huey does not redeliver a task
+        that raised, and the minute's sweep would find the record only a minute later. The retry comes once a
+        lease has passed: a record claimed before the outage is running under its lease, and the claim of a
+        retry is refused until the lease ends (the queue lives outside the database, so it still takes it)."""
+
+        def run(record_id: str) -> None:
+            try:
+                run_record(record_id)
+            except Exception as error:
+                if not is_database_outage(error):
+                    raise
+                delay = float(self.config["queue"]["lease_seconds"]) + 0.5
+                log.warning("job %s: the database is unavailable (%s); trying again in %.1f s", record_id, type(error).__name__, delay)
+                self.enqueue(record_id, delay=delay)
+
+        return run
 
     def register_handler(self, kind: str, handler: RecordHandler) -> None:
         """``handler(record)`` runs a claimed record of ``kind`` in a worker, its lease renewed meanwhile."""

@@ -79,9 +79,15 @@ class PrivatePostgres:
         self._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-w", "-t", "30", "start")
         return self
 
-    def restart(self) -> None:
-        """``pg_ctl restart -m fast``: every session is cut, the server is down for a moment, then back."""
-        self._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-w", "-t", "30", "-m", "fast", "restart")
+    def restart(self, down_for: float = 0.0) -> None:
+        """``pg_ctl restart -m fast``: every session is cut, the server is down for a moment, then back.
+        ``down_for``: stop, stay down that many seconds (connections refused), then start."""
+        if not down_for:
+            self._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-w", "-t", "30", "-m", "fast", "restart")
+            return
+        self.stop()
+        time.sleep(down_for)
+        self.start()
 
     def stop(self) -> None:
         self._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-w", "-t", "30", "-m", "fast", "stop")
