@@ -312,3 +312,120 @@ def test_postgresql_restarted_under_load_answers_503_and_delivers_every_accepted
         served.stop()
         hub.close()
         relay.stop()
+
+
+# --- disk full ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Any]:
+    """A 2 MB tmpfs at ``<tmp>/var/files``: the local-disk provider's root (``files`` in the data dir)."""
+    from hub.testing.faults import Tmpfs
+
+    disk = Tmpfs(tmp_path / "var" / "files", size="2m")
+    reason = disk.mount()
+    if reason:
+        pytest.skip(reason)
+    yield disk
+    disk.unmount()
+
+
+def _partial_files(root: Path) -> list[Path]:
+    return [path for path in root.rglob("*") if path.is_file() and path.name.startswith(".tmp-")]
+
+
+@pytest.mark.timeout(60)
+def test_local_storage_on_a_full_disk_answers_a_clear_error_keeps_earlier_files_and_recovers(tmp_path: Path, small_disk: Any) -> None:
+    """Uploads of 300 KB to local-disk on a 2 MB tmpfs until one is refused: the refusal names the full disk
+    (not a 500), no partial file is left, every file stored before reads back intact; after one is deleted,
+    uploads work again. Counted: lost 0, partial 0."""
+    import hashlib
+
+    from hub.api import create_app
+
+    config = base_config(tmp_path / "var", storage_limits={"max_file_size": 1024 * 1024})
+    hub = IntegrationManager(config, environ={}, entry_points=False)
+    client = create_app(manager=hub).test_client()
+    headers = {"Authorization": f"Bearer {hub.tokens.create('demo', 'tests')[1]}", "X-Tenant-ID": "demo"}
+    files = "/api/integrations/files"
+
+    def upload(number: int) -> Any:
+        body = hashlib.sha256(str(number).encode()).digest() * (300 * 1024 // 32)
+        response = client.post(files, data=body, headers={**headers, "Content-Type": "application/octet-stream", "X-File-Name": f"f{number}.bin"})
+        return response, hashlib.sha256(body).hexdigest()
+
+    try:
+        stored: dict[str, str] = {}
+        refused = None
+        for number in range(20):
+            response, digest = upload(number)
+            if response.status_code != 201:
+                refused = response
+                break
+            stored[response.get_json()["data"]["fileId"]] = digest
+        assert refused is not None, "a 2 MB disk took 20 files of 300 KB"
+        answer = refused.get_json()
+        partial = _partial_files(small_disk.path)
+        lost = 0
+        for file_id, digest in stored.items():
+            content = client.get(f"{files}/{file_id}/content", headers=headers)
+            lost += content.status_code != 200 or hashlib.sha256(content.data).hexdigest() != digest
+        report = f"disk full: stored {len(stored)} files of 300 KB, then {refused.status_code} {answer.get('message')!r}; lost {lost}, partial files {len(partial)}"
+        print(report)
+        assert refused.status_code in (503, 507) and ("space" in answer["message"] or "full" in answer["message"]), report
+        assert lost == 0 and partial == [], report
+
+        deleted = client.delete(f"{files}/{next(iter(stored))}", headers=headers)
+        assert deleted.status_code in (200, 204), deleted.get_json()
+        again, _ = upload(99)
+        assert again.status_code == 201, again.get_json()
+        assert _partial_files(small_disk.path) == []
+    finally:
+        hub.close()
+
+
+@pytest.mark.timeout(60)
+def test_the_sqlite_database_on_a_full_disk_answers_503_not_500_and_recovers(tmp_path: Path) -> None:
+    """The whole data dir (SQLite database, queue, outbox) on a 2 MB tmpfs, filled up: sends are refused with
+    503 naming the full disk, never a 500; once the filler is removed they are accepted again."""
+    from hub.api import create_app
+    from hub.testing.faults import Tmpfs
+
+    disk = Tmpfs(tmp_path / "var", size="2m")
+    reason = disk.mount()
+    if reason:
+        pytest.skip(reason)
+    hub = None
+    try:
+        hub = IntegrationManager(base_config(tmp_path / "var"), environ={}, entry_points=False)
+        client = create_app(manager=hub).test_client()
+        headers = {"Authorization": f"Bearer {hub.tokens.create('demo', 'tests')[1]}", "X-Tenant-ID": "demo"}
+        body = {"type": "email", "recipients": [{"email": "a@example.com"}], "data": {"subject": "s", "message": "m" * 2000}}
+        assert client.post("/api/integrations/notifications", json=body, headers=headers).status_code == 200
+        filler = disk.path / "filler"
+        with filler.open("wb") as handle:  # every free block
+            try:
+                while True:
+                    handle.write(b"\0" * 65536)
+                    handle.flush()
+            except OSError:
+                pass
+        answers: Counter[int] = Counter()
+        refusal = None
+        for _ in range(30):
+            response = client.post("/api/integrations/notifications", json=body, headers=headers)
+            answers[response.status_code] += 1
+            if response.status_code >= 500:
+                refusal = response.get_json()
+                break
+        filler.unlink()
+        recovered = client.post("/api/integrations/notifications", json=body, headers=headers)
+        report = f"SQLite on a full disk: answers {dict(answers)}, refusal {refusal and refusal['message']!r}, after freeing {recovered.status_code}"
+        print(report)
+        assert answers[500] == 0 and refusal is not None, report
+        assert refusal["code"] == "database_unavailable" and "disk is full" in refusal["message"], report
+        assert recovered.status_code == 200, recovered.get_json()
+    finally:
+        if hub is not None:
+            hub.close()
+        disk.unmount()
