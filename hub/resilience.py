@@ -643,7 +643,9 @@ class Bulkheads:
     def view(self) -> dict[str, Any]:
         """Each provider's pools that were used: limit, calls in flight, calls refused so far."""
         providers: dict[str, Any] = {}
-        for (provider, kind), pool in sorted(self._pools.items()):
+        with self._lock:  # a copy: other threads add pools meanwhile
+            pools = sorted(self._pools.items())
+        for (provider, kind), pool in pools:
             if pool is not None:
                 providers.setdefault(provider, {})[kind] = {"limit": pool.limit, "inUse": pool.in_use, "refused": pool.refused}
         return {"maxWait": self.max_wait, "providers": providers}

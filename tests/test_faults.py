@@ -429,3 +429,19 @@ def test_the_sqlite_database_on_a_full_disk_answers_503_not_500_and_recovers(tmp
         if hub is not None:
             hub.close()
         disk.unmount()
+
+
+def test_bulkhead_settings_are_validated_with_the_key_named(tmp_path: Path) -> None:
+    from hub.errors import ConfigError
+
+    with pytest.raises(ConfigError) as negative:
+        base_config(tmp_path, bulkhead={"background": -1})
+    assert negative.value.path == "bulkhead.background"
+    with pytest.raises(ConfigError) as unknown:
+        base_config(tmp_path, bulkhead={"providers": {"nowhere": {"requests": 2}}})
+    assert unknown.value.path == "bulkhead.providers.nowhere"
+    with pytest.raises(ConfigError) as typo:
+        base_config(tmp_path, bulkhead={"providers": {"outbox": {"request": 2}}})
+    assert typo.value.path.startswith("bulkhead.providers.outbox")
+    config = base_config(tmp_path, bulkhead={"providers": {"outbox": {"requests": 2}}})
+    assert config["bulkhead"] == {"background": None, "requests": None, "max_wait": 0.5, "retry_after": 1.0, "providers": {"outbox": {"background": None, "requests": 2}}}
