@@ -525,6 +525,8 @@ _background_call: contextvars.ContextVar[bool] = contextvars.ContextVar("hub_bac
 #: The :class:`ProviderBusyError` the last provider call of this job ended with (every provider was busy),
 #: or None: the record ledger re-queues such a job after a short pause, without counting an attempt.
 _busy_outcome: contextvars.ContextVar[ProviderBusyError | None] = contextvars.ContextVar("hub_busy_outcome", default=None)
+#: The slots a background job holds, by provider: kept from its first call to a provider to the job's end.
+_held_slots: contextvars.ContextVar[dict[str, _Pool] | None] = contextvars.ContextVar("hub_held_slots", default=None)
 
 
 class ProviderBusyError(TransientError):
@@ -580,7 +582,9 @@ class Bulkheads:
 
     Two pools per provider, one per kind of thread: background jobs (``background``, default: the job
     threads less one, at least one) and API requests (``requests``, default: the request threads less one).
-    A job finding its provider's pool full does not wait: the pipeline fails over to the next provider, and
+    A job holds its slot from its first call to the provider to its end (a bulk send's later batches need no
+    new slot: it is never turned away halfway, and its thread is the provider's until it ends). A job finding
+    its provider's pool full does not wait: the pipeline fails over to the next provider, and
     when all are busy the job is queued again after ``retry_after`` seconds (no attempt counted). A request
     waits up to ``max_wait`` seconds for a slot, then fails over, or answers 503 ``provider_busy``.
 
@@ -629,12 +633,20 @@ class Bulkheads:
         """Hold one of ``provider``'s slots for the block; raise :class:`ProviderBusyError` when none is free
         (a job at once, a request after ``max_wait`` seconds)."""
         background = _background_call.get()
+        held = _held_slots.get() if background else None
+        if held is not None and provider in held:
+            yield  # this job took the slot at its first call to the provider
+            return
         pool = self._pool(provider, "background" if background else "requests")
         if pool is None:
             yield
             return
         if not pool.acquire(0.0 if background else self.max_wait):
             raise ProviderBusyError(provider, pool.limit, self.retry_after)
+        if held is not None:
+            held[provider] = pool  # released when the job ends (background_calls)
+            yield
+            return
         try:
             yield
         finally:
@@ -655,10 +667,14 @@ class Bulkheads:
 def background_calls() -> Iterator[None]:
     """Provider calls in the block come from a background job (see :class:`Bulkheads`); the busy outcome
     noted by :func:`note_call_outcome` starts empty."""
-    background, busy = _background_call.set(True), _busy_outcome.set(None)
+    held: dict[str, _Pool] = {}
+    background, busy, slots = _background_call.set(True), _busy_outcome.set(None), _held_slots.set(held)
     try:
         yield
     finally:
+        for pool in held.values():
+            pool.release()
+        _held_slots.reset(slots)
         _busy_outcome.reset(busy)
         _background_call.reset(background)
 
