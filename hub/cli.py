@@ -267,6 +267,7 @@ def serve(context: click.Context, host: str | None, port: int | None, workers: i
     def _post_worker_init(worker: Any) -> None:
         manager = manager_holder.get("manager")
         if manager is not None:
+            manager.runtime.jobs.bulkheads.size_for("requests", threads)  # default request limits follow --threads
             manager.start_workers(job_workers)
         if worker.age == 1:  # the first worker only: the others say nothing new
             # The socket listens (gunicorn's master) and this worker has built the app: requests are served.

@@ -148,6 +148,28 @@ class BreakerSchema(Schema):
     reset_timeout = fields.Float(load_default=30.0, validate=validate.Range(min=0.1))
 
 
+class BulkheadLimitsSchema(Schema):
+    """Concurrent calls to one provider from one process: from job threads and from request threads
+    (unset: that kind of thread less one; 0: no limit)."""
+
+    class Meta:
+        unknown = RAISE
+
+    background = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(min=0, max=1024))
+    requests = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(min=0, max=1024))
+
+
+class BulkheadSchema(BulkheadLimitsSchema):
+    """``bulkhead``: per-provider concurrency limits (see :class:`hub.resilience.Bulkheads`)."""
+
+    #: Seconds an API request waits for a busy provider's slot before failing over or answering 503.
+    max_wait = fields.Float(load_default=0.5, validate=validate.Range(min=0, max=30))
+    #: Seconds before a job that found every provider busy is tried again (and the 503's Retry-After).
+    retry_after = fields.Float(load_default=1.0, validate=validate.Range(min=0.05, max=300))
+    #: Per provider name: its own ``background`` / ``requests`` limits.
+    providers = fields.Dict(keys=fields.String(), values=fields.Nested(BulkheadLimitsSchema), load_default=dict)
+
+
 class CategoryLimitsSchema(Schema):
     """``storage_limits.categories.<category>``: replaces the shared limits for uploads of that category."""
 
@@ -570,6 +592,7 @@ class HubConfigSchema(Schema):
     rate_limits = fields.Nested(RateLimitsSchema, load_default=lambda: RateLimitsSchema().load({}))
     retry = fields.Nested(RetrySchema, load_default=lambda: RetrySchema().load({}))
     circuit_breaker = fields.Nested(BreakerSchema, load_default=lambda: BreakerSchema().load({}))
+    bulkhead = fields.Nested(BulkheadSchema, load_default=lambda: BulkheadSchema().load({}))
     storage_limits = fields.Nested(StorageLimitsSchema, load_default=lambda: StorageLimitsSchema().load({}))
     queue = fields.Nested(QueueSchema, load_default=lambda: QueueSchema().load({}))
     payments = fields.Nested(PaymentSettingsSchema, load_default=lambda: PaymentSettingsSchema().load({}))
@@ -611,6 +634,9 @@ class HubConfigSchema(Schema):
                     errors.setdefault("services", {}).setdefault(name, {}).setdefault("providers", {})[index] = [
                         f"no provider named {provider!r} under providers:"
                     ]
+        for provider in data.get("bulkhead", {}).get("providers", {}):
+            if provider not in providers:
+                errors.setdefault("bulkhead", {}).setdefault("providers", {})[provider] = ["no provider of that name under providers:"]
         for provider in data.get("inventory", {}).get("sources", {}):
             if provider not in providers:
                 errors.setdefault("inventory", {}).setdefault("sources", {})[provider] = ["no provider of that name under providers:"]

@@ -20,6 +20,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from hub.errors import Conflict, HubError, RateLimitedError, ValidationError
 from hub.observability import request_id_var, tenant_var
 from hub.records import IdempotentRequest, utcnow
+from hub.resilience import ProviderBusyError, database_outage_reason, is_database_outage
 from hub.runtime.ledger import request_scope, riding_along, take_deferred
 from hub.schemas import MAX_DEPTH, check_text
 
@@ -85,7 +86,7 @@ def hub_error(error: HubError) -> Response:
     if getattr(error, "attempts", None):
         extra["attempts"] = error.attempts  # type: ignore[attr-defined]
     response = error_response(error.status_code, error.message, detail, **extra)
-    if isinstance(error, RateLimitedError):
+    if isinstance(error, RateLimitedError | ProviderBusyError):
         response.headers["Retry-After"] = str(max(1, int(error.retry_after + 0.999)))
     return response
 
@@ -129,6 +130,13 @@ def _allowed_methods(valid_methods: list[str]) -> list[str]:
 
 
 def unexpected_error(error: Exception) -> Response:
+    if is_database_outage(error):
+        # Not a bug: the database is restarting or out of reach. 503 so that clients and load balancers retry.
+        reason = database_outage_reason(error)
+        current_app.logger.warning("database unavailable: %s (%s)", reason, type(getattr(error, "orig", error)).__name__)
+        response = error_response(503, f"Service unavailable: {reason}; try again shortly", reason, code="database_unavailable")
+        response.headers["Retry-After"] = "1"
+        return response
     current_app.logger.exception("unhandled error")
     # The exception's text may name server paths or data: it goes to the log, the client gets the request id.
     return error_response(500, "Internal server error", f"{type(error).__name__} (request {request_id_var.get()})")
@@ -224,7 +232,11 @@ def _commit_request(hub: IntegrationManager, response: Response) -> Response:
             for write in work:
                 write(session)
             hub.runtime.audit.write(session, rows)
-    except Exception:
+    except Exception as error:
+        if is_database_outage(error):
+            # The work may be done (an inline send went out) but is not recorded yet: the record stays leased
+            # and the sweep finishes it; the client is told to retry (with its Idempotency-Key it gets that record).
+            return unexpected_error(error)
         current_app.logger.exception("the request's last transaction failed")
         return error_response(500, "Internal server error", f"the result could not be saved (request {request_id_var.get()})")
     return response

@@ -10,6 +10,7 @@ reads stream from the file, seeking for byte ranges. There are no presigned URLs
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import json
 import stat
@@ -36,7 +37,7 @@ from hub.capabilities import (
     UploadStream,
     utcnow,
 )
-from hub.errors import NotFoundError, PermanentError
+from hub.errors import NotFoundError, PermanentError, ProviderError
 
 #: Keys never start a path component with a dot, so the sidecar folder cannot collide with a key.
 METADATA_FOLDER = ".meta"
@@ -44,6 +45,15 @@ METADATA_FOLDER = ".meta"
 # Writes and deletes of one key are serialised so content and sidecar never disagree; striped locks
 # keep memory bounded whatever the number of keys.
 _LOCK_STRIPES = 64
+
+
+class DiskFullError(ProviderError):
+    """The disk (or the quota) under the root is full: nothing was stored (the staged file is removed).
+    Not retried here, failed over to the next store provider; not a sign the provider is down, so the
+    breaker does not count it and uploads work again as soon as space is freed."""
+
+    failover = True
+    status_code = 507
 
 
 class LocalDiskSettings(Schema):
@@ -108,6 +118,10 @@ class LocalDisk(Provider):
                 commit_staged(staged.pop(0), sidecar_path)
         except (NotADirectoryError, FileExistsError, IsADirectoryError) as error:
             raise PermanentError(f"local-disk: key {file.key!r} clashes with another key's folder") from error
+        except OSError as error:
+            if error.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise DiskFullError("local-disk: the storage disk is full (no space left on device); nothing was stored") from error
+            raise
         finally:
             for leftover in staged:
                 discard_staged(leftover)  # a broken upload leaves no trace

@@ -84,7 +84,7 @@ class Runtime:
         self.registry.stored_settings = self.credentials.settings_for
         self.jobs = JobRegistry(config, self.run_record)
         self.ledger = RecordLedger(self.db, config, self.metrics, self.audit, self.jobs)
-        self.pipeline = ProviderPipeline(self.host, self.registry, self.breakers, self.retry, self.metrics, self.audit, lambda service: SERVICES[service].capability)
+        self.pipeline = ProviderPipeline(self.host, self.registry, self.breakers, self.retry, self.metrics, self.audit, lambda service: SERVICES[service].capability, bulkheads=self.jobs.bulkheads)
         self.calls = ProviderCalls(self.pipeline)
         self.jobs.register_periodic(self.ledger.recover_unfinished)
         self.state = "running"

@@ -21,6 +21,8 @@ from typing import Any
 from huey import Huey, MemoryHuey, RedisHuey, SqliteHuey, crontab
 from huey.consumer import Consumer
 
+from hub.resilience import Bulkheads, background_calls, is_database_outage
+
 log = logging.getLogger("hub.jobs")
 
 #: A record handler: given the claimed record, does its work and settles its status.
@@ -57,13 +59,15 @@ class JobRegistry:
     def __init__(self, config: dict[str, Any], run_record: Callable[[str], None]) -> None:
         self.config = config
         self.huey = make_huey(config)
+        #: Per-provider concurrency limits of this process; job threads' defaults follow the worker count.
+        self.bulkheads = Bulkheads(config["bulkhead"], max(1, config["queue"]["workers"]))
         self.handlers: dict[str, RecordHandler] = {}
         self.periodic: list[Callable[[], None]] = []
         self.workers: dict[str, Callable[[threading.Event], None]] = {}
         #: ``lease_keeper(record)``: a context that renews the claimed record's lease while its handler runs
         #: (set by the record ledger), so every kind of job may hold a short lease.
         self.lease_keeper: Callable[[Any], AbstractContextManager[Any]] = lambda _record: nullcontext()
-        self._run_record = self.huey.task(name="hub.run_record")(run_record)
+        self._run_record = self.huey.task(name="hub.run_record")(self._surviving_database_outages(run_record))
         self.huey.periodic_task(crontab(minute="*"), name="hub.every_minute")(self.run_periodic)
         self._consumer: Consumer | None = None
         self._stop = threading.Event()
@@ -71,11 +75,30 @@ class JobRegistry:
         #: When a graceful stop began (SIGTERM): running jobs may finish until then + graceful_timeout.
         self._drain_deadline: float | None = None
 
+    def _surviving_database_outages(self, run_record: Callable[[str], None]) -> Callable[[str], None]:
+        """``run_record``, queued again when the database goes away under it: huey does not redeliver a task
+        that raised, and the minute's sweep would find the record only a minute later. The retry comes once a
+        lease has passed: a record claimed before the outage is running under its lease, and the claim of a
+        retry is refused until the lease ends (the queue lives outside the database, so it still takes it)."""
+
+        def run(record_id: str) -> None:
+            try:
+                run_record(record_id)
+            except Exception as error:
+                if not is_database_outage(error):
+                    raise
+                delay = float(self.config["queue"]["lease_seconds"]) + 0.5
+                log.warning("job %s: the database is unavailable (%s); trying again in %.1f s", record_id, type(error).__name__, delay)
+                self.enqueue(record_id, delay=delay)
+
+        return run
+
     def register_handler(self, kind: str, handler: RecordHandler) -> None:
         """``handler(record)`` runs a claimed record of ``kind`` in a worker, its lease renewed meanwhile."""
 
         def kept(record: Any) -> None:
-            with self.lease_keeper(record):
+            # background_calls: a busy provider makes the job come back later instead of holding this thread.
+            with self.lease_keeper(record), background_calls():
                 handler(record)
 
         self.handlers[kind] = kept
@@ -113,6 +136,7 @@ class JobRegistry:
         if workers <= 0 or self._consumer is not None:
             return
         self._drain_deadline = None
+        self.bulkheads.size_for("background", workers)
         self._consumer = EmbeddedConsumer(self.huey, workers=workers, worker_type="thread", periodic=True, initial_delay=0.05, max_delay=0.5, backoff=1.2)
         self._consumer.start()
         self._start_long_running()
@@ -144,6 +168,7 @@ class JobRegistry:
         no new job is taken, running ones get up to ``server.graceful_timeout`` to finish (a second SIGTERM or
         SIGINT stops at once). Returns whether every job finished; one that did not stays leased, and the
         lease sweep (``recover_unfinished``) queues it again once its lease ends."""
+        self.bulkheads.size_for("background", workers)
         consumer = Consumer(
             self.huey,
             workers=workers,

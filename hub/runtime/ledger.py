@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import random
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -18,6 +19,7 @@ from hub.capabilities import parse_timestamp
 from hub.errors import Conflict, NotFound, ValidationError
 from hub.observability import Metrics, request_id_var
 from hub.records import Database, Record, new_id, utcnow
+from hub.resilience import busy_outcome
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -369,6 +371,19 @@ class RecordLedger:
         """Try the record again later, with exponential backoff capped at ``retry.job_max_delay``, or mark it
         ``dead`` once it had ``retry.job_attempts`` attempts and has waited ``retry.horizon`` seconds (counted
         from ``result.retryingSince`` when the service keeps it, else from the record's creation)."""
+        busy = busy_outcome()
+        if busy is not None:
+            # Every provider was busy (their bulkheads full): not a failure. Back in the queue for a moment,
+            # the claim's attempt given back, so a flood of jobs to a slow provider never reaches "dead".
+            delay = (busy.retry_after or 1.0) * random.uniform(1.0, 1.5)  # spread: not all back at once
+            with self.db.session() as session:
+                session.execute(
+                    update(Record)
+                    .where(Record.id == record.id)
+                    .values(status="queued", error=error, attempts=Record.attempts - 1, lease_until=utcnow() + timedelta(seconds=delay), updated_at=utcnow())
+                )
+            self.jobs.enqueue(record.id, delay=delay)
+            return
         retry = self.config["retry"]
         with self.db.session() as session:
             current = session.get(Record, record.id)

@@ -24,7 +24,15 @@ from sqlalchemy import select
 from hub.errors import ConfigurationError, HubError, NoProviderError, PermanentError, ProviderError
 from hub.observability import Metrics, redact_text, request_id_var
 from hub.records import AuditEntry, Database, utcnow
-from hub.resilience import Breakers, RetryPolicy, allows_failover, guarded_call
+from hub.resilience import (
+    Breakers,
+    Bulkheads,
+    ProviderBusyError,
+    RetryPolicy,
+    allows_failover,
+    guarded_call,
+    note_call_outcome,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -142,7 +150,10 @@ class ProviderPipeline:
         metrics: Metrics,
         audit: AuditTrail,
         capability_of: Any,
+        bulkheads: Bulkheads | None = None,
     ) -> None:
+        #: Per-provider concurrency limits (none when not given).
+        self.bulkheads = bulkheads or Bulkheads({"background": 0, "requests": 0}, 1)
         self.host = host
         self.registry = registry
         self.breakers = breakers
@@ -178,6 +189,8 @@ class ProviderPipeline:
         attempts: list[dict[str, Any]] = []
         last_error: BaseException | None = None
         tries: list[str] = []  # every try made, on any provider
+        busy_error: ProviderBusyError | None = None
+        note_call_outcome(None)
         for name in names:
             started = time.perf_counter()
             retries: list[str] = []
@@ -191,10 +204,12 @@ class ProviderPipeline:
                 breaker = self.breakers.get(name if instance is self.registry.slots[name].instance else f"{name}@{tenant}")
 
                 def once(function: Any = function, breaker: pybreaker.CircuitBreaker = breaker, name: str = name) -> Any:
-                    if before_retry is not None and tries:
-                        before_retry()
-                    tries.append(name)
-                    return guarded_call(breaker, function, **kwargs)
+                    # The bulkhead's slot first: a busy provider is refused before anything is read or sent.
+                    with self.bulkheads.slot(name):
+                        if before_retry is not None and tries:
+                            before_retry()
+                        tries.append(name)
+                        return guarded_call(breaker, function, **kwargs)
 
                 def note_retry(error: BaseException, _attempt: int, retries: list[str] = retries, unsafe: list[BaseException] = unsafe) -> None:
                     retries.append(describe(error))
@@ -207,10 +222,16 @@ class ProviderPipeline:
                 error = unsafe[0] if unsafe and allows_failover(caught) else caught
                 latency = (time.perf_counter() - started) * 1000
                 description = describe(error)
+                busy = isinstance(error, ProviderBusyError)
                 attempts.append(
-                    {"provider": name, "outcome": "skipped" if description == CIRCUIT_OPEN else "failed", "error": description, "retries": len(retries), "latencyMs": round(latency, 2), "at": utcnow().isoformat()}
+                    {"provider": name, "outcome": "skipped" if busy or description == CIRCUIT_OPEN else "failed", "error": description, "retries": len(retries), "latencyMs": round(latency, 2), "at": utcnow().isoformat()}
                 )
-                self.observe(service, capability, name, hook, "error", latency, tenant, record_id, description)
+                if isinstance(error, ProviderBusyError):
+                    busy_error = error
+                    # Not a call to the provider: counted, not audited (a queued job meets it every second).
+                    self.metrics.provider_calls.labels(service, name, hook, "busy").inc()
+                else:
+                    self.observe(service, capability, name, hook, "error", latency, tenant, record_id, description)
                 if not isinstance(error, HubError | pybreaker.CircuitBreakerError):
                     # Not counted by the breaker (see guarded_call): the traceback is what tells a bug from an input.
                     log.error("provider %s raised %s", name, description, exc_info=error)
@@ -227,7 +248,13 @@ class ProviderPipeline:
             latency = (time.perf_counter() - started) * 1000
             attempts.append({"provider": name, "outcome": "succeeded", "retries": len(retries), "latencyMs": round(latency, 2), "at": utcnow().isoformat()})
             self.observe(service, capability, name, hook, "success", latency, tenant, record_id, None)
+            note_call_outcome(None)
             return CallResult(name, result, attempts)
+        if busy_error is not None and all(attempt["outcome"] == "skipped" for attempt in attempts):
+            # Every provider was busy (or its circuit open): nothing failed, come back in a moment.
+            note_call_outcome(busy_error)
+            busy_error.attempts = attempts  # type: ignore[attr-defined]
+            raise busy_error
         if isinstance(last_error, PermanentError):
             raise last_error  # every provider refused (none offers it): trying later will not help
         raise NoProviderError(

@@ -100,7 +100,7 @@ class HealthService:
             counts[status if status in counts else "error"] += 1
             services[key] = {"status": report["status"], "name": info.name, "type": info.type}
         # Redis down: limits and breakers are per process until it is back (a flag, not a failure).
-        return {"total": len(services), **counts, "state": self.runtime.state, "sharedState": self.runtime.shared_state.view(), "services": services}
+        return {"total": len(services), **counts, "state": self.runtime.state, "sharedState": self.runtime.shared_state.view(), "bulkheads": self.runtime.jobs.bulkheads.view(), "services": services}
 
     def service_info(self, service: str, tenant: str | None = None) -> dict[str, Any]:
         key = service_key(service)
