@@ -207,7 +207,7 @@ class QueueSchema(Schema):
     backend = fields.String(load_default="sqlite", validate=validate.OneOf(["sqlite", "redis", "memory"]))
     url = fields.String(load_default=None, allow_none=True)
     #: Worker threads started inside ``hub serve``; 0 runs no worker there (use ``hub worker``).
-    workers = fields.Integer(load_default=2, validate=validate.Range(min=0, max=64))
+    workers = fields.Integer(load_default=4, validate=validate.Range(min=0, max=64))
     #: Notifications with more recipients than this are accepted with 202 and sent by workers.
     bulk_threshold = fields.Integer(load_default=20, validate=validate.Range(min=1))
     #: Recipients per provider call. Background sends write each call's outcomes as soon as it returns, so after a

@@ -13,6 +13,7 @@ import smtplib
 import socket
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -384,16 +385,22 @@ class SweptMemoryStorage(MemoryStorage):
             return
         with self._sweeper_lock:
             if self._sweeper is None:
-                self._sweeper = threading.Thread(target=self._sweep, name="hub-rate-limit-sweeper", daemon=True)
+                # The thread holds the storage weakly: it ends once the hub that owned the storage is gone.
+                self._sweeper = threading.Thread(target=self._sweep, args=(weakref.ref(self),), name="hub-rate-limit-sweeper", daemon=True)
                 self._sweeper.start()
 
-    def _sweep(self) -> None:
+    @staticmethod
+    def _sweep(storage_ref: weakref.ref[SweptMemoryStorage]) -> None:
         while True:
-            time.sleep(self.SWEEP_SECONDS)
+            time.sleep(SweptMemoryStorage.SWEEP_SECONDS)
+            storage = storage_ref()
+            if storage is None:
+                return
             try:
-                self._MemoryStorage__expire_events()  # type: ignore[attr-defined]
+                storage._MemoryStorage__expire_events()  # type: ignore[attr-defined]
             except Exception:  # never let the sweeper die: memory would only grow
                 log.exception("rate-limit expiry sweep failed")
+            del storage
 
 
 if not hasattr(MemoryStorage, "_MemoryStorage__schedule_expiry"):  # a limits release changed its internals
