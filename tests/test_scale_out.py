@@ -80,7 +80,7 @@ def scale_redis() -> Iterator[str]:
     try:
         yield f"{base}/{number}"
     finally:
-        for pattern in ("huey.*hub-jobs*", "hub-limits-hub*", "hub:breaker:*"):
+        for pattern in ("huey.*hubjobs*", "hub-limits-hub*", "hub:breaker:*"):
             keys = list(client.scan_iter(match=pattern, count=1000))
             if keys:
                 client.delete(*keys)
