@@ -223,6 +223,33 @@ def measure(database: str, apis: int, workers: int, arguments: argparse.Namespac
     return Result(database, apis, workers, api["rate"], delivery)
 
 
+def profile(arguments: argparse.Namespace, smtp: SmtpCounter) -> None:
+    """Where a worker's time goes: the queue filled in-process, then its jobs run one by one in this thread
+    (huey's own ``execute``, as a consumer's worker thread runs them) under pyinstrument."""
+    from pyinstrument import Profiler
+
+    from hub import IntegrationManager
+    from hub.config import load_config
+
+    with contextlib.ExitStack() as stack:
+        folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="hub-scale-")))
+        database_url = stack.enter_context(postgres_database()) if arguments.database == "postgresql" else None
+        config = write_config(folder, database_url, stack.enter_context(redis_database()), smtp.port)
+        hub = IntegrationManager(load_config(config, {}), environ={})
+        stack.callback(hub.close)
+        for number in range(arguments.requests):
+            hub.send_notification("email", [{"email": f"n{number}@example.com"}], data={"subject": "Bench", "message": "Hi"}, tenant_id=TENANT, asynchronous=True)
+        huey = hub.jobs.huey
+        profiler = Profiler(interval=0.0005)
+        started = time.perf_counter()
+        with profiler:
+            while (task := huey.dequeue()) is not None:
+                huey.execute(task)
+        elapsed = time.perf_counter() - started
+        print(f"{arguments.requests} notifications in {elapsed:.2f} s: {arguments.requests / elapsed:.1f}/s in one thread ({arguments.database})")
+        print(profiler.output_text(unicode=False, color=False, show_all=False))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command")
@@ -231,6 +258,8 @@ def main() -> None:
     loader.add_argument("--token", required=True)
     loader.add_argument("--count", type=int, required=True)
     loader.add_argument("--connections", type=int, required=True)
+    profiler = commands.add_parser("profile", help="where one worker thread's time goes (pyinstrument)")
+    profiler.add_argument("--database", choices=["postgresql", "sqlite"], default="postgresql")
     parser.add_argument("--requests", type=int, default=1500, help="notifications per layout (after a warm-up of 100)")
     parser.add_argument("--connections", type=int, default=16, help="load generator threads")
     parser.add_argument("--threads", type=int, default=4, help="threads per hub worker (API processes get twice as many)")
@@ -240,6 +269,12 @@ def main() -> None:
         print(json.dumps(load(arguments.urls, arguments.token, arguments.count, arguments.connections, WARM_UP)))
         return
     smtp = SmtpCounter()
+    if arguments.command == "profile":
+        try:
+            profile(arguments, smtp)
+        finally:
+            smtp.stop()
+        return
     layouts = [("postgresql", 1, 1), ("postgresql", 2, 2), ("sqlite", 1, 1), ("sqlite", 2, 2)]
     best: dict[tuple[str, int, int], Result] = {}
     try:
