@@ -41,7 +41,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "plugins" / "hub-smtp")]
 
-from hub.testing.processes import ApiServer, HubProcess, Worker, hub_environment, wait_until  # noqa: E402
+from hub.testing.processes import ApiServer, HubProcess, Worker, hub_environment, stop_all, wait_until  # noqa: E402
 from hub.testing.servers import free_port  # noqa: E402
 
 POSTGRES = os.environ.get("HUB_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -211,15 +211,13 @@ def measure(database: str, apis: int, workers: int, arguments: argparse.Namespac
             api = run_load([server.url for server in servers], token, arguments.requests, arguments.connections)
             if set(api["statuses"]) != {"202"}:
                 raise SystemExit(f"unexpected answers {api['statuses']}: {servers[0].log_tail()}")
-            for server in servers:
-                server.stop()
+            stop_all(servers)
             total = arguments.requests + WARM_UP
             processes += [Worker(config, folder / f"worker{n}.log", arguments.threads) for n in range(workers)]
             wait_until(lambda: smtp.count >= total, 600, f"{total} emails", folder / "worker0.log", every=0.1)
             delivery = smtp.rate_between(int(total * 0.05), int(total * 0.95))
         finally:
-            for process in processes:
-                process.stop()
+            stop_all(processes)
     return Result(database, apis, workers, api["rate"], delivery)
 
 

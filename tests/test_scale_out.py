@@ -26,7 +26,7 @@ from sqlalchemy import select
 from hub import IntegrationManager
 from hub.config import validate_config
 from hub.records import Record
-from hub.testing.processes import ApiServer, Worker, wait_until
+from hub.testing.processes import ApiServer, Worker, stop_all, wait_until
 from hub.testing.servers import SmtpServer, free_port
 
 TENANT = "scale"
@@ -287,7 +287,6 @@ def test_two_apis_and_two_workers_on_postgresql_and_redis_lose_nothing_and_share
         # process would let through up to twice the limit.
         assert peak <= LIMIT + 2 * THREADS_PER_WORKER * BATCH_SIZE, report
     finally:
-        for process in processes:
-            process.stop(timeout=10)
+        stop_all(processes, timeout=10)
         smtp.stop()
         hub.close()

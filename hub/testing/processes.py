@@ -8,6 +8,7 @@ end for an assertion message.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -20,7 +21,7 @@ from typing import Any, TypeVar
 
 from hub.testing.servers import wait_for_port
 
-__all__ = ["ApiServer", "HubProcess", "Worker", "hub_environment", "wait_until"]
+__all__ = ["ApiServer", "HubProcess", "Worker", "hub_environment", "stop_all", "wait_until"]
 
 T = TypeVar("T")
 
@@ -74,6 +75,12 @@ class HubProcess:
         self.process.wait(timeout=10)
         self.output.close()
 
+    def terminate(self) -> None:
+        """SIGTERM to the group (the graceful stop), without waiting."""
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
+
     def stop(self, timeout: float = 15.0) -> None:
         if self.process.poll() is None:
             try:
@@ -91,6 +98,16 @@ class HubProcess:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+def stop_all(processes: Iterable[HubProcess], timeout: float = 15.0) -> None:
+    """Stop several at once: SIGTERM to all first, so their graceful stops overlap, then wait for each."""
+    processes = list(processes)
+    for process in processes:
+        process.terminate()
+    deadline = time.monotonic() + timeout
+    for process in processes:
+        process.stop(max(0.1, deadline - time.monotonic()))
 
 
 class Worker(HubProcess):
