@@ -32,11 +32,13 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "plugins" / "hub-smtp")]
@@ -94,7 +96,8 @@ def postgres_database() -> Iterator[str]:
     name = f"hub_bench_{uuid.uuid4().hex[:8]}"
     admin.execute(f'CREATE DATABASE "{name}"')
     try:
-        yield POSTGRES.rsplit("/", 1)[0] + f"/{name}"
+        options = os.environ.get("HUB_BENCH_PG_OPTIONS")  # e.g. "-csynchronous_commit=off", to see what commits cost
+        yield POSTGRES.rsplit("/", 1)[0] + f"/{name}" + (f"?options={quote(options)}" if options else "")
     finally:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
@@ -238,6 +241,12 @@ def profile(arguments: argparse.Namespace, smtp: SmtpCounter) -> None:
         for number in range(arguments.requests):
             hub.send_notification("email", [{"email": f"n{number}@example.com"}], data={"subject": "Bench", "message": "Hi"}, tenant_id=TENANT, asynchronous=True)
         huey = hub.jobs.huey
+        from sqlalchemy import event
+
+        statements: Counter[str] = Counter()
+        event.listen(hub.runtime.db.engine, "before_cursor_execute", lambda _c, _k, text, *_: statements.update([" ".join(text.split()[:3])]))
+        if arguments.no_pre_ping:  # what pool_pre_ping's SELECT 1 per checkout costs
+            hub.runtime.db.engine.pool._pre_ping = False
         profiler = Profiler(interval=0.0005)
         started = time.perf_counter()
         with profiler:
@@ -245,7 +254,9 @@ def profile(arguments: argparse.Namespace, smtp: SmtpCounter) -> None:
                 huey.execute(task)
         elapsed = time.perf_counter() - started
         print(f"{arguments.requests} notifications in {elapsed:.2f} s: {arguments.requests / elapsed:.1f}/s in one thread ({arguments.database})")
-        print(profiler.output_text(unicode=False, color=False, show_all=False))
+        print("statements per notification:", {text: round(count / arguments.requests, 2) for text, count in statements.most_common(12)})
+        if not arguments.quiet:
+            print(profiler.output_text(unicode=False, color=False, show_all=False))
 
 
 def main() -> None:
@@ -258,6 +269,8 @@ def main() -> None:
     loader.add_argument("--connections", type=int, required=True)
     profiler = commands.add_parser("profile", help="where one worker thread's time goes (pyinstrument)")
     profiler.add_argument("--database", choices=["postgresql", "sqlite"], default="postgresql")
+    profiler.add_argument("--no-pre-ping", action="store_true", help="without pool_pre_ping's check at each checkout")
+    profiler.add_argument("--quiet", action="store_true", help="the rate and statements only")
     parser.add_argument("--requests", type=int, default=1500, help="notifications per layout (after a warm-up of 100)")
     parser.add_argument("--connections", type=int, default=16, help="load generator threads")
     parser.add_argument("--threads", type=int, default=4, help="threads per hub worker (API processes get twice as many)")
