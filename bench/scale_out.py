@@ -14,7 +14,12 @@ Every process is on 127.0.0.1: PostgreSQL (127.0.0.1:5432, a database of its own
 (an empty database number, only the hub's keys deleted afterwards) and the SMTP server (hub-smtp provider, no
 TLS). The email rate limit is raised out of the way. The ratios 2:1 are printed side by side.
 
-    python bench/scale_out.py [--requests 1500] [--connections 16] [--threads 4]
+    python bench/scale_out.py [--requests 1500] [--connections 16] [--threads 4] [--rounds 3]
+    python bench/scale_out.py --requests 500 profile [--database sqlite] [--no-pre-ping] [--quiet]
+
+``profile`` runs one worker's jobs in one thread under pyinstrument and counts the SQL statements per
+notification (``--no-pre-ping``: without the pool's ``SELECT 1`` at each checkout, to see what it costs;
+``HUB_BENCH_PG_OPTIONS=-csynchronous_commit=off``: what waiting for the WAL flush at each commit costs).
 
 Only 127.0.0.1 is contacted; every process the bench starts is stopped when it ends.
 """
@@ -26,6 +31,7 @@ import contextlib
 import json
 import os
 import random
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -274,7 +280,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=1500, help="notifications per layout (after a warm-up of 100)")
     parser.add_argument("--connections", type=int, default=16, help="load generator threads")
     parser.add_argument("--threads", type=int, default=4, help="threads per hub worker (API processes get twice as many)")
-    parser.add_argument("--rounds", type=int, default=1, help="repeat every layout; the best round counts")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of every layout; medians are reported")
     arguments = parser.parse_args()
     if arguments.command == "load":
         print(json.dumps(load(arguments.urls, arguments.token, arguments.count, arguments.connections, WARM_UP)))
@@ -287,27 +293,39 @@ def main() -> None:
             smtp.stop()
         return
     layouts = [("postgresql", 1, 1), ("postgresql", 2, 2), ("sqlite", 1, 1), ("sqlite", 2, 2)]
-    best: dict[tuple[str, int, int], Result] = {}
+    results: dict[tuple[str, int, int], list[Result]] = {layout: [] for layout in layouts}
+    print(f"load average before: {' '.join(f'{value:.1f}' for value in os.getloadavg())}", flush=True)
     try:
         for round_number in range(arguments.rounds):
+            # Each round runs every layout back to back: a ratio compares runs a minute apart at most (the
+            # machine is shared), and the median of the rounds' ratios is the figure.
             for layout in layouts:
                 result = measure(*layout, arguments, smtp)
+                results[layout].append(result)
                 print(f"round {round_number + 1} {layout[0]:10} apis {layout[1]} workers {layout[2]}:"
-                      f" API {result.api_rate:7.1f} requests/s, workers {result.delivery_rate:7.1f} emails/s", flush=True)
-                previous = best.get(layout)
-                best[layout] = Result(*layout, max(result.api_rate, previous.api_rate if previous else 0), max(result.delivery_rate, previous.delivery_rate if previous else 0))
+                      f" API {result.api_rate:7.1f} requests/s, workers {result.delivery_rate:7.1f} emails/s"
+                      f" (load average {os.getloadavg()[0]:.1f})", flush=True)
     finally:
         smtp.stop()
-    print(f"\n{os.cpu_count()} cores, {arguments.requests} notifications per layout, load generator {arguments.connections} threads, {arguments.threads} threads per worker")
+
+    def median_ratio(top: tuple[str, int, int], bottom: tuple[str, int, int], field: str) -> float:
+        return statistics.median(getattr(a, field) / getattr(b, field) for a, b in zip(results[top], results[bottom], strict=True))
+
+    def median(layout: tuple[str, int, int], field: str) -> float:
+        return statistics.median(getattr(result, field) for result in results[layout])
+
+    print(f"\n{os.cpu_count()} cores, {arguments.requests} notifications per layout, load generator {arguments.connections} threads,"
+          f" {arguments.threads} threads per worker; medians of {arguments.rounds} round(s)")
     print(f"{'':12}{'API requests/s':>30}{'worker emails/s':>30}")
     print(f"{'':12}{'1 proc':>10}{'2 procs':>10}{'ratio':>10}{'1 proc':>10}{'2 procs':>10}{'ratio':>10}")
     for database in ("postgresql", "sqlite"):
-        one, two = best[(database, 1, 1)], best[(database, 2, 2)]
-        print(f"{database:12}{one.api_rate:10.1f}{two.api_rate:10.1f}{two.api_rate / one.api_rate:9.2f}x"
-              f"{one.delivery_rate:10.1f}{two.delivery_rate:10.1f}{two.delivery_rate / one.delivery_rate:9.2f}x")
-    sqlite, postgres = best[("sqlite", 1, 1)], best[("postgresql", 1, 1)]
-    print(f"PostgreSQL vs SQLite (1 + 1): API {postgres.api_rate / sqlite.api_rate:.2f}x, workers {postgres.delivery_rate / sqlite.delivery_rate:.2f}x")
-
+        one, two = (database, 1, 1), (database, 2, 2)
+        print(f"{database:12}{median(one, 'api_rate'):10.1f}{median(two, 'api_rate'):10.1f}{median_ratio(two, one, 'api_rate'):9.2f}x"
+              f"{median(one, 'delivery_rate'):10.1f}{median(two, 'delivery_rate'):10.1f}{median_ratio(two, one, 'delivery_rate'):9.2f}x")
+    pg, lite = ("postgresql", 1, 1), ("sqlite", 1, 1)
+    print(f"PostgreSQL vs SQLite (1 + 1): API {median_ratio(pg, lite, 'api_rate'):.2f}x, workers {median_ratio(pg, lite, 'delivery_rate'):.2f}x;"
+          f" (2 + 2): API {median_ratio(('postgresql', 2, 2), ('sqlite', 2, 2), 'api_rate'):.2f}x,"
+          f" workers {median_ratio(('postgresql', 2, 2), ('sqlite', 2, 2), 'delivery_rate'):.2f}x")
 
 if __name__ == "__main__":
     main()
