@@ -181,6 +181,22 @@ class Result:
     workers: int
     api_rate: float
     delivery_rate: float
+    #: Worker processes' CPU milliseconds per email (start-up included), and the machine's busy cores meanwhile.
+    worker_cpu_ms: float = 0.0
+    busy_cores: float = 0.0
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system, every thread) a process has used."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy() -> tuple[float, float]:
+    """(busy core-seconds, elapsed core-seconds) of the whole machine so far, from /proc/stat."""
+    values = [int(value) for value in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = values[3] + values[4]
+    return (sum(values) - idle) / os.sysconf("SC_CLK_TCK"), sum(values) / os.sysconf("SC_CLK_TCK") / (os.cpu_count() or 1)
 
 
 def write_config(folder: Path, database_url: str | None, redis_url: str, smtp_port: int) -> Path:
@@ -222,12 +238,16 @@ def measure(database: str, apis: int, workers: int, arguments: argparse.Namespac
                 raise SystemExit(f"unexpected answers {api['statuses']}: {servers[0].log_tail()}")
             stop_all(servers)
             total = arguments.requests + WARM_UP
-            processes += [Worker(config, folder / f"worker{n}.log", arguments.threads) for n in range(workers)]
+            started = [Worker(config, folder / f"worker{n}.log", arguments.threads) for n in range(workers)]
+            processes += started
+            machine, own = machine_busy(), [process_cpu(worker.pid) for worker in started]
             wait_until(lambda: smtp.count >= total, 600, f"{total} emails", folder / "worker0.log", every=0.1)
             delivery = smtp.rate_between(int(total * 0.05), int(total * 0.95))
+            busy, elapsed = (now - then for now, then in zip(machine_busy(), machine, strict=True))
+            worker_cpu = sum(process_cpu(worker.pid) - before for worker, before in zip(started, own, strict=True))
         finally:
             stop_all(processes)
-    return Result(database, apis, workers, api["rate"], delivery)
+    return Result(database, apis, workers, api["rate"], delivery, 1000 * worker_cpu / total, busy / elapsed)
 
 
 def profile(arguments: argparse.Namespace, smtp: SmtpCounter) -> None:
@@ -304,6 +324,7 @@ def main() -> None:
                 results[layout].append(result)
                 print(f"round {round_number + 1} {layout[0]:10} apis {layout[1]} workers {layout[2]}:"
                       f" API {result.api_rate:7.1f} requests/s, workers {result.delivery_rate:7.1f} emails/s"
+                      f" ({result.worker_cpu_ms:.1f} ms worker CPU per email, machine {result.busy_cores:.2f} cores busy)"
                       f" (load average {os.getloadavg()[0]:.1f})", flush=True)
     finally:
         smtp.stop()
