@@ -6,21 +6,16 @@ messages in flight at the kill (the ones the write-ahead names)."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from hub import IntegrationManager
 from hub.config import validate_config
 from hub.records import Record
+from hub.testing.processes import Worker, wait_until
 from hub.testing.servers import SmtpServer, free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -30,48 +25,6 @@ OUTAGE_SECONDS = 10.0
 # Old rules: 5 attempts 0.3, 0.6, 1.2, 2.4 s apart = dead 4.5 s into the outage. The new ones back off to
 # 1 s between tries and give up only after the horizon.
 RETRY = {"attempts": 2, "initial_delay": 0.05, "max_delay": 0.2, "jitter": 0.01, "job_attempts": 5, "job_delay": 0.3, "job_max_delay": 1.0, "horizon": 45.0}
-
-
-def _environment() -> dict[str, str]:
-    path = [str(REPO), str(REPO / "plugins" / "hub-smtp"), os.environ.get("PYTHONPATH", "")]
-    environment = {key: value for key, value in os.environ.items() if key not in ("DATABASE_URL", "REDIS_URL", "HUB_CONFIG")}
-    return {**environment, "PYTHONPATH": os.pathsep.join(filter(None, path)), "HUB_LOG_LEVEL": "WARNING"}
-
-
-class Worker:
-    """``hub worker`` as its own process (in its own process group, for SIGKILL)."""
-
-    def __init__(self, config: Path, log: Path) -> None:
-        self.output = log.open("ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "hub.cli", "--config", str(config), "worker", "--threads", "2"],
-            stdout=self.output, stderr=subprocess.STDOUT, env=_environment(), start_new_session=True,
-        )
-
-    def kill(self) -> None:
-        os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout=10)
-        self.output.close()
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
-        self.output.close()
-
-
-def _wait(condition: Callable[[], Any], timeout: float, what: str, log: Path | None = None, every: float = 0.02) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        if time.monotonic() > deadline:
-            tail = log.read_text(errors="replace")[-3000:] if log is not None and log.exists() else ""
-            raise AssertionError(f"{what}: not after {timeout} s\n{tail}")
-        time.sleep(every)
-    return value
 
 
 def _message_ids(*servers: SmtpServer) -> Counter[str]:
@@ -108,7 +61,7 @@ def test_a_bulk_send_survives_a_sigkill_and_an_smtp_outage_without_losing_a_mess
             return hub.get_record(record_id, "demo")
 
         workers.append(Worker(config_path, log))
-        _wait(lambda: servers[0].count >= 300, 60, "the first 300 messages", log)
+        wait_until(lambda: servers[0].count >= 300, 60, "the first 300 messages", log)
         workers[0].kill()
         killed_at = time.monotonic()
         at_kill = record()
@@ -117,9 +70,9 @@ def test_a_bulk_send_survives_a_sigkill_and_an_smtp_outage_without_losing_a_mess
 
         workers.append(Worker(config_path, log))
         # The lease (3 s) runs out and the restarted worker resumes within seconds, not minutes.
-        _wait(lambda: servers[0].count > received_at_kill, 15, "the restarted worker resumes", log)
+        wait_until(lambda: servers[0].count > received_at_kill, 15, "the restarted worker resumes", log)
         resumed_after = time.monotonic() - killed_at
-        _wait(lambda: servers[0].count >= 650, 60, "650 messages", log)
+        wait_until(lambda: servers[0].count >= 650, 60, "650 messages", log)
         servers[0].stop()  # the outage: longer than the old rules' retries lasted
         outage_started = time.monotonic()
         while time.monotonic() - outage_started < OUTAGE_SECONDS:
@@ -127,7 +80,7 @@ def test_a_bulk_send_survives_a_sigkill_and_an_smtp_outage_without_losing_a_mess
             time.sleep(0.5)
         during = record()
         servers.append(SmtpServer(port=port, starttls=False, require_auth=False).start())
-        done = _wait(lambda: (current := record()).status in ("succeeded", "partial", "failed", "dead") and current, 60, "the send finishes", log, every=0.2)
+        done = wait_until(lambda: (current := record()).status in ("succeeded", "partial", "failed", "dead") and current, 60, "the send finishes", log, every=0.2)
 
         received = _message_ids(*servers)
         expected = {f"<{record_id}-email.{index}@example.com>" for index in range(RECIPIENTS)}

@@ -99,10 +99,10 @@ class Database:
                     | ((Record.status == "running") & ((Record.lease_until.is_(None)) | (Record.lease_until < now)))
                 )
                 .values(status="running", lease_until=now + timedelta(seconds=lease_seconds), attempts=Record.attempts + 1)
-            ).rowcount
-            if not claimed:
-                return None
-            return session.get(Record, record_id)
+                # The claimed row in the same round trip (one fewer statement for every job).
+                .returning(Record)
+            ).scalar_one_or_none()
+            return claimed
 
     def unfinished(self, older_than_seconds: float = 0) -> list[str]:
         """Records that were accepted but not finished: queued ones, and running ones whose lease lapsed
