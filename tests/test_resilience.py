@@ -502,6 +502,27 @@ def test_a_running_job_keeps_its_short_lease_and_a_dead_workers_job_is_scheduled
     assert scheduled[0].eta is not None and 0 < (scheduled[0].eta - lease_end).total_seconds() <= 1
 
 
+def test_one_keeper_thread_renews_every_held_lease_and_ends_when_none_is_held(hub_factory: Any) -> None:
+    hub = hub_factory(
+        {"mail": {"type": "scripted-notify"}},
+        {"email": {"providers": ["mail"], "enabled": True, "high_priority_bypasses_rate_limit": False}},
+        queue={"backend": "memory", "workers": 0, "lease_seconds": 2},
+    )
+    ids = [hub.send_notification("email", [{"email": f"{n}@example.com"}], data={"subject": "s", "message": "m"}, tenant_id="t", asynchronous=True)["messageId"] for n in range(3)]
+    hub.jobs.huey.flush()
+    ledger = hub.runtime.ledger
+    claimed = [ledger.claim(record_id) for record_id in ids]
+    keepers = lambda: [thread for thread in threading.enumerate() if thread.name == "hub-record-lease-keeper"]  # noqa: E731
+    with ledger.lease_kept(claimed[0]), ledger.lease_kept(claimed[1]):
+        time.sleep(0.5)
+        with ledger.lease_kept(claimed[2]):  # joins the running keeper: its first renewal still comes in time
+            time.sleep(2.4)  # longer than the 2 s lease
+            assert len(keepers()) == 1
+            assert all(ledger.claim(record_id) is None for record_id in ids), "a held lease lapsed"
+    time.sleep(1.5)
+    assert keepers() == []  # nothing held: the thread is gone, the next hold starts one
+
+
 def test_a_providers_own_wait_is_honoured_exactly_and_capped() -> None:
     policy = RetryPolicy(attempts=3, initial_delay=2.0, max_delay=5.0, jitter=0.0, max_retry_after=0.3)
     calls: list[float] = []

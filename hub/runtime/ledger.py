@@ -7,6 +7,7 @@ import contextvars
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -85,6 +86,59 @@ ID_PREFIX = {
 FINISHED = ("succeeded", "partial", "failed", "dead", "canceled")
 
 
+class LeaseKeeper:
+    """Renews the leases of the records this process's jobs hold, from one thread that runs while any is held.
+
+    Each record is renewed a third of its lease after it was taken and every third from then on, until it is
+    released or a renewal finds it is no longer this claim's (settled, or taken over after a stall)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        #: record id -> (the claim's attempt: its fencing token, lease seconds, when the next renewal is due)
+        self._held: dict[str, tuple[int, float, float]] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def hold(self, record_id: str, attempt: int, lease_seconds: float) -> None:
+        with self._lock:
+            self._held[record_id] = (attempt, lease_seconds, time.monotonic() + lease_seconds / 3)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="hub-record-lease-keeper", daemon=True)
+                self._thread.start()
+            else:
+                self._wake.set()  # its next wake-up may be later than this record's first renewal
+
+    def release(self, record_id: str) -> None:
+        with self._lock:
+            self._held.pop(record_id, None)
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                if not self._held:
+                    self._thread = None  # hold() starts a new one; decided under the lock, so none is missed
+                    return
+                now = time.monotonic()
+                due = [(record_id, attempt, lease) for record_id, (attempt, lease, at) in self._held.items() if at <= now]
+            for record_id, attempt, lease in due:
+                try:
+                    kept = self.db.renew_lease(record_id, lease, attempt)
+                except Exception:  # a database hiccup: the next renewal may work
+                    log.warning("could not renew the lease of %s", record_id, exc_info=True)
+                    kept = True
+                with self._lock:
+                    if record_id in self._held and self._held[record_id][0] == attempt:
+                        if kept:
+                            self._held[record_id] = (attempt, lease, time.monotonic() + lease / 3)
+                        else:
+                            self._held.pop(record_id)  # nothing of ours to keep
+            self._wake.clear()  # before reading the due times: a hold() from now on wakes the wait below
+            with self._lock:
+                wait = min((at for _attempt, _lease, at in self._held.values()), default=time.monotonic()) - time.monotonic()
+            self._wake.wait(max(0.0, min(wait, 1.0)))
+
+
 class RecordLedger:
     def __init__(
         self, db: Database, config: dict[str, Any], metrics: Metrics, audit: AuditTrail, jobs: JobRegistry
@@ -95,6 +149,7 @@ class RecordLedger:
         self.audit = audit
         self.jobs = jobs
         jobs.lease_keeper = self.lease_kept
+        self._keeper = LeaseKeeper(db)
 
         self._insert = Record.__table__.insert()
         self._updates: dict[tuple[str, ...], Any] = {}
@@ -347,25 +402,13 @@ class RecordLedger:
     @contextmanager
     def lease_kept(self, record: Record) -> Iterator[None]:
         """Renew ``record``'s lease every third of ``lease_seconds`` while the block runs (a rate-limit wait or a
-        slow provider keeps it alive), so a short lease is safe and a crashed worker's work is taken over soon."""
-        stop = threading.Event()
-        attempt = record.attempts
-
-        def renew() -> None:
-            while not stop.wait(self.lease_seconds / 3):
-                try:
-                    if not self.db.renew_lease(record.id, self.lease_seconds, attempt):
-                        return  # settled, or taken over after a stall: nothing of ours to keep
-                except Exception:  # a database hiccup: the next renewal may work
-                    log.warning("could not renew the lease of %s", record.id, exc_info=True)
-
-        keeper = threading.Thread(target=renew, name=f"hub-lease-{record.id}", daemon=True)
-        keeper.start()
+        slow provider keeps it alive), so a short lease is safe and a crashed worker's work is taken over soon.
+        One keeper thread per process renews every held record (not a thread started and joined per job)."""
+        self._keeper.hold(record.id, record.attempts, self.lease_seconds)
         try:
             yield
         finally:
-            stop.set()
-            keeper.join(timeout=5)
+            self._keeper.release(record.id)
 
     def requeue_or_dead(self, record: Record, error: str) -> None:
         """Try the record again later, with exponential backoff capped at ``retry.job_max_delay``, or mark it
