@@ -152,7 +152,9 @@ class NotifyService:
         payload = record.payload
         tenant = record.tenant
         recipients = payload["recipients"]
-        done, counts = (set(), {}) if inline else self._progress(record.id)
+        # Outcomes are only ever written together with a result (write-ahead, checkpoint, finish, replay), so a
+        # record without one has none to read: its first run skips the query.
+        done, counts = (set(), {}) if inline or not record.result else self._progress(record.id)
         delivery = _Delivery(record, done, counts, list(record.attempt_log or []), record.provider, durable=not inline, done_before=len(done))
         # Background sends checkpoint after every provider call: small calls bound what a crash can repeat.
         per_call = runtime.config["queue"]["batch_size"]
