@@ -30,7 +30,6 @@ import argparse
 import contextlib
 import json
 import os
-import random
 import statistics
 import subprocess
 import sys
@@ -49,7 +48,16 @@ from urllib.parse import quote
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "plugins" / "hub-smtp")]
 
-from hub.testing.processes import ApiServer, HubProcess, Worker, hub_environment, stop_all, wait_until  # noqa: E402
+from hub.testing.processes import (  # noqa: E402
+    ApiServer,
+    HubProcess,
+    NoEmptyRedisDatabase,
+    Worker,
+    empty_redis_database,
+    hub_environment,
+    stop_all,
+    wait_until,
+)
 from hub.testing.servers import free_port  # noqa: E402
 
 POSTGRES = os.environ.get("HUB_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -111,22 +119,12 @@ def postgres_database() -> Iterator[str]:
 
 @contextlib.contextmanager
 def redis_database() -> Iterator[str]:
-    import redis
 
-    for number in random.sample(range(8, 16), 8):
-        client = redis.Redis.from_url(f"{REDIS}/{number}")
-        if client.dbsize() == 0:
-            break
-    else:
-        raise SystemExit(f"no empty Redis database among 8-15 at {REDIS}")
     try:
-        yield f"{REDIS}/{number}"
-    finally:
-        for pattern in ("huey.*hubjobs*", "hub-limits-hub*", "hub:breaker:*"):
-            keys = list(client.scan_iter(match=pattern, count=1000))
-            if keys:
-                client.delete(*keys)
-        client.close()
+        with empty_redis_database(REDIS) as url:
+            yield url
+    except NoEmptyRedisDatabase as error:
+        raise SystemExit(str(error)) from None
 
 
 class SmtpCounter:

@@ -26,7 +26,7 @@ from sqlalchemy import select
 from hub import IntegrationManager
 from hub.config import validate_config
 from hub.records import Record
-from hub.testing.processes import ApiServer, Worker, stop_all, wait_until
+from hub.testing.processes import ApiServer, NoEmptyRedisDatabase, Worker, empty_redis_database, stop_all, wait_until
 from hub.testing.servers import SmtpServer, free_port
 
 TENANT = "scale"
@@ -71,20 +71,11 @@ def scale_redis() -> Iterator[str]:
         redis.Redis.from_url(f"{base}/0", socket_connect_timeout=1).ping()
     except redis.exceptions.ConnectionError as error:
         pytest.skip(f"no Redis server at {base}: {error}")
-    for number in random.sample(range(8, 16), 8):
-        client = redis.Redis.from_url(f"{base}/{number}")
-        if client.dbsize() == 0:
-            break
-    else:
-        pytest.skip(f"no empty Redis database among 8-15 at {base}")
     try:
-        yield f"{base}/{number}"
-    finally:
-        for pattern in ("huey.*hubjobs*", "hub-limits-hub*", "hub:breaker:*"):
-            keys = list(client.scan_iter(match=pattern, count=1000))
-            if keys:
-                client.delete(*keys)
-        client.close()
+        with empty_redis_database(base) as url:
+            yield url
+    except NoEmptyRedisDatabase as error:
+        pytest.skip(str(error))
 
 
 class Sender:

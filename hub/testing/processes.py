@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -145,3 +145,39 @@ class ApiServer(HubProcess):
                 return bool(response.status == 200)
         except OSError:
             return False
+
+
+class NoEmptyRedisDatabase(RuntimeError):
+    """Every database number tried already holds keys: nothing of anyone else's may be mixed with the hub's."""
+
+
+#: What a hub writes to Redis: huey's queue, the limiter's windows, the breakers' states.
+HUB_REDIS_KEYS = ("huey.*hubjobs*", "hub-limits-hub*", "hub:breaker:*")
+
+
+@contextlib.contextmanager
+def empty_redis_database(base: str, numbers: range = range(8, 16)) -> Iterator[str]:
+    """The URL of an empty database number (tried in random order) of the Redis at ``base`` (``redis://host:port``);
+    afterwards only the hub's own keys (:data:`HUB_REDIS_KEYS`) are deleted from it.
+
+    :raises NoEmptyRedisDatabase: when every number in ``numbers`` holds keys.
+    """
+    import random
+
+    import redis
+
+    for number in random.sample(list(numbers), len(numbers)):
+        client = redis.Redis.from_url(f"{base}/{number}")
+        if client.dbsize() == 0:
+            break
+        client.close()
+    else:
+        raise NoEmptyRedisDatabase(f"no empty Redis database among {numbers.start}-{numbers.stop - 1} at {base}")
+    try:
+        yield f"{base}/{number}"
+    finally:
+        for pattern in HUB_REDIS_KEYS:
+            keys = list(client.scan_iter(match=pattern, count=1000))
+            if keys:
+                client.delete(*keys)
+        client.close()
