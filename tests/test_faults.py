@@ -163,7 +163,7 @@ def test_a_busy_gateway_sends_an_api_payment_to_the_next_one_or_answers_503_prov
             assert [(a["provider"], a["outcome"]) for a in record.attempt_log][0] == ("stripe", "skipped"), record.attempt_log
 
             started = time.monotonic()
-            busy = solo.post(payments, json={**body, "orderId": "BUSY"})
+            busy = solo.post(payments, json={**body, "orderId": "BUSY"}, headers={"Idempotency-Key": "busy-once"})
             busy_after = time.monotonic() - started
             answer = busy.get_json()
             assert busy.status_code == 503 and answer["code"] == "provider_busy", answer
@@ -173,7 +173,11 @@ def test_a_busy_gateway_sends_an_api_payment_to_the_next_one_or_answers_503_prov
 
             holder.join(timeout=10)
             assert held[0].status_code == 201 and held[0].get_json()["data"]["gateway"] == "stripe", held[0].get_json()
-            again = solo.post(payments, json={**body, "orderId": "AGAIN"})
+            # The same key again: its payment failed (nothing charged), so a clear 422 says to use a new key (not a
+            # 409 "still being processed" forever, nor a second record under one key); a new key then pays.
+            same = solo.post(payments, json={**body, "orderId": "BUSY"}, headers={"Idempotency-Key": "busy-once"})
+            assert same.status_code == 422 and "use a new key" in same.get_json()["message"], same.get_json()
+            again = solo.post(payments, json={**body, "orderId": "AGAIN"}, headers={"Idempotency-Key": "busy-twice"})
             assert again.status_code == 201 and again.get_json()["data"]["gateway"] == "stripe", again.get_json()
             orders = sorted(intent["metadata"].get("order_id", "") or intent.get("description", "") for intent in stripe_fake.intents())
             print(

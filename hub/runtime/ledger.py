@@ -196,7 +196,7 @@ class RecordLedger:
                 if extra:
                     session.add_all(extra)
         except IntegrityError:
-            if idempotency_key and self.existing(tenant, kind, idempotency_key) is None:
+            if idempotency_key and self.existing(tenant, kind, idempotency_key, claiming=False) is None:
                 # The key was claimed by a concurrent request for something else.
                 raise Conflict("A request with this Idempotency-Key is still being processed") from None
             return None
@@ -249,13 +249,17 @@ class RecordLedger:
             record = self.new(kind, tenant, service, payload, idempotency_key, "running")
             if record is not None:
                 return record, None
-            existing = self.existing(tenant, kind, idempotency_key)  # a concurrent request won
+            # A record with this key exists after all: a concurrent request won, or an earlier request that failed
+            # (its answer was a 5xx, so the API kept no answer for the key): replayed or refused by its outcome.
+            existing = self.existing(tenant, kind, idempotency_key, claiming=False)
         return None, self.replay(existing, view)
 
-    def existing(self, tenant: str, kind: str, idempotency_key: str | None) -> Record | None:
+    def existing(self, tenant: str, kind: str, idempotency_key: str | None, *, claiming: bool = True) -> Record | None:
+        """The record made earlier under ``idempotency_key``. ``claiming=False``: look even while the API claims
+        the key with the new record (after that insert failed on the key)."""
         if not idempotency_key:
             return None
-        if _ride_along.get():
+        if claiming and _ride_along.get():
             # The API found the key unused a moment ago and claims it with the new record: a record made
             # meanwhile makes that insert fail, and new() then answers None (the caller replays it).
             return None
