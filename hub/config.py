@@ -150,7 +150,7 @@ class BreakerSchema(Schema):
 
 class BulkheadLimitsSchema(Schema):
     """Concurrent calls to one provider from one process: from job threads and from request threads
-    (unset: that kind of thread less one; 0: no limit)."""
+    (unset: that kind of thread less one, or no limit below 3 threads; 0: no limit)."""
 
     class Meta:
         unknown = RAISE

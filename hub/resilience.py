@@ -622,7 +622,10 @@ class Bulkheads:
         if configured is None:
             configured = self.settings.get(kind)
         if configured is None:
-            configured = max(1, self._threads[kind] - 1)  # always leave a thread to the other providers
+            # Leave a thread to the other providers; with fewer than 3 threads a limit would halve what a
+            # one-provider hub does (2 threads -> 1), so none by default there.
+            threads = self._threads[kind]
+            configured = threads - 1 if threads >= 3 else 0
         return int(configured)
 
     def _pool(self, provider: str, kind: str) -> _Pool | None:

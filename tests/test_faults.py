@@ -215,7 +215,7 @@ def private_postgres() -> Iterator[Any]:
 DOWN_SECONDS = 1.5
 
 
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(150)
 def test_postgresql_restarted_under_load_answers_503_and_delivers_every_accepted_notification_once(tmp_path: Path, private_postgres: Any) -> None:
     """A hub on its own socket (request threads) with 2 job threads on a private PostgreSQL, and a stream of
     notifications (queued and sent in the request) from 2 clients to a local SMTP relay; ``pg_ctl restart -m
@@ -284,11 +284,16 @@ def test_postgresql_restarted_under_load_answers_503_and_delivers_every_accepted
         for thread in clients:
             thread.join(timeout=15)
 
-        def settled() -> bool:
-            statuses = Counter(hub.get_record(record_id, "demo").status for record_id in accepted)
-            return set(statuses) <= {"succeeded"}
+        def unsettled() -> list[tuple[str, str, int, Any]]:
+            records = [hub.get_record(record_id, "demo") for record_id in accepted]
+            return [(r.id, r.status, r.attempts, r.lease_until) for r in records if r.status != "succeeded"]
 
-        wait_for(settled, 30, "every accepted notification delivered", every=0.5)
+        try:
+            # Mostly within seconds (a job cut off by the outage is queued again after one lease); seen once in a
+            # full suite run: a record left for the minute's recovery sweep, hence the wait past one sweep.
+            wait_for(lambda: not unsettled(), 75, "every accepted notification delivered", every=0.5)
+        except AssertionError as error:
+            raise AssertionError(f"{error}; unsettled (id, status, attempts, lease): {unsettled()[:10]}") from None
         received = _message_ids(relay)
         expected = {f"<{record_id}-email.0@example.com>" for record_id in accepted}
         lost = len(expected - set(received))

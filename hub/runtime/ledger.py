@@ -196,7 +196,7 @@ class RecordLedger:
                 if extra:
                     session.add_all(extra)
         except IntegrityError:
-            if idempotency_key and self.existing(tenant, kind, idempotency_key, claiming=False) is None:
+            if idempotency_key and self.existing(tenant, kind, idempotency_key) is None:
                 # The key was claimed by a concurrent request for something else.
                 raise Conflict("A request with this Idempotency-Key is still being processed") from None
             return None
@@ -242,7 +242,7 @@ class RecordLedger:
     ) -> tuple[Record | None, Any]:
         """Open a running record for a synchronous call, or return the earlier answer for the same
         idempotency key (``(None, view)``). ``before`` (the rate limit) runs only for new work."""
-        existing = self.existing(tenant, kind, idempotency_key)
+        existing = self.existing(tenant, kind, idempotency_key, claiming=True)
         if existing is None:
             if before is not None:
                 before()
@@ -251,12 +251,12 @@ class RecordLedger:
                 return record, None
             # A record with this key exists after all: a concurrent request won, or an earlier request that failed
             # (its answer was a 5xx, so the API kept no answer for the key): replayed or refused by its outcome.
-            existing = self.existing(tenant, kind, idempotency_key, claiming=False)
+            existing = self.existing(tenant, kind, idempotency_key)
         return None, self.replay(existing, view)
 
-    def existing(self, tenant: str, kind: str, idempotency_key: str | None, *, claiming: bool = True) -> Record | None:
-        """The record made earlier under ``idempotency_key``. ``claiming=False``: look even while the API claims
-        the key with the new record (after that insert failed on the key)."""
+    def existing(self, tenant: str, kind: str, idempotency_key: str | None, *, claiming: bool = False) -> Record | None:
+        """The record made earlier under ``idempotency_key``. ``claiming=True`` (the first look of a new request):
+        none while the API claims the key with the new record, whose insert fails if one exists."""
         if not idempotency_key:
             return None
         if claiming and _ride_along.get():

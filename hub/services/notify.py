@@ -97,7 +97,7 @@ class NotifyService:
         runtime.require_running()
         _check_request(request)
         ledger = runtime.ledger
-        existing = ledger.existing(tenant, "notification", idempotency_key)
+        existing = ledger.existing(tenant, "notification", idempotency_key, claiming=True)
         if existing is not None:
             return self.view(existing), existing.status == "queued"
         channels = [request.channel, *request.fallback_services]

@@ -118,7 +118,7 @@ class SyncService:
         runtime = self.runtime
         runtime.require_running()
         self._check_job(job)
-        existing = runtime.ledger.existing(tenant, "sync", idempotency_key)
+        existing = runtime.ledger.existing(tenant, "sync", idempotency_key, claiming=True)
         if existing is not None:
             return self.view(existing), existing.status == "queued"
         if not job.asynchronous:
@@ -414,7 +414,7 @@ class SyncService:
         runtime = self.runtime
         runtime.require_running()
         updates = _checked_updates(job.updates)
-        existing = runtime.ledger.existing(tenant, "inventory_push", idempotency_key)
+        existing = runtime.ledger.existing(tenant, "inventory_push", idempotency_key, claiming=True)
         if existing is not None:
             return self.push_view(existing), existing.status == "queued"
         provider = self._push_provider(tenant, job.provider)
