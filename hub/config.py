@@ -160,7 +160,7 @@ class BulkheadLimitsSchema(Schema):
 
 
 class BulkheadSchema(BulkheadLimitsSchema):
-    """``bulkhead``: per-provider concurrency limits (see :class:`hub.resilience.Bulkheads`)."""
+    """``bulkhead``: per-provider concurrency limits (see :class:`hub.bulkheads.Bulkheads`)."""
 
     #: Seconds an API request waits for a busy provider's slot before failing over or answering 503.
     max_wait = fields.Float(load_default=0.5, validate=validate.Range(min=0, max=30))

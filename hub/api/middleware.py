@@ -17,10 +17,11 @@ from flask import Response, current_app, g, jsonify, request
 from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
+from hub.bulkheads import ProviderBusyError
 from hub.errors import Conflict, HubError, RateLimitedError, ValidationError
 from hub.observability import request_id_var, tenant_var
 from hub.records import IdempotentRequest, utcnow
-from hub.resilience import ProviderBusyError, database_outage_reason, is_database_outage
+from hub.resilience import database_outage_reason, is_database_outage
 from hub.runtime.ledger import request_scope, riding_along, take_deferred
 from hub.schemas import MAX_DEPTH, check_text
 

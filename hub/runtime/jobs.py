@@ -21,7 +21,8 @@ from typing import Any
 from huey import Huey, MemoryHuey, RedisHuey, SqliteHuey, crontab
 from huey.consumer import Consumer
 
-from hub.resilience import Bulkheads, background_calls, is_database_outage
+from hub.bulkheads import Bulkheads, background_calls
+from hub.resilience import is_database_outage
 
 log = logging.getLogger("hub.jobs")
 

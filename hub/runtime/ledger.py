@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 
+from hub.bulkheads import busy_outcome
 from hub.capabilities import parse_timestamp
 from hub.errors import Conflict, NotFound, ValidationError
 from hub.observability import Metrics, request_id_var
 from hub.records import Database, Record, new_id, utcnow
-from hub.resilience import busy_outcome
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session

@@ -21,18 +21,11 @@ from typing import TYPE_CHECKING, Any
 import pybreaker
 from sqlalchemy import select
 
+from hub.bulkheads import Bulkheads, ProviderBusyError, note_call_outcome
 from hub.errors import ConfigurationError, HubError, NoProviderError, PermanentError, ProviderError
 from hub.observability import Metrics, redact_text, request_id_var
 from hub.records import AuditEntry, Database, utcnow
-from hub.resilience import (
-    Breakers,
-    Bulkheads,
-    ProviderBusyError,
-    RetryPolicy,
-    allows_failover,
-    guarded_call,
-    note_call_outcome,
-)
+from hub.resilience import Breakers, RetryPolicy, allows_failover, guarded_call
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
